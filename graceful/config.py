@@ -1,0 +1,89 @@
+"""A frozen Config built once from options, environment and defaults, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+from graceful.errors import ConfigError
+
+LOOPS = ("auto", "asyncio", "uvloop", "winloop")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """Every knob of the runtime. Times are in seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # In-flight requests get this long to finish, counted from the moment the listeners
+    # close (after the pre-stop delay). Below Kubernetes' default 30 s grace period once
+    # the pre-stop delay is added, by design of the operator.
+    drain_timeout: float = 30.0
+    # Keep accepting and serving (with Connection: close) this long after the stop request,
+    # while load balancers deregister us; readiness is already 503.
+    pre_stop_delay: float = 0.0
+    # Handlers still running at the drain deadline are cancelled and get this long to unwind.
+    cancel_grace: float = 1.0
+    # Each shutdown hook (and aiohttp's on_shutdown / on_cleanup) gets this long.
+    hook_timeout: float = 5.0
+    checkpoint: Path | None = None
+    checkpoint_interval: float | None = None
+    # Time reserved for the final checkpoint flush, that a slow drain cannot eat.
+    checkpoint_timeout: float = 5.0
+    loop: str = "auto"
+    log_format: str = "auto"
+    log_level: str = "info"
+    access_log: bool = False
+    livez_path: str = "/livez"
+    readyz_path: str = "/readyz"
+    backlog: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",
+                     "checkpoint_timeout"):
+            _check_seconds(name, getattr(self, name))
+        if self.checkpoint_interval is not None:
+            _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)
+            if self.checkpoint is None:
+                raise ConfigError("checkpoint_interval needs a checkpoint path")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.backlog < 1:
+            raise ConfigError(f"backlog must be at least 1, got {self.backlog}")
+        _check_choice("loop", self.loop, LOOPS)
+        _check_choice("log_format", self.log_format, LOG_FORMATS)
+        _check_choice("log_level", self.log_level, LOG_LEVELS)
+        for name in ("livez_path", "readyz_path"):
+            path = getattr(self, name)
+            if not path.startswith("/"):
+                raise ConfigError(f"{name} must start with '/', got {path!r}")
+        if self.livez_path == self.readyz_path:
+            raise ConfigError("livez_path and readyz_path must differ")
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", Path(os.fspath(self.checkpoint)))
+
+    @property
+    def stop_budget(self) -> float:
+        """The longest a stop may take, from the request to the exit, in seconds."""
+        return (self.pre_stop_delay + self.drain_timeout + self.cancel_grace
+                + self.hook_timeout * 2 + self.checkpoint_timeout)
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _check_seconds(name: str, value: float, *, positive: bool = False) -> None:
+    if not isinstance(value, int | float) or math.isnan(value) or math.isinf(value):
+        raise ConfigError(f"{name} must be a finite number of seconds, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{name} must be {'>' if positive else '>='} 0 seconds, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
