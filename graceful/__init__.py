@@ -1,0 +1,61 @@
+"""graceful: serve an aiohttp application and stop it without losing a request or state.
+
+Names are imported on first use, so that `python -m graceful` can take over the stop
+signals before aiohttp is even imported (a SIGTERM during startup is then a clean stop).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graceful.config import Config
+    from graceful.errors import CheckpointError, ConfigError, ExitCode, GracefulError
+    from graceful.hooks import add_hook
+    from graceful.runner import run
+    from graceful.runtime import Phase, Runtime, StartupError
+    from graceful.state import STATE
+    from graceful.stop import StopObserver, StopRequest, StopSource
+
+__all__ = [
+    "STATE",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "ExitCode",
+    "GracefulError",
+    "Phase",
+    "Runtime",
+    "StartupError",
+    "StopObserver",
+    "StopRequest",
+    "StopSource",
+    "add_hook",
+    "run",
+]
+
+_WHERE = {
+    "STATE": "graceful.state",
+    "CheckpointError": "graceful.errors",
+    "Config": "graceful.config",
+    "ConfigError": "graceful.errors",
+    "ExitCode": "graceful.errors",
+    "GracefulError": "graceful.errors",
+    "Phase": "graceful.runtime",
+    "Runtime": "graceful.runtime",
+    "StartupError": "graceful.runtime",
+    "StopObserver": "graceful.stop",
+    "StopRequest": "graceful.stop",
+    "StopSource": "graceful.stop",
+    "add_hook": "graceful.hooks",
+    "run": "graceful.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'graceful' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,3 @@
+from graceful.cli import main
+
+main()

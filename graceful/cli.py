@@ -1,0 +1,146 @@
+"""Command line only: parse, build Config, call the runtime, exit with its code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from graceful.config import LOG_FORMATS, LOG_LEVELS, LOOPS, Config
+from graceful.errors import ExitCode, GracefulError
+
+SECONDS = click.FloatRange(min=0)
+
+
+def _option(name: str, **kwargs: Any) -> Any:
+    """A serve option that also reads GRACEFUL_<NAME> from the environment."""
+    envvar = "GRACEFUL_" + name.lstrip("-").replace("-", "_").upper()
+    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="graceful")
+def main() -> None:
+    """Serve aiohttp applications and stop them without losing a request or state."""
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:ATTR")
+@_option("--host", default="127.0.0.1", help="Address to listen on.")
+@_option("--port", type=click.IntRange(0, 65535), default=8080,
+         help="Port to listen on; 0 picks a free one (see the server.started log line).")
+@_option("--drain-timeout", type=SECONDS, default=30.0,
+         help="SECONDS in-flight requests get to finish once the listeners close.")
+@_option("--pre-stop-delay", type=SECONDS, default=0.0,
+         help="SECONDS to keep accepting after a stop request, readiness already 503.")
+@_option("--cancel-grace", type=SECONDS, default=1.0,
+         help="SECONDS cancelled handlers get to unwind after the drain deadline.")
+@_option("--hook-timeout", type=SECONDS, default=5.0, help="SECONDS each shutdown hook gets.")
+@_option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+         help="File that keeps app[graceful.STATE] across restarts.")
+@_option("--checkpoint-interval", type=click.FloatRange(min=0, min_open=True), default=None,
+         help="Also flush the checkpoint every SECONDS while serving.")
+@_option("--checkpoint-timeout", type=SECONDS, default=5.0,
+         help="SECONDS reserved for the final checkpoint flush.")
+@_option("--loop", type=click.Choice(LOOPS), default="auto",
+         help="Event loop; auto takes uvloop (POSIX) or winloop (Windows) when installed.")
+@_option("--log-format", type=click.Choice(LOG_FORMATS), default="auto",
+         help="auto: console on a terminal, JSON lines otherwise.")
+@_option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info")
+@_option("--access-log/--no-access-log", default=False, help="Log every request.")
+@_option("--livez-path", default="/livez", help="Liveness path.")
+@_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
+@_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
+def serve(target: str, **options: Any) -> None:
+    """Serve the aiohttp Application (or factory) MODULE:ATTR until stopped.
+
+    \b
+    Exit codes: 0 stopped cleanly; 1 unexpected error; 2 usage or configuration error;
+    3 drain deadline hit (or a second stop) and requests were cancelled;
+    4 checkpoint could not be written; 5 a shutdown hook failed or timed out.
+    """
+    from graceful.bridge import default_bridge
+
+    bridge = default_bridge()
+    if hasattr(bridge, "capture"):
+        bridge.capture()  # from here a stop signal is a clean stop, not a kill
+    options["log_level"] = options["log_level"].lower()
+    config = _build(Config, options)
+    from graceful import loader, logs
+
+    try:
+        source = loader.import_target(target)
+    except GracefulError as err:
+        _fail(err)
+    logs.configure(config.log_format, config.log_level)
+    _exit(_run(source, config, bridge))
+
+
+def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
+    from graceful.logs import get_logger
+    from graceful.runner import run
+
+    log = get_logger()
+    try:
+        code = run(source, config, bridge=bridge, configure_logging=False)
+    except GracefulError as err:
+        log.error("process.failed", error=str(err))
+        code = err.exit_code
+    except Exception as err:
+        log.exception("process.crashed", error=repr(err))
+        code = ExitCode.ERROR
+    log.info("process.exit", code=int(code))
+    return code
+
+
+@main.group()
+def checkpoint() -> None:
+    """Read checkpoint files."""
+
+
+@checkpoint.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def show(path: Path) -> None:
+    """Print the state held in PATH as JSON."""
+    from graceful import checkpoint as ckpt
+
+    try:
+        snapshot = ckpt.read(path)
+    except GracefulError as err:
+        _fail(err, ExitCode.ERROR)
+    click.echo(json.dumps(snapshot.state, indent=2, sort_keys=True))
+
+
+@checkpoint.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def verify(path: Path) -> None:
+    """Exit 0 if PATH is a whole, untampered checkpoint; else 1 with the reason."""
+    from graceful import checkpoint as ckpt
+
+    try:
+        snapshot = ckpt.read(path)
+    except GracefulError as err:
+        _fail(err, ExitCode.ERROR)
+    click.echo(f"ok: {path}: generation {snapshot.generation}, written "
+               f"{snapshot.written_at.isoformat()}, {len(snapshot.state)} keys")
+
+
+def _build(cls: type[Config], options: dict[str, Any]) -> Config:
+    try:
+        return cls(**options)
+    except GracefulError as err:
+        _fail(err)
+
+
+def _fail(err: GracefulError, code: ExitCode | None = None) -> Any:
+    click.echo(f"graceful: error: {err}", err=True)
+    _exit(code if code is not None else err.exit_code)
+
+
+def _exit(code: int) -> Any:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(int(code))

@@ -1,0 +1,197 @@
+"""In-flight requests, Connection: close while stopping, quiet idle connections, the deadline.
+
+Keep-alive race (how aiohttp behaves, and what graceful does about it): a server that
+closes an idle keep-alive connection can race a request the client has just written on it;
+the client then sees the connection close with no answer. aiohttp's own shutdown closes
+every connection this way, and its last responses do not say `Connection: close`, so such
+races happen at every stop under load. graceful:
+  1. from the stop request on, every response says `Connection: close` (unless pipelined
+     requests are already queued behind it on that connection: they are answered first),
+     so a client never has a reason to reuse a connection that is about to close;
+  2. closes an idle connection only once it has been quiet, with not one byte received
+     since its last response, for IDLE_QUIET_S; a request that arrives within that window
+     is served (with `Connection: close`) instead of being cut;
+  3. treats a connection that never sent a request as idle after NEW_CONNECTION_GRACE_S
+     (Go issue 22682), so a client that connected just before the listeners closed still
+     gets its request in.
+What remains is a client that keeps a connection silent for longer than IDLE_QUIET_S after
+a response sent before the stop, and then writes at the very instant of the close: HTTP/1.1
+gives the server no way to exclude it (RFC 9112 section 9.3.1: clients retry idempotent
+requests for this reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import weakref
+from collections.abc import Callable
+
+from aiohttp import WSCloseCode, hdrs, web
+from aiohttp.web_request import BaseRequest
+
+from graceful.logs import get_logger
+from graceful.protocol import DrainingRequestHandler
+
+IDLE_QUIET_S = 0.05
+NEW_CONNECTION_GRACE_S = 1.0
+PROGRESS_EVERY_S = 1.0
+
+log = get_logger()
+
+
+@dataclasses.dataclass(eq=False)
+class InFlight:
+    request: BaseRequest
+    task: asyncio.Task[object] | None
+    started: float
+    protocol: DrainingRequestHandler
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancelled:
+    method: str
+    path: str
+    age_s: float
+    unwound: bool  # False: the handler ignored the cancellation past the grace
+
+
+class ConnectionTracker:
+    """Every connection and every request in flight, and the drain over them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.connections: set[DrainingRequestHandler] = set()
+        self.in_flight: set[InFlight] = set()
+        self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.stopping = False  # responses say Connection: close, idle connections close
+        self._changed = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- called by DrainingRequestHandler ------------------------------------------------
+
+    def opened(self, protocol: DrainingRequestHandler) -> None:
+        self.connections.add(protocol)
+        if self.stopping:
+            self._touch()
+
+    def closed(self, protocol: DrainingRequestHandler) -> None:
+        self.connections.discard(protocol)
+        self._touch()
+
+    def started(self, protocol: DrainingRequestHandler, request: BaseRequest) -> InFlight:
+        item = InFlight(request, asyncio.current_task(), self._loop.time(), protocol)
+        self.in_flight.add(item)
+        return item
+
+    def finished(self, protocol: DrainingRequestHandler, item: InFlight | None) -> None:
+        if item is not None:
+            self.in_flight.discard(item)
+        if self.stopping:
+            self._touch()
+
+    async def on_response_prepare(self, request: web.Request,
+                                  response: web.StreamResponse) -> None:
+        """aiohttp's on_response_prepare signal: runs for every response of the app."""
+        if isinstance(response, web.WebSocketResponse):
+            self.websockets.add(response)
+        elif self.stopping and not _has_queued_requests(request):
+            # aiohttp has already chosen the Connection header by now (it computes it
+            # before this signal), so set it as well as the close itself.
+            response.force_close()
+            response.headers[hdrs.CONNECTION] = "close"
+
+    # -- the drain -----------------------------------------------------------------------
+
+    def begin_stopping(self) -> None:
+        """From now on responses say Connection: close and quiet connections are closed."""
+        self.stopping = True
+        self._touch()
+
+    def close_websockets(self) -> list[asyncio.Task[bool]]:
+        """Send 1001 (going away) to every open websocket; their handlers then return."""
+        return [
+            asyncio.ensure_future(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"))
+            for ws in list(self.websockets)
+            if not ws.closed
+        ]
+
+    async def drain(self, deadline: float, force: asyncio.Event,
+                    progress: Callable[[int, float], None]) -> bool:
+        """Wait until no request is in flight and every connection is closed.
+
+        Returns False when `deadline` (loop time) passed or `force` was set first. Reports
+        progress about once a second.
+        """
+        next_tick = self._loop.time() + PROGRESS_EVERY_S
+        while True:
+            self._close_quiet_connections()
+            if not self.in_flight and not self.connections:
+                return True
+            now = self._loop.time()
+            if now >= deadline or force.is_set():
+                return False
+            if now >= next_tick:
+                progress(len(self.in_flight), deadline - now)
+                next_tick = now + PROGRESS_EVERY_S
+            self._changed.clear()
+            waits = [asyncio.ensure_future(self._changed.wait()),
+                     asyncio.ensure_future(force.wait())]
+            try:
+                await asyncio.wait(waits, timeout=min(deadline, next_tick) - now,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+
+    async def cancel_in_flight(self, grace: float) -> list[Cancelled]:
+        """Cancel every handler still running, give them `grace` seconds to unwind, and drop
+        the connections left over."""
+        now = self._loop.time()
+        items = sorted(self.in_flight, key=lambda item: item.started)
+        tasks = {item.task for item in items if item.task is not None and not item.task.done()}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        cancelled = [
+            Cancelled(item.request.method, item.request.path, round(now - item.started, 3),
+                      unwound=item.task is None or item.task.done())
+            for item in items
+        ]
+        self.abort_all()
+        return cancelled
+
+    def abort_all(self) -> None:
+        for protocol in list(self.connections):
+            protocol.abort()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        self._changed.set()
+
+    def _close_quiet_connections(self) -> None:
+        """Close connections quiet long enough; wake up when the next one will be."""
+        now = self._loop.time()
+        next_due: float | None = None
+        for protocol in list(self.connections):
+            idle = protocol.idle_for(now)
+            if idle is None:
+                continue
+            needed = NEW_CONNECTION_GRACE_S if protocol.never_used else IDLE_QUIET_S
+            if idle >= needed:
+                protocol.close_idle()
+            else:
+                due = now + needed - idle
+                next_due = due if next_due is None else min(next_due, due)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if next_due is not None:
+            self._timer = self._loop.call_at(next_due, self._touch)
+
+
+def _has_queued_requests(request: web.Request) -> bool:
+    protocol = request.protocol
+    return isinstance(protocol, DrainingRequestHandler) and protocol.has_queued_requests

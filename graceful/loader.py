@@ -1,0 +1,52 @@
+"""`MODULE:ATTR` to an aiohttp Application: an Application, or a sync or async factory."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from graceful.errors import ConfigError
+
+AppSource = web.Application | Callable[[], web.Application | Awaitable[web.Application]]
+
+
+def import_target(target: str) -> AppSource:
+    """Import `MODULE:ATTR` (ATTR may be dotted); ConfigError names what is wrong."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{target!r} is not MODULE:ATTR (for example myapp.web:create_app)")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise ConfigError(f"cannot import module {module_name!r}: no module named "
+                              f"{err.name!r}") from err
+        raise ConfigError(f"importing {module_name!r} failed: {err}") from err
+    except Exception as err:
+        raise ConfigError(f"importing {module_name!r} failed: {type(err).__name__}: {err}") from err
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as err:
+            raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from err
+    if not isinstance(obj, web.Application) and not callable(obj):
+        raise ConfigError(f"{target} is a {type(obj).__name__}, not an aiohttp Application "
+                          "or a factory returning one")
+    return obj
+
+
+async def build_app(source: AppSource, name: str = "the factory") -> web.Application:
+    """The Application itself, or what the factory returns (awaited if async)."""
+    if isinstance(source, web.Application):
+        return source
+    app = source()
+    if inspect.isawaitable(app):
+        app = await app
+    if not isinstance(app, web.Application):
+        raise ConfigError(f"{name} returned {type(app).__name__}, not an aiohttp Application")
+    return app

@@ -1,0 +1,48 @@
+"""Event loop choice: a string key, imported lazily (uvicorn's LOOP_FACTORIES)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable
+
+from graceful.errors import ConfigError
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+# The module that provides each optional loop, with its `new_event_loop`.
+_OPTIONAL = {"uvloop": "uvloop", "winloop": "winloop"}
+_PLATFORM_LOOP = "winloop" if sys.platform == "win32" else "uvloop"
+
+
+def loop_factory(name: str) -> tuple[str, LoopFactory]:
+    """The loop called `name` ("auto", "asyncio", "uvloop", "winloop") and its factory.
+
+    "auto" takes uvloop on POSIX and winloop on Windows when installed, asyncio otherwise.
+    A loop asked for by name that is not installed is a ConfigError.
+    """
+    if name == "auto":
+        factory = _import_optional(_PLATFORM_LOOP)
+        return (_PLATFORM_LOOP, factory) if factory else ("asyncio", asyncio.new_event_loop)
+    if name == "asyncio":
+        return "asyncio", asyncio.new_event_loop
+    if name not in _OPTIONAL:
+        raise ConfigError(f"unknown loop {name!r}; choose auto, asyncio, uvloop or winloop")
+    if name != _PLATFORM_LOOP:
+        raise ConfigError(f"loop {name!r} is not available on {sys.platform}")
+    factory = _import_optional(name)
+    if factory is None:
+        raise ConfigError(
+            f"loop {name!r} is not installed; install it with "
+            f"pip install 'graceful[{'windows' if name == 'winloop' else name}]'"
+        )
+    return name, factory
+
+
+def _import_optional(name: str) -> LoopFactory | None:
+    try:
+        module = importlib.import_module(_OPTIONAL[name])
+    except ImportError:
+        return None
+    return module.new_event_loop

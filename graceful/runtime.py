@@ -1,0 +1,401 @@
+"""The lifecycle, phase by phase: the one place that orders them.
+
+    start: restore checkpoint, build app, health routes, on_startup, bind  -> READY
+    stop request (first):  readiness 503, Connection: close on every response
+      1. pre_stop     keep accepting for --pre-stop-delay (load balancers deregister us)
+      2. stop_accepting  close the listeners; connections queued in the kernel are served
+      3. drain        on_shutdown, websockets 1001, quiet idle connections closed, wait for
+                      every in-flight request until the drain deadline
+      4. cancel       handlers still running are cancelled, given --cancel-grace, logged
+      5. hooks        graceful hooks LIFO, then aiohttp's on_cleanup/cleanup_ctx, each bounded
+      6. checkpoint   the state is flushed atomically, in time reserved for it
+    second stop: skip to 4 at once; third stop: best-effort checkpoint, return at once.
+
+Not covered: background tasks the application starts itself (stop them in a hook or a
+cleanup_ctx); a handler that blocks the loop without awaiting cannot be cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from graceful import checkpoint as ckpt
+from graceful import health, hooks, loader
+from graceful.access import AccessLogger
+from graceful.config import Config
+from graceful.deadline import StopBudget
+from graceful.drain import ConnectionTracker
+from graceful.errors import CheckpointError, ExitCode, GracefulError, worst
+from graceful.listeners import Listener, bind
+from graceful.logs import get_logger
+from graceful.protocol import DrainingRequestHandler
+from graceful.state import STATE
+from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
+
+log = get_logger()
+
+
+class Phase(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class StartupError(GracefulError):
+    """The app could not start: a factory or an on_startup handler raised (exit 1)."""
+
+
+class Runtime:
+    """Serves one aiohttp application and stops it without losing requests or state.
+
+    `async with Runtime(app_or_factory, config) as runtime:` starts it (listeners bound,
+    READY); `await runtime.wait_stopped()` returns the exit code once a stop has run.
+    `runtime.stop(reason)` asks for a stop from any thread; stop sources (signals, console
+    events, the SCM) call `request_stop` on the loop through a bridge.
+    """
+
+    def __init__(self, app: loader.AppSource, config: Config | None = None, *,
+                 observers: Iterable[StopObserver] = (), **options: Any) -> None:
+        self.config = (config or Config()).replace(**options) if options else (config or Config())
+        self._source = app
+        self._observers = list(observers)
+        self._hooks: list[hooks.ShutdownHook] = []
+        self.phase = Phase.STARTING
+        self.app: web.Application | None = None
+        self.state: dict[str, Any] = {}
+        self.listeners: list[Listener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tracker: ConnectionTracker | None = None
+        self._runner: web.AppRunner | None = None
+        self._checkpointer: ckpt.Checkpointer | None = None
+        self._stops: list[StopRequest] = []
+        self._budget: StopBudget | None = None
+        self._main: asyncio.Task[ExitCode] | None = None
+        self._startup: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._force = asyncio.Event()
+        self._abandoned: asyncio.Future[ExitCode] | None = None
+        self._periodic: asyncio.Task[None] | None = None
+        self._codes: list[ExitCode] = []
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [listener.address for listener in self.listeners]
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    def add_hook(self, func: hooks.Hook, *, name: str | None = None,
+                 timeout: float | None = None) -> hooks.Hook:
+        """Run `func(app)` at stop after the drain; hooks run LIFO, each bounded."""
+        self._hooks.append(hooks.ShutdownHook(func, name or hooks._name_of(func), timeout))
+        return func
+
+    def stop(self, reason: str = "", source: StopSource = StopSource.API) -> None:
+        """Ask for a stop; safe from any thread. Called again, it forces, then abandons."""
+        if self._loop is None:
+            raise RuntimeError("the runtime has not started")
+        self._loop.call_soon_threadsafe(self.request_stop, StopRequest(source, reason))
+
+    async def start(self) -> None:
+        """Start serving; returns once READY. Raises what made the start fail."""
+        self._loop = asyncio.get_running_loop()
+        self._abandoned = self._loop.create_future()
+        self._main = asyncio.create_task(self._lifecycle(), name="graceful.lifecycle")
+        ready = asyncio.ensure_future(self._ready.wait())
+        await asyncio.wait([self._main, ready], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._main.done():
+            self._main.result()  # raises a startup error; else a stop came during the start
+
+    async def wait_stopped(self) -> ExitCode:
+        """Wait for the stop to finish and return the exit code."""
+        assert self._main is not None and self._abandoned is not None, "start() first"
+        await asyncio.wait([self._main, self._abandoned], return_when=asyncio.FIRST_COMPLETED)
+        if self._abandoned.done():
+            return self._abandoned.result()
+        return self._main.result()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._main is not None and not self._main.done():
+            if not self._stop_requested.is_set():
+                self.request_stop(StopRequest(StopSource.API, "context exit"))
+            await self.wait_stopped()
+
+    def request_stop(self, request: StopRequest) -> None:
+        """Handle a stop request on the loop thread: the first drains, the second forces,
+        the third abandons."""
+        self._stops.append(request)
+        level = StopLevel(min(len(self._stops), StopLevel.ABANDON))
+        log.info("stop.requested", source=str(request.source), reason=request.reason,
+                 mode=level.name.lower(), attempt=len(self._stops), phase=str(self.phase))
+        if self.phase is Phase.STOPPED:
+            return
+        if self.phase is Phase.STARTING:
+            self._stop_requested.set()
+            if self._startup is not None:
+                self._startup.cancel()
+            return
+        if level is StopLevel.GRACEFUL:
+            self._begin_stop()
+        elif level is StopLevel.FORCE:
+            assert self._budget is not None
+            self._budget.force(self._now(), self.config)
+            self._force.set()
+        else:
+            self._abandon()
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def _lifecycle(self) -> ExitCode:
+        if self._stop_requested.is_set():  # stopped before the start began
+            log.info("start.abandoned", reason="stop requested before the start")
+            return self._finish(ExitCode.OK)
+        self._startup = asyncio.create_task(self._start_steps(), name="graceful.startup")
+        try:
+            await self._startup
+        except asyncio.CancelledError:
+            if not self._stop_requested.is_set():
+                raise
+            log.info("start.abandoned", reason="stop requested while starting")
+            await self._cleanup_after_failed_start()
+            return self._finish(ExitCode.OK)
+        except GracefulError:
+            await self._cleanup_after_failed_start()
+            raise
+        except Exception as err:
+            log.error("startup.failed", error=repr(err), exc_info=err)
+            await self._cleanup_after_failed_start()
+            raise StartupError(f"the application failed to start: {err!r}") from err
+        if self._stop_requested.is_set() and self._budget is None:
+            self._begin_stop()  # the stop came as the start finished, too late to cancel it
+        await self._stop_requested.wait()
+        return await self._shutdown()
+
+    async def _start_steps(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        generation = 0
+        if config.checkpoint is not None:
+            snapshot, fallback = ckpt.load(config.checkpoint)
+            if fallback is not None:
+                log.warning("checkpoint.fallback", error=str(fallback))
+            if snapshot is not None:
+                self.state, generation = snapshot.state, snapshot.generation
+                log.info("checkpoint.restored", path=str(snapshot.path), generation=generation,
+                         age_s=round(snapshot.age_s(), 3), keys=len(self.state))
+            self._checkpointer = ckpt.Checkpointer(config.checkpoint, self.state, generation)
+        self.app = app = await loader.build_app(self._source)
+        app[STATE] = self.state
+        health.install(app, config.livez_path, config.readyz_path,
+                       is_ready=lambda: self.phase is Phase.READY, phase=lambda: str(self.phase))
+        self._tracker = tracker = ConnectionTracker(loop)
+        app.on_response_prepare.append(tracker.on_response_prepare)
+        access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
+        self._runner = web.AppRunner(app, handle_signals=False, **access)
+        await self._runner.setup()  # on_startup and cleanup_ctx run here
+        server = self._runner.server
+        assert server is not None
+
+        def factory() -> DrainingRequestHandler:
+            return DrainingRequestHandler(server, tracker=tracker, loop=loop, **access)
+
+        sock = bind(config.host, config.port, config.backlog)
+        listener = Listener(sock, factory)
+        self.listeners.append(listener)
+        await listener.start(config.backlog)
+        self.phase = Phase.READY
+        host, port = listener.address
+        log.info("server.started", host=host, port=port, loop=type(loop).__module__,
+                 pid=os.getpid())
+        if self._checkpointer is not None and config.checkpoint_interval:
+            self._periodic = asyncio.create_task(self._flush_periodically())
+        self._notify("ready")
+        self._ready.set()
+
+    async def _cleanup_after_failed_start(self) -> None:
+        for listener in self.listeners:
+            await listener.close()
+        if self._tracker is not None:
+            self._tracker.abort_all()
+        if self.app is not None and self.app.on_startup.frozen:
+            await hooks.run_step("aiohttp.on_cleanup", self.app.cleanup, self.config.hook_timeout)
+        self.phase = Phase.STOPPED
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def _begin_stop(self) -> None:
+        self.phase = Phase.DRAINING  # readiness answers 503 from this instant
+        self._budget = StopBudget.starting_at(self._now(), self.config)
+        assert self._tracker is not None
+        self._tracker.begin_stopping()
+        self._stop_requested.set()
+
+    async def _shutdown(self) -> ExitCode:
+        budget, tracker, app = self._budget, self._tracker, self.app
+        assert budget is not None and tracker is not None and app is not None
+        # 1. pre_stop: keep serving, with Connection: close, while we are deregistered
+        await self._phase("pre_stop", self._sleep_until(budget.accept_until))
+        # 2. stop_accepting: refuse new connections, serve the ones already queued
+        started = time.perf_counter()
+        queued = sum([await listener.close() for listener in self.listeners])
+        log.info("listeners.closed", queued_connections=queued,
+                 took_s=round(time.perf_counter() - started, 4))
+        # 3. drain: aiohttp's on_shutdown, websockets 1001, wait for in-flight requests
+        drained = await self._phase("drain", self._drain(app, tracker, budget))
+        # 4. cancel: handlers still running at the deadline
+        if not drained:
+            self._codes.append(await self._phase("cancel", self._cancel(tracker, budget)))
+        # 5. hooks: ours LIFO, then aiohttp's on_cleanup and cleanup_ctx
+        await self._phase("hooks", self._run_hooks(app, budget))
+        # 6. checkpoint: its reserved budget
+        await self._phase("checkpoint", self._final_flush(budget))
+        return self._finish(worst(*self._codes))
+
+    async def _drain(self, app: web.Application, tracker: ConnectionTracker,
+                     budget: StopBudget) -> bool:
+        started = time.perf_counter()
+        on_shutdown = asyncio.ensure_future(hooks.run_step(
+            "aiohttp.on_shutdown", app.shutdown,
+            min(self.config.hook_timeout, max(budget.drain_until - self._now(), 0))))
+        closing = tracker.close_websockets()
+        drained = await tracker.drain(budget.drain_until, self._force, self._on_drain_progress)
+        if await on_shutdown is not None:
+            self._codes.append(ExitCode.HOOK_FAILED)
+        for task in closing:
+            task.cancel()
+        if drained:
+            log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
+        return drained
+
+    async def _cancel(self, tracker: ConnectionTracker, budget: StopBudget) -> ExitCode:
+        grace = max(budget.cancel_until - self._now(), 0)
+        remaining = len(tracker.in_flight)
+        cancelled = await tracker.cancel_in_flight(grace)
+        forced = len(self._stops) > 1
+        log.warning("drain.deadline", cancelled=len(cancelled), forced=forced,
+                    open_connections=len(tracker.connections) if remaining == 0 else None,
+                    requests=[{"method": c.method, "path": c.path, "age_s": c.age_s,
+                               "unwound": c.unwound} for c in cancelled])
+        return ExitCode.DRAIN_DEADLINE if cancelled else ExitCode.OK
+
+    async def _run_hooks(self, app: web.Application, budget: StopBudget) -> None:
+        started = time.perf_counter()
+
+        def left() -> float:
+            return max(budget.hooks_until - self._now(), 0)
+
+        failures = await hooks.run_hooks(app, [*app.get(hooks.HOOKS, []), *self._hooks],
+                                         self.config.hook_timeout, left)
+        cleanup = await hooks.run_step("aiohttp.on_cleanup", app.cleanup,
+                                       min(self.config.hook_timeout, left()))
+        failures += [cleanup] if cleanup else []
+        if failures:
+            self._codes.append(ExitCode.HOOK_FAILED)
+        log.info("hooks.done", failed=[f.name for f in failures],
+                 took_s=round(time.perf_counter() - started, 4))
+
+    async def _final_flush(self, budget: StopBudget) -> None:
+        if self._periodic is not None:
+            self._periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._periodic
+        if self._checkpointer is None:
+            return
+        timeout = max(budget.final - self._now(), self.config.checkpoint_timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await self._checkpointer.flush()
+        except (CheckpointError, TimeoutError) as err:
+            log.error("checkpoint.failed", path=str(self._checkpointer.path),
+                      error=str(err) or f"timed out after {timeout:.3g}s")
+            self._codes.append(ExitCode.CHECKPOINT_FAILED)
+            return
+        assert result is not None
+        log.info("checkpoint.flushed", path=str(self._checkpointer.path),
+                 generation=result.generation, bytes=result.bytes, took_ms=round(result.took_ms, 2))
+
+    def _abandon(self) -> None:
+        """Third stop: write what we can now, on the loop, and report at once."""
+        code = ExitCode.DRAIN_DEADLINE
+        if self._checkpointer is not None:
+            try:
+                result = self._checkpointer.flush_now()
+                log.info("checkpoint.flushed", path=str(self._checkpointer.path),
+                         generation=result.generation, bytes=result.bytes,
+                         took_ms=round(result.took_ms, 2), abandoned=True)
+            except CheckpointError as err:
+                log.error("checkpoint.failed", error=str(err), abandoned=True)
+                code = ExitCode.CHECKPOINT_FAILED
+        if self._tracker is not None:
+            self._tracker.abort_all()
+        if self._abandoned is not None and not self._abandoned.done():
+            self._abandoned.set_result(self._finish(code))
+
+    async def _flush_periodically(self) -> None:
+        assert self._checkpointer is not None and self.config.checkpoint_interval
+        while True:
+            await asyncio.sleep(self.config.checkpoint_interval)
+            try:
+                result = await self._checkpointer.flush(only_if_changed=True)
+            except CheckpointError as err:
+                log.error("checkpoint.failed", error=str(err), periodic=True)
+                continue
+            if result is not None:
+                log.debug("checkpoint.flushed", generation=result.generation,
+                          bytes=result.bytes, took_ms=round(result.took_ms, 2), periodic=True)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _phase(self, name: str, work: Any) -> Any:
+        self._notify("phase", name, self._time_left())
+        return await work
+
+    async def _sleep_until(self, when: float) -> None:
+        delay = when - self._now()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._force.wait()
+
+    def _on_drain_progress(self, in_flight: int, left: float) -> None:
+        log.info("drain.progress", in_flight=in_flight, time_left_s=round(left, 3))
+        self._notify("drain_progress", in_flight, self._time_left())
+
+    def _finish(self, code: ExitCode) -> ExitCode:
+        self.phase = Phase.STOPPED
+        self._notify("stopped", int(code))
+        return code
+
+    def _time_left(self) -> float:
+        return max(self._budget.final - self._now(), 0) if self._budget else 0.0
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _notify(self, method: str, *args: Any) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception as err:  # an observer must not break the stop
+                log.error("observer.failed", observer=repr(observer), error=repr(err))
+
+
