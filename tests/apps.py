@@ -1,0 +1,148 @@
+"""Applications the end-to-end tests serve with the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+import graceful
+
+
+async def slow(request: web.Request) -> web.Response:
+    seconds = float(request.query.get("s", "1"))
+    await asyncio.sleep(seconds)
+    state = request.app[graceful.STATE]
+    state["served"] = state.get("served", 0) + 1
+    return web.Response(text=f"slept {seconds}\n")
+
+
+async def fast(request: web.Request) -> web.Response:
+    return web.Response(text="fast\n")
+
+
+async def upload(request: web.Request) -> web.Response:
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+    return web.Response(text=f"{size}\n")
+
+
+async def stubborn(request: web.Request) -> web.Response:
+    """Swallows its cancellation: the runtime must exit anyway."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
+
+
+async def counter(request: web.Request) -> web.Response:
+    state = request.app[graceful.STATE]
+    state["count"] = state.get("count", 0) + 1
+    state.setdefault("log", []).append(state["count"])
+    return web.Response(text=f"{state['count']}\n")
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for message in ws:
+        await ws.send_str(message.data)
+    return ws
+
+
+def _routes(app: web.Application) -> web.Application:
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/fast", fast)
+    app.router.add_post("/upload", upload)
+    app.router.add_get("/stubborn", stubborn)
+    app.router.add_get("/count", counter)
+    app.router.add_get("/ws", websocket)
+    return app
+
+
+def basic() -> web.Application:
+    return _routes(web.Application())
+
+
+async def async_factory() -> web.Application:
+    return _routes(web.Application())
+
+
+application = _routes(web.Application())
+not_an_app = 42
+
+
+def returns_wrong_type() -> object:
+    return "not an app"
+
+
+def _trace(line: str) -> None:
+    """Hooks write their order to $TRACE_FILE, for the test to read."""
+    with Path(os.environ["TRACE_FILE"]).open("a") as f:
+        f.write(line + "\n")
+
+
+def with_hooks() -> web.Application:
+    """Hooks registered a, b (hangs), c (raises), d: run d, c, b, a; exit code 5."""
+    app = basic()
+
+    async def hook_a(app: web.Application) -> None:
+        _trace("a")
+
+    async def hook_b(app: web.Application) -> None:
+        _trace("b")
+        await asyncio.sleep(3600)
+
+    def hook_c(app: web.Application) -> None:
+        _trace("c")
+        raise RuntimeError("hook c failed")
+
+    async def hook_d(app: web.Application) -> None:
+        _trace("d")
+
+    async def on_shutdown(app: web.Application) -> None:
+        _trace("on_shutdown")
+
+    async def on_cleanup(app: web.Application) -> None:
+        _trace("on_cleanup")
+
+    graceful.add_hook(app, hook_a)
+    graceful.add_hook(app, hook_b, timeout=0.5)
+    graceful.add_hook(app, hook_c)
+    graceful.add_hook(app, hook_d)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def failing_startup() -> web.Application:
+    app = basic()
+
+    async def boom(app: web.Application) -> None:
+        raise RuntimeError("database unreachable")
+
+    app.on_startup.append(boom)
+    return app
+
+
+def slow_startup() -> web.Application:
+    """on_startup waits until the test signals; says so on stderr first."""
+    app = basic()
+
+    async def wait(app: web.Application) -> None:
+        print("slow_startup: waiting", file=sys.stderr, flush=True)
+        await asyncio.sleep(3600)
+
+    app.on_startup.append(wait)
+    return app
+
+
+def shadows_readyz() -> web.Application:
+    app = basic()
+    app.router.add_get("/readyz", fast)
+    return app

@@ -1,0 +1,130 @@
+"""Connections at the stop: idle ones close, half-sent ones are served, websockets get 1001,
+and connections waiting in the kernel's accept queue are served rather than reset.
+
+1. An idle keep-alive connection is closed promptly at the stop; the process exits 0.
+2. A request whose headers were half sent at the stop is served (with Connection: close).
+3. A websocket is closed with 1001 (going away) when the drain starts.
+4. Listener.close() serves connections still in the accept queue; a plain close resets them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from graceful.listeners import Listener, bind
+from tests.rawhttp import Connection
+
+
+async def test_idle_keepalive_connection_closes_promptly(serve):
+    """1."""
+    server = serve("tests.apps:basic")
+    conn = await Connection.open(server.port)
+    response = await conn.request("GET", "/fast")
+    assert response.status == 200 and not response.closes
+    started = time.monotonic()
+    server.signal()
+    assert await conn.at_eof(5)
+    assert await asyncio.to_thread(server.wait) == 0
+    assert time.monotonic() - started < 2
+
+
+async def test_half_sent_request_at_stop_is_served(serve):
+    """2. The drain is kept open by a slow request; the half-sent one completes later."""
+    server = serve("tests.apps:basic", "--drain-timeout", "10")
+    slow = await Connection.open(server.port)
+    slow.send("GET", "/slow?s=1.5")
+    half = await Connection.open(server.port)
+    assert (await half.request("GET", "/fast")).status == 200  # now a keep-alive connection
+    half.writer.write(b"GET /fast HTTP/1.1\r\nHost: t\r\n")
+    await half.writer.drain()
+    await asyncio.sleep(0.2)
+    server.signal()
+    await asyncio.to_thread(server.wait_for, "listeners.closed")
+    await asyncio.sleep(0.3)  # far longer than the quiet time for idle connections
+    half.writer.write(b"\r\n")
+    response = await half.read_response()
+    assert response.status == 200 and response.closes
+    assert (await slow.read_response()).status == 200
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_websocket_gets_going_away(serve):
+    """3."""
+    server = serve("tests.apps:basic")
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+        f"http://127.0.0.1:{server.port}/ws"
+    ) as ws:
+        await ws.send_str("hi")
+        assert (await ws.receive(5)).data == "hi"
+        server.signal()
+        message = await ws.receive(5)
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert message.data == aiohttp.WSCloseCode.GOING_AWAY
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+def _queue_connections(port: int, count: int) -> list[socket.socket]:
+    """Connect and send a request with blocking sockets while the loop cannot accept."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        clients.append(client)
+    return clients
+
+
+async def _answers(client: socket.socket) -> bytes:
+    client.setblocking(False)
+    loop = asyncio.get_running_loop()
+    data = b""
+    try:
+        while chunk := await asyncio.wait_for(loop.sock_recv(client, 4096), 5):
+            data += chunk
+    except ConnectionResetError:
+        return b"RESET"
+    finally:
+        client.close()
+    return data
+
+
+async def _hello(request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+async def _served_server() -> tuple[web.Server, web.ServerRunner]:
+    server = web.Server(_hello)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    return server, runner
+
+
+async def test_listener_close_serves_the_accept_queue():
+    """4. Connections completed by the kernel but never accepted are answered."""
+    server, runner = await _served_server()
+    listener = Listener(bind("127.0.0.1", 0, 64), server)
+    await listener.start(64)
+    clients = _queue_connections(listener.address[1], 5)  # no await: the loop never accepts
+    assert await listener.close() == 5
+    answers = await asyncio.gather(*(_answers(c) for c in clients))
+    assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b"hello") for a in answers)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(listener.address, timeout=1)
+    await runner.cleanup()
+
+
+async def test_plain_close_would_reset_the_accept_queue():
+    """4. The control: closing the server the usual way resets those same connections."""
+    server, runner = await _served_server()
+    sock = bind("127.0.0.1", 0, 64)
+    aio_server = await asyncio.get_running_loop().create_server(server, sock=sock)
+    clients = _queue_connections(sock.getsockname()[1], 3)
+    aio_server.close()
+    answers = await asyncio.gather(*(_answers(c) for c in clients))
+    assert all(not a.startswith(b"HTTP/1.1 200") for a in answers)
+    await runner.cleanup()
