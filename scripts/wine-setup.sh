@@ -25,7 +25,7 @@ if ! command -v wine >/dev/null || ! command -v osslsigncode >/dev/null || ! com
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     wine wine64 libwine fonts-wine osslsigncode bsdutils curl >/dev/null
 fi
-if [ -f "$WINE_ROOT/stamp" ] && [ "$(cat "$WINE_ROOT/stamp")" = "$STAMP_KEY" ] && [ -x "$WIN_PYDIR/python.exe" ]; then
+if [ -f "$WINE_ROOT/stamp" ] && [ "$(cat "$WINE_ROOT/stamp")" = "$STAMP_KEY" ] && [ -f "$WIN_PYDIR/python.exe" ]; then
   wine_server_up
   echo "wine-setup: up to date ($(wine --version), prefix $WINEPREFIX) in $(( $(date +%s) - t0 ))s"
   exit 0
