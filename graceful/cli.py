@@ -17,7 +17,7 @@ SECONDS = click.FloatRange(min=0)
 
 def _option(name: str, **kwargs: Any) -> Any:
     """A serve option that also reads GRACEFUL_<NAME> from the environment."""
-    envvar = "GRACEFUL_" + name.lstrip("-").replace("-", "_").upper()
+    envvar = "GRACEFUL_" + name.split("/")[0].lstrip("-").replace("-", "_").upper()
     return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
 

@@ -24,14 +24,19 @@ class ServerProcess:
     """`python -m graceful serve TARGET --port 0 --log-format json ...` and its log."""
 
     def __init__(self, target: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "graceful", "serve", target, "--host", "127.0.0.1",
              "--port", "0", "--log-format", "json", *args],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
+        self._attach(proc)
+
+    def _attach(self, proc: subprocess.Popen[str]) -> None:
+        """Follow `proc`'s JSON log on stderr."""
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.raw: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

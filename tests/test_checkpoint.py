@@ -1,0 +1,148 @@
+"""Checkpoint files: atomic writes, verification, fallback, failures, the CLI.
+
+1. A state written is read back whole, with its generation; PATH.prev holds the one before.
+2. A torn, tampered or foreign file is refused with a one-line reason naming the file.
+3. A write that fails (disk full) leaves the old file intact and no temp file behind.
+4. A symbolic link is refused, never followed; files are created with mode 0600.
+5. Non-JSON state is refused with the reason.
+6. `graceful checkpoint verify/show` exit 0/1 with one line.
+7. kill -9 at random instants during rapid checkpointing never leaves a torn or older file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from graceful import checkpoint as ckpt
+from graceful.errors import CheckpointError
+from tests.conftest import ROOT, ServerProcess
+
+
+def test_roundtrip_and_previous_generation(tmp_path):
+    """1."""
+    path = tmp_path / "s.json"
+    ckpt.write_atomic(path, ckpt.encode({"a": [1, 2], "b": "é"}, 1))
+    ckpt.write_atomic(path, ckpt.encode({"a": [3]}, 2))
+    assert ckpt.read(path).state == {"a": [3]} and ckpt.read(path).generation == 2
+    assert ckpt.read(ckpt.previous_path(path)).state == {"a": [1, 2], "b": "é"}
+    assert ckpt.load(path) == (ckpt.read(path), None)
+    assert ckpt.load(tmp_path / "none.json") == (None, None)
+
+
+@pytest.mark.parametrize(("mangle", "reason"), [
+    (lambda b: b[: len(b) // 2], "not valid JSON"),
+    (lambda b: b.replace(b'"a":[3]', b'"a":[4]'), "checksum mismatch"),
+    (lambda b: b'{"hello": 1}', "not a graceful checkpoint"),
+    (lambda b: b.replace(b'"version":1', b'"version":9'), "unsupported format version"),
+])
+def test_bad_files_are_refused_with_reason(tmp_path, mangle, reason):
+    """2."""
+    path = tmp_path / "s.json"
+    ckpt.write_atomic(path, ckpt.encode({"a": [3]}, 2))
+    path.write_bytes(mangle(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=reason) as caught:
+        ckpt.read(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_failed_write_leaves_old_file(tmp_path, monkeypatch):
+    """3. The fault is injected at the write call: ENOSPC half way through."""
+    path = tmp_path / "s.json"
+    ckpt.write_atomic(path, ckpt.encode({"old": True}, 1))
+    before = path.read_bytes()
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            real_write(fd, bytes(data[:10]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        ckpt.write_atomic(path, ckpt.encode({"new": "x" * 100}, 2))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]  # no temp file left
+
+
+def test_symlink_refused_and_mode_0600(tmp_path):
+    """4."""
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(outside)
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        ckpt.write_atomic(link, ckpt.encode({}, 1))
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        ckpt.read(link)
+    assert outside.read_text() == "{}"
+    path = tmp_path / "s.json"
+    ckpt.write_atomic(path, ckpt.encode({}, 1))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_non_json_state_refused():
+    """5."""
+    with pytest.raises(CheckpointError, match="not JSON"):
+        ckpt.encode({"when": object()}, 1)
+    with pytest.raises(CheckpointError, match="not JSON"):
+        ckpt.encode({"x": float("nan")}, 1)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "graceful", "checkpoint", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_cli_verify_and_show(tmp_path):
+    """6."""
+    path = tmp_path / "s.json"
+    ckpt.write_atomic(path, ckpt.encode({"k": 1}, 3))
+    ok = _cli("verify", str(path))
+    assert ok.returncode == 0 and "generation 3" in ok.stdout
+    shown = _cli("show", str(path))
+    assert shown.returncode == 0 and '"k": 1' in shown.stdout
+    path.write_bytes(path.read_bytes()[:-20])
+    for args in (["verify", str(path)], ["verify", str(tmp_path / "missing")],
+                 ["show", str(path)]):
+        bad = _cli(*args)
+        assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad.stderr
+
+
+async def test_kill_9_during_rapid_checkpointing(tmp_path):
+    """7. 15 rounds: load the server, SIGKILL at a random instant, check the file."""
+    import asyncio
+
+    from tests.rawhttp import Connection
+
+    path = tmp_path / "s.json"
+    last_generation = 0
+    rng = random.Random(1234)
+    for _ in range(15):
+        server = ServerProcess("tests.apps:basic", "--checkpoint", str(path),
+                               "--checkpoint-interval", "0.005")
+        try:
+            server.started()
+            conn = await Connection.open(server.port)
+            until = time.monotonic() + rng.uniform(0.05, 0.4)
+            while time.monotonic() < until:
+                await conn.request("GET", "/count")
+            os.kill(server.proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(server.wait)
+            conn.close()
+        finally:
+            server.kill()
+        snapshot = ckpt.read(path)  # raises on a torn file
+        assert snapshot.generation >= last_generation
+        assert snapshot.state.get("log", []) == list(range(1, snapshot.state.get("count", 0) + 1))
+        last_generation = snapshot.generation
+    assert last_generation > 15

@@ -1,0 +1,101 @@
+"""Options to Config: every flag and its GRACEFUL_* variable, validation, loop choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from graceful import cli
+from graceful.config import Config
+from graceful.errors import ConfigError
+from graceful.loops import loop_factory
+
+
+@pytest.fixture
+def parsed(monkeypatch):
+    """Run `graceful serve` up to the point it would start, and return its Config."""
+    seen: list[Config] = []
+
+    def fake_run(source, config, bridge):
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr(cli, "_run", fake_run)
+
+    def parse(*args: str, env: dict[str, str] | None = None) -> Config:
+        result = CliRunner().invoke(cli.main, ["serve", "tests.apps:basic", *args], env=env)
+        assert result.exit_code == 0, result.output
+        return seen[-1]
+
+    return parse
+
+
+@pytest.mark.parametrize(("args", "field", "value"), [
+    (["--host", "0.0.0.0"], "host", "0.0.0.0"),
+    (["--port", "0"], "port", 0),
+    (["--drain-timeout", "2.5"], "drain_timeout", 2.5),
+    (["--pre-stop-delay", "3"], "pre_stop_delay", 3.0),
+    (["--cancel-grace", "0.1"], "cancel_grace", 0.1),
+    (["--hook-timeout", "9"], "hook_timeout", 9.0),
+    (["--checkpoint", "s.json"], "checkpoint", Path("s.json")),
+    (["--checkpoint", "s.json", "--checkpoint-interval", "2"], "checkpoint_interval", 2.0),
+    (["--checkpoint-timeout", "1"], "checkpoint_timeout", 1.0),
+    (["--loop", "asyncio"], "loop", "asyncio"),
+    (["--log-format", "json"], "log_format", "json"),
+    (["--log-level", "DEBUG"], "log_level", "debug"),
+    (["--access-log"], "access_log", True),
+    (["--livez-path", "/alive"], "livez_path", "/alive"),
+    (["--readyz-path", "/ready"], "readyz_path", "/ready"),
+    (["--backlog", "16"], "backlog", 16),
+])
+def test_flag_to_config(parsed, args, field, value):
+    assert getattr(parsed(*args), field) == value
+
+
+@pytest.mark.parametrize(("env", "field", "value"), [
+    ({"GRACEFUL_PORT": "9000"}, "port", 9000),
+    ({"GRACEFUL_DRAIN_TIMEOUT": "7"}, "drain_timeout", 7.0),
+    ({"GRACEFUL_PRE_STOP_DELAY": "1"}, "pre_stop_delay", 1.0),
+    ({"GRACEFUL_CHECKPOINT": "x.json", "GRACEFUL_CHECKPOINT_INTERVAL": "3"},
+     "checkpoint_interval", 3.0),
+    ({"GRACEFUL_LOOP": "asyncio"}, "loop", "asyncio"),
+    ({"GRACEFUL_LOG_FORMAT": "console"}, "log_format", "console"),
+    ({"GRACEFUL_LOG_LEVEL": "warning"}, "log_level", "warning"),
+    ({"GRACEFUL_HOST": "::1"}, "host", "::1"),
+    ({"GRACEFUL_ACCESS_LOG": "1"}, "access_log", True),
+])
+def test_environment_to_config(parsed, env, field, value):
+    assert getattr(parsed(env=env), field) == value
+
+
+def test_flag_beats_environment(parsed):
+    assert parsed("--port", "1", env={"GRACEFUL_PORT": "2"}).port == 1
+
+
+def test_defaults():
+    config = Config()
+    assert (config.drain_timeout, config.pre_stop_delay, config.port) == (30.0, 0.0, 8080)
+    assert config.stop_budget == 30 + 1 + 5 * 2 + 5
+
+
+@pytest.mark.parametrize("changes", [
+    {"drain_timeout": -1}, {"pre_stop_delay": float("nan")}, {"port": 70000},
+    {"loop": "tokio"}, {"log_format": "xml"}, {"checkpoint_interval": 1},
+    {"livez_path": "livez"}, {"readyz_path": "/livez"}, {"backlog": 0},
+    {"checkpoint": "x", "checkpoint_interval": 0},
+])
+def test_invalid_config(changes):
+    with pytest.raises(ConfigError):
+        Config(**changes)
+
+
+def test_loop_choice():
+    assert loop_factory("asyncio")[0] == "asyncio"
+    assert loop_factory("auto")[0] == "uvloop"  # installed by the dev extra
+    assert loop_factory("uvloop")[0] == "uvloop"
+    with pytest.raises(ConfigError, match="not available on linux"):
+        loop_factory("winloop")
+    with pytest.raises(ConfigError, match="unknown loop"):
+        loop_factory("tokio")
