@@ -11,10 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from graceful.config import Config
-    from graceful.errors import CheckpointError, ConfigError, ExitCode, GracefulError
+    from graceful.errors import (
+        CheckpointError,
+        ConfigError,
+        ExitCode,
+        GracefulError,
+        StartupError,
+    )
     from graceful.hooks import add_hook
     from graceful.runner import run
-    from graceful.runtime import Phase, Runtime, StartupError
+    from graceful.runtime import Phase, Runtime
     from graceful.state import STATE
     from graceful.stop import StopObserver, StopRequest, StopSource
 
@@ -44,7 +50,7 @@ _WHERE = {
     "GracefulError": "graceful.errors",
     "Phase": "graceful.runtime",
     "Runtime": "graceful.runtime",
-    "StartupError": "graceful.runtime",
+    "StartupError": "graceful.errors",
     "StopObserver": "graceful.stop",
     "StopRequest": "graceful.stop",
     "StopSource": "graceful.stop",

@@ -38,6 +38,8 @@ def main() -> None:
          help="SECONDS to keep accepting after a stop request, readiness already 503.")
 @_option("--cancel-grace", type=SECONDS, default=1.0,
          help="SECONDS cancelled handlers get to unwind after the drain deadline.")
+@_option("--startup-timeout", type=SECONDS, default=60.0,
+         help="SECONDS each on_startup handler gets before the start fails.")
 @_option("--hook-timeout", type=SECONDS, default=5.0, help="SECONDS each shutdown hook gets.")
 @_option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
          help="File that keeps app[graceful.STATE] across restarts.")

@@ -29,6 +29,8 @@ class Config:
     pre_stop_delay: float = 0.0
     # Handlers still running at the drain deadline are cancelled and get this long to unwind.
     cancel_grace: float = 1.0
+    # Each on_startup handler (and cleanup_ctx) gets this long before the start fails.
+    startup_timeout: float = 60.0
     # Each shutdown hook (and aiohttp's on_shutdown / on_cleanup) gets this long.
     hook_timeout: float = 5.0
     checkpoint: Path | None = None
@@ -45,7 +47,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",
-                     "checkpoint_timeout"):
+                     "checkpoint_timeout", "startup_timeout"):
             _check_seconds(name, getattr(self, name))
         if self.checkpoint_interval is not None:
             _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)

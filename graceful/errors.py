@@ -45,6 +45,10 @@ class ConfigError(GracefulError):
     exit_code = ExitCode.USAGE
 
 
+class StartupError(GracefulError):
+    """The app could not start: a factory or an on_startup handler raised or hung (exit 1)."""
+
+
 class CheckpointError(GracefulError):
     """A checkpoint file that cannot be read, verified or written (exit 4)."""
 

@@ -14,8 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_app
 
+from graceful.errors import StartupError
 from graceful.logs import get_logger
 
 Hook = Callable[[web.Application], Awaitable[None] | None]
@@ -84,3 +85,27 @@ async def run_hooks(app: web.Application, hooks: list[ShutdownHook], default_tim
         if failure:
             failures.append(failure)
     return failures
+
+
+def bound_startup(app: web.Application, timeout: float) -> None:
+    """Give each of the app's on_startup handlers (cleanup_ctx included) `timeout` seconds;
+    one that raises or hangs becomes a StartupError that names it."""
+    for index, callback in enumerate(app.on_startup):
+        app.on_startup[index] = _bounded(callback, timeout)
+
+
+def _bounded(callback: Callable[[web.Application], Awaitable[None]],
+             timeout: float) -> Callable[[web.Application], Awaitable[None]]:
+    owner = getattr(callback, "__self__", None)
+    name = "cleanup_ctx" if isinstance(owner, web_app.CleanupContext) else _name_of(callback)
+
+    async def step(app: web.Application) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await callback(app)
+        except TimeoutError as err:
+            raise StartupError(f"on_startup {name} did not finish within {timeout:g}s") from err
+        except Exception as err:
+            raise StartupError(f"on_startup {name} raised {err!r}") from err
+
+    return step

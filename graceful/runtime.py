@@ -33,7 +33,7 @@ from graceful.access import AccessLogger
 from graceful.config import Config
 from graceful.deadline import StopBudget
 from graceful.drain import ConnectionTracker
-from graceful.errors import CheckpointError, ExitCode, GracefulError, worst
+from graceful.errors import CheckpointError, ExitCode, GracefulError, StartupError, worst
 from graceful.listeners import Listener, bind
 from graceful.logs import get_logger
 from graceful.protocol import DrainingRequestHandler
@@ -42,16 +42,14 @@ from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 log = get_logger()
 
+REPEAT_IGNORED_S = 0.5
+
 
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
     DRAINING = "draining"
     STOPPED = "stopped"
-
-
-class StartupError(GracefulError):
-    """The app could not start: a factory or an on_startup handler raised (exit 1)."""
 
 
 class Runtime:
@@ -141,7 +139,12 @@ class Runtime:
 
     def request_stop(self, request: StopRequest) -> None:
         """Handle a stop request on the loop thread: the first drains, the second forces,
-        the third abandons."""
+        the third abandons. A repeat within REPEAT_IGNORED_S of the last one that counted
+        is logged and ignored: one Ctrl+C can reach us twice (the terminal signals the
+        whole process group and a wrapper forwards it), and a script may send a burst."""
+        if self._stops and request.at - self._stops[-1].at < REPEAT_IGNORED_S:
+            log.info("stop.repeated", source=str(request.source), ignored=True)
+            return
         self._stops.append(request)
         level = StopLevel(min(len(self._stops), StopLevel.ABANDON))
         log.info("stop.requested", source=str(request.source), reason=request.reason,
@@ -177,6 +180,10 @@ class Runtime:
             log.info("start.abandoned", reason="stop requested while starting")
             await self._cleanup_after_failed_start()
             return self._finish(ExitCode.OK)
+        except StartupError as err:
+            log.error("startup.failed", error=str(err), exc_info=err.__cause__)
+            await self._cleanup_after_failed_start()
+            raise
         except GracefulError:
             await self._cleanup_after_failed_start()
             raise
@@ -209,6 +216,7 @@ class Runtime:
         self._tracker = tracker = ConnectionTracker(loop)
         app.on_response_prepare.append(tracker.on_response_prepare)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
+        hooks.bound_startup(app, config.startup_timeout)
         self._runner = web.AppRunner(app, handle_signals=False, **access)
         await self._runner.setup()  # on_startup and cleanup_ctx run here
         server = self._runner.server

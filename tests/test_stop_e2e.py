@@ -6,7 +6,8 @@
 4. Pipelined requests already received at the stop are all answered.
 5. Uploads in progress at the stop complete.
 6. The drain deadline cancels what still runs: exit 3, the requests logged.
-7. A second signal cuts the drain short; a third exits at once.
+7. A second signal cuts the drain short; a third exits at once; a repeat within
+   REPEAT_IGNORED_S does not count.
 8. During the pre-stop delay readiness is 503 and new connections are still served.
 """
 
@@ -17,6 +18,7 @@ import signal
 
 import pytest
 
+from graceful.runtime import REPEAT_IGNORED_S
 from tests.rawhttp import Connection, get
 
 
@@ -129,6 +131,7 @@ async def test_second_signal_cuts_the_drain_short(serve, tmp_path):
     await asyncio.sleep(0.2)
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
+    await asyncio.sleep(REPEAT_IGNORED_S)  # a repeat sooner than this is ignored
     server.signal(signal.SIGINT)
     assert await asyncio.to_thread(server.wait, 10) == 3
     assert server.wait_for("drain.deadline")["forced"] is True
@@ -145,7 +148,7 @@ async def test_third_signal_exits_at_once(serve, tmp_path):
     await asyncio.sleep(0.2)
     for _ in range(3):
         server.signal()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(REPEAT_IGNORED_S + 0.05)
     assert await asyncio.to_thread(server.wait, 10) == 3
     assert server.wait_for("checkpoint.flushed")["abandoned"] is True
     assert path.exists()

@@ -1,0 +1,88 @@
+"""Helpers (no tests) for the fake-driven Windows tests: the real runtime in a thread, on a loop of its
+own (as SvcRun runs it), with the fake only at the Win32 edge."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from graceful.stop import StopObserver
+
+
+class Recorder(StopObserver):
+    """Remembers what the runtime told its observers, with the time."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.ready_evt = threading.Event()
+        self.stopped_at: float | None = None
+
+    def ready(self) -> None:
+        self.events.append(("ready", None))
+        self.ready_evt.set()
+
+    def phase(self, name: str, time_left_s: float) -> None:
+        self.events.append(("phase", name))
+
+    def stopped(self, exit_code: int) -> None:
+        self.events.append(("stopped", exit_code))
+        self.stopped_at = time.monotonic()
+
+    def phases(self) -> list[str]:
+        return [value for kind, value in self.events if kind == "phase"]
+
+
+class Background(threading.Thread):
+    """Runs `func()` and keeps its result; `join` is bounded by the caller."""
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self._func = func
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self._func()
+        except BaseException as err:
+            self.error = err
+
+    def outcome(self, timeout: float = 30.0) -> Any:
+        self.join(timeout)
+        assert not self.is_alive(), "still running"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def get(url: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """GET on a thread of its own: (status, Connection header, body)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.headers.get("Connection", ""), response.read().decode()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def logged(path: Path, name: str) -> dict[str, Any] | None:
+    """The first JSON log line called `name` in `path`, if there is one yet."""
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == name:
+            return event
+    return None
