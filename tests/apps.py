@@ -146,3 +146,47 @@ def shadows_readyz() -> web.Application:
     app = basic()
     app.router.add_get("/readyz", fast)
     return app
+
+
+async def big(request: web.Request) -> web.StreamResponse:
+    """50 MB, for a client that never reads it."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    chunk = b"x" * 65536
+    for _ in range(800):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def with_big() -> web.Application:
+    app = basic()
+    app.router.add_get("/big", big)
+    return app
+
+
+def hanging_startup() -> web.Application:
+    app = basic()
+
+    async def connect_database(app: web.Application) -> None:
+        await asyncio.sleep(3600)
+
+    async def after(app: web.Application) -> None:
+        _trace("after")
+
+    app.on_startup.append(connect_database)
+    app.on_startup.append(after)
+    return app
+
+
+def big_state() -> web.Application:
+    """State of a few MB, so that checkpoint writes take a while."""
+    app = basic()
+
+    async def fill(app: web.Application) -> None:
+        state = app[graceful.STATE]
+        state["blob"] = ["y" * 1000] * 4000
+        state["gen"] = state.get("gen", 0) + 1
+
+    app.on_startup.append(fill)
+    return app

@@ -86,3 +86,11 @@ def logged(path: Path, name: str) -> dict[str, Any] | None:
         if event.get("event") == name:
             return event
     return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
