@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from graceful.errors import ExitCode
 from graceful.loops import loop_factory
 from graceful.runtime import Runtime
 from graceful.stop import StopObserver
+from graceful.systemd import SystemdNotifier
 
 # Tasks still alive when the runtime has finished (a handler that swallowed its
 # cancellation, say) get this long before the loop is closed under them.
@@ -34,7 +36,12 @@ def run(app: loader.AppSource, config: Config | None = None, *,
     if configure_logging:
         logs.configure(config.log_format, config.log_level)
     _, factory = loop_factory(config.loop)
-    bridge = default_bridge() if bridge is _DEFAULT else bridge
+    if bridge is _DEFAULT:
+        # Signal handlers can only be set from the main thread; elsewhere the caller stops
+        # the runtime through an observer, its own bridge, or Runtime.stop.
+        bridge = default_bridge() if threading.current_thread() is threading.main_thread() else None
+    notifier = SystemdNotifier.from_environment()
+    observers = [*observers, notifier] if notifier else list(observers)
     loop = factory()
     runtime = Runtime(app, config, observers=observers)
     try:

@@ -170,14 +170,15 @@ class RotatingWriter:
 
 
 def parse_host_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`NAME [--log-file F] [--app-dir D] -- <serve arguments>`."""
+    argv = list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(prog="graceful-service")
     parser.add_argument("name")
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--app-dir")
-    parser.add_argument("serve", nargs=argparse.REMAINDER)
-    args = parser.parse_args(list(argv))
-    if args.serve[:1] == ["--"]:
-        args.serve = args.serve[1:]
+    args = parser.parse_args(argv[:split])
+    args.serve = argv[split + 1:]
     return args
 
 

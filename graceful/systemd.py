@@ -1,0 +1,52 @@
+"""Keep systemd informed (sd_notify): READY=1 once serving, then STOPPING=1 with
+EXTEND_TIMEOUT_USEC taken from the time the stop has left, at every phase and drain tick,
+so that TimeoutStopSec does not kill a drain that is still within its budget."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from graceful.logs import get_logger
+from graceful.stop import StopObserver
+
+# Sent on top of the time left, so that the next message arrives before the extension ends.
+EXTEND_MARGIN_S = 2.0
+
+
+class SystemdNotifier(StopObserver):
+    def __init__(self, address: str) -> None:
+        # An address starting with "@" is in the abstract namespace.
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._warned = False
+
+    @classmethod
+    def from_environment(cls) -> SystemdNotifier | None:
+        address = os.environ.get("NOTIFY_SOCKET")
+        return cls(address) if address and hasattr(socket, "AF_UNIX") else None
+
+    def ready(self) -> None:
+        self._send("READY=1", "STATUS=serving")
+
+    def phase(self, name: str, time_left_s: float) -> None:
+        self._send("STOPPING=1", f"STATUS=stopping: {name}", self._extend(time_left_s))
+
+    def drain_progress(self, in_flight: int, time_left_s: float) -> None:
+        self._send(f"STATUS=draining: {in_flight} in flight", self._extend(time_left_s))
+
+    def stopped(self, exit_code: int) -> None:
+        self._send(f"STATUS=stopped, exit code {exit_code}")
+        self._sock.close()
+
+    @staticmethod
+    def _extend(time_left_s: float) -> str:
+        return f"EXTEND_TIMEOUT_USEC={int((time_left_s + EXTEND_MARGIN_S) * 1e6)}"
+
+    def _send(self, *lines: str) -> None:
+        try:
+            self._sock.sendto("\n".join(lines).encode(), self._address)
+        except OSError as err:
+            if not self._warned:  # a missing notify socket must not break the stop
+                get_logger().warning("systemd.notify_failed", error=str(err))
+                self._warned = True
