@@ -2,7 +2,8 @@
 
 1. CTRL_BREAK (SIGBREAK through signal.signal) starts the same drain as SIGTERM: the
    in-flight request completes, with Connection: close, and the same phases run.
-2. A second CTRL_C (past the runtime's 0.5 s repeat filter) forces: the request still running is cancelled, exit 3.
+2. A second CTRL_C (past the runtime's 0.5 s repeat filter) forces: the request still
+   running is cancelled, exit 3.
 3. CTRL_CLOSE: the console handler blocks until the stop has finished, then returns True.
 4. CTRL_CLOSE with a short OS limit: the handler asks for the fast stop before the limit,
    and returns before Windows would end the process.

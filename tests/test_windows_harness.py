@@ -1,5 +1,5 @@
-"""Helpers (no tests) for the fake-driven Windows tests: the real runtime in a thread, on a loop of its
-own (as SvcRun runs it), with the fake only at the Win32 edge."""
+"""Helpers (no tests) for the fake-driven Windows tests: the real runtime in a thread, on a
+loop of its own (as SvcRun runs it), with the fake only at the Win32 edge."""
 
 from __future__ import annotations
 

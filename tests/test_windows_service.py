@@ -94,7 +94,7 @@ def test_exit_code_is_the_service_specific_code(tmp_path):
 
 def test_preshutdown_then_shutdown_forces(tmp_path):
     """3."""
-    fake, host, runner, base = start_service(tmp_path, "--drain-timeout", "30")
+    _, host, runner, base = start_service(tmp_path, "--drain-timeout", "30")
     request = Background(lambda: get(f"{base}/slow?s=30"))
     time.sleep(0.3)
     host.bridge.control(w.SERVICE_CONTROL_PRESHUTDOWN)
