@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from graceful.listeners import Listener, bind
+from graceful.loops import loop_factory
 from tests.rawhttp import Connection
 
 
@@ -104,8 +105,18 @@ async def _served_server() -> tuple[web.Server, web.ServerRunner]:
     return server, runner
 
 
-async def test_listener_close_serves_the_accept_queue():
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_listener_close_serves_the_accept_queue(loop_name):
     """4. Connections completed by the kernel but never accepted are answered."""
+    _, factory = loop_factory(loop_name)
+    loop = factory()
+    try:
+        loop.run_until_complete(_serve_accept_queue())
+    finally:
+        loop.close()
+
+
+async def _serve_accept_queue() -> None:
     server, runner = await _served_server()
     listener = Listener(bind("127.0.0.1", 0, 64), server)
     await listener.start(64)
