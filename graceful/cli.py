@@ -107,27 +107,25 @@ def checkpoint() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def show(path: Path) -> None:
     """Print the state held in PATH as JSON."""
-    from graceful import checkpoint as ckpt
-
-    try:
-        snapshot = ckpt.read(path)
-    except GracefulError as err:
-        _fail(err, ExitCode.ERROR)
-    click.echo(json.dumps(snapshot.state, indent=2, sort_keys=True))
+    click.echo(json.dumps(_read_checkpoint(path).state, indent=2, sort_keys=True))
 
 
 @checkpoint.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def verify(path: Path) -> None:
     """Exit 0 if PATH is a whole, untampered checkpoint; else 1 with the reason."""
+    snapshot = _read_checkpoint(path)
+    click.echo(f"ok: {path}: generation {snapshot.generation}, written "
+               f"{snapshot.written_at.isoformat()}, {len(snapshot.state)} keys")
+
+
+def _read_checkpoint(path: Path) -> Any:
     from graceful import checkpoint as ckpt
 
     try:
-        snapshot = ckpt.read(path)
+        return ckpt.read(path)
     except GracefulError as err:
         _fail(err, ExitCode.ERROR)
-    click.echo(f"ok: {path}: generation {snapshot.generation}, written "
-               f"{snapshot.written_at.isoformat()}, {len(snapshot.state)} keys")
 
 
 def _build(cls: type[Config], options: dict[str, Any]) -> Config:
