@@ -90,12 +90,14 @@ class WindowsConsoleBridge:
         for name, previous in self._previous.items():
             self._win32.set_signal_handler(name, previous)
         self._previous.clear()
+        with self._lock:
+            self._deliver = None
+        # Release waiting handlers first: Windows (and Wine) hold the console's handler lock
+        # while a handler runs, so removing ours would wait for it to return.
+        self._finished.set()
         if self._console:
             self._win32.set_console_handler(self._on_console, False)
             self._console = False
-        with self._lock:
-            self._deliver = None
-        self._finished.set()
 
     def _request(self, request: StopRequest) -> None:
         with self._lock:
