@@ -1,0 +1,132 @@
+"""python -m bench drain ... | python -m bench throughput ...  (see bench/README section)"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import platform
+import shlex
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import plots, report
+from bench.drain import SIGNALS, RunSpec, run_one
+from bench.progress import Progress
+from bench.scenarios import NAMES, build
+from bench.servers import SERVERS
+
+OUT = Path(__file__).resolve().parent / "out"
+PACKAGES = ("graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
+            "httptools")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    drain = sub.add_parser("drain", help="request loss and drain cost under a stop signal")
+    drain.add_argument("--servers", type=_csv, default=list(SERVERS),
+                       help=f"comma list of: {', '.join(SERVERS)}")
+    drain.add_argument("--scenario", type=_csv, default=["short"],
+                       help=f"comma list of: {', '.join(NAMES)}")
+    drain.add_argument("--connections", type=lambda v: [int(x) for x in _csv(v)],
+                       default=[50])
+    drain.add_argument("--latency-ms", type=float, default=300.0,
+                       help="handler time of the short and prestop scenarios")
+    drain.add_argument("--signal", type=_csv, default=["TERM"], help="TERM, INT or both")
+    drain.add_argument("--repeat", type=int, default=1)
+    drain.add_argument("--peer-defaults", action="store_true",
+                       help="run peers without their drain-timeout option (their defaults); "
+                            "graceful always gets the scenario's --drain-timeout")
+    thr = sub.add_parser("throughput", help="requests/s of graceful against bare aiohttp")
+    thr.add_argument("--loop", type=_csv, default=["asyncio", "uvloop"])
+    thr.add_argument("--rounds", type=int, default=5)
+    thr.add_argument("--connections", type=int, default=32)
+    thr.add_argument("--seconds", type=float, default=3.0)
+    for p in (drain, thr):
+        p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
+    args = parser.parse_args(argv)
+    if args.mode == "drain":
+        for name in args.servers:
+            if name not in SERVERS:
+                parser.error(f"unknown server {name!r}")
+        for name in args.signal:
+            if name not in SIGNALS:
+                parser.error(f"unknown signal {name!r} (TERM, INT)")
+        for name in args.scenario:
+            if name not in NAMES:
+                parser.error(f"unknown scenario {name!r}")
+    return args
+
+
+def environment(argv: list[str]) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "command": "python -m bench " + shlex.join(argv),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cpus": __import__("os").cpu_count(), "versions": versions,
+    }
+
+
+async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    specs = [RunSpec(SERVERS[server], build(scenario, args.latency_ms), conns, sig, rep,
+                     args.peer_defaults)
+             for scenario in args.scenario for conns in args.connections
+             for sig in args.signal for rep in range(args.repeat) for server in args.servers]
+    progress = Progress(len(specs))
+    results = []
+    for spec in specs:
+        results.append(await run_one(spec, args.out, progress))
+    (args.out / "drain.json").write_text(json.dumps({"env": env, "runs": results}))
+    for path in [*plots.timelines(results, args.out), plots.loss_bars(results, args.out)]:
+        print(f"plot: {path}", file=sys.stderr)
+    print(f"raw results: {args.out / 'drain.json'}", file=sys.stderr)
+    print(report.drain_table(results))
+    print()
+    print(report.loss_summary(results))
+    return 0
+
+
+async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    from bench import throughput
+
+    rows, raw = await throughput.run(args.loop, args.rounds, args.connections, args.seconds,
+                                     args.out)
+    (args.out / "throughput.json").write_text(json.dumps({"env": env, "rows": rows,
+                                                          "runs": raw}))
+    print(f"raw results: {args.out / 'throughput.json'}", file=sys.stderr)
+    print(report.throughput_table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    # A write to a connection the server already closed is an expected event here.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    env = environment(argv)
+    run = drain_main if args.mode == "drain" else throughput_main
+    try:
+        import uvloop  # the harness's own loop: cheaper, so the servers get the CPU
+    except ImportError:
+        return asyncio.run(run(args, env))
+    return uvloop.run(run(args, env))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

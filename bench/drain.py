@@ -1,0 +1,127 @@
+"""One drain run: serve, load, signal, watch the process go, classify, figure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.client import classify
+from bench.figures import run_figures, timeline
+from bench.load import LoadConfig, LoadState, finish_clients, probe_listener, start_clients
+from bench.progress import Progress
+from bench.scenarios import Scenario
+from bench.servers import Launch, Server, start
+
+SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    server: Server
+    scenario: Scenario
+    connections: int
+    sig: str
+    repeat: int
+    peer_defaults: bool = False
+
+    @property
+    def label(self) -> str:
+        return (f"{self.server.name} {self.scenario.name} c={self.connections} "
+                f"SIG{self.sig} #{self.repeat + 1}")
+
+    @property
+    def slug(self) -> str:
+        return (f"{self.server.name}-{self.scenario.name}-c{self.connections}-{self.sig}"
+                f"-{self.repeat + 1}")
+
+
+async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
+                  attempt_timeout_s: float | None = None) -> dict[str, Any]:
+    sc = spec.scenario
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    seen_log = logs / f"{spec.slug}.seen"
+    seen_log.unlink(missing_ok=True)
+    launch = Launch(port=0, drain_timeout_s=sc.drain_timeout_s,
+                    peer_defaults=spec.peer_defaults, pre_stop_s=sc.pre_stop_s)
+    proc = await start(spec.server, launch, logs / f"{spec.slug}.log", seen_log)
+    kill_after = sc.drain_timeout_s + sc.pre_stop_s + sc.nominal_s + 8.0
+    cfg = LoadConfig(port=proc.port, connections=spec.connections, request=sc.request,
+                     stagger_s=sc.nominal_s,
+                     attempt_timeout_s=attempt_timeout_s or kill_after + sc.nominal_s + 5)
+    state = LoadState()
+    killed = orphans = False
+    tasks = start_clients(cfg, state)
+    try:
+        await _warm_up(sc.warmup_s, state, spec.label, progress)
+        t_signal = time.monotonic()
+        proc.signal(SIGNALS[spec.sig])
+        prober = asyncio.create_task(probe_listener(proc.port, state))
+        try:
+            await asyncio.wait_for(proc.process.wait(), kill_after)
+        except TimeoutError:
+            killed = True
+            await proc.kill_group()
+        t_exit = time.monotonic()
+        state.stopped = True
+        orphans = _group_alive(proc.pid)
+        await proc.kill_group()
+        last_accept, refused_first = await prober
+        await finish_clients(tasks, grace_s=5.0)
+    finally:
+        state.stopped = True
+        await proc.kill_group()
+        await finish_clients(tasks, grace_s=1.0)
+    seen = _read_seen(seen_log)
+    for a in state.attempts:
+        a.outcome = classify(a, seen).value
+    figures = run_figures(state.attempts, t_signal, t_exit, sc.nominal_s, refused_first,
+                          last_accept)
+    result = {
+        "server": spec.server.name, "scenario": sc.name, "connections": spec.connections,
+        "signal": f"SIG{spec.sig}", "repeat": spec.repeat + 1,
+        "peer_defaults": spec.peer_defaults, "exit_code": proc.process.returncode,
+        "killed": killed, "orphans": orphans, "seen_by_app": len(seen), **figures,
+        "timeline": timeline(state.attempts, t_signal, t_exit),
+    }
+    if progress is not None:
+        progress.finish(spec.label, one_line(result))
+    return result
+
+
+def one_line(r: dict[str, Any]) -> str:
+    c = r["counts"]
+    return (f"ok={c['ok']} lost={r['lost']} race={r['race']} refused={c['refused']} "
+            f"5xx={c['5xx']} timeout={c['timeout']} drain={r['drain_s']:.3f}s "
+            f"overhead={r['overhead_ms']:.0f}ms exit={r['exit_code']}"
+            + (" KILLED" if r["killed"] else ""))
+
+
+async def _warm_up(seconds: float, state: LoadState, label: str,
+                   progress: Progress | None) -> None:
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if progress is not None:
+            progress.status(label, f"warm-up {left:4.1f}s in_flight={state.in_flight} "
+                                   f"attempts={len(state.attempts)}")
+        await asyncio.sleep(min(left, 0.25))
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _read_seen(path: Path) -> set[str]:
+    with contextlib.suppress(FileNotFoundError):
+        return set(path.read_text().split())
+    return set()

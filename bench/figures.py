@@ -1,0 +1,90 @@
+"""Figures of one drain run, computed from the classified attempts."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Any
+
+from bench.client import OUTCOMES, Attempt, Outcome
+
+BIN_S = 0.02
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_figures(attempts: list[Attempt], t_signal: float, t_exit: float, nominal_s: float,
+                refused_first: float | None, last_accept: float | None) -> dict[str, Any]:
+    """Figures as in issue 4: times in seconds relative to the signal unless noted."""
+    counts = Counter(a.outcome for a in attempts)
+    after = [a for a in attempts if a.end >= t_signal]
+    # Work left at the signal: every request already written by then, at its nominal end.
+    in_flight = [a for a in attempts if a.start < t_signal <= a.end or (a.start < t_signal
+                                                                        and not a.end)]
+    work_left = max((a.start + nominal_s - t_signal for a in in_flight), default=0.0)
+    work_left = max(work_left, 0.0)
+    drain_s = t_exit - t_signal
+    ok_after = [a for a in after if a.outcome == Outcome.OK]
+    before = [(a.end - a.start) * 1000 for a in attempts
+              if a.outcome == Outcome.OK and a.end < t_signal]
+    refused_times = [a.end for a in attempts if a.outcome == Outcome.REFUSED
+                     and a.end >= t_signal]
+    if refused_first is not None:
+        refused_times.append(refused_first)
+    listener = min(refused_times, default=None)
+    return {
+        "counts": {o.value: counts.get(o.value, 0) for o in OUTCOMES},
+        "attempts": len(attempts),
+        "lost": counts.get(Outcome.LOST.value, 0),
+        "race": counts.get(Outcome.RACE.value, 0),
+        "in_flight_at_signal": len(in_flight),
+        "drain_s": round(drain_s, 4),
+        "work_left_s": round(work_left, 4),
+        "overhead_ms": round((drain_s - work_left) * 1000, 1),
+        "last_ok_s": round(max((a.end for a in ok_after), default=t_signal) - t_signal, 4),
+        "listener_closed_s": None if listener is None else round(listener - t_signal, 4),
+        "last_accept_s": None if last_accept is None else round(last_accept - t_signal, 4),
+        "drain_responses": len(ok_after),
+        "drain_conn_close": sum(a.conn_close for a in ok_after),
+        "p50_ms": _round(percentile(before, 0.50)),
+        "p99_ms": _round(percentile(before, 0.99)),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def timeline(attempts: list[Attempt], t_signal: float, t_exit: float,
+             before_s: float = 1.0, after_s: float = 0.5) -> dict[str, Any]:
+    """In-flight attempts and outcomes per bin of BIN_S, from before the signal to exit."""
+    lo = -before_s
+    bins = int(((t_exit - t_signal) + after_s - lo) / BIN_S) + 1
+    delta = [0] * (bins + 1)
+    ends: dict[str, list[int]] = {o.value: [0] * bins for o in OUTCOMES}
+    for a in attempts:
+        start = int((a.start - t_signal - lo) / BIN_S)
+        end = int(((a.end or t_exit) - t_signal - lo) / BIN_S)
+        if end < 0 or start >= bins:
+            continue
+        delta[max(start, 0)] += 1
+        delta[min(end, bins)] -= 1
+        if 0 <= end < bins and a.outcome:
+            ends[a.outcome][end] += 1
+    in_flight, level = [], 0
+    for value in delta[:bins]:
+        level += value
+        in_flight.append(level)
+    return {"t0": lo, "bin_s": BIN_S, "in_flight": in_flight, "ends": ends}
+
+
+def summarize(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}

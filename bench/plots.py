@@ -1,0 +1,94 @@
+"""PNG plots: per group of runs, a timeline per server around the signal; over all runs,
+lost and keep-alive race failures per server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.report import groups
+
+COLORS = {"ok": "#4caf50", "refused": "#9e9e9e", "keepalive_race": "#ff9800",
+          "lost": "#d32f2f", "5xx": "#7b1fa2", "timeout": "#1976d2"}
+
+
+def timelines(results: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One PNG per (scenario, connections, signal): a panel per server, its first run."""
+    paths = []
+    for (scenario, conns, sig), servers in groups(results).items():
+        names = list(servers)
+        fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.9 * len(names) + 0.6),
+                                 sharex=True, squeeze=False)
+        for ax, name in zip(axes[:, 0], names, strict=True):
+            _panel(ax, name, servers[name][0])
+        axes[-1, 0].set_xlabel("seconds since the signal")
+        fig.suptitle(f"{scenario}, {conns} connections, {sig}: in flight (line), "
+                     "outcomes per 20 ms (bars)", fontsize=10)
+        fig.tight_layout()
+        path = out / f"timeline-{scenario}-c{conns}-{sig}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _panel(ax: Any, name: str, run: dict[str, Any]) -> None:
+    tl = run["timeline"]
+    t = [tl["t0"] + i * tl["bin_s"] for i in range(len(tl["in_flight"]))]
+    ax.plot(t, tl["in_flight"], color="black", linewidth=1)
+    ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    bars = ax.twinx()
+    bottom = [0] * len(t)
+    for outcome, color in COLORS.items():
+        counts = tl["ends"][outcome]
+        if any(counts):
+            bars.bar(t, counts, width=tl["bin_s"], bottom=bottom, color=color, alpha=0.7,
+                     align="edge", label=outcome)
+            bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    bars.tick_params(labelsize=7)
+    ax.tick_params(labelsize=7)
+    ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
+    ax.axvline(run["drain_s"], color="red", linewidth=0.8)
+    if run["listener_closed_s"] is not None:
+        ax.axvline(run["listener_closed_s"], color="gray", linestyle=":", linewidth=0.8)
+    c = run["counts"]
+    ax.set_title(f"lost={run['lost']} race={run['race']} refused={c['refused']} "
+                 f"5xx={c['5xx']} timeout={c['timeout']} exit={run['exit_code']} "
+                 f"drain={run['drain_s']:.2f}s", fontsize=7, loc="right")
+    handles, labels = bars.get_legend_handles_labels()
+    if handles:
+        bars.legend(handles, labels, fontsize=6, loc="upper left", ncol=len(labels))
+
+
+def loss_bars(results: list[dict[str, Any]], out: Path) -> Path:
+    """Lost and race failures per server, summed over its runs, one bar group per scenario."""
+    keys = list(groups(results))
+    servers: list[str] = []
+    for r in results:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(keys) * len(servers) / 3 + 3),
+                             squeeze=False)
+    width = 0.8 / max(len(servers), 1)
+    for ax, field, title in ((axes[0, 0], "lost", "lost"), (axes[0, 1], "race",
+                                                             "keep-alive race")):
+        for i, server in enumerate(servers):
+            values = [sum(r[field] for r in groups(results)[k].get(server, [])) for k in keys]
+            ax.barh([k + i * width for k in range(len(keys))], values, height=width,
+                    label=server)
+        ax.set_yticks([k + 0.4 - width / 2 for k in range(len(keys))])
+        ax.set_yticklabels([f"{s} c={c} {g}" for s, c, g in keys], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{title} (sum over runs)", fontsize=10)
+        ax.tick_params(labelsize=7)
+    axes[0, 1].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "loss-by-server.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,89 @@
+"""Markdown tables of drain and throughput results."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+GroupKey = tuple[str, int, str]
+
+
+def groups(results: Iterable[dict[str, Any]]) -> dict[GroupKey, dict[str, list[dict[str, Any]]]]:
+    """{(scenario, connections, signal): {server: [runs]}} in first-seen order."""
+    out: dict[GroupKey, dict[str, list[dict[str, Any]]]] = {}
+    for r in results:
+        key = (r["scenario"], r["connections"], r["signal"])
+        out.setdefault(key, defaultdict(list))[r["server"]].append(r)
+    return out
+
+
+def _per_run(values: list[Any]) -> str:
+    if len(values) <= 5:
+        return ",".join(str(v) for v in values)
+    return f"{sum(values)} ({min(values)}-{max(values)})"
+
+
+def _median(values: list[float | None], fmt: str) -> str:
+    present = [v for v in values if v is not None]
+    return format(statistics.median(present), fmt) if present else "-"
+
+
+def drain_table(results: list[dict[str, Any]]) -> str:
+    head = ("| scenario | conns | signal | server | ok | lost | race | refused | 5xx | timeout "
+            "| drain s | overhead ms | stops accepting ms | `Connection: close` | exit "
+            "| p50/p99 ms |")
+    lines = [head, "|" + "---|" * 16]
+    for (scenario, conns, sig), servers in groups(results).items():
+        for server, runs in servers.items():
+            c = [r["counts"] for r in runs]
+            exits = sorted({("killed" if r["killed"] else str(r["exit_code"])) for r in runs})
+            listener = [None if r["listener_closed_s"] is None else r["listener_closed_s"] * 1000
+                        for r in runs]
+            close = (f"{sum(r['drain_conn_close'] for r in runs)}/"
+                     f"{sum(r['drain_responses'] for r in runs)}")
+            lines.append(
+                f"| {scenario} | {conns} | {sig} | {server} "
+                f"| {_per_run([x['ok'] for x in c])} | {_per_run([r['lost'] for r in runs])} "
+                f"| {_per_run([r['race'] for r in runs])} "
+                f"| {_per_run([x['refused'] for x in c])} | {_per_run([x['5xx'] for x in c])} "
+                f"| {_per_run([x['timeout'] for x in c])} "
+                f"| {_median([r['drain_s'] for r in runs], '.3f')} "
+                f"| {_median([r['overhead_ms'] for r in runs], '.0f')} "
+                f"| {_median(listener, '.0f')} | {close} | {','.join(exits)} "
+                f"| {_median([r['p50_ms'] for r in runs], '.0f')}/"
+                f"{_median([r['p99_ms'] for r in runs], '.0f')} |")
+    return "\n".join(lines)
+
+
+def loss_summary(results: list[dict[str, Any]]) -> str:
+    """Lost + race per server over all runs, and graceful's overhead against each peer's."""
+    total: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    overhead: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        t = total[r["server"]]
+        t[0] += r["lost"]
+        t[1] += r["race"]
+        t[2] += 1
+        if not r["killed"]:
+            overhead[r["server"]].append(r["overhead_ms"])
+    lines = ["| server | runs | lost | keep-alive races | median drain overhead ms |",
+             "|---|---|---|---|---|"]
+    for server, (lost, race, runs) in total.items():
+        lines.append(f"| {server} | {runs} | {lost} | {race} "
+                     f"| {_median(list(overhead[server]), '.1f')} |")
+    return "\n".join(lines)
+
+
+def throughput_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| loop | graceful rps (median) | aiohttp rps (median) | ratio median "
+             "| ratio min-max | CPU µs/req graceful | CPU µs/req aiohttp | CPU ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['loop']} | {row['graceful_rps']:.0f} | {row['aiohttp_rps']:.0f} "
+            f"| {row['ratio_median']:.3f} | {row['ratio_min']:.3f}-{row['ratio_max']:.3f} "
+            f"| {row['graceful_cpu_us']:.1f} | {row['aiohttp_cpu_us']:.1f} "
+            f"| {row['cpu_ratio']:.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""The servers under test, how to start each with the bench app, and their processes.
+
+Every server listens on 127.0.0.1 only. Each is started in a session of its own, so that
+when it is done (or must be killed) the harness ends exactly the processes it started:
+the stop signal goes to the server's own pid, as an orchestrator sends it; a final
+SIGKILL goes to the process group whose id is that pid (gunicorn's and granian's workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.apps import SEEN_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BIN = Path(sys.executable).parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    port: int
+    drain_timeout_s: float  # graceful always gets it; peers only with peer_defaults=False
+    peer_defaults: bool = False
+    pre_stop_s: float = 0.0
+    loop: str = "asyncio"  # for graceful and aiohttp's run_app (throughput mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    name: str
+    argv: Callable[[Launch], list[str]]
+    port_from_log: bool = False  # graceful: --port 0, read server.started
+    default_timeout: str = ""  # what the server does with no timeout option
+
+
+def _opt(launch: Launch, *flag: str) -> list[str]:
+    return [] if launch.peer_defaults else list(flag)
+
+
+def _graceful(loop: str) -> Callable[[Launch], list[str]]:
+    def argv(ln: Launch) -> list[str]:
+        cmd = [PY, "-m", "graceful", "serve", "bench.apps:aiohttp_app", "--host", "127.0.0.1",
+               "--port", "0", "--log-format", "json", "--drain-timeout",
+               f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop]
+        return [*cmd, "--pre-stop-delay", f"{ln.pre_stop_s:g}"] if ln.pre_stop_s else cmd
+    return argv
+
+
+def _aiohttp(ln: Launch) -> list[str]:
+    return [PY, "-m", "bench.launch_aiohttp", "--port", str(ln.port), "--loop", ln.loop,
+            *_opt(ln, "--shutdown-timeout", f"{ln.drain_timeout_s:g}")]
+
+
+def _uvicorn(ln: Launch) -> list[str]:
+    return [PY, "-m", "uvicorn", "bench.apps:asgi", "--host", "127.0.0.1", "--port",
+            str(ln.port), "--no-access-log", "--log-level", "warning",
+            *_opt(ln, "--timeout-graceful-shutdown", str(max(1, round(ln.drain_timeout_s))))]
+
+
+def _hypercorn(ln: Launch) -> list[str]:
+    return [PY, "-m", "hypercorn", "bench.apps:asgi", "-b", f"127.0.0.1:{ln.port}",
+            *_opt(ln, "--graceful-timeout", f"{ln.drain_timeout_s:g}")]
+
+
+def _granian(ln: Launch) -> list[str]:
+    return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
+            str(ln.port), "--workers", "1", "--no-ws", "--log-level", "warning",
+            *_opt(ln, "--workers-kill-timeout", str(max(1, round(ln.drain_timeout_s)))),
+            "bench.apps:asgi"]
+
+
+def _gunicorn(worker: str, app: str) -> Callable[[Launch], list[str]]:
+    def argv(ln: Launch) -> list[str]:
+        return [PY, "-m", "gunicorn", "-k", worker, "-w", "1", "-b", f"127.0.0.1:{ln.port}",
+                "--log-level", "warning",
+                *_opt(ln, "--graceful-timeout", str(max(1, round(ln.drain_timeout_s)))), app]
+    return argv
+
+
+SERVERS: dict[str, Server] = {s.name: s for s in (
+    Server("graceful", _graceful(""), port_from_log=True),
+    Server("graceful-uvloop", _graceful("uvloop"), port_from_log=True),
+    Server("aiohttp", _aiohttp, default_timeout="shutdown_timeout=60 s"),
+    Server("uvicorn", _uvicorn, default_timeout="no limit"),
+    Server("hypercorn", _hypercorn, default_timeout="graceful_timeout=3 s"),
+    Server("granian", _granian, default_timeout="no limit"),
+    Server("gunicorn-aiohttp", _gunicorn("aiohttp.GunicornWebWorker",
+                                         "bench.apps:aiohttp_app_async"),
+           default_timeout="graceful_timeout=30 s"),
+    Server("gunicorn-uvicorn", _gunicorn("uvicorn.workers.UvicornWorker", "bench.apps:asgi"),
+           default_timeout="graceful_timeout=30 s"),
+)}
+# What "graceful-lib" in throughput mode compares against: the same app under run_app.
+THROUGHPUT_PAIR = ("graceful", "aiohttp")
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Proc:
+    server: Server
+    process: asyncio.subprocess.Process
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    async def kill_group(self) -> None:
+        """SIGKILL the session the server leads (itself and any workers), then reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await asyncio.wait_for(self.process.wait(), 10)
+
+
+async def start(server: Server, launch: Launch, log: Path, seen_log: Path | None,
+                ready_timeout_s: float = 30.0) -> Proc:
+    """Start ``server`` and return once it answers HTTP on its port."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env.pop(SEEN_ENV, None)
+    if seen_log is not None:
+        env[SEEN_ENV] = str(seen_log)
+    port = 0 if server.port_from_log else free_port()
+    launch = dataclasses.replace(launch, port=port)
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            *server.argv(launch), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            cwd=ROOT, env=env, start_new_session=True)
+    proc = Proc(server, process, port, log)
+    try:
+        await _wait_ready(proc, ready_timeout_s)
+    except BaseException:
+        await proc.kill_group()
+        raise
+    return proc
+
+
+async def _wait_ready(proc: Proc, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.process.returncode is not None:
+            raise StartError(f"{proc.server.name} exited {proc.process.returncode}: "
+                             f"{_tail(proc.log)}")
+        if proc.port == 0:
+            proc.port = _port_from_log(proc.log)
+        if proc.port and await _answers(proc.port):
+            return
+        await asyncio.sleep(0.02)
+    raise StartError(f"{proc.server.name} not ready after {timeout_s:g} s: {_tail(proc.log)}")
+
+
+def _port_from_log(log: Path) -> int:
+    for line in log.read_text(errors="replace").splitlines():
+        if '"server.started"' in line:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == "server.started":
+                    return int(record["port"])
+    return 0
+
+
+async def _answers(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        line = await asyncio.wait_for(reader.readline(), 2)
+        return line.startswith(b"HTTP/1.1 200")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+def _tail(log: Path, lines: int = 8) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

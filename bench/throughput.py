@@ -1,0 +1,119 @@
+"""Throughput mode: no stop. Requests per second of graceful against bare aiohttp
+(``web.run_app``) serving the same app on the same loop, in interleaved runs.
+
+The client is a lean asyncio Protocol (one request in flight per connection, the next
+written the moment a response is complete) so that it costs less than the servers. The
+server's CPU time per request (from /proc) is reported too: it does not depend on
+whether the client or the server is the bottleneck on a small machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.progress import Progress
+from bench.servers import SERVERS, THROUGHPUT_PAIR, Launch, start
+
+REQUEST = b"GET /work?ms=0 HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+
+class _Pump(asyncio.Protocol):
+    def __init__(self, counter: list[int]) -> None:
+        self.counter, self.buf, self.running = counter, b"", True
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(REQUEST)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            head = self.buf[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length:]
+            self.counter[0] += 1
+            if self.running and self.transport is not None:
+                self.transport.write(REQUEST)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its reaped children (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(server: str, loop: str, connections: int, seconds: float,
+                  out: Path) -> dict[str, float]:
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    proc = await start(SERVERS[server], Launch(port=0, drain_timeout_s=5, loop=loop),
+                       logs / f"throughput-{server}-{loop}.log", None)
+    counter = [0]
+    ev = asyncio.get_running_loop()
+    pumps: list[_Pump] = []
+    try:
+        for _ in range(connections):
+            _, pump = await ev.create_connection(lambda: _Pump(counter), "127.0.0.1",
+                                                 proc.port)
+            pumps.append(pump)
+        await asyncio.sleep(0.5)  # warm-up
+        n0, c0, t0 = counter[0], _cpu_s(proc.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        n1, c1, t1 = counter[0], _cpu_s(proc.pid), time.monotonic()
+    finally:
+        for pump in pumps:
+            pump.running = False
+            if pump.transport is not None:
+                pump.transport.close()
+        proc.signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.process.wait(), 15)
+        await proc.kill_group()
+    requests = n1 - n0
+    return {"rps": requests / (t1 - t0), "cpu_us": (c1 - c0) * 1e6 / max(requests, 1)}
+
+
+async def run(loops: list[str], rounds: int, connections: int, seconds: float,
+              out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Interleaved rounds, alternating which server goes first; ratios are per round."""
+    a, b = THROUGHPUT_PAIR
+    progress = Progress(len(loops) * rounds * 2)
+    raw: list[dict[str, Any]] = []
+    rows = []
+    for loop in loops:
+        ratios, cpu_ratios = [], []
+        per: dict[str, list[dict[str, float]]] = {a: [], b: []}
+        for i in range(rounds):
+            for server in ((a, b) if i % 2 == 0 else (b, a)):
+                progress.status(f"throughput {server} {loop} round {i + 1}", "")
+                m = await measure(server, loop, connections, seconds, out)
+                per[server].append(m)
+                raw.append({"server": server, "loop": loop, "round": i + 1, **m})
+                progress.finish(f"throughput {server} {loop} round {i + 1}",
+                                f"{m['rps']:.0f} rps, {m['cpu_us']:.1f} µs CPU/req")
+            ratios.append(per[a][-1]["rps"] / per[b][-1]["rps"])
+            cpu_ratios.append(per[a][-1]["cpu_us"] / per[b][-1]["cpu_us"])
+        rows.append({
+            "loop": loop, "rounds": rounds, "connections": connections, "seconds": seconds,
+            "graceful_rps": statistics.median(m["rps"] for m in per[a]),
+            "aiohttp_rps": statistics.median(m["rps"] for m in per[b]),
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "graceful_cpu_us": statistics.median(m["cpu_us"] for m in per[a]),
+            "aiohttp_cpu_us": statistics.median(m["cpu_us"] for m in per[b]),
+            "cpu_ratio": statistics.median(cpu_ratios),
+        })
+    return rows, raw
