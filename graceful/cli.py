@@ -144,3 +144,8 @@ def _exit(code: int) -> Any:
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(int(code))
+
+
+from graceful.service_cli import service  # noqa: E402  (Windows service commands)
+
+main.add_command(service)
