@@ -295,3 +295,8 @@ def _service(name: str) -> Iterator[Any]:
             yield handle
         finally:
             ws.CloseServiceHandle(handle)
+
+
+def real() -> Win32:
+    """The real seam (Windows only)."""
+    return RealWin32()
