@@ -68,7 +68,7 @@ class Request:
     path: str
     upload_bytes: int = 0  # POST body size; 0 means GET
     upload_s: float = 0.0  # time over which the body is trickled
-    chunks: int = 16
+    chunks: int = 16  # the first at once, the last upload_s later
     close: bool = False  # send Connection: close (a new connection per request)
 
     @property
@@ -150,7 +150,7 @@ async def _send(conn: Conn, req: Request, a: Attempt) -> None:
         left -= chunk
         if left <= 0:
             return
-        await asyncio.sleep(req.upload_s / req.chunks)
+        await asyncio.sleep(req.upload_s / max(req.chunks - 1, 1))
 
 
 def _peer_closed(reader: asyncio.StreamReader) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
+import json
 import os
 import signal
 import time
@@ -60,7 +62,7 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
     tasks = start_clients(cfg, state)
     try:
         await _warm_up(sc.warmup_s, state, spec.label, progress)
-        t_signal = time.monotonic()
+        t_signal, wall_signal = time.monotonic(), time.time()
         proc.signal(SIGNALS[spec.sig])
         prober = asyncio.create_task(probe_listener(proc.port, state))
         try:
@@ -70,7 +72,7 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
             await proc.kill_group()
         t_exit = time.monotonic()
         state.stopped = True
-        orphans = _group_alive(proc.pid)
+        orphans = await _outlived(proc.pid, 0.2)
         await proc.kill_group()
         last_accept, refused_first = await prober
         await finish_clients(tasks, grace_s=5.0)
@@ -88,6 +90,7 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
         "signal": f"SIG{spec.sig}", "repeat": spec.repeat + 1,
         "peer_defaults": spec.peer_defaults, "exit_code": proc.process.returncode,
         "killed": killed, "orphans": orphans, "seen_by_app": len(seen), **figures,
+        "logged_exit_s": _logged_exit(proc.log, wall_signal),
         "timeline": timeline(state.attempts, t_signal, t_exit),
     }
     if progress is not None:
@@ -113,12 +116,43 @@ async def _warm_up(seconds: float, state: LoadState, label: str,
         await asyncio.sleep(min(left, 0.25))
 
 
+def _logged_exit(log: Path, wall_signal: float) -> float | None:
+    """Seconds from the signal to the server's own ``process.exit`` log event (graceful's
+    JSON log): what is left of the drain time after it is the interpreter's teardown."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if '"process.exit"' in line:
+            with contextlib.suppress(ValueError, KeyError):
+                stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                return round(datetime.datetime.fromisoformat(stamp).timestamp() - wall_signal, 4)
+    return None
+
+
+async def _outlived(pgid: int, grace_s: float) -> bool:
+    """True if a process the server started is still running ``grace_s`` after it exited
+    (a worker that is merely finishing its own exit is given that long)."""
+    end = time.monotonic() + grace_s
+    while _group_alive(pgid):
+        if time.monotonic() >= end:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+    """True if a process of the group, other than zombies, is still running."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 def _read_seen(path: Path) -> set[str]:

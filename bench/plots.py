@@ -41,15 +41,23 @@ def _panel(ax: Any, name: str, run: dict[str, Any]) -> None:
     tl = run["timeline"]
     t = [tl["t0"] + i * tl["bin_s"] for i in range(len(tl["in_flight"]))]
     ax.plot(t, tl["in_flight"], color="black", linewidth=1)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     bars = ax.twinx()
     bottom = [0] * len(t)
+    refused = tl["ends"]["refused"]
+    if any(refused):  # retries every 20 ms per client: a line, not to drown the bars
+        bars.step(t, refused, where="post", color=COLORS["refused"], linewidth=0.8,
+                  label="refused")
     for outcome, color in COLORS.items():
         counts = tl["ends"][outcome]
+        if outcome == "refused":
+            continue
         if any(counts):
             bars.bar(t, counts, width=tl["bin_s"], bottom=bottom, color=color, alpha=0.7,
                      align="edge", label=outcome)
             bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    bars.set_ylim(bottom=0)
     bars.tick_params(labelsize=7)
     ax.tick_params(labelsize=7)
     ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
