@@ -1,5 +1,5 @@
 """The Windows suite that runs under Wine: real Windows CPython 3.12, real graceful, Linux
-clients on 127.0.0.1. Collected only with GRACEFUL_WINE=1 (`.ci/wine` sets it after
+clients on 127.0.0.1. Collected only with GRACEFUL_WINE=1 (`scripts/test-wine` sets it after
 provisioning with scripts/wine-setup.sh); the normal suite skips this folder."""
 
 from __future__ import annotations
