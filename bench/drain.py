@@ -83,14 +83,16 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
     seen = _read_seen(seen_log)
     for a in state.attempts:
         a.outcome = classify(a, seen).value
+    logged_exit = _logged_exit(proc.log, wall_signal)
     figures = run_figures(state.attempts, t_signal, t_exit, sc.nominal_s, refused_first,
-                          last_accept)
+                          last_accept, sc.pre_stop_s if spec.server.pre_stop else 0.0,
+                          logged_exit)
     result = {
         "server": spec.server.name, "scenario": sc.name, "connections": spec.connections,
         "signal": f"SIG{spec.sig}", "repeat": spec.repeat + 1,
         "peer_defaults": spec.peer_defaults, "exit_code": proc.process.returncode,
         "killed": killed, "orphans": orphans, "seen_by_app": len(seen), **figures,
-        "logged_exit_s": _logged_exit(proc.log, wall_signal),
+        "logged_exit_s": logged_exit,
         "timeline": timeline(state.attempts, t_signal, t_exit),
     }
     if progress is not None:

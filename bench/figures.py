@@ -20,14 +20,20 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def run_figures(attempts: list[Attempt], t_signal: float, t_exit: float, nominal_s: float,
-                refused_first: float | None, last_accept: float | None) -> dict[str, Any]:
-    """Figures as in issue 4: times in seconds relative to the signal unless noted."""
+                refused_first: float | None, last_accept: float | None,
+                pre_stop_s: float = 0.0, logged_exit_s: float | None = None) -> dict[str, Any]:
+    """Figures as in issue 4: times in seconds relative to the signal unless noted.
+
+    Work left: every request written before the server was due to stop accepting (the
+    signal, or the end of a pre-stop delay the server was given), at its nominal end.
+    Drain overhead is the drain time beyond it.
+    """
     counts = Counter(a.outcome for a in attempts)
     after = [a for a in attempts if a.end >= t_signal]
-    # Work left at the signal: every request already written by then, at its nominal end.
-    in_flight = [a for a in attempts if a.start < t_signal <= a.end or (a.start < t_signal
-                                                                        and not a.end)]
-    work_left = max((a.start + nominal_s - t_signal for a in in_flight), default=0.0)
+    cutoff = t_signal + pre_stop_s
+    in_flight = [a for a in attempts if a.start < t_signal and (a.end >= t_signal or not a.end)]
+    due = [a for a in attempts if a.start < cutoff and a.outcome != Outcome.REFUSED]
+    work_left = max((a.start + nominal_s - t_signal for a in due), default=0.0)
     work_left = max(work_left, 0.0)
     drain_s = t_exit - t_signal
     ok_after = [a for a in after if a.outcome == Outcome.OK]
@@ -47,6 +53,8 @@ def run_figures(attempts: list[Attempt], t_signal: float, t_exit: float, nominal
         "drain_s": round(drain_s, 4),
         "work_left_s": round(work_left, 4),
         "overhead_ms": round((drain_s - work_left) * 1000, 1),
+        "runtime_overhead_ms": None if logged_exit_s is None
+        else round((logged_exit_s - work_left) * 1000, 1),
         "last_ok_s": round(max((a.end for a in ok_after), default=t_signal) - t_signal, 4),
         "listener_closed_s": None if listener is None else round(listener - t_signal, 4),
         "last_accept_s": None if last_accept is None else round(last_accept - t_signal, 4),

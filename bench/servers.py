@@ -41,6 +41,7 @@ class Server:
     name: str
     argv: Callable[[Launch], list[str]]
     port_from_log: bool = False  # graceful: --port 0, read server.started
+    pre_stop: bool = False  # takes the scenario's pre-stop delay
     default_timeout: str = ""  # what the server does with no timeout option
 
 
@@ -89,8 +90,9 @@ def _gunicorn(worker: str, app: str) -> Callable[[Launch], list[str]]:
 
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
-    Server("graceful", _graceful(""), port_from_log=True),
-    Server("graceful-uvloop", _graceful("uvloop"), port_from_log=True),
+    Server("graceful", _graceful(""), port_from_log=True, pre_stop=True),
+    Server("graceful-uvloop", _graceful("uvloop"), port_from_log=True,
+           pre_stop=True),
     Server("aiohttp", _aiohttp, default_timeout="shutdown_timeout=60 s"),
     Server("uvicorn", _uvicorn, default_timeout="no limit"),
     Server("hypercorn", _hypercorn, default_timeout="graceful_timeout=3 s"),
