@@ -63,7 +63,8 @@ class WindowsConsoleBridge:
         self._previous: dict[str, object] = {}
         self._pending: list[StopRequest] = []
         self._deliver: Deliver | None = None
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler runs on the main thread, maybe inside install().
+        self._lock = threading.RLock()
         self._finished = threading.Event()
         self._console = False
 
