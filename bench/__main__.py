@@ -53,6 +53,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     thr.add_argument("--seconds", type=float, default=3.0)
     for p in (drain, thr):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
+    rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
+    rep.add_argument("--drain", type=Path, action="append", required=True,
+                     help="a drain.json (repeatable)")
+    rep.add_argument("--throughput", type=Path, help="a throughput.json")
+    rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
+    rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
     args = parser.parse_args(argv)
     if args.mode == "drain":
         for name in args.servers:
@@ -116,6 +122,13 @@ async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
+    if args.mode == "report":
+        from bench import results
+
+        for path in results.write(args.drain, args.throughput, args.write, args.notes):
+            print(f"plot: {path}", file=sys.stderr)
+        print(f"wrote {args.write}", file=sys.stderr)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     # A write to a connection the server already closed is an expected event here.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)

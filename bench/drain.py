@@ -21,6 +21,8 @@ from bench.scenarios import Scenario
 from bench.servers import Launch, Server, start
 
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
+if hasattr(signal, "CTRL_BREAK_EVENT"):  # Windows: the console event graceful maps to a stop
+    SIGNALS = {"BREAK": signal.CTRL_BREAK_EVENT}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +146,8 @@ def _group_alive(pgid: int) -> bool:
     """True if a process of the group, other than zombies, is still running."""
     proc = Path("/proc")
     if not proc.is_dir():
+        if not hasattr(os, "killpg"):  # Windows: the server is ended by its pid alone
+            return False
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):

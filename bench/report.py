@@ -67,23 +67,36 @@ def drain_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def loss_summary(results: list[dict[str, Any]]) -> str:
-    """Lost + race per server over all runs, and graceful's overhead against each peer's."""
+def loss_summary(results: list[dict[str, Any]], base: str = "graceful") -> str:
+    """Per server over all its runs: lost, races, drain overhead, and its drain time and
+    overhead against ``base``'s in the same scenario, connections, signal and repeat."""
     total: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     overhead: dict[str, list[float]] = defaultdict(list)
+    ratios: dict[str, list[float]] = defaultdict(list)
+    diffs: dict[str, list[float]] = defaultdict(list)
+    ref = {_key(r): r for r in results if r["server"] == base}
     for r in results:
         t = total[r["server"]]
         t[0] += r["lost"]
         t[1] += r["race"]
         t[2] += 1
-        if not r["killed"]:
-            overhead[r["server"]].append(r["overhead_ms"])
-    lines = ["| server | runs | lost | keep-alive races | median drain overhead ms |",
-             "|---|---|---|---|---|"]
+        overhead[r["server"]].append(r["overhead_ms"])
+        if (b := ref.get(_key(r))) is not None and b["drain_s"] > 0:
+            ratios[r["server"]].append(r["drain_s"] / b["drain_s"])
+            diffs[r["server"]].append(r["overhead_ms"] - b["overhead_ms"])
+    lines = ["| server | runs | lost | keep-alive races | median drain overhead ms "
+             f"| drain time / {base}'s (median) | overhead - {base}'s, ms (median) |",
+             "|---|---|---|---|---|---|---|"]
     for server, (lost, race, runs) in total.items():
         lines.append(f"| {server} | {runs} | {lost} | {race} "
-                     f"| {_median(list(overhead[server]), '.1f')} |")
+                     f"| {_median(list(overhead[server]), '.1f')} "
+                     f"| {_median(list(ratios[server]), '.2f')} "
+                     f"| {_median(list(diffs[server]), '+.0f')} |")
     return "\n".join(lines)
+
+
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["scenario"], r["connections"], r["signal"], r["repeat"], r["peer_defaults"])
 
 
 def throughput_table(rows: list[dict[str, Any]]) -> str:

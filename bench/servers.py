@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,15 @@ from bench.apps import SEEN_ENV
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(sys.executable).parent
+WINDOWS = sys.platform == "win32"
+
+
+def _new_group() -> dict[str, object]:
+    """POSIX: a session of its own. Windows: a process group of its own, which is what
+    lets the harness send it CTRL_BREAK_EVENT with ``os.kill(pid, CTRL_BREAK_EVENT)``."""
+    if WINDOWS:
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+    return {"start_new_session": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +113,7 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("gunicorn-uvicorn", _gunicorn("uvicorn.workers.UvicornWorker", "bench.apps:asgi"),
            default_timeout="graceful_timeout=30 s"),
 )}
-# What "graceful-lib" in throughput mode compares against: the same app under run_app.
+# Throughput mode compares graceful with the same app under aiohttp's run_app.
 THROUGHPUT_PAIR = ("graceful", "aiohttp")
 
 
@@ -134,7 +144,10 @@ class Proc:
     async def kill_group(self) -> None:
         """SIGKILL the session the server leads (itself and any workers), then reap it."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+            if WINDOWS:
+                self.process.kill()
+            else:
+                os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             await asyncio.wait_for(self.process.wait(), 10)
 
@@ -151,7 +164,7 @@ async def start(server: Server, launch: Launch, log: Path, seen_log: Path | None
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             *server.argv(launch), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-            cwd=ROOT, env=env, start_new_session=True)
+            cwd=ROOT, env=env, **_new_group())
     proc = Proc(server, process, port, log)
     try:
         await _wait_ready(proc, ready_timeout_s)

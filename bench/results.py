@@ -1,0 +1,51 @@
+"""``python -m bench report``: bench/RESULTS.md from the JSON files of earlier runs, with
+the commands, versions and date they carry, and the PNGs regenerated next to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import plots, report
+
+
+def _env_lines(env: dict[str, Any]) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    return [f"- `{env['command']}`", f"  - {env['date']}; Python {env['python']}, "
+            f"{env['platform']}, {env['cpus']} CPUs", f"  - {versions}"]
+
+
+def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
+          notes: Path | None) -> list[Path]:
+    images = target.parent / "results"
+    images.mkdir(parents=True, exist_ok=True)
+    docs = [json.loads(p.read_text()) for p in drain_files]
+    runs = [r for d in docs for r in d["runs"]]
+    lines = ["# Drain and throughput benchmark: latest results", "",
+             "Made by `python -m bench report` from the runs below (one machine, one "
+             "sitting; the commands are exact).", "", "## Commands, versions, date", ""]
+    for d in docs:
+        lines += _env_lines(d["env"])
+    thr = json.loads(throughput_file.read_text()) if throughput_file else None
+    if thr:
+        lines += _env_lines(thr["env"])
+    if notes is not None:
+        lines += ["", notes.read_text().rstrip()]
+    lines += ["", "## Lost requests and keep-alive races, all drain runs", "",
+              report.loss_summary(runs), "", "## Drain runs", "",
+              "Per-run values are comma-separated (one per repeat); drain and overhead are "
+              "medians. *overhead*: drain time (signal to process exit) minus the longest "
+              "in-flight work at the signal; negative when the server quit before its "
+              "in-flight work could finish. *stops accepting*: first connect refused after "
+              "the signal. *`Connection: close`*: responses completed after the signal "
+              "that carried it.", "", report.drain_table(runs), ""]
+    if thr:
+        lines += ["## Throughput (no stop)", "", report.throughput_table(thr["rows"]), ""]
+    made = [plots.loss_bars(runs, images), *plots.timelines(runs, images)]
+    lines += ["## Plots", ""]
+    for path in made:
+        rel = path.relative_to(target.parent)
+        lines += [f"![{path.stem}]({rel.as_posix()})", ""]
+    target.write_text("\n".join(lines))
+    return made
