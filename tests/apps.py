@@ -55,6 +55,17 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Ten chunks, 0.1 s apart: a streaming response the stop finds in progress."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for index in range(10):
+        await response.write(f"chunk {index}\n".encode())
+        await asyncio.sleep(0.1)
+    await response.write_eof()
+    return response
+
+
 def _routes(app: web.Application) -> web.Application:
     app.router.add_get("/slow", slow)
     app.router.add_get("/fast", fast)
@@ -62,6 +73,7 @@ def _routes(app: web.Application) -> web.Application:
     app.router.add_get("/stubborn", stubborn)
     app.router.add_get("/count", counter)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/stream", stream)
     return app
 
 

@@ -5,6 +5,7 @@ and connections waiting in the kernel's accept queue are served rather than rese
 2. A request whose headers were half sent at the stop is served (with Connection: close).
 3. A websocket is closed with 1001 (going away) when the drain starts.
 4. Listener.close() serves connections still in the accept queue; a plain close resets them.
+5. A streaming response in progress at the stop finishes within the deadline.
 """
 
 from __future__ import annotations
@@ -67,6 +68,20 @@ async def test_websocket_gets_going_away(serve):
         message = await ws.receive(5)
         assert message.type is aiohttp.WSMsgType.CLOSE
         assert message.data == aiohttp.WSCloseCode.GOING_AWAY
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_streaming_response_in_progress_finishes(serve):
+    """5. Its headers went out before the stop (keep-alive); the body still arrives whole,
+    then the connection is closed as idle."""
+    server = serve("tests.apps:basic", "--drain-timeout", "10")
+    async with aiohttp.ClientSession() as session, session.get(
+        f"http://127.0.0.1:{server.port}/stream"
+    ) as response:
+        first = await response.content.readline()
+        server.signal()
+        rest = await response.content.read()
+    assert first + rest == b"".join(f"chunk {i}\n".encode() for i in range(10))
     assert await asyncio.to_thread(server.wait) == 0
 
 
