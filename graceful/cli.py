@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,8 @@ def serve(target: str, **options: Any) -> None:
     except GracefulError as err:
         _fail(err)
     logs.configure(config.log_format, config.log_level)
-    _exit(_run(source, config, bridge))
+    code = _run(source, config, bridge)
+    _exit_now(code)
 
 
 def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
@@ -138,6 +141,19 @@ def _build(cls: type[Config], options: dict[str, Any]) -> Config:
 def _fail(err: GracefulError, code: ExitCode | None = None) -> Any:
     click.echo(f"graceful: error: {err}", err=True)
     _exit(code if code is not None else err.exit_code)
+
+
+def _exit_now(code: int) -> Any:
+    """Exit once the stop is complete, without the interpreter's teardown.
+
+    atexit handlers still run (logging's flush, executor threads, the application's own);
+    what is skipped is freeing every module and object one by one, which took 40 to 90 ms
+    here after aiohttp: time the supervisor would count against the drain.
+    """
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
 
 
 def _exit(code: int) -> Any:

@@ -23,6 +23,7 @@ def parsed(monkeypatch):
         return 0
 
     monkeypatch.setattr(cli, "_run", fake_run)
+    monkeypatch.setattr(cli, "_exit_now", cli._exit)  # os._exit would end pytest itself
 
     def parse(*args: str, env: dict[str, str] | None = None) -> Config:
         result = CliRunner().invoke(cli.main, ["serve", "tests.apps:basic", *args], env=env)
