@@ -28,24 +28,15 @@ import weakref
 from collections.abc import Callable
 
 from aiohttp import WSCloseCode, hdrs, web
-from aiohttp.web_request import BaseRequest
 
 from graceful.logs import get_logger
-from graceful.protocol import DrainingRequestHandler
+from graceful.protocol import DrainingRequestHandler, InFlight
 
 IDLE_QUIET_S = 0.05
 NEW_CONNECTION_GRACE_S = 1.0
 PROGRESS_EVERY_S = 1.0
 
 log = get_logger()
-
-
-@dataclasses.dataclass(eq=False)
-class InFlight:
-    request: BaseRequest
-    task: asyncio.Task[object] | None
-    started: float
-    protocol: DrainingRequestHandler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +53,8 @@ class ConnectionTracker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.connections: set[DrainingRequestHandler] = set()
-        self.in_flight: set[InFlight] = set()
+        # Handlers still running after their client went away, by the connection's task.
+        self.orphans: dict[asyncio.Task[None], InFlight] = {}
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.stopping = False  # responses say Connection: close, idle connections close
         self._changed = asyncio.Event()
@@ -75,31 +67,33 @@ class ConnectionTracker:
         if self.stopping:
             self._touch()
 
-    def closed(self, protocol: DrainingRequestHandler) -> None:
+    def closed(self, protocol: DrainingRequestHandler, leftover: InFlight | None) -> None:
         self.connections.discard(protocol)
+        task = leftover.task if leftover is not None else None
+        if task is not None and not task.done():
+            self.orphans[task] = leftover  # type: ignore[assignment]
+            task.add_done_callback(self._orphan_done)
         self._touch()
 
-    def started(self, protocol: DrainingRequestHandler, request: BaseRequest) -> InFlight:
-        item = InFlight(request, asyncio.current_task(), self._loop.time(), protocol)
-        self.in_flight.add(item)
-        return item
+    def finished(self) -> None:
+        """A response has been written while stopping."""
+        self._touch()
 
-    def finished(self, protocol: DrainingRequestHandler, item: InFlight | None) -> None:
-        if item is not None:
-            self.in_flight.discard(item)
-        if self.stopping:
-            self._touch()
-
-    async def on_response_prepare(self, request: web.Request,
-                                  response: web.StreamResponse) -> None:
-        """aiohttp's on_response_prepare signal: runs for every response of the app."""
+    def preparing(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """A response is about to write its headers (websockets always; others while
+        stopping)."""
         if isinstance(response, web.WebSocketResponse):
             self.websockets.add(response)
         elif self.stopping and not _has_queued_requests(request):
             # aiohttp has already chosen the Connection header by now (it computes it
-            # before this signal), so set it as well as the close itself.
+            # before this hook), so set it as well as the close itself.
             response.force_close()
             response.headers[hdrs.CONNECTION] = "close"
+
+    def requests_in_flight(self) -> list[InFlight]:
+        """Requests whose handler or response is not done, oldest first."""
+        items = [item for protocol in self.connections if (item := protocol.in_flight())]
+        return sorted([*items, *self.orphans.values()], key=lambda item: item.started)
 
     # -- the drain -----------------------------------------------------------------------
 
@@ -126,13 +120,13 @@ class ConnectionTracker:
         next_tick = self._loop.time() + PROGRESS_EVERY_S
         while True:
             self._close_quiet_connections()
-            if not self.in_flight and not self.connections:
+            if not self.connections and not self.orphans:
                 return True
             now = self._loop.time()
             if now >= deadline or force.is_set():
                 return False
             if now >= next_tick:
-                progress(len(self.in_flight), deadline - now)
+                progress(len(self.requests_in_flight()), deadline - now)
                 next_tick = now + PROGRESS_EVERY_S
             self._changed.clear()
             waits = [asyncio.ensure_future(self._changed.wait()),
@@ -148,14 +142,14 @@ class ConnectionTracker:
         """Cancel every handler still running, give them `grace` seconds to unwind, and drop
         the connections left over."""
         now = self._loop.time()
-        items = sorted(self.in_flight, key=lambda item: item.started)
+        items = self.requests_in_flight()
         tasks = {item.task for item in items if item.task is not None and not item.task.done()}
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         cancelled = [
-            Cancelled(item.request.method, item.request.path, round(now - item.started, 3),
+            Cancelled(item.method, item.path, round(now - item.started, 3),
                       unwound=item.task is None or item.task.done())
             for item in items
         ]
@@ -170,6 +164,10 @@ class ConnectionTracker:
 
     def _touch(self) -> None:
         self._changed.set()
+
+    def _orphan_done(self, task: asyncio.Task[None]) -> None:
+        self.orphans.pop(task, None)
+        self._touch()
 
     def _close_quiet_connections(self) -> None:
         """Close connections quiet long enough; wake up when the next one will be."""
@@ -192,6 +190,6 @@ class ConnectionTracker:
             self._timer = self._loop.call_at(next_due, self._touch)
 
 
-def _has_queued_requests(request: web.Request) -> bool:
+def _has_queued_requests(request: web.BaseRequest) -> bool:
     protocol = request.protocol
     return isinstance(protocol, DrainingRequestHandler) and protocol.has_queued_requests

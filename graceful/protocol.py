@@ -1,7 +1,8 @@
-"""aiohttp's RequestHandler, observed by the drain.
+"""aiohttp's RequestHandler and Request, observed by the drain.
 
 This is the one module that leans on aiohttp's private protocol attributes (`_messages`,
-`_waiter`, `_handle_request`); pyproject pins aiohttp's minor versions for that reason and
+`_waiter`, `_request_in_progress`, `_task_handler`, `_request_factory`, `_request_count`,
+`Request._prepare_hook`); pyproject pins aiohttp's minor versions for that reason and
 tests/test_drain_e2e.py fails if they change meaning.
 
 Why not aiohttp's own shutdown path (`RequestHandler.shutdown`, `close`): both set flags
@@ -12,63 +13,113 @@ the keep-alive connection finds it closed. graceful never sets those flags: a dr
 connection is ended by its last response saying `Connection: close` (aiohttp then closes
 it), and a connection that is idle is closed by the drain only when it is quiet (see
 drain.py).
+
+Cost: every hook here is a plain function call on the request path, never an extra
+coroutine (an `async` wrapper around `_handle_request` or an `on_response_prepare`
+receiver each cost more than all of these together: bench/throughput.py measures it).
+Which request is in flight is read from aiohttp's own `_request_in_progress` when the
+drain asks, not recorded per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import dataclasses
+import functools
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_response import StreamResponse
 
 if TYPE_CHECKING:
-    from graceful.drain import ConnectionTracker, InFlight
+    from graceful.drain import ConnectionTracker
+
+_base_data_received = RequestHandler.data_received
+_base_log_access = RequestHandler.log_access
+_base_prepare_hook = web.Request._prepare_hook
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InFlight:
+    """A request whose handler has not finished (or whose response is being written)."""
+
+    method: str
+    path: str
+    started: float  # loop time its message was taken off the connection
+    task: asyncio.Task[None] | None  # the connection's task, which awaits the handler
+
+
+class TrackedRequest(web.Request):
+    """web.Request that shows the tracker each response before its headers are written."""
+
+    # Deliberately not `async`: it returns aiohttp's coroutine, so a response costs one
+    # function call here rather than one more coroutine.
+    def _prepare_hook(self, response: web.StreamResponse) -> Awaitable[None]:  # type: ignore[override]
+        tracker: ConnectionTracker = self._protocol._tracker  # type: ignore[union-attr]
+        if tracker.stopping or isinstance(response, web.WebSocketResponse):
+            tracker.preparing(self, response)
+        return _base_prepare_hook(self, response)
 
 
 class DrainingRequestHandler(RequestHandler):
-    """Tells the tracker when the connection opens, closes, receives bytes, and when each
-    request starts and ends (the end is after the response is written)."""
+    """Tells the tracker when the connection opens and closes, counts receives, and stamps
+    when each request starts (for the age of a cancelled one) and when its response ends
+    (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_active", "_idle_rx", "_idle_since", "_rx", "_tracker")
+    __slots__ = ("_idle_rx", "_idle_since", "_message", "_new_request", "_rx", "_started",
+                 "_tracker")
 
     def __init__(self, manager: Any, *, tracker: ConnectionTracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         self._tracker = tracker
         self._rx = 0  # data_received calls so far
-        self._idle_rx = 0  # ... when the connection last went idle
+        self._idle_rx = 0  # ... when the last response ended
         self._idle_since = loop.time()
-        self._active: InFlight | None = None
+        self._started = 0.0
+        self._message: RawRequestMessage | None = None
+        # The application's request factory, making TrackedRequests.
+        self._new_request = functools.partial(manager.request_factory, _cls=TrackedRequest)
+        self._request_factory = self._make_request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._tracker.opened(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        # Read before aiohttp forgets the task: a handler can outlive its client.
+        leftover = self.in_flight()
         super().connection_lost(exc)
-        self._tracker.closed(self)
+        self._tracker.closed(self, leftover)
 
     def data_received(self, data: bytes) -> None:
         self._rx += 1
-        super().data_received(data)
+        _base_data_received(self, data)
 
-    async def _handle_request(
-        self,
-        request: BaseRequest,
-        start_time: float | None,
-        request_handler: Callable[[BaseRequest], Awaitable[StreamResponse]],
-    ) -> tuple[StreamResponse, bool]:
-        self._active = self._tracker.started(self, request)
-        try:
-            return await super()._handle_request(request, start_time, request_handler)
-        finally:
-            active, self._active = self._active, None
-            self._idle_since = self._loop.time()
-            self._idle_rx = self._rx
-            self._tracker.finished(self, active)
+    def _make_request(self, message: RawRequestMessage, payload: Any, protocol: Any,
+                      writer: Any, task: Any) -> web.BaseRequest:
+        self._started = self._loop.time()
+        self._message = message
+        return self._new_request(message, payload, protocol, writer, task)
+
+    def log_access(self, request: web.BaseRequest, response: web.StreamResponse,
+                   time: float | None) -> None:
+        # aiohttp calls this once per request, after its response is written.
+        _base_log_access(self, request, response, time)
+        self._idle_since = self._loop.time()
+        self._idle_rx = self._rx
+        if self._tracker.stopping:
+            self._tracker.finished()
+
+    def in_flight(self) -> InFlight | None:
+        if not self._request_in_progress:
+            return None
+        message = self._message
+        return InFlight(message.method if message else "?",
+                        message.url.path if message else "?", self._started,
+                        self._task_handler)
 
     @property
     def has_queued_requests(self) -> bool:
@@ -77,13 +128,13 @@ class DrainingRequestHandler(RequestHandler):
 
     @property
     def never_used(self) -> bool:
-        return self._request_count == 0 and self._active is None
+        return self._request_count == 0 and not self._request_in_progress
 
     def idle_for(self, now: float) -> float | None:
         """Seconds the connection has been quiet: no request running or queued and not one
         byte received since its last response. None when it is not quiet."""
         quiet = (
-            self._active is None
+            not self._request_in_progress
             and not self._messages
             and self._rx == self._idle_rx
             and self._waiter is not None

@@ -214,7 +214,6 @@ class Runtime:
         health.install(app, config.livez_path, config.readyz_path,
                        is_ready=lambda: self.phase is Phase.READY, phase=lambda: str(self.phase))
         self._tracker = tracker = ConnectionTracker(loop)
-        app.on_response_prepare.append(tracker.on_response_prepare)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
         hooks.bound_startup(app, config.startup_timeout)
         self._runner = web.AppRunner(app, handle_signals=False, **access)
@@ -295,7 +294,7 @@ class Runtime:
 
     async def _cancel(self, tracker: ConnectionTracker, budget: StopBudget) -> ExitCode:
         grace = max(budget.cancel_until - self._now(), 0)
-        remaining = len(tracker.in_flight)
+        remaining = len(tracker.requests_in_flight())
         cancelled = await tracker.cancel_in_flight(grace)
         forced = len(self._stops) > 1
         log.warning("drain.deadline", cancelled=len(cancelled), forced=forced,

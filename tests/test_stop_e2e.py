@@ -18,6 +18,7 @@ import signal
 
 import pytest
 
+from graceful import checkpoint
 from graceful.runtime import REPEAT_IGNORED_S
 from tests.rawhttp import Connection, get
 
@@ -167,3 +168,19 @@ async def test_pre_stop_delay_keeps_serving_while_not_ready(serve):
     assert "listeners.closed" not in server.names()
     assert await asyncio.to_thread(server.wait) == 0
 
+
+
+async def test_handler_outliving_its_client_is_waited_for(serve, tmp_path):
+    """9. The client hangs up mid-request; the handler's state change reaches the checkpoint."""
+    path = tmp_path / "state.json"
+    server = serve("tests.apps:basic", "--drain-timeout", "10", "--checkpoint", str(path))
+    conn = await Connection.open(server.port)
+    conn.send("GET", "/slow?s=1")
+    await asyncio.sleep(0.2)
+    conn.writer.close()
+    await asyncio.sleep(0.1)
+    server.signal()
+    assert await asyncio.to_thread(server.wait) == 0
+    assert server.wait_for("drain.done")["took_s"] >= 0.5
+    snapshot, _ = checkpoint.load(path)
+    assert snapshot is not None and snapshot.state["served"] == 1
