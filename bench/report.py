@@ -99,14 +99,22 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["scenario"], r["connections"], r["signal"], r["repeat"], r["peer_defaults"])
 
 
+def _protocol(row: dict[str, Any]) -> str:
+    cost = row.get("protocol")
+    if not cost:
+        return "- | - | -"
+    return f"{cost['graceful_us']:.2f} | {cost['aiohttp_us']:.2f} | {cost['ratio']:.3f}"
+
+
 def throughput_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| loop | graceful rps (median) | aiohttp rps (median) | ratio median "
-             "| ratio min-max | CPU µs/req graceful | CPU µs/req aiohttp | CPU ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| ratio min-max | CPU µs/req graceful | CPU µs/req aiohttp | CPU ratio "
+             "| in-process µs/req graceful | aiohttp | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
             f"| {row['loop']} | {row['graceful_rps']:.0f} | {row['aiohttp_rps']:.0f} "
             f"| {row['ratio_median']:.3f} | {row['ratio_min']:.3f}-{row['ratio_max']:.3f} "
             f"| {row['graceful_cpu_us']:.1f} | {row['aiohttp_cpu_us']:.1f} "
-            f"| {row['cpu_ratio']:.3f} |")
+            f"| {row['cpu_ratio']:.3f} | {_protocol(row)} |")
     return "\n".join(lines)

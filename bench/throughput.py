@@ -4,22 +4,26 @@
 The client is a lean asyncio Protocol (one request in flight per connection, the next
 written the moment a response is complete) so that it costs less than the servers. The
 server's CPU time per request (from /proc) is reported too: it does not depend on
-whether the client or the server is the bottleneck on a small machine.
+whether the client or the server is the bottleneck on a small machine. Last, per loop,
+bench/protocol_cost.py measures what graceful's handler adds per request in one process,
+which is steadier than either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, cast
 
 from bench.progress import Progress
-from bench.servers import SERVERS, THROUGHPUT_PAIR, Launch, start
+from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, Launch, start
 
 REQUEST = b"GET /work?ms=0 HTTP/1.1\r\nHost: bench\r\n\r\n"
 
@@ -46,6 +50,17 @@ class _Pump(asyncio.Protocol):
             self.counter[0] += 1
             if self.running and self.transport is not None:
                 self.transport.write(REQUEST)
+
+
+async def protocol_cost(loop: str, rounds: int) -> dict[str, float]:
+    """bench/protocol_cost.py in a process of its own (its own loop)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.protocol_cost", "--loop", loop, "--rounds", str(rounds),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"bench.protocol_cost exited {process.returncode}")
+    return cast(dict[str, float], json.loads(out))
 
 
 def _cpu_s(pid: int) -> float:
@@ -106,6 +121,7 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
                                 f"{m['rps']:.0f} rps, {m['cpu_us']:.1f} µs CPU/req")
             ratios.append(per[a][-1]["rps"] / per[b][-1]["rps"])
             cpu_ratios.append(per[a][-1]["cpu_us"] / per[b][-1]["cpu_us"])
+        cost = await protocol_cost(loop, rounds)
         rows.append({
             "loop": loop, "rounds": rounds, "connections": connections, "seconds": seconds,
             "graceful_rps": statistics.median(m["rps"] for m in per[a]),
@@ -115,5 +131,6 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
             "graceful_cpu_us": statistics.median(m["cpu_us"] for m in per[a]),
             "aiohttp_cpu_us": statistics.median(m["cpu_us"] for m in per[b]),
             "cpu_ratio": statistics.median(cpu_ratios),
+            "protocol": cost,
         })
     return rows, raw

@@ -100,6 +100,8 @@ class ConnectionTracker:
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
         self.stopping = True
+        for protocol in self.connections:
+            protocol.track_current_request()
         self._touch()
 
     def close_websockets(self) -> list[asyncio.Task[bool]]:

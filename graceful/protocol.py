@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import weakref
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,11 @@ class InFlight:
 
 
 class TrackedRequest(web.Request):
-    """web.Request that shows the tracker each response before its headers are written."""
+    """web.Request that shows the tracker its response before the headers are written.
+
+    Only websocket upgrades and requests served while stopping are made as (or, when in
+    flight at the stop, turned into) TrackedRequests: the others pay nothing for it.
+    """
 
     # Deliberately not `async`: it returns aiohttp's coroutine, so a response costs one
     # function call here rather than one more coroutine.
@@ -68,8 +73,8 @@ class DrainingRequestHandler(RequestHandler):
     when each request starts (for the age of a cancelled one) and when its response ends
     (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_idle_rx", "_idle_since", "_message", "_new_request", "_rx", "_started",
-                 "_tracker")
+    __slots__ = ("_idle_rx", "_idle_since", "_new_request", "_new_tracked", "_request", "_rx",
+                 "_started", "_tracker")
 
     def __init__(self, manager: Any, *, tracker: ConnectionTracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -79,9 +84,10 @@ class DrainingRequestHandler(RequestHandler):
         self._idle_rx = 0  # ... when the last response ended
         self._idle_since = loop.time()
         self._started = 0.0
-        self._message: RawRequestMessage | None = None
-        # The application's request factory, making TrackedRequests.
-        self._new_request = functools.partial(manager.request_factory, _cls=TrackedRequest)
+        self._request: weakref.ref[web.BaseRequest] | None = None
+        # The application's request factory, and the same making TrackedRequests.
+        self._new_request = manager.request_factory
+        self._new_tracked = functools.partial(manager.request_factory, _cls=TrackedRequest)
         self._request_factory = self._make_request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,8 +107,22 @@ class DrainingRequestHandler(RequestHandler):
     def _make_request(self, message: RawRequestMessage, payload: Any, protocol: Any,
                       writer: Any, task: Any) -> web.BaseRequest:
         self._started = self._loop.time()
-        self._message = message
-        return self._new_request(message, payload, protocol, writer, task)
+        if message.upgrade or self._tracker.stopping:
+            request = self._new_tracked(message, payload, protocol, writer, task)
+        else:
+            request = self._new_request(message, payload, protocol, writer, task)
+        self._request = weakref.ref(request)
+        return request
+
+    def track_current_request(self) -> None:
+        """At the stop: make the request in the handler a TrackedRequest, so that its
+        response (not prepared yet) says Connection: close. The class has the same layout
+        and only overrides a method, which is what makes the swap safe."""
+        # The latest request, not aiohttp's _current_request: a request made just before
+        # the stop may not have reached its handler yet.
+        request = self._request() if self._request is not None else None
+        if type(request) is web.Request:
+            request.__class__ = TrackedRequest
 
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse,
                    time: float | None) -> None:
@@ -116,9 +136,9 @@ class DrainingRequestHandler(RequestHandler):
     def in_flight(self) -> InFlight | None:
         if not self._request_in_progress:
             return None
-        message = self._message
-        return InFlight(message.method if message else "?",
-                        message.url.path if message else "?", self._started,
+        request = self._request() if self._request is not None else None
+        return InFlight(request.method if request is not None else "?",
+                        request.path if request is not None else "?", self._started,
                         self._task_handler)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -132,26 +133,27 @@ def with_hooks() -> web.Application:
     return app
 
 
-def failing_startup() -> web.Application:
+def _basic_starting_with(*steps: Callable[[web.Application], Awaitable[None]]
+                         ) -> web.Application:
     app = basic()
+    app.on_startup.extend(steps)
+    return app
 
+
+def failing_startup() -> web.Application:
     async def boom(app: web.Application) -> None:
         raise RuntimeError("database unreachable")
 
-    app.on_startup.append(boom)
-    return app
+    return _basic_starting_with(boom)
 
 
 def slow_startup() -> web.Application:
     """on_startup waits until the test signals; says so on stderr first."""
-    app = basic()
-
     async def wait(app: web.Application) -> None:
         print("slow_startup: waiting", file=sys.stderr, flush=True)
         await asyncio.sleep(3600)
 
-    app.on_startup.append(wait)
-    return app
+    return _basic_starting_with(wait)
 
 
 def shadows_readyz() -> web.Application:
@@ -178,17 +180,13 @@ def with_big() -> web.Application:
 
 
 def hanging_startup() -> web.Application:
-    app = basic()
-
     async def connect_database(app: web.Application) -> None:
         await asyncio.sleep(3600)
 
     async def after(app: web.Application) -> None:
         _trace("after")
 
-    app.on_startup.append(connect_database)
-    app.on_startup.append(after)
-    return app
+    return _basic_starting_with(connect_database, after)
 
 
 def big_state() -> web.Application:
