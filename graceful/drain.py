@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import weakref
 from collections.abc import Callable
 
@@ -143,7 +144,7 @@ class ConnectionTracker:
     async def cancel_in_flight(self, grace: float) -> list[Cancelled]:
         """Cancel every handler still running, give them `grace` seconds to unwind, and drop
         the connections left over."""
-        now = self._loop.time()
+        now = time.monotonic()
         items = self.requests_in_flight()
         tasks = {item.task for item in items if item.task is not None and not item.task.done()}
         for task in tasks:
@@ -173,7 +174,7 @@ class ConnectionTracker:
 
     def _close_quiet_connections(self) -> None:
         """Close connections quiet long enough; wake up when the next one will be."""
-        now = self._loop.time()
+        now = time.monotonic()
         next_due: float | None = None
         for protocol in list(self.connections):
             idle = protocol.idle_for(now)
@@ -189,7 +190,7 @@ class ConnectionTracker:
             self._timer.cancel()
             self._timer = None
         if next_due is not None:
-            self._timer = self._loop.call_at(next_due, self._touch)
+            self._timer = self._loop.call_later(next_due - now, self._touch)
 
 
 def _has_queued_requests(request: web.BaseRequest) -> bool:
