@@ -58,6 +58,8 @@ class ConnectionTracker:
         self.orphans: dict[asyncio.Task[None], InFlight] = {}
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.stopping = False  # responses say Connection: close, idle connections close
+        self._websockets_closing = False
+        self._closing: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -85,6 +87,10 @@ class ConnectionTracker:
         stopping)."""
         if isinstance(response, web.WebSocketResponse):
             self.websockets.add(response)
+            if self._websockets_closing:
+                task = _going_away(response, after_handshake=True)
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         elif self.stopping and not _has_queued_requests(request):
             # aiohttp has already chosen the Connection header by now (it computes it
             # before this hook), so set it as well as the close itself.
@@ -101,17 +107,23 @@ class ConnectionTracker:
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
         self.stopping = True
-        for protocol in self.connections:
-            protocol.track_current_request()
         self._touch()
+        for protocol in list(self.connections):
+            try:
+                protocol.track_current_request()
+            except Exception:  # one odd request class must not stop the stop
+                log.exception("drain.track_failed")
 
-    def close_websockets(self) -> list[asyncio.Task[bool]]:
-        """Send 1001 (going away) to every open websocket; their handlers then return."""
-        return [
-            asyncio.ensure_future(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping"))
-            for ws in list(self.websockets)
-            if not ws.closed
-        ]
+    def close_websockets(self) -> None:
+        """Send 1001 (going away) to every open websocket; their handlers then return. A
+        websocket opened from now on gets it as soon as its handshake is done."""
+        self._websockets_closing = True
+        self._closing.update(_going_away(ws) for ws in list(self.websockets) if not ws.closed)
+
+    def stop_closing_websockets(self) -> None:
+        """The drain is over: closes still waiting for a client's reply are abandoned."""
+        for task in self._closing:
+            task.cancel()
 
     async def drain(self, deadline: float, force: asyncio.Event,
                     progress: Callable[[int, float], None]) -> bool:
@@ -146,16 +158,17 @@ class ConnectionTracker:
         the connections left over."""
         now = time.monotonic()
         items = self.requests_in_flight()
-        tasks = {item.task for item in items if item.task is not None and not item.task.done()}
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)
-        cancelled = [
-            Cancelled(item.method, item.path, round(now - item.started, 3),
-                      unwound=item.task is None or item.task.done())
-            for item in items
-        ]
+        waits: list[asyncio.Future[None]] = []
+        for item in items:
+            if item.task is not None and item.task in self.orphans:
+                item.task.cancel()  # its client is gone: the task ends with the handler
+                waits.append(item.task)
+            elif not item.done:
+                waits.append(item.protocol.cancel_request())
+        if waits:
+            await asyncio.wait(waits, timeout=grace)
+        cancelled = [Cancelled(item.method, item.path, round(now - item.started, 3),
+                               unwound=item.done) for item in items]
         self.abort_all()
         return cancelled
 
@@ -179,6 +192,9 @@ class ConnectionTracker:
         for protocol in list(self.connections):
             idle = protocol.idle_for(now)
             if idle is None:
+                if protocol.between_requests:  # no event will say when it goes quiet
+                    due = now + IDLE_QUIET_S
+                    next_due = due if next_due is None else min(next_due, due)
                 continue
             needed = NEW_CONNECTION_GRACE_S if protocol.never_used else IDLE_QUIET_S
             if idle >= needed:
@@ -191,6 +207,28 @@ class ConnectionTracker:
             self._timer = None
         if next_due is not None:
             self._timer = self._loop.call_later(next_due - now, self._touch)
+
+
+WEBSOCKET_HANDSHAKE_WAIT_S = 1.0
+
+
+def _going_away(ws: web.WebSocketResponse, after_handshake: bool = False) -> asyncio.Task[bool]:
+    async def close() -> bool:
+        if after_handshake:
+            # Called while the handshake is being prepared: close once it is written.
+            deadline = time.monotonic() + WEBSOCKET_HANDSHAKE_WAIT_S
+            while True:
+                await asyncio.sleep(0)
+                try:
+                    return await ws.close(code=WSCloseCode.GOING_AWAY,
+                                          message=b"server stopping")
+                except RuntimeError:  # "Call .prepare() first"
+                    if time.monotonic() > deadline:
+                        return False
+                    await asyncio.sleep(0.01)
+        return await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+
+    return asyncio.ensure_future(close())
 
 
 def _has_queued_requests(request: web.BaseRequest) -> bool:

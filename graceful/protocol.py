@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
 _base_data_received = RequestHandler.data_received
 _base_log_access = RequestHandler.log_access
-_base_prepare_hook = web.Request._prepare_hook
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,22 +52,62 @@ class InFlight:
     path: str
     started: float  # time.monotonic() when its message was taken off the connection
     task: asyncio.Task[None] | None  # the connection's task, which awaits the handler
+    protocol: DrainingRequestHandler
+
+    @property
+    def done(self) -> bool:
+        return not self.protocol._request_in_progress
 
 
-class TrackedRequest(web.Request):
-    """web.Request that shows the tracker its response before the headers are written.
+# The request classes the runtime serves are made from the application's own by adding one
+# method each, with no new attributes: a request can then be switched from one to the
+# other (same layout), and the application still gets an instance of its class.
 
-    Only websocket upgrades and requests served while stopping are made as (or, when in
-    flight at the stop, turned into) TrackedRequests: the others pay nothing for it.
-    """
+
+@functools.cache
+def observed_class(cls: type[web.BaseRequest]) -> type[web.BaseRequest]:
+    """`cls` that remembers its clones (a middleware's `request.clone()`), so that the stop
+    can track them too. Costs nothing per request."""
+    if getattr(cls, "_graceful_observed", False):
+        return cls
+
+    def clone(self: web.BaseRequest, **changes: Any) -> web.BaseRequest:
+        copy: web.BaseRequest = super(observed, self).clone(**changes)
+        if isinstance(copy._protocol, DrainingRequestHandler):
+            copy._protocol.cloned(copy)
+        return copy
+
+    observed = type(f"Observed{cls.__name__}", (cls,),
+                    {"clone": clone, "_graceful_observed": True, "__module__": __name__})
+    return observed
+
+
+@functools.cache
+def tracked_class(cls: type[web.BaseRequest]) -> type[web.BaseRequest]:
+    """`cls` that shows the tracker each response before its headers are written. Only
+    websocket upgrades and requests served while stopping are of it (made so, or switched
+    to it at the stop): the others pay nothing for it."""
+    if getattr(cls, "_graceful_tracked", False):
+        return cls
 
     # Deliberately not `async`: it returns aiohttp's coroutine, so a response costs one
     # function call here rather than one more coroutine.
-    def _prepare_hook(self, response: web.StreamResponse) -> Awaitable[None]:  # type: ignore[override]
-        tracker: ConnectionTracker = self._protocol._tracker  # type: ignore[union-attr]
+    def _prepare_hook(self: web.Request, response: web.StreamResponse) -> Awaitable[None]:
+        tracker = self._protocol._tracker  # type: ignore[union-attr]
         if tracker.stopping or isinstance(response, web.WebSocketResponse):
             tracker.preparing(self, response)
-        return _base_prepare_hook(self, response)
+        return super(tracked, self)._prepare_hook(response)
+
+    tracked = type(f"Tracked{cls.__name__}", (observed_class(cls),),
+                   {"_prepare_hook": _prepare_hook, "_graceful_tracked": True,
+                    "__module__": __name__})
+    return tracked
+
+
+def _set_class(request: web.BaseRequest, cls: type[web.BaseRequest]) -> None:
+    # The subclasses add no slots, so the layout is the same and the swap is safe;
+    # object.__setattr__ because aiohttp's DEBUG-mode Request.__setattr__ warns on it.
+    object.__setattr__(request, "__class__", cls)
 
 
 class DrainingRequestHandler(RequestHandler):
@@ -76,8 +115,8 @@ class DrainingRequestHandler(RequestHandler):
     when each request starts (for the age of a cancelled one) and when its response ends
     (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_idle_rx", "_idle_since", "_new_request", "_new_tracked", "_request", "_rx",
-                 "_started", "_tracker")
+    __slots__ = ("_clones", "_idle_rx", "_idle_since", "_new_observed", "_new_request",
+                 "_new_tracked", "_request", "_rx", "_started", "_tracker")
 
     def __init__(self, manager: Any, *, tracker: ConnectionTracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -88,9 +127,14 @@ class DrainingRequestHandler(RequestHandler):
         self._idle_since = _monotonic()
         self._started = 0.0
         self._request: weakref.ref[web.BaseRequest] | None = None
-        # The application's request factory, and the same making TrackedRequests.
-        self._new_request = manager.request_factory
-        self._new_tracked = functools.partial(manager.request_factory, _cls=TrackedRequest)
+        self._clones: list[weakref.ref[web.BaseRequest]] | None = None
+        factory = manager.request_factory
+        self._new_request = factory
+        self._new_observed = self._new_tracked = None
+        if getattr(factory, "__func__", None) is web.Application._make_request:
+            # aiohttp's own factory takes the class to make: no swap per request.
+            self._new_observed = functools.partial(factory, _cls=observed_class(web.Request))
+            self._new_tracked = functools.partial(factory, _cls=tracked_class(web.Request))
         self._request_factory = self._make_request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,22 +154,32 @@ class DrainingRequestHandler(RequestHandler):
     def _make_request(self, message: RawRequestMessage, payload: Any, protocol: Any,
                       writer: Any, task: Any) -> web.BaseRequest:
         self._started = _monotonic()
-        if message.upgrade or self._tracker.stopping:
-            request = self._new_tracked(message, payload, protocol, writer, task)
-        else:
+        self._clones = None
+        track = message.upgrade or self._tracker.stopping
+        make = self._new_tracked if track else self._new_observed
+        if make is not None:
+            request = make(message, payload, protocol, writer, task)
+        else:  # an Application subclass with a request factory of its own
             request = self._new_request(message, payload, protocol, writer, task)
+            _set_class(request, (tracked_class if track else observed_class)(type(request)))
         self._request = weakref.ref(request)
         return request
 
+    def cloned(self, request: web.BaseRequest) -> None:
+        if self._clones is None:
+            self._clones = []
+        self._clones.append(weakref.ref(request))
+
     def track_current_request(self) -> None:
-        """At the stop: make the request in the handler a TrackedRequest, so that its
-        response (not prepared yet) says Connection: close. The class has the same layout
-        and only overrides a method, which is what makes the swap safe."""
+        """At the stop: switch the latest request (and its clones) to its tracked class, so
+        that a response not prepared yet says Connection: close."""
         # The latest request, not aiohttp's _current_request: a request made just before
         # the stop may not have reached its handler yet.
-        request = self._request() if self._request is not None else None
-        if type(request) is web.Request:
-            request.__class__ = TrackedRequest
+        refs = [self._request] if self._request is not None else []
+        for ref in [*refs, *(self._clones or ())]:
+            request = ref()
+            if request is not None:
+                _set_class(request, tracked_class(type(request)))
 
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse,
                    time: float | None) -> None:
@@ -142,7 +196,25 @@ class DrainingRequestHandler(RequestHandler):
         request = self._request() if self._request is not None else None
         return InFlight(request.method if request is not None else "?",
                         request.path if request is not None else "?", self._started,
-                        self._task_handler)
+                        self._task_handler, self)
+
+    def cancel_request(self) -> asyncio.Future[None]:
+        """Cancel the handler in flight; the future is done when it has unwound. Nothing more
+        is served on this connection (a handler that returns on cancellation would otherwise
+        let the connection wait for its next request)."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._handler_waiter = waiter  # aiohttp resolves it when _handle_request ends
+        self.close()
+        if self._task_handler is not None:
+            self._task_handler.cancel()
+        return waiter
+
+    @property
+    def between_requests(self) -> bool:
+        """A response has ended and aiohttp has not yet gone back to waiting for the next
+        request: not quiet yet, but about to be."""
+        return (not self._request_in_progress and not self._messages and self._waiter is None
+                and not self._force_close and not self._close)
 
     @property
     def has_queued_requests(self) -> bool:

@@ -282,12 +282,11 @@ class Runtime:
         on_shutdown = asyncio.ensure_future(hooks.run_step(
             "aiohttp.on_shutdown", app.shutdown,
             min(self.config.hook_timeout, max(budget.drain_until - self._now(), 0))))
-        closing = tracker.close_websockets()
+        tracker.close_websockets()
         drained = await tracker.drain(budget.drain_until, self._force, self._on_drain_progress)
         if await on_shutdown is not None:
             self._codes.append(ExitCode.HOOK_FAILED)
-        for task in closing:
-            task.cancel()
+        tracker.stop_closing_websockets()
         if drained:
             log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
         return drained

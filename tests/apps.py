@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -199,4 +200,45 @@ def big_state() -> web.Application:
         state["gen"] = state.get("gen", 0) + 1
 
     app.on_startup.append(fill)
+    return app
+
+
+@web.middleware
+async def _forwarded(request: web.Request, handler: Any) -> web.StreamResponse:
+    """What X-Forwarded middlewares do: hand the handler a clone of the request."""
+    return await handler(request.clone(remote="10.0.0.1"))
+
+
+async def late_stream(request: web.Request) -> web.StreamResponse:
+    """Prepares its response itself, after a while (the stop comes in between)."""
+    await asyncio.sleep(float(request.query.get("s", "0.5")))
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"data: done\n\n")
+    await response.write_eof()
+    return response
+
+
+def with_forwarded() -> web.Application:
+    app = _routes(web.Application(middlewares=[_forwarded]))
+    app.router.add_get("/late-stream", late_stream)
+    return app
+
+
+async def polite_stream(request: web.Request) -> web.StreamResponse:
+    """Streams until cancelled, then ends its response cleanly and returns."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    try:
+        while True:
+            await response.write(b"tick\n")
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        await response.write_eof()
+    return response
+
+
+def with_polite_stream() -> web.Application:
+    app = basic()
+    app.router.add_get("/polite-stream", polite_stream)
     return app

@@ -6,6 +6,7 @@ and connections waiting in the kernel's accept queue are served rather than rese
 3. A websocket is closed with 1001 (going away) when the drain starts.
 4. Listener.close() serves connections still in the accept queue; a plain close resets them.
 5. A streaming response in progress at the stop finishes within the deadline.
+6. A websocket whose handshake comes during the drain gets 1001 as soon as it is open.
 """
 
 from __future__ import annotations
@@ -154,3 +155,27 @@ async def test_plain_close_would_reset_the_accept_queue():
     answers = await asyncio.gather(*(_answers(c) for c in clients))
     assert all(not a.startswith(b"HTTP/1.1 200") for a in answers)
     await runner.cleanup()
+
+
+WS_HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def test_websocket_opened_during_the_drain_gets_going_away(serve):
+    """6. The connection was accepted before the stop; the upgrade is sent after it."""
+    server = serve("tests.apps:basic", "--drain-timeout", "10")
+    slow = await Connection.open(server.port)
+    slow.send("GET", "/slow?s=1.5")  # keeps the drain going
+    late = await Connection.open(server.port)
+    await asyncio.sleep(0.2)
+    server.signal()
+    await asyncio.to_thread(server.wait_for, "listeners.closed")
+    late.writer.write(WS_HANDSHAKE)
+    head = await asyncio.wait_for(late.reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101")
+    frame = await asyncio.wait_for(late.reader.readexactly(4), 5)
+    assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001  # close, going away
+    late.writer.close()
+    assert (await slow.read_response()).status == 200
+    assert await asyncio.to_thread(server.wait) == 0

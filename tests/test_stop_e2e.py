@@ -184,3 +184,30 @@ async def test_handler_outliving_its_client_is_waited_for(serve, tmp_path):
     assert server.wait_for("drain.done")["took_s"] >= 0.5
     snapshot, _ = checkpoint.load(path)
     assert snapshot is not None and snapshot.state["served"] == 1
+
+
+async def test_response_prepared_with_a_cloned_request_says_close(serve):
+    """10."""
+    server = serve("tests.apps:with_forwarded", "--drain-timeout", "10")
+    conn = await Connection.open(server.port)
+    conn.send("GET", "/late-stream?s=0.6")
+    await asyncio.sleep(0.2)
+    server.signal()
+    response = await conn.read_response()
+    assert response.status == 200 and response.closes
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_handler_returning_on_cancel_is_unwound_without_waiting_the_grace(serve):
+    """11. Its response was prepared before the stop (keep-alive): once it returns, the
+    connection must not go back to waiting for another request."""
+    server = serve("tests.apps:with_polite_stream", "--drain-timeout", "0.3",
+                   "--cancel-grace", "5")
+    conn = await Connection.open(server.port)
+    conn.send("GET", "/polite-stream")
+    await asyncio.sleep(0.2)
+    server.signal()
+    assert (await conn.read_response()).status == 200
+    assert await asyncio.to_thread(server.wait, 4) == 3
+    deadline = server.wait_for("drain.deadline")
+    assert [r["unwound"] for r in deadline["requests"]] == [True]
