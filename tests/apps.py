@@ -174,10 +174,14 @@ async def big(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def with_big() -> web.Application:
+def _basic_with_route(path: str, handler: Any) -> web.Application:
     app = basic()
-    app.router.add_get("/big", big)
+    app.router.add_get(path, handler)
     return app
+
+
+def with_big() -> web.Application:
+    return _basic_with_route("/big", big)
 
 
 def hanging_startup() -> web.Application:
@@ -239,6 +243,4 @@ async def polite_stream(request: web.Request) -> web.StreamResponse:
 
 
 def with_polite_stream() -> web.Application:
-    app = basic()
-    app.router.add_get("/polite-stream", polite_stream)
-    return app
+    return _basic_with_route("/polite-stream", polite_stream)
