@@ -68,3 +68,15 @@ async def get(port: int, path: str) -> Response:
         return await conn.request("GET", path)
     finally:
         conn.close()
+
+
+HANDLER_REACH_S = 0.2  # ample for a local request to reach its handler
+
+
+async def request_in_flight(port: int, path: str) -> Connection:
+    """A GET sent on a connection of its own, given the time to reach its handler: the
+    request in flight that a test then stops the server under."""
+    conn = await Connection.open(port)
+    conn.send("GET", path)
+    await asyncio.sleep(HANDLER_REACH_S)
+    return conn

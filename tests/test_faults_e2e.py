@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from graceful import checkpoint as ckpt
-from tests.rawhttp import Connection, get
+from tests.rawhttp import Connection, get, request_in_flight
 
 
 async def test_slow_clients_cannot_hold_the_drain(serve):
@@ -39,9 +39,7 @@ async def test_slow_clients_cannot_hold_the_drain(serve):
     body.writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
     deaf = await Connection.open(server.port)
     deaf.send("GET", "/big")  # and never read
-    normal = await Connection.open(server.port)
-    normal.send("GET", "/slow?s=0.5")
-    await asyncio.sleep(0.2)
+    normal = await request_in_flight(server.port, "/slow?s=0.5")
     started = time.monotonic()
     server.signal()
 
@@ -182,9 +180,7 @@ async def test_symlinked_checkpoint_refused(serve, tmp_path):
 async def test_signal_burst_is_one_graceful_stop(serve):
     """6."""
     server = serve("tests.apps:basic", "--drain-timeout", "10")
-    conn = await Connection.open(server.port)
-    conn.send("GET", "/slow?s=1")
-    await asyncio.sleep(0.2)
+    conn = await request_in_flight(server.port, "/slow?s=1")
     for _ in range(100):
         os.kill(server.proc.pid, signal.SIGTERM)
     assert (await conn.read_response()).status == 200
