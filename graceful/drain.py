@@ -88,7 +88,7 @@ class ConnectionTracker:
         if isinstance(response, web.WebSocketResponse):
             self.websockets.add(response)
             if self._websockets_closing:
-                task = _going_away(response, after_handshake=True)
+                task = _going_away(response)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         elif self.stopping and not _has_queued_requests(request):
@@ -192,16 +192,16 @@ class ConnectionTracker:
         for protocol in list(self.connections):
             idle = protocol.idle_for(now)
             if idle is None:
-                if protocol.between_requests:  # no event will say when it goes quiet
-                    due = now + IDLE_QUIET_S
-                    next_due = due if next_due is None else min(next_due, due)
-                continue
-            needed = NEW_CONNECTION_GRACE_S if protocol.never_used else IDLE_QUIET_S
-            if idle >= needed:
-                protocol.close_idle()
+                if not protocol.between_requests:
+                    continue
+                wait = IDLE_QUIET_S  # about to go quiet, and no event will say when
             else:
-                due = now + needed - idle
-                next_due = due if next_due is None else min(next_due, due)
+                needed = NEW_CONNECTION_GRACE_S if protocol.never_used else IDLE_QUIET_S
+                if idle >= needed:
+                    protocol.close_idle()
+                    continue
+                wait = needed - idle
+            next_due = now + wait if next_due is None else min(next_due, now + wait)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -212,21 +212,18 @@ class ConnectionTracker:
 WEBSOCKET_HANDSHAKE_WAIT_S = 1.0
 
 
-def _going_away(ws: web.WebSocketResponse, after_handshake: bool = False) -> asyncio.Task[bool]:
+def _going_away(ws: web.WebSocketResponse) -> asyncio.Task[bool]:
+    """Close `ws` with 1001; one whose handshake is still being written is closed as soon
+    as it is done (aiohttp refuses to close it before)."""
     async def close() -> bool:
-        if after_handshake:
-            # Called while the handshake is being prepared: close once it is written.
-            deadline = time.monotonic() + WEBSOCKET_HANDSHAKE_WAIT_S
-            while True:
-                await asyncio.sleep(0)
-                try:
-                    return await ws.close(code=WSCloseCode.GOING_AWAY,
-                                          message=b"server stopping")
-                except RuntimeError:  # "Call .prepare() first"
-                    if time.monotonic() > deadline:
-                        return False
-                    await asyncio.sleep(0.01)
-        return await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        deadline = time.monotonic() + WEBSOCKET_HANDSHAKE_WAIT_S
+        while True:
+            try:
+                return await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+            except RuntimeError:  # "Call .prepare() first"
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.01)
 
     return asyncio.ensure_future(close())
 
