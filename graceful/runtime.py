@@ -63,7 +63,7 @@ class Runtime:
 
     def __init__(self, app: loader.AppSource, config: Config | None = None, *,
                  observers: Iterable[StopObserver] = (), **options: Any) -> None:
-        self.config = (config or Config()).replace(**options) if options else (config or Config())
+        self.config = (config or Config()).replace(**options)
         self._source = app
         self._observers = list(observers)
         self._hooks: list[hooks.ShutdownHook] = []
