@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-from graceful.bridge import Deliver
+from graceful.bridge import Deliver, Handover
 from graceful.stop import StopRequest, StopSource
 
 STOP_SIGNALS = {
@@ -29,8 +29,7 @@ class PosixSignalBridge:
 
     def __init__(self) -> None:
         self._previous: dict[int, object] = {}
-        self._pending: list[StopRequest] = []
-        self._deliver: Deliver | None = None
+        self._handover = Handover()
 
     def capture(self) -> None:
         if self._previous:
@@ -40,20 +39,13 @@ class PosixSignalBridge:
 
     def install(self, deliver: Deliver) -> None:
         self.capture()
-        self._deliver = deliver
-        pending, self._pending = self._pending, []
-        for request in pending:
-            deliver(request)
+        self._handover.connect(deliver)
 
     def uninstall(self) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
         self._previous.clear()
-        self._deliver = None
+        self._handover.disconnect()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        request = StopRequest(STOP_SIGNALS[signal.Signals(signum)])
-        if self._deliver is None:
-            self._pending.append(request)
-        else:
-            self._deliver(request)
+        self._handover(StopRequest(STOP_SIGNALS[signal.Signals(signum)]))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from types import FrameType
 
-from graceful.bridge import Deliver
+from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
 from graceful.stop import StopRequest, StopSource
 
@@ -61,10 +61,7 @@ class WindowsConsoleBridge:
         self._limits = dict(OS_LIMITS_S if limits_s is None else limits_s)
         self._margin, self._force_lead = margin_s, force_lead_s
         self._previous: dict[str, object] = {}
-        self._pending: list[StopRequest] = []
-        self._deliver: Deliver | None = None
-        # Reentrant: a signal handler runs on the main thread, maybe inside install().
-        self._lock = threading.RLock()
+        self._request = Handover()
         self._finished = threading.Event()
         self._console = False
 
@@ -81,32 +78,19 @@ class WindowsConsoleBridge:
 
     def install(self, deliver: Deliver) -> None:
         self.capture()
-        with self._lock:
-            self._deliver = deliver
-            pending, self._pending = self._pending, []
-        for request in pending:
-            deliver(request)
+        self._request.connect(deliver)
 
     def uninstall(self) -> None:
         for name, previous in self._previous.items():
             self._win32.set_signal_handler(name, previous)
         self._previous.clear()
-        with self._lock:
-            self._deliver = None
+        self._request.disconnect()
         # Release waiting handlers first: Windows (and Wine) hold the console's handler lock
         # while a handler runs, so removing ours would wait for it to return.
         self._finished.set()
         if self._console:
             self._win32.set_console_handler(self._on_console, False)
             self._console = False
-
-    def _request(self, request: StopRequest) -> None:
-        with self._lock:
-            deliver = self._deliver
-            if deliver is None:
-                self._pending.append(request)
-                return
-        deliver(request)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only record and hand over (gunicorn: no work in signal handlers).
