@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from graceful.bridge import Deliver
+from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
 from graceful.errors import ExitCode, GracefulError
 from graceful.stop import StopObserver, StopRequest, StopSource
@@ -103,20 +103,14 @@ class ServiceBridge:
 
     def __init__(self, reporter: ServiceReporter) -> None:
         self._reporter = reporter
-        self._lock = threading.Lock()
-        self._deliver: Deliver | None = None
-        self._pending: list[StopRequest] = []
+        self._handover = Handover()
         self.requested = False
 
     def install(self, deliver: Deliver) -> None:
-        with self._lock:
-            self._deliver, pending, self._pending = deliver, self._pending, []
-        for request in pending:
-            deliver(request)
+        self._handover.connect(deliver)
 
     def uninstall(self) -> None:
-        with self._lock:
-            self._deliver = None
+        self._handover.disconnect()
 
     def control(self, code: int) -> int:
         """The SCM's handler (its thread): answer at once, the stop runs on the loop."""
@@ -125,13 +119,7 @@ class ServiceBridge:
             return 0 if code == w.SERVICE_CONTROL_INTERROGATE else 120  # NOT_IMPLEMENTED
         self.requested = True
         self._reporter.stop_pending()
-        request = StopRequest(source, "service control")
-        with self._lock:
-            if self._deliver is None:
-                self._pending.append(request)
-                return 0
-            deliver = self._deliver
-        deliver(request)
+        self._handover(StopRequest(source, "service control"))
         return 0
 
 
