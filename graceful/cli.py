@@ -58,6 +58,8 @@ def main() -> None:
 @_option("--livez-path", default="/livez", help="Liveness path.")
 @_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
+@_option("--app-dir", type=click.Path(file_okay=False), default=".",
+         help="Folder to import MODULE from (put first on the import path).")
 def serve(target: str, **options: Any) -> None:
     """Serve the aiohttp Application (or factory) MODULE:ATTR until stopped.
 
@@ -72,11 +74,12 @@ def serve(target: str, **options: Any) -> None:
     if hasattr(bridge, "capture"):
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
     options["log_level"] = options["log_level"].lower()
+    app_dir = options.pop("app_dir")
     config = _build(Config, options)
     from graceful import loader, logs
 
     try:
-        source = loader.import_target(target)
+        source = loader.import_target(target, app_dir)
     except GracefulError as err:
         _fail(err)
     logs.configure(config.log_format, config.log_level)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,11 +16,16 @@ from graceful.errors import ConfigError
 AppSource = web.Application | Callable[[], web.Application | Awaitable[web.Application]]
 
 
-def import_target(target: str) -> AppSource:
-    """Import `MODULE:ATTR` (ATTR may be dotted); ConfigError names what is wrong."""
+def import_target(target: str, app_dir: str | os.PathLike[str] | None = None) -> AppSource:
+    """Import `MODULE:ATTR` (ATTR may be dotted); ConfigError names what is wrong.
+
+    `app_dir` (default: the current folder) goes first on `sys.path`, as uvicorn, gunicorn
+    and hypercorn do: the console script, unlike `python -m`, does not put it there.
+    """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{target!r} is not MODULE:ATTR (for example myapp.web:create_app)")
+    put_first_on_path(app_dir)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -38,6 +45,15 @@ def import_target(target: str) -> AppSource:
         raise ConfigError(f"{target} is a {type(obj).__name__}, not an aiohttp Application "
                           "or a factory returning one")
     return obj
+
+
+def put_first_on_path(app_dir: str | os.PathLike[str] | None = None) -> None:
+    folder = os.path.abspath(app_dir if app_dir is not None else os.getcwd())
+    if not os.path.isdir(folder):
+        raise ConfigError(f"app folder {folder!r} does not exist")
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
 
 
 async def build_app(source: AppSource, name: str = "the factory") -> web.Application:

@@ -27,7 +27,7 @@ class ServerProcess:
         proc = subprocess.Popen(
             [sys.executable, "-m", "graceful", "serve", target, "--host", "127.0.0.1",
              "--port", "0", "--log-format", "json", *args],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            cwd=ROOT, env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self._attach(proc)

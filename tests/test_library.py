@@ -59,8 +59,7 @@ def test_readme_example_runs_and_stops(tmp_path):
     """2."""
     from tests.conftest import ServerProcess
 
-    env = {**os.environ, "PORT": "0", "CHECKPOINT": str(tmp_path / "hits.json"),
-           "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PORT": "0", "CHECKPOINT": str(tmp_path / "hits.json")}
     proc = subprocess.Popen([sys.executable, "examples/embed.py"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
