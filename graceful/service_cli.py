@@ -41,6 +41,7 @@ def parse_serve(args: Sequence[str]) -> tuple[str, Config]:
         raise _usage(f"serve arguments: {err.format_message()}") from None
     params = dict(ctx.params)
     target = params.pop("target")
+    params.pop("app_dir")  # the service host has its own --app-dir
     params["log_level"] = params["log_level"].lower()
     return target, Config(**params)
 
