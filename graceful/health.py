@@ -6,7 +6,7 @@ fallback) must not make every path "taken". A path the app routes *exactly* is s
 refused at start rather than silently shadowed. They say only the state ("ok", "ready",
 "starting", "draining"): nothing about the app. `--no-health` turns them off.
 
-Cost: one dict lookup of the request's path per request (bench/protocol_cost.py).
+Cost: one function call and one dict lookup per request (bench/protocol_cost.py).
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ class Health:
         answers = {self.livez_path: self._livez, self.readyz_path: self._readyz}.get
 
         # A plain function, not a coroutine: the app's requests pay one call, not one more
-        # coroutine (see protocol.py).
+        # coroutine (see protocol.py). The path as aiohttp's router reads it (`path_safe`,
+        # cached on the URL, so the router does not compute it again); `request.path` would
+        # decode it once more for every request.
         def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
-            answer = answers(request.path)
+            answer = answers(request.rel_url.path_safe)
             if answer is None or request.method not in _PROBE_METHODS:
                 return handler(request)
             return answer()

@@ -1,11 +1,11 @@
 """The lifecycle, phase by phase: the one place that orders them.
 
-    start: restore checkpoint, build app, health routes, on_startup, bind  -> READY
+    start: restore checkpoint, build app, health probes, on_startup, bind  -> READY
     stop request (first):  readiness 503, Connection: close on every response
       1. pre_stop     keep accepting for --pre-stop-delay (load balancers deregister us)
       2. stop_accepting  close the listeners; connections queued in the kernel are served
-      3. drain        on_shutdown, websockets 1001, quiet idle connections closed, wait for
-                      every in-flight request until the drain deadline
+      3. drain        on_shutdown, then 1001 to the websockets it left open; quiet idle
+                      connections closed; wait for every in-flight request until the deadline
       4. cancel       handlers still running are cancelled, given --cancel-grace, logged
       5. hooks        graceful hooks LIFO, then aiohttp's on_cleanup/cleanup_ctx, each bounded
       6. checkpoint   the state is flushed atomically, in time reserved for it

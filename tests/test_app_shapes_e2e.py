@@ -50,8 +50,11 @@ async def test_handler_args_and_client_max_size_reach_the_server(serve):
 
 async def test_default_keepalive_timeout_is_run_apps():
     """2."""
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     app = web.Application()
-    app.router.add_get("/", lambda request: web.Response(text="ok"))
+    app.router.add_get("/", hello)
     async with graceful.Runtime(app, graceful.Config(port=0)) as runtime:
         conn = await Connection.open(runtime.port)
         assert (await conn.request("GET", "/")).status == 200
