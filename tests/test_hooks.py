@@ -96,3 +96,42 @@ async def test_sync_hook_runs_in_a_daemon_thread_and_is_abandoned_at_its_timeout
     assert [("timed out" in f.error) for f in failures] == [True]
     assert threads[0] is not threading.main_thread() and threads[0].daemon
     release.set()
+
+
+def _nested_app(trace: list[str]) -> web.Application:
+    """A root with a cleanup_ctx, a sub-app with its own, and a sub-sub-app: every signal."""
+    def signals(app: web.Application, name: str) -> web.Application:
+        async def ctx(app):
+            trace.append(f"{name}.ctx.enter")
+            yield
+            trace.append(f"{name}.ctx.exit")
+
+        for signal in ("on_startup", "on_shutdown", "on_cleanup"):
+            async def handler(app, signal=signal):
+                trace.append(f"{name}.{signal}")
+            getattr(app, signal).append(handler)
+        app.cleanup_ctx.append(ctx)
+        return app
+
+    root, api, admin = (signals(web.Application(), name) for name in ("root", "api", "admin"))
+    api.add_subapp("/admin", admin)
+    root.add_subapp("/api", api)
+    return root
+
+
+async def test_signals_run_in_aiohttps_order():
+    """Run one handler at a time, graceful calls the same handlers in the same order as
+    aiohttp's own runner (web.run_app), sub-apps and cleanup_ctx included."""
+    import graceful
+
+    theirs: list[str] = []
+    runner = web.AppRunner(_nested_app(theirs), handle_signals=False)
+    await runner.setup()
+    await runner.cleanup()  # on_shutdown, then on_cleanup, as run_app does
+
+    ours: list[str] = []
+    async with graceful.Runtime(_nested_app(ours), graceful.Config(port=0)):
+        pass
+    assert ours == theirs
+    assert len(theirs) == 15 and theirs[6:9] == [
+        "root.on_shutdown", "api.on_shutdown", "admin.on_shutdown"]
