@@ -148,7 +148,7 @@ async def _in_thread(func: Callable[[web.Application], Any], app: web.Applicatio
     def work() -> None:
         try:
             result, error = func(app), None
-        except BaseException as err:  # handed to the loop, raised there
+        except Exception as err:  # handed to the loop, raised there
             result, error = None, err
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(settle, result, error)
@@ -214,8 +214,12 @@ def _startup_step(app: web.Application, callback: Callable[[web.Application], Aw
     if contexts is not None:
         async def enter_contexts(_: web.Application) -> None:
             for factory in contexts:
-                ctx = aiohttp_signals.context_of(factory, app)
-                await _bounded(_name_of(factory), timeout, ctx.__aenter__)
+                async def enter(factory: Any = factory) -> Any:
+                    ctx = aiohttp_signals.context_of(factory, app)
+                    await ctx.__aenter__()
+                    return ctx
+
+                ctx = await _bounded(_name_of(factory), timeout, enter)
                 aiohttp_signals.entered(contexts).append(_NamedExit(_name_of(factory), ctx))
 
         return enter_contexts
@@ -226,10 +230,10 @@ def _startup_step(app: web.Application, callback: Callable[[web.Application], Aw
     return run
 
 
-async def _bounded(name: str, timeout: float, step: Callable[[], Awaitable[Any]]) -> None:
+async def _bounded(name: str, timeout: float, step: Callable[[], Awaitable[Any]]) -> Any:
     try:
         async with asyncio.timeout(timeout):
-            await step()
+            return await step()
     except TimeoutError as err:
         raise StartupError(f"on_startup {name} did not finish within {timeout:g}s") from err
     except Exception as err:
