@@ -4,8 +4,10 @@ End-to-end requests per second on a 2-core machine shared by client and server m
 ±10 % from run to run, far more than what graceful adds. This isolates that: the same
 app, one keep-alive connection over an in-memory transport (no sockets, no client), the
 request fed to the protocol, the loop run until the response is written; aiohttp's
-RequestHandler and graceful's DrainingRequestHandler alternate, and the fastest of the
-rounds is kept for each (the least disturbed by other work on the machine).
+RequestHandler and graceful's DrainingRequestHandler (made as the runtime makes it: with
+the health probes in front of the app, and without them as with --no-health) take turns,
+and the fastest of the rounds is kept for each (the least disturbed by other work on the
+machine).
 
     python -m bench.protocol_cost --loop asyncio --rounds 6
 """
@@ -23,7 +25,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from graceful.drain import ConnectionTracker
-from graceful.protocol import DrainingRequestHandler
+from graceful.health import Health
+from graceful.protocol import DrainingRequestHandler, handler_options
 
 REQUEST = b"GET /work HTTP/1.1\r\nHost: bench\r\n\r\n"
 WARM_UP = 2000
@@ -60,7 +63,8 @@ async def _ok(request: web.Request) -> web.Response:
 
 
 async def per_request_us(kind: str, requests: int) -> float:
-    """Process CPU µs per request through `kind`'s handler ("aiohttp" or "graceful")."""
+    """Process CPU µs per request through `kind`'s handler: "aiohttp", "graceful" (health
+    probes in front of the app, the default) or "graceful-no-health"."""
     app = web.Application()
     app.router.add_get("/work", _ok)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -68,9 +72,16 @@ async def per_request_us(kind: str, requests: int) -> float:
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
-    protocol = (DrainingRequestHandler(server, tracker=ConnectionTracker(loop), loop=loop,
-                                       access_log=None)
-                if kind == "graceful" else RequestHandler(server, loop=loop, access_log=None))
+    protocol: RequestHandler
+    if kind == "aiohttp":
+        protocol = RequestHandler(server, loop=loop, access_log=None)
+    else:
+        options = handler_options(server)
+        if kind == "graceful":
+            probes = Health("/livez", "/readyz", is_ready=lambda: True, phase=lambda: "ready")
+            options["request_handler"] = probes.in_front_of(server.request_handler)
+        protocol = DrainingRequestHandler(server, tracker=ConnectionTracker(loop), loop=loop,
+                                          **options)
     written: asyncio.Future[None] = loop.create_future()
 
     def wrote() -> None:
@@ -94,14 +105,17 @@ async def per_request_us(kind: str, requests: int) -> float:
 
 
 async def compare(rounds: int, requests: int) -> dict[str, float]:
-    samples: dict[str, list[float]] = {"aiohttp": [], "graceful": []}
+    kinds = ["aiohttp", "graceful", "graceful-no-health"]
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     for index in range(rounds):
-        for kind in (("aiohttp", "graceful") if index % 2 == 0 else ("graceful", "aiohttp")):
+        for kind in kinds[index % 3:] + kinds[:index % 3]:  # each goes first in turn
             samples[kind].append(await per_request_us(kind, requests))
     best = {kind: min(values) for kind, values in samples.items()}
     return {"aiohttp_us": best["aiohttp"], "graceful_us": best["graceful"],
             "added_us": best["graceful"] - best["aiohttp"],
-            "ratio": best["aiohttp"] / best["graceful"]}
+            "ratio": best["aiohttp"] / best["graceful"],
+            "graceful_no_health_us": best["graceful-no-health"],
+            "health_us": best["graceful"] - best["graceful-no-health"]}
 
 
 def main() -> None:

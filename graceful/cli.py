@@ -55,6 +55,9 @@ def main() -> None:
          help="auto: console on a terminal, JSON lines otherwise.")
 @_option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info")
 @_option("--access-log/--no-access-log", default=False, help="Log every request.")
+@_option("--health/--no-health", default=True,
+         help="Answer the liveness and readiness paths before the app's middlewares and "
+              "routes; --no-health leaves every path to the app.")
 @_option("--livez-path", default="/livez", help="Liveness path.")
 @_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")

@@ -2,8 +2,8 @@
 
 This is the one module that leans on aiohttp's private protocol attributes (`_messages`,
 `_waiter`, `_request_in_progress`, `_task_handler`, `_request_factory`, `_request_count`,
-`Request._prepare_hook`); pyproject pins aiohttp's minor versions for that reason and
-tests/test_drain_e2e.py fails if they change meaning.
+`_request_handler`, `Request._prepare_hook`, `Server._kwargs`); pyproject pins aiohttp's
+minor versions for that reason and tests/test_drain_e2e.py fails if they change meaning.
 
 Why not aiohttp's own shutdown path (`RequestHandler.shutdown`, `close`): both set flags
 that make `data_received` drop every incoming byte, so a request body still being uploaded
@@ -27,17 +27,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
+from graceful.logs import get_logger
+
 if TYPE_CHECKING:
     from graceful.drain import ConnectionTracker
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
 _base_data_received = RequestHandler.data_received
@@ -110,6 +115,22 @@ def _set_class(request: web.BaseRequest, cls: type[web.BaseRequest]) -> None:
     object.__setattr__(request, "__class__", cls)
 
 
+def handler_options(server: web.Server) -> dict[str, Any]:
+    """The keyword arguments aiohttp's Server gives each RequestHandler it makes: the
+    runner's (keepalive_timeout, access_log, ...), the app's `debug` and its `handler_args`.
+
+    Like aiohttp's Server, an argument RequestHandler does not take is dropped with a
+    warning rather than failing every connection (checked here once, not per connection).
+    """
+    options = dict(server._kwargs)
+    accepted = inspect.signature(RequestHandler.__init__).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        get_logger().warning("server.options_ignored", options=unknown)
+        options = {key: value for key, value in options.items() if key not in unknown}
+    return options
+
+
 class DrainingRequestHandler(RequestHandler):
     """Tells the tracker when the connection opens and closes, counts receives, and stamps
     when each request starts (for the age of a cancelled one) and when its response ends
@@ -119,9 +140,12 @@ class DrainingRequestHandler(RequestHandler):
                  "_new_tracked", "_request", "_rx", "_started", "_tracker")
 
     def __init__(self, manager: Any, *, tracker: ConnectionTracker,
-                 loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+                 loop: asyncio.AbstractEventLoop, request_handler: Handler | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         self._tracker = tracker
+        if request_handler is not None:  # the app's, behind the health answers
+            self._request_handler = request_handler
         self._rx = 0  # data_received calls so far
         self._idle_rx = 0  # ... when the last response ended
         self._idle_since = _monotonic()

@@ -1,11 +1,11 @@
 """The lifecycle, phase by phase: the one place that orders them.
 
-    start: restore checkpoint, build app, health routes, on_startup, bind  -> READY
+    start: restore checkpoint, build app, health probes, on_startup, bind  -> READY
     stop request (first):  readiness 503, Connection: close on every response
       1. pre_stop     keep accepting for --pre-stop-delay (load balancers deregister us)
       2. stop_accepting  close the listeners; connections queued in the kernel are served
-      3. drain        on_shutdown, websockets 1001, quiet idle connections closed, wait for
-                      every in-flight request until the drain deadline
+      3. drain        on_shutdown, then 1001 to the websockets it left open; quiet idle
+                      connections closed; wait for every in-flight request until the deadline
       4. cancel       handlers still running are cancelled, given --cancel-grace, logged
       5. hooks        graceful hooks LIFO, then aiohttp's on_cleanup/cleanup_ctx, each bounded
       6. checkpoint   the state is flushed atomically, in time reserved for it
@@ -36,13 +36,14 @@ from graceful.drain import ConnectionTracker
 from graceful.errors import CheckpointError, ExitCode, GracefulError, StartupError, worst
 from graceful.listeners import Listener, bind
 from graceful.logs import get_logger
-from graceful.protocol import DrainingRequestHandler
+from graceful.protocol import DrainingRequestHandler, handler_options
 from graceful.state import STATE
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 log = get_logger()
 
 REPEAT_IGNORED_S = 0.5
+KEEPALIVE_TIMEOUT_S = 75.0  # web.run_app's (RequestHandler's own is 3630)
 
 
 class Phase(enum.StrEnum):
@@ -211,18 +212,26 @@ class Runtime:
             self._checkpointer = ckpt.Checkpointer(config.checkpoint, self.state, generation)
         self.app = app = await loader.build_app(self._source)
         app[STATE] = self.state
-        health.install(app, config.livez_path, config.readyz_path,
-                       is_ready=lambda: self.phase is Phase.READY, phase=lambda: str(self.phase))
+        probes = health.Health(config.livez_path, config.readyz_path,
+                               is_ready=lambda: self.phase is Phase.READY,
+                               phase=lambda: str(self.phase)) if config.health else None
+        if probes is not None:
+            probes.refuse_taken_paths(app)
         self._tracker = tracker = ConnectionTracker(loop)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
         hooks.bound_startup(app, config.startup_timeout)
-        self._runner = web.AppRunner(app, handle_signals=False, **access)
+        # run_app's keep-alive default; the app's handler_args still win, as under run_app
+        self._runner = web.AppRunner(app, handle_signals=False,
+                                     keepalive_timeout=KEEPALIVE_TIMEOUT_S, **access)
         await self._runner.setup()  # on_startup and cleanup_ctx run here
         server = self._runner.server
         assert server is not None
+        options = handler_options(server)  # the runner's, the app's debug and handler_args
+        if probes is not None:
+            options["request_handler"] = probes.in_front_of(server.request_handler)
 
         def factory() -> DrainingRequestHandler:
-            return DrainingRequestHandler(server, tracker=tracker, loop=loop, **access)
+            return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
         sock = bind(config.host, config.port, config.backlog)
         listener = Listener(sock, factory)
@@ -243,7 +252,8 @@ class Runtime:
         if self._tracker is not None:
             self._tracker.abort_all()
         if self.app is not None and self.app.on_startup.frozen:
-            await hooks.run_step("aiohttp.on_cleanup", self.app.cleanup, self.config.hook_timeout)
+            await hooks.run_steps(hooks.cleanup_steps(self.app), self.config.hook_timeout,
+                                  lambda: self.config.hook_timeout)
         self.phase = Phase.STOPPED
 
     # -- stop ------------------------------------------------------------------------------
@@ -279,17 +289,25 @@ class Runtime:
     async def _drain(self, app: web.Application, tracker: ConnectionTracker,
                      budget: StopBudget) -> bool:
         started = time.perf_counter()
-        on_shutdown = asyncio.ensure_future(hooks.run_step(
-            "aiohttp.on_shutdown", app.shutdown,
-            min(self.config.hook_timeout, max(budget.drain_until - self._now(), 0))))
-        tracker.close_websockets()
+        on_shutdown = asyncio.ensure_future(self._on_shutdown(app, tracker, budget))
         drained = await tracker.drain(budget.drain_until, self._force, self._on_drain_progress)
-        if await on_shutdown is not None:
+        if await on_shutdown:
             self._codes.append(ExitCode.HOOK_FAILED)
         tracker.stop_closing_websockets()
         if drained:
             log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
         return drained
+
+    async def _on_shutdown(self, app: web.Application, tracker: ConnectionTracker,
+                           budget: StopBudget) -> list[hooks.HookFailure]:
+        """aiohttp's on_shutdown, each handler bounded; then 1001 to the websockets it left
+        open. Not at once: aiohttp's recipe has on_shutdown say goodbye to its websockets
+        and close them itself, and our close would cut that goodbye (issue 16)."""
+        failures = await hooks.run_steps(
+            hooks.signal_steps(app, app.on_shutdown), self.config.hook_timeout,
+            lambda: max(budget.drain_until - self._now(), 0))
+        tracker.close_websockets()
+        return failures
 
     async def _cancel(self, tracker: ConnectionTracker, budget: StopBudget) -> ExitCode:
         grace = max(budget.cancel_until - self._now(), 0)
@@ -308,11 +326,11 @@ class Runtime:
         def left() -> float:
             return max(budget.hooks_until - self._now(), 0)
 
-        failures = await hooks.run_hooks(app, [*app.get(hooks.HOOKS, []), *self._hooks],
+        failures = await hooks.run_hooks(app, [*hooks.app_hooks(app), *self._hooks],
                                          self.config.hook_timeout, left)
-        cleanup = await hooks.run_step("aiohttp.on_cleanup", app.cleanup,
-                                       min(self.config.hook_timeout, left()))
-        failures += [cleanup] if cleanup else []
+        # aiohttp's on_cleanup, each handler and each cleanup_ctx entry with its own timeout
+        failures += await hooks.run_steps(hooks.cleanup_steps(app), self.config.hook_timeout,
+                                          left)
         if failures:
             self._codes.append(ExitCode.HOOK_FAILED)
         log.info("hooks.done", failed=[f.name for f in failures],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,157 @@ async def polite_stream(request: web.Request) -> web.StreamResponse:
 
 def with_polite_stream() -> web.Application:
     return _basic_with_route("/polite-stream", polite_stream)
+
+
+# -- apps shaped the way users write them (issue 16) ----------------------------------------
+
+
+async def read_body(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.Response(text=f"{len(body)}\n")
+
+
+def with_handler_args() -> web.Application:
+    """Settings given the aiohttp way: bigger header fields, a short keep-alive, 4 MiB bodies."""
+    app = web.Application(handler_args={"max_field_size": 32768, "keepalive_timeout": 2},
+                          client_max_size=4 * 1024 * 1024)
+    app.router.add_get("/fast", fast)
+    app.router.add_post("/body", read_body)
+    return app
+
+
+def with_subapps() -> web.Application:
+    """Hooks registered on a sub-app (and a sub-sub-app), one of them failing."""
+    app = basic()
+    api = web.Application()
+    admin = web.Application()
+
+    async def close_api_client(app: web.Application) -> None:
+        _trace("api.close_client")
+
+    def flush_api_metrics(app: web.Application) -> None:
+        _trace("api.flush_metrics")
+        raise RuntimeError("metrics sink gone")
+
+    async def close_admin_sessions(app: web.Application) -> None:
+        _trace("admin.close_sessions")
+
+    async def close_root_pool(app: web.Application) -> None:
+        _trace("root.close_pool")
+
+    async def api_hello(request: web.Request) -> web.Response:
+        return web.Response(text="api\n")
+
+    api.router.add_get("/hello", api_hello)
+    graceful.add_hook(api, close_api_client)
+    graceful.add_hook(api, flush_api_metrics)
+    graceful.add_hook(admin, close_admin_sessions)
+    graceful.add_hook(app, close_root_pool)
+    api.add_subapp("/admin", admin)
+    app.add_subapp("/api", api)
+    return app
+
+
+def failing_subapp_startup() -> web.Application:
+    app = basic()
+    api = web.Application()
+
+    async def connect_search_index(app: web.Application) -> None:
+        raise RuntimeError("search index unreachable")
+
+    api.on_startup.append(connect_search_index)
+    app.add_subapp("/api", api)
+    return app
+
+
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets", set)
+
+
+def websocket_goodbye() -> web.Application:
+    """aiohttp's documented recipe: on_shutdown tells every websocket client to reconnect
+    elsewhere, then closes it."""
+    app = web.Application()
+    app[SOCKETS] = set()
+
+    async def chat(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        request.app[SOCKETS].add(ws)
+        try:
+            async for message in ws:
+                await ws.send_str(message.data)
+        finally:
+            request.app[SOCKETS].discard(ws)
+        return ws
+
+    async def say_goodbye(app: web.Application) -> None:
+        for ws in set(app[SOCKETS]):
+            await ws.send_str("reconnect")
+            await ws.close(code=1001, message=b"server restarting")
+
+    app.router.add_get("/ws", chat)
+    app.on_shutdown.append(say_goodbye)
+    return app
+
+
+def _slow_closing(name: str, seconds: float) -> Callable[[web.Application], Any]:
+    async def ctx(app: web.Application) -> Any:
+        yield
+        await asyncio.sleep(seconds)
+        _trace(f"closed {name}")
+
+    ctx.__name__ = ctx.__qualname__ = f"close_{name}"
+    return ctx
+
+
+def three_slow_cleanup_ctx() -> web.Application:
+    """Three cleanup_ctx that take 0.5 s each to close."""
+    app = basic()
+    app.cleanup_ctx.extend([_slow_closing("db", 0.5), _slow_closing("cache", 0.5),
+                            _slow_closing("queue", 0.5)])
+    return app
+
+
+def hanging_cleanup() -> web.Application:
+    """A cleanup_ctx that hangs on close and an on_cleanup that raises, among good ones."""
+    app = basic()
+
+    async def stuck_broker(app: web.Application) -> Any:
+        yield
+        await asyncio.sleep(3600)
+
+    async def drop_temp_files(app: web.Application) -> None:
+        raise RuntimeError("temp folder gone")
+
+    app.cleanup_ctx.extend([_slow_closing("db", 0.1), stuck_broker])
+    app.on_cleanup.append(drop_temp_files)
+    return app
+
+
+def blocking_hook() -> web.Application:
+    """A sync hook that blocks (a client library without async support)."""
+    app = basic()
+
+    def flush_to_legacy_store(app: web.Application) -> None:
+        time.sleep(3)
+
+    graceful.add_hook(app, flush_to_legacy_store, timeout=0.5)
+    return app
+
+
+@web.middleware
+async def _require_token(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.headers.get("Authorization") != "Bearer let-me-in":
+        raise web.HTTPUnauthorized(text="who are you?\n")
+    return await handler(request)
+
+
+def single_page_app() -> web.Application:
+    """An auth middleware and the usual single-page-app fallback route catching every path."""
+    app = web.Application(middlewares=[_require_token])
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text="<html>app</html>\n")
+
+    app.router.add_get("/{tail:.*}", index)
+    return app

@@ -50,6 +50,8 @@ def parsed(monkeypatch):
     (["--livez-path", "/alive"], "livez_path", "/alive"),
     (["--readyz-path", "/ready"], "readyz_path", "/ready"),
     (["--backlog", "16"], "backlog", 16),
+    (["--no-health"], "health", False),
+    ([], "health", True),
 ])
 def test_flag_to_config(parsed, args, field, value):
     assert getattr(parsed(*args), field) == value
@@ -66,6 +68,8 @@ def test_flag_to_config(parsed, args, field, value):
     ({"GRACEFUL_LOG_LEVEL": "warning"}, "log_level", "warning"),
     ({"GRACEFUL_HOST": "::1"}, "host", "::1"),
     ({"GRACEFUL_ACCESS_LOG": "1"}, "access_log", True),
+    ({"GRACEFUL_HEALTH": "0"}, "health", False),
+    ({"GRACEFUL_HEALTH": "false"}, "health", False),
 ])
 def test_environment_to_config(parsed, env, field, value):
     assert getattr(parsed(env=env), field) == value
