@@ -25,7 +25,8 @@ COPY --from=build /wheels /tmp/wheels
 RUN python -m venv "$VIRTUAL_ENV" \
     && pip install --no-cache-dir "$(echo /tmp/wheels/aiohttp_graceful-*.whl)[uvloop]" \
     && rm -rf /tmp/wheels \
-    && useradd --create-home --uid 10001 --user-group graceful \
+    && groupadd --gid 10001 graceful \
+    && useradd --uid 10001 --gid 10001 --create-home graceful \
     && mkdir /data && chown graceful:graceful /data
 USER 10001:10001
 WORKDIR /app
