@@ -1,8 +1,8 @@
 # graceful on Linux: the wheel built from this checkout, installed into a virtualenv in a slim
 # Python image, serving the app in /app as a non-root user.
-#   docker build -t graceful .
-#   docker run --rm -p 8080:8080 graceful                    # the demo app
-#   docker run --rm -p 8080:8080 -v "$PWD:/app:ro" graceful app:create_app
+#   docker build -t graceful:0.1.0 .
+#   docker run --rm -p 8080:8080 graceful:0.1.0              # the demo app
+#   docker run --rm -p 8080:8080 -v "$PWD:/app:ro" graceful:0.1.0 app:create_app
 #
 # `docker stop` sends STOPSIGNAL (SIGTERM) to PID 1, waits its timeout (10 s unless
 # `docker stop -t`, `docker run --stop-timeout` or compose's `stop_grace_period` says
