@@ -21,7 +21,7 @@ from bench.scenarios import NAMES, build
 from bench.servers import SERVERS
 
 OUT = Path(__file__).resolve().parent / "out"
-PACKAGES = ("graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
+PACKAGES = ("aiohttp-graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
             "httptools")
 
 

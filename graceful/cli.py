@@ -24,7 +24,7 @@ def _option(name: str, **kwargs: Any) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="graceful")
+@click.version_option(package_name="aiohttp-graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
 

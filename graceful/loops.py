@@ -35,7 +35,7 @@ def loop_factory(name: str) -> tuple[str, LoopFactory]:
     if factory is None:
         raise ConfigError(
             f"loop {name!r} is not installed; install it with "
-            f"pip install 'graceful[{'windows' if name == 'winloop' else name}]'"
+            f"pip install 'aiohttp-graceful[{'windows' if name == 'winloop' else name}]'"
         )
     return name, factory
 
