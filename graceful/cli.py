@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import sys
@@ -82,16 +83,16 @@ def serve(target: str, **options: Any) -> None:
         source = loader.import_target(target, app_dir)
     except GracefulError as err:
         _fail(err)
-    logs.configure(config.log_format, config.log_level)
+    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
     code = _run(source, config, bridge)
     _exit_now(code)
 
 
 def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
-    from graceful.logs import get_logger
+    from graceful import logs
     from graceful.runner import run
 
-    log = get_logger()
+    log = logs.get_logger()
     try:
         code = run(source, config, bridge=bridge, configure_logging=False)
     except GracefulError as err:
@@ -100,8 +101,18 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
     except Exception as err:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
-    log.info("process.exit", code=int(code))
+    log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
     return code
+
+
+def _fallback_stream() -> Any:
+    """Where to say that log lines are being dropped: stdout, unless it is the log's own
+    file (`2>&1`), which would be broken too."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return None if (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino) else sys.stdout
 
 
 @main.group()
@@ -154,15 +165,20 @@ def _exit_now(code: int) -> Any:
     here after aiohttp: time the supervisor would count against the drain.
     """
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_std_streams()
     os._exit(int(code))
 
 
 def _exit(code: int) -> Any:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_std_streams()
     sys.exit(int(code))
+
+
+def _flush_std_streams() -> None:
+    """A reader that went away (`| head -1`) must not change the exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
 
 
 from graceful.service_cli import service  # noqa: E402  (Windows service commands)
