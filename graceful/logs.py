@@ -58,7 +58,7 @@ class DroppingSink:
                 flush = getattr(self.stream, "flush", None)
                 if flush is not None:
                     flush()
-            except Exception as err:  # noqa: BLE001: whatever the writer raises, drop
+            except Exception as err:  # whatever the writer raises: drop the line
                 self.dropped += 1
                 if self.dropped == 1:
                     self._report(err)
@@ -70,13 +70,13 @@ class DroppingSink:
             self.fallback.write(f"graceful: cannot write the log ({type(err).__name__}: "
                                 f"{err}); dropping log lines, counted in process.exit\n")
             self.fallback.flush()
-        except Exception:  # noqa: BLE001, S110: the fallback is broken too; nothing is left
+        except Exception:  # the fallback is broken too: nothing is left
             pass
 
     def isatty(self) -> bool:
         try:
             return bool(self.stream.isatty())
-        except Exception:  # noqa: BLE001: closed, or no isatty at all
+        except Exception:  # closed, or no isatty at all
             return False
 
 
