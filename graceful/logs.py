@@ -19,7 +19,9 @@ import threading
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, WrappedLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -80,6 +82,20 @@ class DroppingSink:
             return False
 
 
+def scrub_http_errors(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """aiohttp's parser errors quote the raw request bytes (the request line with its query
+    string, a header line with its Authorization value) in their message, and aiohttp logs
+    them with the traceback ("Error handling request"): keep the error's class and status."""
+    exc_info = event_dict.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    if isinstance(exc, HttpProcessingError):
+        del event_dict["exc_info"]
+        event_dict["error"], event_dict["status"] = type(exc).__name__, exc.code
+    return event_dict
+
+
 def dropped_lines() -> int:
     """How many log lines the configured sink has dropped so far."""
     return _sink.dropped if _sink is not None else 0
@@ -105,8 +121,11 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         else structlog.dev.ConsoleRenderer(colors=sink.isatty(),
                                            exception_formatter=structlog.dev.plain_traceback)
     )
-    exc = ([structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))]
-           if as_json else [])
+    # Never frame locals: they hold tokens, API keys and DSNs (structlog's default shows them).
+    exc: list[Any] = [scrub_http_errors]
+    if as_json:
+        exc.append(structlog.processors.ExceptionRenderer(
+            ExceptionDictTransformer(show_locals=False)))
     structlog.configure(
         processors=[*shared, *exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

@@ -4,6 +4,10 @@
    dies): SIGTERM still drains and exits 0, SIGTERM again still forces (exit 3, checkpoint
    written), SIGINT still stops; the first dropped line is reported once on stdout.
 2. With --access-log and a dead log pipe, keep-alive connections keep being served, not reset.
+3. Secrets (an Authorization header, an API key in the query, a DSN, the state) go through
+   every error path: a handler that raises, a malformed request (a \\x01 byte in a header),
+   a shutdown hook that raises, a checkpoint that cannot be written, an on_startup that
+   raises; in JSON and console formats, none reaches the log.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,3 +127,55 @@ async def test_access_log_to_a_dead_pipe_does_not_reset_keep_alive(dead_pipe):
     conn.close()
     server.signal()
     assert await asyncio.to_thread(server.wait) == 0
+
+
+SECRET = "s3cret"  # every secret the test sends holds it
+
+
+def _port_from_log(server, timeout: float = 15.0) -> int:
+    """The port of server.started, in either format."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(server.raw):
+            if "server.started" in line:
+                return int(re.search(r'"?port"?[=:] ?(\d+)', line).group(1))
+        time.sleep(0.02)
+    raise AssertionError("no server.started:\n" + "".join(server.raw))
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+async def test_secrets_never_reach_the_log(serve, tmp_path, log_format):
+    """3. Handler error, bad request, hook failure, checkpoint failure: exit 4 (the worst)."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    server = serve("tests.apps:leaky", "--log-format", log_format, "--checkpoint",
+                   str(folder / "state.json"), wait_started=False)
+    port = await asyncio.to_thread(_port_from_log, server)
+    conn = await Connection.open(port)
+    conn.send("GET", f"/upstream?api_key=qry-{SECRET}",
+              headers={"Authorization": f"Bearer hdr-{SECRET}"})
+    assert (await conn.read_response()).status == 500
+    conn.close()
+    bad = await Connection.open(port)
+    bad.writer.write(f"GET /fast?api_key=qry-{SECRET} HTTP/1.1\r\nHost: t\r\n"
+                     f"Authorization: Bearer hdr-{SECRET}\x01\r\n\r\n".encode())
+    assert (await bad.read_response()).status == 400
+    bad.close()
+    shutil.rmtree(folder)  # the final flush fails
+    server.signal()
+    assert await asyncio.to_thread(server.wait) == 4
+    log = "".join(server.raw)
+    for path_was_taken in ("upstream refused", "Error handling request", "pool close failed",
+                           "checkpoint.failed"):
+        assert path_was_taken in log, path_was_taken
+    assert SECRET not in log, [line for line in server.raw if SECRET in line]
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_secrets_in_a_failing_startup_never_reach_the_log(serve, log_format):
+    """3. on_startup raises with a DSN in its locals: exit 1, named, no DSN."""
+    server = serve("tests.apps:leaky_startup", "--log-format", log_format, wait_started=False)
+    assert server.wait() == 1
+    log = "".join(server.raw)
+    assert "database unreachable" in log
+    assert SECRET not in log, [line for line in server.raw if SECRET in line]
