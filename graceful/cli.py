@@ -28,6 +28,29 @@ def _option(name: str, **kwargs: Any) -> Any:
 @click.version_option(package_name="graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
+    _reserve_std_fds()
+
+
+def _reserve_std_fds() -> None:
+    """Put /dev/null on 0, 1 and 2 where they are closed (`>&-`, a daemon's parent).
+
+    Otherwise the next descriptor opened takes their number: the event loop's epoll landed
+    on 1 and libuv aborted the process (134) when closing it, believing it stdio; and
+    sys.stdout is None, so the first print or flush fails.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:  # open() takes the lowest free number, fd, unless a thread took it
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", buffering=1,  # noqa: SIM115
+                                    closefd=False, errors="backslashreplace"))
 
 
 @main.command()
