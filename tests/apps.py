@@ -278,3 +278,13 @@ def leaky_startup() -> web.Application:
         raise ConnectionError(f"database unreachable ({len(dsn)})")
 
     return _basic_starting_with(connect)
+
+
+def traced_startup() -> web.Application:
+    """Writes "factory" and "on_startup" to $TRACE_FILE when they run."""
+    _trace("factory")
+
+    async def started(app: web.Application) -> None:
+        _trace("on_startup")
+
+    return _basic_starting_with(started)
