@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import sys
@@ -27,6 +28,29 @@ def _option(name: str, **kwargs: Any) -> Any:
 @click.version_option(package_name="aiohttp-graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
+    _reserve_std_fds()
+
+
+def _reserve_std_fds() -> None:
+    """Put /dev/null on 0, 1 and 2 where they are closed (`>&-`, a daemon's parent).
+
+    Otherwise the next descriptor opened takes their number: the event loop's epoll landed
+    on 1 and libuv aborted the process (134) when closing it, believing it stdio; and
+    sys.stdout is None, so the first print or flush fails.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:  # open() takes the lowest free number, fd, unless a thread took it
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", buffering=1,  # noqa: SIM115
+                                    closefd=False, errors="backslashreplace"))
 
 
 @main.command()
@@ -85,16 +109,16 @@ def serve(target: str, **options: Any) -> None:
         source = loader.import_target(target, app_dir)
     except GracefulError as err:
         _fail(err)
-    logs.configure(config.log_format, config.log_level)
+    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
     code = _run(source, config, bridge)
     _exit_now(code)
 
 
 def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
-    from graceful.logs import get_logger
+    from graceful import logs
     from graceful.runner import run
 
-    log = get_logger()
+    log = logs.get_logger()
     try:
         code = run(source, config, bridge=bridge, configure_logging=False)
     except GracefulError as err:
@@ -103,8 +127,18 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
     except Exception as err:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
-    log.info("process.exit", code=int(code))
+    log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
     return code
+
+
+def _fallback_stream() -> Any:
+    """Where to say that log lines are being dropped: stdout, unless it is the log's own
+    file (`2>&1`), which would be broken too."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return None if (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino) else sys.stdout
 
 
 @main.group()
@@ -157,15 +191,20 @@ def _exit_now(code: int) -> Any:
     here after aiohttp: time the supervisor would count against the drain.
     """
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_std_streams()
     os._exit(int(code))
 
 
 def _exit(code: int) -> Any:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_std_streams()
     sys.exit(int(code))
+
+
+def _flush_std_streams() -> None:
+    """A reader that went away (`| head -1`) must not change the exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
 
 
 from graceful.service_cli import service  # noqa: E402  (Windows service commands)

@@ -2,24 +2,114 @@
 
 JSON lines when asked or when stderr is not a terminal, readable console output otherwise.
 aiohttp's own stdlib loggers go through the same renderer, so every line has one shape.
+
+Two promises hold for every line, whoever logs it:
+- a log write can never fail a stop, a drain, a flush or a request: the stream is wrapped in
+  a `DroppingSink`, which drops a line it cannot write, counts it, and says so once on a
+  fallback stream (`2>&1 | head -1` and a dead log shipper leave a broken pipe behind);
+- tracebacks carry file, line, function and the exception, never frame locals, and aiohttp's
+  bad-request errors lose the raw request bytes they quote (headers, query strings).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, WrappedLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
+_sink: DroppingSink | None = None
 
-def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Configure structlog and the stdlib root logger to write to `stream` (stderr)."""
-    stream = stream or sys.stderr
-    as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
+
+class DroppingSink:
+    """A text stream around `stream` whose writes never raise.
+
+    Each record (what is written between two flushes) goes out in one write. One that cannot
+    be written (a broken pipe, a closed or full file, a writer that raises) is dropped and
+    counted; the first drop is reported in one line on `fallback`, if there is one. Works
+    around any object with `write` (and maybe `flush`, `isatty`): sys.stderr, a file, the
+    Windows service's RotatingWriter.
+    """
+
+    def __init__(self, stream: Any, fallback: Any = None) -> None:
+        self.stream, self.fallback = stream, fallback
+        self.dropped = 0
+        self._pending: list[str] = []
+        self._lock = threading.Lock()  # structlog's and logging's locks are two locks
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            record, self._pending = "".join(self._pending), []
+            if not record:
+                return
+            try:
+                self.stream.write(record)
+                flush = getattr(self.stream, "flush", None)
+                if flush is not None:
+                    flush()
+            except Exception as err:  # whatever the writer raises: drop the line
+                self.dropped += 1
+                if self.dropped == 1:
+                    self._report(err)
+
+    def _report(self, err: BaseException) -> None:
+        if self.fallback is None:
+            return
+        try:
+            self.fallback.write(f"graceful: cannot write the log ({type(err).__name__}: "
+                                f"{err}); dropping log lines, counted in process.exit\n")
+            self.fallback.flush()
+        except Exception:  # the fallback is broken too: nothing is left
+            pass
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self.stream.isatty())
+        except Exception:  # closed, or no isatty at all
+            return False
+
+
+def scrub_http_errors(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """aiohttp's parser errors quote the raw request bytes (the request line with its query
+    string, a header line with its Authorization value) in their message, and aiohttp logs
+    them with the traceback ("Error handling request"): keep the error's class and status."""
+    exc_info = event_dict.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    if isinstance(exc, HttpProcessingError):
+        del event_dict["exc_info"]
+        event_dict["error"], event_dict["status"] = type(exc).__name__, exc.code
+    return event_dict
+
+
+def dropped_lines() -> int:
+    """How many log lines the configured sink has dropped so far."""
+    return _sink.dropped if _sink is not None else 0
+
+
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None,
+              fallback: TextIO | None = None) -> None:
+    """Configure structlog and the stdlib root logger to write to `stream` (stderr).
+
+    `fallback` is told once when log lines start being dropped.
+    """
+    global _sink
+    _sink = sink = DroppingSink(stream or sys.stderr, fallback)
+    as_json = log_format == "json" or (log_format == "auto" and not sink.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -28,16 +118,21 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=sink.isatty(),
+                                           exception_formatter=structlog.dev.plain_traceback)
     )
-    exc = [structlog.processors.dict_tracebacks] if as_json else []
+    # Never frame locals: they hold tokens, API keys and DSNs (structlog's default shows them).
+    exc: list[Any] = [scrub_http_errors]
+    if as_json:
+        exc.append(structlog.processors.ExceptionRenderer(
+            ExceptionDictTransformer(show_locals=False)))
     structlog.configure(
         processors=[*shared, *exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=sink),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(sink)  # type: ignore[arg-type]
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exc, renderer],

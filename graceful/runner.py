@@ -14,7 +14,7 @@ from graceful.config import Config
 from graceful.errors import ExitCode
 from graceful.loops import loop_factory
 from graceful.runtime import Runtime
-from graceful.stop import StopObserver
+from graceful.stop import StopObserver, StopRequest
 from graceful.systemd import SystemdNotifier
 
 # Tasks still alive when the runtime has finished (a handler that swallowed its
@@ -22,6 +22,8 @@ from graceful.systemd import SystemdNotifier
 LEFTOVER_TASKS_GRACE_S = 0.5
 
 _DEFAULT: Any = object()
+
+log = logs.get_logger()
 
 
 def run(app: loader.AppSource, config: Config | None = None, *,
@@ -48,7 +50,13 @@ def run(app: loader.AppSource, config: Config | None = None, *,
         asyncio.set_event_loop(loop)
         return loop.run_until_complete(_serve(runtime, bridge))
     finally:
-        _close(loop)
+        # The bridge outlives the loop's close: a signal during the leftover grace is a late
+        # stop request (logged, ignored), not the default action (-15, KeyboardInterrupt).
+        try:
+            _close(loop)
+        finally:
+            if bridge is not None:
+                bridge.uninstall()
 
 
 def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFAULT,
@@ -61,14 +69,15 @@ def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFA
 
 async def _serve(runtime: Runtime, bridge: StopBridge | None) -> ExitCode:
     loop = asyncio.get_running_loop()
+
+    def deliver(request: StopRequest) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+            loop.call_soon_threadsafe(runtime.request_stop, request)
+
     if bridge is not None:
-        bridge.install(lambda request: loop.call_soon_threadsafe(runtime.request_stop, request))
-    try:
-        await runtime.start()
-        return await runtime.wait_stopped()
-    finally:
-        if bridge is not None:
-            bridge.uninstall()
+        bridge.install(deliver)
+    await runtime.start()
+    return await runtime.wait_stopped()
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
@@ -78,6 +87,7 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
         for task in leftovers:
             task.cancel()
         if leftovers:
+            log.info("loop.leftover_tasks", tasks=len(leftovers), grace_s=LEFTOVER_TASKS_GRACE_S)
             loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_TASKS_GRACE_S))
         with contextlib.suppress(TimeoutError):
             loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(),

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import enum
 import os
+import socket
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -30,11 +31,19 @@ from aiohttp import web
 from graceful import checkpoint as ckpt
 from graceful import health, hooks, loader
 from graceful.access import AccessLogger
+from graceful.bridge import Handover
 from graceful.config import Config
 from graceful.deadline import StopBudget
 from graceful.drain import ConnectionTracker
-from graceful.errors import CheckpointError, ExitCode, GracefulError, StartupError, worst
-from graceful.listeners import Listener, bind
+from graceful.errors import (
+    CheckpointError,
+    ConfigError,
+    ExitCode,
+    GracefulError,
+    StartupError,
+    worst,
+)
+from graceful.listeners import Listener, bind_all, format_address
 from graceful.logs import get_logger
 from graceful.protocol import DrainingRequestHandler, handler_options
 from graceful.state import STATE
@@ -72,11 +81,13 @@ class Runtime:
         self.app: web.Application | None = None
         self.state: dict[str, Any] = {}
         self.listeners: list[Listener] = []
+        self._sockets: list[socket.socket] = []  # bound, not yet listening
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tracker: ConnectionTracker | None = None
         self._runner: web.AppRunner | None = None
         self._checkpointer: ckpt.Checkpointer | None = None
         self._stops: list[StopRequest] = []
+        self._early = Handover()  # stop() before start(): kept like a signal before the loop
         self._budget: StopBudget | None = None
         self._main: asyncio.Task[ExitCode] | None = None
         self._startup: asyncio.Task[None] | None = None
@@ -104,15 +115,20 @@ class Runtime:
         return func
 
     def stop(self, reason: str = "", source: StopSource = StopSource.API) -> None:
-        """Ask for a stop; safe from any thread. Called again, it forces, then abandons."""
-        if self._loop is None:
-            raise RuntimeError("the runtime has not started")
-        self._loop.call_soon_threadsafe(self.request_stop, StopRequest(source, reason))
+        """Ask for a stop; safe from any thread. Called again, it forces, then abandons.
+        Before `start()` it is kept, and the start is abandoned (as for an early signal)."""
+        self._early(StopRequest(source, reason))
 
     async def start(self) -> None:
         """Start serving; returns once READY. Raises what made the start fail."""
-        self._loop = asyncio.get_running_loop()
-        self._abandoned = self._loop.create_future()
+        self._loop = loop = asyncio.get_running_loop()
+        self._abandoned = loop.create_future()
+
+        def deliver(request: StopRequest) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to stop
+                loop.call_soon_threadsafe(self.request_stop, request)
+
+        self._early.connect(deliver)
         self._main = asyncio.create_task(self._lifecycle(), name="graceful.lifecycle")
         ready = asyncio.ensure_future(self._ready.wait())
         await asyncio.wait([self._main, ready], return_when=asyncio.FIRST_COMPLETED)
@@ -200,6 +216,9 @@ class Runtime:
     async def _start_steps(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
+        # Bind first: a port in use or a host that does not resolve is a configuration
+        # error (exit 2) before the app's factory and on_startup run.
+        self._sockets = bind_all(config.host, config.port)
         generation = 0
         if config.checkpoint is not None:
             snapshot, fallback = ckpt.load(config.checkpoint)
@@ -210,7 +229,12 @@ class Runtime:
                 log.info("checkpoint.restored", path=str(snapshot.path), generation=generation,
                          age_s=round(snapshot.age_s(), 3), keys=len(self.state))
             self._checkpointer = ckpt.Checkpointer(config.checkpoint, self.state, generation)
-        self.app = app = await loader.build_app(self._source)
+        app = await loader.build_app(self._source)
+        if app.on_startup.frozen:  # not self.app: its cleanup ran when it was last served
+            raise ConfigError("this Application has been served already, and aiohttp ties an "
+                              "Application to the one loop that served it: to serve again, "
+                              "pass a factory that builds a new Application")
+        self.app = app
         app[STATE] = self.state
         probes = health.Health(config.livez_path, config.readyz_path,
                                is_ready=lambda: self.phase is Phase.READY,
@@ -233,20 +257,22 @@ class Runtime:
         def factory() -> DrainingRequestHandler:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
-        sock = bind(config.host, config.port, config.backlog)
-        listener = Listener(sock, factory)
-        self.listeners.append(listener)
-        await listener.start(config.backlog)
+        sockets, self._sockets = self._sockets, []
+        self.listeners += [Listener(sock, factory) for sock in sockets]
+        for listener in self.listeners:
+            await listener.start(config.backlog)
         self.phase = Phase.READY
-        host, port = listener.address
+        host, port = self.listeners[0].address
         log.info("server.started", host=host, port=port, loop=type(loop).__module__,
-                 pid=os.getpid())
+                 pid=os.getpid(), addresses=[format_address(a) for a in self.addresses])
         if self._checkpointer is not None and config.checkpoint_interval:
             self._periodic = asyncio.create_task(self._flush_periodically())
         self._notify("ready")
         self._ready.set()
 
     async def _cleanup_after_failed_start(self) -> None:
+        for sock in self._sockets:
+            sock.close()
         for listener in self.listeners:
             await listener.close()
         if self._tracker is not None:
@@ -421,5 +447,3 @@ class Runtime:
                 getattr(observer, method)(*args)
             except Exception as err:  # an observer must not break the stop
                 log.error("observer.failed", observer=repr(observer), error=repr(err))
-
-

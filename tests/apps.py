@@ -399,3 +399,46 @@ def single_page_app() -> web.Application:
 
     app.router.add_get("/{tail:.*}", index)
     return app
+
+# Secrets the way real apps hold them: in locals, in the state, in a DSN. The logs must
+# carry none of them, whatever fails (tests/test_log_safety_e2e.py looks for "s3cret").
+DSN = "postgresql://app:dsn-s3cret@db.internal/app"
+
+
+async def calls_upstream(request: web.Request) -> web.Response:
+    token = request.headers.get("Authorization", "")
+    api_key = request.query.get("api_key", "")
+    request.app[graceful.STATE]["last_token"] = token
+    raise RuntimeError(f"upstream refused the call ({len(token) + len(api_key)} bytes)")
+
+
+def leaky() -> web.Application:
+    """A handler and a shutdown hook that fail with secrets in their locals and state."""
+    app = basic()
+    app.router.add_get("/upstream", calls_upstream)
+
+    async def close_pool(app: web.Application) -> None:
+        dsn = DSN
+        raise ConnectionError(f"pool close failed after {len(dsn)} tries")
+
+    graceful.add_hook(app, close_pool)
+    return app
+
+
+def leaky_startup() -> web.Application:
+    """on_startup fails with the DSN in its locals."""
+    async def connect(app: web.Application) -> None:
+        dsn = DSN
+        raise ConnectionError(f"database unreachable ({len(dsn)})")
+
+    return _basic_starting_with(connect)
+
+
+def traced_startup() -> web.Application:
+    """Writes "factory" and "on_startup" to $TRACE_FILE when they run."""
+    _trace("factory")
+
+    async def started(app: web.Application) -> None:
+        _trace("on_startup")
+
+    return _basic_starting_with(started)

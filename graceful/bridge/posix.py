@@ -21,15 +21,19 @@ STOP_SIGNALS = {
 
 
 class PosixSignalBridge:
-    """Turns stop signals into stop requests; restores the previous handlers on uninstall.
+    """Turns stop signals into stop requests.
 
     `capture()` may be called early (before the loop exists): signals that arrive before
-    `install()` are queued and delivered at install, in order.
+    `install()` are queued and delivered at install, in order. Whoever captures restores:
+    `uninstall()` restores the previous handlers only if `install()` set them; handlers
+    captured early stay until `release()`. The CLI captures and never releases, so a signal
+    after the runtime has finished is ignored up to the process's exit, not fatal (-15).
     """
 
     def __init__(self) -> None:
         self._previous: dict[int, object] = {}
         self._handover = Handover()
+        self._release_on_uninstall = False
 
     def capture(self) -> None:
         if self._previous:
@@ -38,14 +42,20 @@ class PosixSignalBridge:
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def install(self, deliver: Deliver) -> None:
+        self._release_on_uninstall = not self._previous
         self.capture()
         self._handover.connect(deliver)
 
     def uninstall(self) -> None:
+        self._handover.disconnect()  # later signals are kept, never delivered: ignored
+        if self._release_on_uninstall:
+            self.release()
+
+    def release(self) -> None:
+        """Restore the handlers that were there before `capture()`."""
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
         self._previous.clear()
-        self._handover.disconnect()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._handover(StopRequest(STOP_SIGNALS[signal.Signals(signum)]))
