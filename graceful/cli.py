@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import sys
@@ -104,9 +103,9 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
     except Exception as err:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
-    if threads.supported():  # else the interpreter's own exit waits for them (_exit_now)
-        code = threads.reported(code, threads.join_all(
-            deadline if deadline is not None else time.monotonic() + threads.RESERVE_S))
+    if deadline is None:  # the start failed: no stop budget
+        deadline = time.monotonic() + threads.RESERVE_S
+    code = threads.reported(code, threads.join_all(deadline))
     log.info("process.exit", code=int(code))
     return code
 
@@ -166,7 +165,7 @@ def _exit_now(code: int) -> Any:
 
     if not threads.supported():
         _exit(code)
-    atexit._run_exitfuncs()
+    threads.run_atexit_handlers()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))

@@ -10,16 +10,19 @@ application's last writes, handed to a thread in on_cleanup, were lost (issue 14
 hold the process.
 
 This module is the one place that relies on CPython's private names:
-`threading._threading_atexits`, the list of argument-less callables that
-threading._register_atexit appends to and threading._shutdown calls in reverse order.
-Where it is missing `supported()` is False, and the CLI leaves through the interpreter's
+- `threading._threading_atexits`: the list of argument-less callables that
+  threading._register_atexit appends to and threading._shutdown calls in reverse order;
+- `atexit._run_exitfuncs`: runs (and clears) the atexit handlers, as the interpreter does
+  after joining the threads.
+Where one is missing `supported()` is False, and the CLI leaves through the interpreter's
 own exit instead: complete, but neither fast nor bounded. tests/test_threads.py fails
-when CPython moves it.
+when CPython moves them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import threading
@@ -36,8 +39,9 @@ RESERVE_S = 1.0
 
 
 def supported() -> bool:
-    """True when this Python keeps its thread exit hooks where `join_all` finds them."""
-    return isinstance(getattr(threading, "_threading_atexits", None), list)
+    """True when this Python keeps its exit hooks where this module finds them."""
+    return (isinstance(getattr(threading, "_threading_atexits", None), list)
+            and callable(getattr(atexit, "_run_exitfuncs", None)))
 
 
 def join_all(deadline: float) -> list[str]:
@@ -45,9 +49,12 @@ def join_all(deadline: float) -> list[str]:
 
     Runs the thread exit hooks (ThreadPoolExecutors finish their queued jobs), then joins
     every non-daemon thread. Returns the names of those still running at the deadline. Call
-    it once, just before os._exit: afterwards no ThreadPoolExecutor accepts a job.
+    it once, just before os._exit: afterwards no ThreadPoolExecutor accepts a job. Does
+    nothing where not `supported()`: the interpreter's own exit must do it then.
     """
-    hooks: list[Callable[[], object]] = list(getattr(threading, "_threading_atexits", []))
+    if not supported():
+        return []
+    hooks: list[Callable[[], object]] = list(threading._threading_atexits)  # type: ignore[attr-defined]
     if hooks:
         # In a thread of its own: _python_exit joins executor threads without a timeout.
         runner = threading.Thread(target=_run_exit_hooks, args=(hooks,), daemon=True,
@@ -60,6 +67,11 @@ def join_all(deadline: float) -> list[str]:
         if _left(deadline) == 0:
             return [thread.name for thread in _non_daemon_threads()]
     return []
+
+
+def run_atexit_handlers() -> None:
+    """The atexit handlers (logging's flush, the application's own), once, in LIFO order."""
+    atexit._run_exitfuncs()
 
 
 def reported(code: ExitCode, abandoned: list[str]) -> ExitCode:
