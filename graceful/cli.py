@@ -65,7 +65,8 @@ def serve(target: str, **options: Any) -> None:
 
     \b
     Exit codes: 0 stopped cleanly; 1 unexpected error; 2 usage or configuration error;
-    3 drain deadline hit (or a second stop) and requests were cancelled;
+    3 work was cut: requests cancelled at the drain deadline (or a second stop), or threads
+    still running at the end of the stop budget plus 1 s;
     4 checkpoint could not be written; 5 a shutdown hook failed or timed out.
     """
     from graceful.bridge import default_bridge

@@ -55,7 +55,9 @@ def join_all(deadline: float) -> list[str]:
     if not supported():
         return []
     hooks: list[Callable[[], object]] = list(threading._threading_atexits)  # type: ignore[attr-defined]
-    if hooks:
+    if not _non_daemon_threads():
+        _run_exit_hooks(hooks)  # no thread for them to wait on: they return at once
+    elif hooks:
         # In a thread of its own: _python_exit joins executor threads without a timeout.
         runner = threading.Thread(target=_run_exit_hooks, args=(hooks,), daemon=True,
                                   name="graceful.thread-exit-hooks")
