@@ -116,7 +116,10 @@ def _close(loop: asyncio.AbstractEventLoop, executor: threads.DefaultExecutor,
         with contextlib.suppress(TimeoutError):
             loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(),
                                                      LEFTOVER_TASKS_GRACE_S))
-        return loop.run_until_complete(executor.shutdown_until(deadline))
+        try:
+            return loop.run_until_complete(executor.shutdown_until(deadline))
+        except KeyboardInterrupt:  # the stop handlers are gone by now: Ctrl+C ends the wait
+            return executor.busy_threads()
     finally:
         asyncio.set_event_loop(None)
         loop.close()

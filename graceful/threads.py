@@ -48,27 +48,37 @@ def join_all(deadline: float) -> list[str]:
     """What the interpreter does with threads at exit, until `deadline` (time.monotonic()).
 
     Runs the thread exit hooks (ThreadPoolExecutors finish their queued jobs), then joins
-    every non-daemon thread. Returns the names of those still running at the deadline. Call
+    every non-daemon thread. Returns the names of those still running at the deadline, or
+    at a Ctrl+C (the stop handlers are gone by now: KeyboardInterrupt ends the wait). Call
     it once, just before os._exit: afterwards no ThreadPoolExecutor accepts a job. Does
     nothing where not `supported()`: the interpreter's own exit must do it then.
     """
     if not supported():
         return []
     hooks: list[Callable[[], object]] = list(threading._threading_atexits)  # type: ignore[attr-defined]
-    if not _non_daemon_threads():
+    if not (pending := _non_daemon_threads()):
         _run_exit_hooks(hooks)  # no thread for them to wait on: they return at once
-    elif hooks:
-        # In a thread of its own: _python_exit joins executor threads without a timeout.
-        runner = threading.Thread(target=_run_exit_hooks, args=(hooks,), daemon=True,
-                                  name="graceful.thread-exit-hooks")
-        runner.start()
-        runner.join(_left(deadline))
-    while pending := _non_daemon_threads():
-        for thread in pending:
-            thread.join(_left(deadline))
-        if _left(deadline) == 0:
-            return [thread.name for thread in _non_daemon_threads()]
-    return []
+        return []
+    done = threading.Event()
+
+    def join() -> None:
+        _run_exit_hooks(hooks)  # _python_exit joins executor threads without a timeout
+        while rest := _non_daemon_threads():
+            for thread in rest:
+                thread.join()
+        done.set()
+
+    # The main thread waits on an Event, never in Thread.join: a KeyboardInterrupt there
+    # marks the joined thread stopped while it still runs (CPython 3.11, bpo-45274's fix).
+    joiner = threading.Thread(target=join, daemon=True, name="graceful.exit-joiner")
+    try:
+        joiner.start()
+        get_logger().info("exit.waiting_threads", threads=[thread.name for thread in pending],
+                          timeout_s=round(_left(deadline), 3))
+        done.wait(_left(deadline))
+    except KeyboardInterrupt:
+        pass
+    return [thread.name for thread in _non_daemon_threads()]
 
 
 def run_atexit_handlers() -> None:
@@ -114,6 +124,10 @@ class DefaultExecutor(concurrent.futures.ThreadPoolExecutor):
 
         threading.Thread(target=shutdown, daemon=True, name="graceful.executor-shutdown").start()
         await asyncio.wait([done], timeout=_left(deadline))
+        return self.busy_threads()
+
+    def busy_threads(self) -> list[str]:
+        """Names of its threads still running (after shutdown: still busy with a job)."""
         return [thread.name for thread in self._workers if thread.is_alive()]
 
 

@@ -293,3 +293,11 @@ def endless_thread() -> web.Application:
         threading.Thread(target=threading.Event().wait, name="metrics-exporter").start()
 
     return _basic_starting_with(start_exporter)
+
+
+def endless_executor_job() -> web.Application:
+    """on_cleanup hands the loop's default executor a job that never ends."""
+    async def wait_forever_in_executor(app: web.Application) -> None:
+        asyncio.get_running_loop().run_in_executor(None, threading.Event().wait)
+
+    return _cleaning_up_with(wait_forever_in_executor)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,20 +71,35 @@ def test_run_app_finishes_the_same_work(tmp_path, factory, written):
         proc.wait(10)
 
 
-async def test_thread_that_never_ends_is_named_and_bounded(serve, tmp_path):
+@pytest.mark.parametrize(("factory", "name"), [("endless_thread", "metrics-exporter"),
+                                              ("endless_executor_job", "asyncio_0")])
+async def test_thread_that_never_ends_is_named_and_bounded(serve, factory, name):
     """2."""
-    server = serve("tests.apps:endless_thread", *SHORT_BUDGET)
+    server = serve(f"tests.apps:{factory}", *SHORT_BUDGET)
     signalled = time.monotonic()
     server.signal()
     assert await asyncio.to_thread(server.wait, 30) == 3
     took = time.monotonic() - signalled
     assert SHORT_BUDGET_S < took < SHORT_BUDGET_S + threads.RESERVE_S + 2.0
-    abandoned = server.wait_for("exit.abandoned_threads")
-    assert abandoned["threads"] == ["metrics-exporter"]
+    assert server.wait_for("exit.abandoned_threads")["threads"] == [name]
     names = server.names()
     assert names.index("hooks.done") < names.index("exit.abandoned_threads") < names.index(
         "process.exit")
     assert server.wait_for("process.exit")["code"] == 3
+
+
+async def test_ctrl_c_ends_the_wait_for_threads(serve):
+    """2. The stop handlers are gone once the stop is complete: a Ctrl+C while the exit
+    waits for threads ends that wait at once (exit 3, the threads named)."""
+    server = serve("tests.apps:endless_thread")  # a stop budget of 47 s
+    server.signal(signal.SIGINT)
+    waiting = await asyncio.to_thread(server.wait_for, "exit.waiting_threads")
+    assert waiting["threads"] == ["metrics-exporter"] and waiting["timeout_s"] > 40
+    signalled = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert await asyncio.to_thread(server.wait, 10) == 3
+    assert time.monotonic() - signalled < 2.0
+    assert server.wait_for("exit.abandoned_threads")["threads"] == ["metrics-exporter"]
 
 
 def test_run_app_waits_forever_for_a_thread_that_never_ends(tmp_path):

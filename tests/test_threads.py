@@ -68,5 +68,5 @@ import os; os._exit(0)
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=30)
-    assert done.stdout.strip() == "['job0', 'job1', 'job2', 'thread'] ['stuck'] True", (
+    assert done.stdout.splitlines()[-1] == "['job0', 'job1', 'job2', 'thread'] ['stuck'] True", (
         done.stderr)
