@@ -69,6 +69,8 @@ def test_run_app_finishes_the_same_work(tmp_path, factory, written):
     finally:
         proc.kill()
         proc.wait(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 @pytest.mark.parametrize(("factory", "name"), [("endless_thread", "metrics-exporter"),
@@ -112,6 +114,8 @@ def test_run_app_waits_forever_for_a_thread_that_never_ends(tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_graceful_run_returns_once_the_default_executor_is_done(tmp_path):
@@ -133,6 +137,8 @@ def test_graceful_run_returns_once_the_default_executor_is_done(tmp_path):
         assert proc.stdout is not None and proc.stdout.read().split() == ["written", "0"]
     finally:
         server.kill()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_runtime_under_asyncio_run_leaves_the_executor_to_asyncio_run(tmp_path):
