@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,8 @@ def serve(target: str, **options: Any) -> None:
 
     \b
     Exit codes: 0 stopped cleanly; 1 unexpected error; 2 usage or configuration error;
-    3 drain deadline hit (or a second stop) and requests were cancelled;
+    3 work was cut: requests cancelled at the drain deadline (or a second stop), or threads
+    still running at the end of the stop budget plus 1 s;
     4 checkpoint could not be written; 5 a shutdown hook failed or timed out.
     """
     from graceful.bridge import default_bridge
@@ -115,18 +116,25 @@ def serve(target: str, **options: Any) -> None:
 
 
 def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
-    from graceful import logs
-    from graceful.runner import run
+    from graceful import logs, threads
+    from graceful.runner import run_to_end
 
     log = logs.get_logger()
+    deadline = None
     try:
-        code = run(source, config, bridge=bridge, configure_logging=False)
+        finished = run_to_end(source, config, bridge=bridge, configure_logging=False)
+        code, deadline = finished.code, finished.threads_deadline
     except GracefulError as err:
         log.error("process.failed", error=str(err))
         code = err.exit_code
     except Exception as err:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
+    if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
+        bridge.install(threads.stop_waiting)
+    if deadline is None:  # the start failed: no stop budget
+        deadline = time.monotonic() + threads.RESERVE_S
+    code = threads.reported(code, threads.join_all(deadline))
     log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
     return code
 
@@ -186,11 +194,17 @@ def _fail(err: GracefulError, code: ExitCode | None = None) -> Any:
 def _exit_now(code: int) -> Any:
     """Exit once the stop is complete, without the interpreter's teardown.
 
-    atexit handlers still run (logging's flush, executor threads, the application's own);
-    what is skipped is freeing every module and object one by one, which took 40 to 90 ms
-    here after aiohttp: time the supervisor would count against the drain.
+    Threads were waited for (bounded) in _run, as the interpreter would have; atexit
+    handlers still run (logging's flush, the application's own). What is skipped is freeing
+    every module and object one by one, which took 40 to 90 ms here after aiohttp: time the
+    supervisor would count against the drain. Where graceful.threads cannot wait for
+    threads as the interpreter does, the interpreter's own exit is taken.
     """
-    atexit._run_exitfuncs()
+    from graceful import threads
+
+    if not threads.supported():
+        _exit(code)
+    threads.run_atexit_handlers()
     _flush_std_streams()
     os._exit(int(code))
 

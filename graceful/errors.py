@@ -11,7 +11,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
-    DRAIN_DEADLINE = 3
+    DRAIN_DEADLINE = 3  # work was cut: requests cancelled, or threads abandoned at exit
     CHECKPOINT_FAILED = 4
     HOOK_FAILED = 5
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from graceful import loader, logs
+from graceful import loader, logs, threads
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
@@ -33,7 +35,30 @@ def run(app: loader.AppSource, config: Config | None = None, *,
     exit code. Blocks. Installs the platform's stop bridge (POSIX signals, Windows console
     events) unless `bridge` says otherwise; `bridge=None` leaves stopping to observers and
     the API. Options are Config fields. Raises GracefulError when the start fails.
+
+    Returns once the loop's default executor has run the jobs given to it (as asyncio.run
+    does), until the end of the stop budget plus threads.RESERVE_S; threads still busy then
+    are logged (`exit.abandoned_threads`) and the exit code is 3. Other threads the app
+    started are left to the interpreter's exit.
     """
+    finished = run_to_end(app, config, bridge=bridge, observers=observers,
+                          configure_logging=configure_logging, **options)
+    return threads.reported(finished.code, finished.busy_executor_threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    code: ExitCode
+    # Until when (time.monotonic()) work left to threads is waited for: the end of the stop
+    # budget plus threads.RESERVE_S.
+    threads_deadline: float
+    busy_executor_threads: list[str]  # the default executor's, still busy at the deadline
+
+
+def run_to_end(app: loader.AppSource, config: Config | None = None, *,
+               bridge: StopBridge | None = _DEFAULT, observers: Sequence[StopObserver] = (),
+               configure_logging: bool = True, **options: Any) -> Finished:
+    """`run`, reporting nothing of the threads: for the CLI, which waits for all of them."""
     config = (config or Config()).replace(**options)
     if configure_logging:
         logs.configure(config.log_format, config.log_level)
@@ -45,18 +70,25 @@ def run(app: loader.AppSource, config: Config | None = None, *,
     notifier = SystemdNotifier.from_environment()
     observers = [*observers, notifier] if notifier else list(observers)
     loop = factory()
+    executor = threads.DefaultExecutor()
+    loop.set_default_executor(executor)
     runtime = Runtime(app, config, observers=observers)
+    deadline: float | None = None
     try:
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(_serve(runtime, bridge))
+        code = loop.run_until_complete(_serve(runtime, bridge))
+        deadline = time.monotonic() + runtime.stop_time_left + threads.RESERVE_S
     finally:
+        if deadline is None:  # the start failed: no stop budget
+            deadline = time.monotonic() + threads.RESERVE_S
         # The bridge outlives the loop's close: a signal during the leftover grace is a late
         # stop request (logged, ignored), not the default action (-15, KeyboardInterrupt).
         try:
-            _close(loop)
+            busy = _close(loop, executor, deadline)
         finally:
             if bridge is not None:
                 bridge.uninstall()
+    return Finished(code, deadline, busy)
 
 
 def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFAULT,
@@ -80,8 +112,10 @@ async def _serve(runtime: Runtime, bridge: StopBridge | None) -> ExitCode:
     return await runtime.wait_stopped()
 
 
-def _close(loop: asyncio.AbstractEventLoop) -> None:
-    """Close the loop without waiting forever on tasks that will not end."""
+def _close(loop: asyncio.AbstractEventLoop, executor: threads.DefaultExecutor,
+           deadline: float) -> list[str]:
+    """Close the loop without waiting forever on tasks or executor jobs that will not end;
+    return the names of the default executor's threads still busy at `deadline`."""
     try:
         leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
         for task in leftovers:
@@ -92,6 +126,10 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
         with contextlib.suppress(TimeoutError):
             loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(),
                                                      LEFTOVER_TASKS_GRACE_S))
+        try:
+            return loop.run_until_complete(executor.shutdown_until(deadline))
+        except KeyboardInterrupt:  # the stop handlers are gone by now: Ctrl+C ends the wait
+            return executor.busy_threads()
     finally:
         asyncio.set_event_loop(None)
         loop.close()

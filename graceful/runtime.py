@@ -108,6 +108,13 @@ class Runtime:
     def port(self) -> int:
         return self.addresses[0][1]
 
+    @property
+    def stop_time_left(self) -> float:
+        """Seconds left of the stop budget: 0 before a stop, and after a third one."""
+        if self._abandoned is not None and self._abandoned.done():
+            return 0.0
+        return self._time_left()
+
     def add_hook(self, func: hooks.Hook, *, name: str | None = None,
                  timeout: float | None = None) -> hooks.Hook:
         """Run `func(app)` at stop after the drain; hooks run LIFO, each bounded."""

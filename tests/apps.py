@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -442,3 +444,56 @@ def traced_startup() -> web.Application:
         _trace("on_startup")
 
     return _basic_starting_with(started)
+
+# -- on_cleanup hands its last write to a thread, as logging handlers, metrics exporters and
+# message-queue producers do; the file lands in $OUT_DIR half a second later (issue 14).
+
+def _slow_write(name: str) -> None:
+    time.sleep(0.5)
+    (Path(os.environ["OUT_DIR"]) / name).write_text("written\n")
+
+
+def _cleaning_up_with(on_cleanup: Callable[[web.Application], Awaitable[None]]
+                      ) -> web.Application:
+    app = basic()
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def cleanup_thread() -> web.Application:
+    async def flush_in_background(app: web.Application) -> None:
+        threading.Thread(target=_slow_write, args=("thread.txt",)).start()
+
+    return _cleaning_up_with(flush_in_background)
+
+
+def cleanup_pool() -> web.Application:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    async def flush_in_pool(app: web.Application) -> None:
+        pool.submit(_slow_write, "pool.txt")
+
+    return _cleaning_up_with(flush_in_pool)
+
+
+def cleanup_default_executor() -> web.Application:
+    async def flush_in_executor(app: web.Application) -> None:
+        asyncio.get_running_loop().run_in_executor(None, _slow_write, "executor.txt")
+
+    return _cleaning_up_with(flush_in_executor)
+
+
+def endless_thread() -> web.Application:
+    """A metrics exporter started with the app, that nobody tells to stop: it never ends."""
+    async def start_exporter(app: web.Application) -> None:
+        threading.Thread(target=threading.Event().wait, name="metrics-exporter").start()
+
+    return _basic_starting_with(start_exporter)
+
+
+def endless_executor_job() -> web.Application:
+    """on_cleanup hands the loop's default executor a job that never ends."""
+    async def wait_forever_in_executor(app: web.Application) -> None:
+        asyncio.get_running_loop().run_in_executor(None, threading.Event().wait)
+
+    return _cleaning_up_with(wait_forever_in_executor)
