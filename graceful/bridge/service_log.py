@@ -49,6 +49,7 @@ class RotatingWriter:
         self._file: Any = None
         self._size = 0
         self._partial = ""
+        self._torn = False
         self._reopen_at = 0.0
         self._rotate_at = 0.0
         self.dropped = 0
@@ -98,12 +99,19 @@ class RotatingWriter:
 
     def _put(self, text: str) -> bool:
         data = text.encode("utf-8", errors="replace")
+        if self._torn:  # the end of a line cut by a full disk: start a fresh one
+            data = b"\n" + data
+        before = self._size
         try:
             while data:
                 written = self._file.write(data)
                 self._size += written
                 data = data[written:]
+            self._torn = False
         except OSError as err:  # a full disk, a volume gone
+            # Part of the line may be in the file even when the error says nothing of it.
+            with contextlib.suppress(OSError):
+                self._torn = self._torn or os.fstat(self._file.fileno()).st_size > before
             self.error = f"{type(err).__name__}: {err}"
             self._close()
             self._reopen_at = self._clock() + REOPEN_RETRY_S
