@@ -187,6 +187,7 @@ class ServiceHost:
         self.reporter = ServiceReporter(win32, handle, stop_budget_s=Config().stop_budget)
         self.bridge = ServiceBridge(self.reporter)
         self.writer: RotatingWriter | None = None
+        self.config: Config | None = None
 
     def run(self, run_target: Callable[..., ExitCode] | None = None) -> int:
         from graceful import logs
@@ -275,7 +276,7 @@ class ServiceHost:
         cause: BaseException | None = err
         while cause is not None:
             if isinstance(cause, OSError) and cause.errno in (errno.EADDRINUSE, 10048):
-                config = getattr(self, "config", None)
+                config = self.config
                 return f"{config.host}:{config.port}" if config else None
             cause = cause.__cause__ or cause.__context__
         return None
