@@ -13,7 +13,9 @@
    (QueryServiceConfig + CommandLineToArgvW) shows them, and the stop's wait hint comes
    from them;
 4. `graceful service stop` exits with the service's code (3: drain deadline), `remove` on a
-   running service refuses, `remove --stop` stops it first.
+   running service refuses, `remove --stop` stops it first;
+5. a slow on_startup: START_PENDING's checkpoint rises, and `sc stop` during START_PENDING
+   ends the start (Wine's SCM delivers STOP to a START_PENDING service that accepts it).
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ def tiny_disk(tmp_path):
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
+    finally:  # lazily if a service that failed to stop still holds its log there
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_1b_service_with_a_full_log_disk(tmp_path, tiny_disk, removed):
@@ -135,7 +138,7 @@ def test_2_failure_before_logging(tmp_path, removed):
     install("--log-file", winpath(log), "--app-dir", winpath(app_dir), "--",
             "tests.apps:basic", "--port", "0")
     shutil.rmtree(app_dir)
-    started = graceful("service", "start", NAME, "--timeout", "30")
+    started = graceful("service", "start", NAME, "--timeout", "10")
     assert started.returncode == 1, started
     failed = wait_for_event(log, "service.failed")
     assert "--app-dir" in failed["error"], failed
@@ -203,3 +206,27 @@ def test_4_stop_and_remove_exit_codes(tmp_path, removed):
     again = install("--log-file", winpath(log), "--app-dir", winpath(ROOT), "--",
                     "tests.apps:basic", "--port", "0")  # not "marked for deletion" (1072)
     assert again.returncode == 0
+
+
+def test_5_stop_during_start_pending(tmp_path, removed):
+    """5."""
+    log = tmp_path / "svc.log"
+    install("--log-file", winpath(log), "--app-dir", winpath(ROOT), "--",
+            "tests.apps:slow_startup", "--port", "0", "--loop", "winloop")
+    started = graceful("service", "start", NAME, "--timeout", "3")
+    assert started.returncode == 1 and "START_PENDING" in started.stdout, started
+    seen = [query()]
+    time.sleep(1.5)
+    seen.append(query())
+    assert [s["STATE"].split()[-1] for s in seen] == ["START_PENDING"] * 2, seen
+    assert int(seen[1]["CHECKPOINT"], 0) > int(seen[0]["CHECKPOINT"], 0), seen
+    assert int(seen[1]["WAIT_HINT"], 0) <= (60 + 2) * 1000, seen
+    stopping = wine("sc", "stop", NAME)
+    print("sc stop during START_PENDING:", stopping.stdout, stopping.stderr)
+    assert stopping.returncode == 0, stopping
+    deadline = time.monotonic() + 15
+    while not query()["STATE"].endswith("STOPPED") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert query()["STATE"].endswith("STOPPED"), query()
+    assert wait_for_event(log, "start.abandoned")
+    assert wait_for_event(log, "service.exit")["code"] == 0
