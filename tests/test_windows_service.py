@@ -264,6 +264,8 @@ def test_stop_during_start_pending(tmp_path):
     assert host.final_report(0)
     states = [s.state for s in fake.statuses]
     assert w.SERVICE_RUNNING not in states and states[-1] == w.SERVICE_STOPPED
+    # no start tick after the stop: pending states only go forward
+    assert w.SERVICE_START_PENDING not in states[states.index(w.SERVICE_STOP_PENDING):]
     assert logged(tmp_path / "svc.log", "start.abandoned") is not None
 
 

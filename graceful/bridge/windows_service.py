@@ -66,10 +66,12 @@ class ServiceReporter(StopObserver):
         self.exit_code: int | None = None
 
     def _report(self, state: int, *, hint_s: float = 0.0, accepted: int = 0,
-                exit_code: int = 0) -> None:
+                exit_code: int = 0, only_from: int | None = None) -> None:
         with self._lock:
             if self._final:
                 return  # nothing after STOPPED
+            if only_from is not None and self.state != only_from:
+                return  # a start tick that lost the race with a stop control
             pending = state in (w.SERVICE_START_PENDING, w.SERVICE_STOP_PENDING)
             if pending and state != self.state:
                 self._checkpoint = 0
@@ -86,22 +88,24 @@ class ServiceReporter(StopObserver):
         START_TICK_S with a wait hint from what is left of the startup budget, until the
         state changes or the budget is spent (then the SCM's own timeout shows the hang)."""
         self._started_at = self._win32.monotonic()
-        self._start_pending()
+        self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED,
+                     hint_s=self.startup_budget_s + HINT_SLACK_S)
         threading.Thread(target=self._tick_start, name="graceful.start-progress",
                          daemon=True).start()
 
     def _start_left(self) -> float:
         return self.startup_budget_s - (self._win32.monotonic() - self._started_at)
 
-    def _start_pending(self) -> None:
-        self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED,
-                     hint_s=max(self._start_left(), 0.0) + HINT_SLACK_S)
-
     def _tick_start(self) -> None:
         while not self._ticker.wait(START_TICK_S):
-            if self.state != w.SERVICE_START_PENDING or self._start_left() <= 0:
+            left = self._start_left()
+            if self.state != w.SERVICE_START_PENDING or left <= 0:
                 return
-            self._start_pending()
+            self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED,
+                         hint_s=left + HINT_SLACK_S, only_from=w.SERVICE_START_PENDING)
+
+    def end_start_progress(self) -> None:
+        self._ticker.set()
 
     def stop_pending(self, time_left_s: float | None = None) -> None:
         left = self.budget_s if time_left_s is None else time_left_s
@@ -225,6 +229,7 @@ class ServiceHost:
                         f"{int(code)}: {error or 'see its log'}"
                         + (f" (address {address})" if address else "")
                         + f"; log: {self._log_state()}")
+        self.reporter.end_start_progress()
         return int(code)
 
     def _serve(self, early: MemoryLog, run_target: Callable[..., ExitCode] | None) -> ExitCode:
