@@ -7,17 +7,19 @@ it is Windows only and exits 2.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from graceful.bridge import win32 as w
 from graceful.config import Config
@@ -31,19 +33,70 @@ PRESHUTDOWN_SLACK_S = 5.0
 POLL_S = 0.25
 
 
-def parse_serve(args: Sequence[str]) -> tuple[str, Config]:
-    """The serve arguments as `graceful serve` reads them: (MODULE:ATTR, Config)."""
+@dataclasses.dataclass(frozen=True)
+class Serve:
+    """Serve arguments read as `graceful serve` reads them."""
+
+    target: str
+    config: Config
+    app_dir: str | None  # serve's own --app-dir, when given
+    # Every option that is not a default, from the command line or the environment, as
+    # arguments (paths absolute): what the service's command line carries.
+    options: list[str]
+
+
+def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
+    """The serve arguments as `graceful serve` reads them; with environ=False, GRACEFUL_*
+    environment variables are not read (the service host, `service status`)."""
     from graceful.cli import serve
 
     try:
-        ctx = serve.make_context("graceful serve", list(args))
+        with contextlib.nullcontext() if environ else _without_graceful_env():
+            ctx = serve.make_context("graceful serve", list(args))
+        params = dict(ctx.params)
+        target = params.pop("target")
+        app_dir = params.pop("app_dir")
+        params["log_level"] = params["log_level"].lower()
+        if params["checkpoint"] is not None:
+            params["checkpoint"] = Path(os.path.abspath(params["checkpoint"]))
+        config = Config(**params)
     except click.ClickException as err:
         raise _usage(f"serve arguments: {err.format_message()}") from None
-    params = dict(ctx.params)
-    target = params.pop("target")
-    params.pop("app_dir")  # the service host has its own --app-dir
-    params["log_level"] = params["log_level"].lower()
-    return target, Config(**params)
+    given = ctx.get_parameter_source("app_dir") is not ParameterSource.DEFAULT
+    return Serve(target, config, os.path.abspath(app_dir) if given else None,
+                 _explicit_options(ctx, config))
+
+
+def _explicit_options(ctx: click.Context, config: Config) -> list[str]:
+    out: list[str] = []
+    for param in ctx.command.params:
+        name = param.name or ""
+        if not isinstance(param, click.Option) or name == "app_dir" \
+                or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+            continue
+        value = getattr(config, name)
+        if param.is_flag:
+            out.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            out += [param.opts[0], _text(value)]
+    return out
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@contextlib.contextmanager
+def _without_graceful_env() -> Iterator[None]:
+    saved = {k: v for k, v in os.environ.items() if k.startswith("GRACEFUL_")}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def log_file_for(name: str, config: Config) -> Path:
@@ -97,34 +150,54 @@ def install(win32: w.Win32, name: str, display_name: str | None, description: st
             startup: str, restart_on_failure: float | None, log_file: Path | None,
             app_dir: str | None, serve_args: tuple[str, ...]) -> None:
     """Install service NAME that runs `graceful serve SERVE_ARGS` (after a `--`)."""
-    app_dir = os.path.abspath(app_dir or os.getcwd())
     try:
-        target, config = parse_serve(serve_args)
-        _check_target(target, app_dir)
+        parsed = parse_serve(serve_args)
+        app_dir = os.path.abspath(app_dir or parsed.app_dir or os.getcwd())
+        _check_target(parsed.target, app_dir)
     except GracefulError as err:
         _fail(f"cannot install {name}: {err}", err.exit_code)
+    config = parsed.config
     start_type, delayed = STARTUPS[startup]
-    command = host_command(name, serve_args, app_dir=app_dir,
-                           log_file=log_file.resolve() if log_file else None)
+    # Every option resolved now, GRACEFUL_* of this shell included: the SCM starts the
+    # service with the system's environment, and the host reads none (issue 19).
+    log_path = Path(os.path.abspath(log_file or log_file_for(name, config)))
+    command = host_command(name, [parsed.target, *parsed.options], app_dir=app_dir,
+                           log_file=log_path)
     spec = w.ServiceSpec(
         name=name, display_name=display_name or f"graceful {name}",
-        description=description or f"graceful serve {target}",
-        command_line=subprocess.list2cmdline(command), start_type=start_type,
+        description=description or f"graceful serve {parsed.target}",
+        argv=tuple(command), start_type=start_type,
         delayed_start=delayed, restart_delay_s=restart_on_failure,
         preshutdown_timeout_ms=int((config.stop_budget + PRESHUTDOWN_SLACK_S) * 1000))
     _call(win32.create_service, spec)
     click.echo(f"installed {name}: {spec.command_line}")
     click.echo(f"  stop budget {config.stop_budget:g}s, preshutdown timeout "
-               f"{spec.preshutdown_timeout_ms} ms, logs {log_file or log_file_for(name, config)}")
+               f"{spec.preshutdown_timeout_ms} ms, logs {log_path}")
 
 
 @service.command()
 @click.argument("name")
+@click.option("--stop", "stop_first", is_flag=True,
+              help="Stop it first when it runs (waits for the drain, up to --timeout).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True)
 @click.pass_obj
-def remove(win32: w.Win32, name: str) -> None:
-    """Remove service NAME (stop it first)."""
+def remove(win32: w.Win32, name: str, stop_first: bool, timeout: float) -> None:
+    """Remove service NAME. A service that runs is refused (Windows would only mark it for
+    deletion while it goes on serving), unless --stop: then it is stopped first and the
+    exit code is the service's, as with `stop`."""
+    code = ExitCode.OK
+    status = _call(win32.query_service, name)
+    if status.state != w.SERVICE_STOPPED:
+        if not stop_first:
+            _fail(f"{name} is {status.state_name}: stop it first (graceful service stop "
+                  f"{name}), or remove it with --stop", ExitCode.ERROR)
+        status = _stop(win32, name, timeout)
+        if status.state != w.SERVICE_STOPPED:
+            _fail(f"{name} did not stop in {timeout:g}s: not removed", ExitCode.ERROR)
+        code = _service_exit_code(status)
     _call(win32.delete_service, name)
     click.echo(f"removed {name}")
+    sys.exit(code)
 
 
 @service.command()
@@ -145,19 +218,47 @@ def start(win32: w.Win32, name: str, timeout: float) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True)
 @click.pass_obj
 def stop(win32: w.Win32, name: str, timeout: float) -> None:
-    """Stop service NAME and wait until it has drained and stopped."""
-    _print(name, _call(win32.control_service, name, w.SERVICE_CONTROL_STOP))
-    status = _wait(win32, name, {w.SERVICE_STOPPED}, timeout)
-    _print(name, status)
-    sys.exit(0 if status.state == w.SERVICE_STOPPED else ExitCode.ERROR)
+    """Stop service NAME and wait until it has drained and stopped. The exit code is the
+    service's own (3: drain deadline, 4: checkpoint not written...), 1 when it did not
+    stop in time or ended without reporting one."""
+    sys.exit(_service_exit_code(_stop(win32, name, timeout)))
 
 
 @service.command()
 @click.argument("name")
 @click.pass_obj
 def status(win32: w.Win32, name: str) -> None:
-    """Print the state of service NAME."""
+    """Print the state of service NAME and the options it runs with."""
     _print(name, _call(win32.query_service, name))
+    argv = _call(win32.query_service_command, name)
+    try:
+        from graceful.bridge.windows_service import parse_host_args
+
+        host = parse_host_args(argv[3:])
+        serve = parse_serve(host.serve, environ=False)
+    except GracefulError:
+        click.echo(f"  command: {w.ServiceSpec(name, '', '', tuple(argv)).command_line}")
+        return
+    options = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(serve.config).items())
+    click.echo(f"  serve {serve.target} {options}")
+    click.echo(f"  stop budget {serve.config.stop_budget:g}s, app dir {host.app_dir}, "
+               f"logs {host.log_file or log_file_for(host.name, serve.config)}")
+
+
+def _stop(win32: w.Win32, name: str, timeout: float) -> w.ServiceStatus:
+    _print(name, _call(win32.control_service, name, w.SERVICE_CONTROL_STOP))
+    status = _wait(win32, name, {w.SERVICE_STOPPED}, timeout)
+    _print(name, status)
+    return status
+
+
+def _service_exit_code(status: w.ServiceStatus) -> int:
+    """graceful's exit code, from a STOPPED status."""
+    if status.state != w.SERVICE_STOPPED:
+        return ExitCode.ERROR
+    if status.win32_exit_code == w.ERROR_SERVICE_SPECIFIC_ERROR:
+        return status.service_exit_code if 0 < status.service_exit_code < 256 else ExitCode.ERROR
+    return ExitCode.ERROR if status.win32_exit_code else ExitCode.OK
 
 
 def _wait(win32: w.Win32, name: str, states: set[int], timeout: float) -> w.ServiceStatus:

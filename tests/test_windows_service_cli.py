@@ -6,16 +6,27 @@
 3. Installing a name that exists, removing one that does not: one line with the Win32 text.
 4. A serve target that does not import: exit 2, one line, nothing installed.
 5. start, status and stop print the states.
+6. Settings from the installing shell (GRACEFUL_*) are resolved into the service's command
+   line: what install prints is what runs; the host reads no GRACEFUL_* of its own
+   environment; `status` shows the effective options.
+7. `stop` exits with the service's own exit code (3, 4...), 1 for a crash (1067).
+8. `remove` on a running service refuses (exit 1, still installed); `remove --stop` stops
+   it first and exits with its exit code.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
+from graceful.bridge.windows_service import parse_host_args
 from graceful.cli import main
-from graceful.service_cli import service
+from graceful.service_cli import parse_serve, service
 
+ROOT = Path(__file__).resolve().parent.parent
 SERVE = ["--", "tests.apps:basic", "--port", "9000", "--drain-timeout", "12"]
 
 
@@ -78,8 +89,72 @@ def test_start_status_stop():
     fake = w.FakeWin32()
     invoke(fake, "install", "Web", *SERVE)
     assert invoke(fake, "start", "Web").output.strip() == "Web: RUNNING pid=42"
-    assert invoke(fake, "status", "Web").output.strip() == "Web: RUNNING pid=42"
+    assert invoke(fake, "status", "Web").output.splitlines()[0] == "Web: RUNNING pid=42"
     stopped = invoke(fake, "stop", "Web")
     assert stopped.exit_code == 0
     assert stopped.output.splitlines() == [
         "Web: STOP_PENDING checkpoint=1 wait_hint_ms=1000", "Web: STOPPED"]
+
+
+def test_install_resolves_the_shell_settings(monkeypatch, tmp_path):
+    """6."""
+    fake = w.FakeWin32()
+    monkeypatch.setenv("GRACEFUL_DRAIN_TIMEOUT", "120")
+    monkeypatch.setenv("GRACEFUL_PRE_STOP_DELAY", "3")
+    monkeypatch.chdir(tmp_path.parent)
+    result = CliRunner().invoke(service, ["install", "Web", "--app-dir", str(ROOT), "--",
+                                          "tests.apps:basic", "--checkpoint",
+                                          f"{tmp_path.name}/state.json"], obj=fake)
+    assert result.exit_code == 0, result.output
+    assert "stop budget 139s, preshutdown timeout 144000 ms" in result.output
+    argv = fake.services["Web"].argv
+    assert argv[argv.index("--") + 1:] == (
+        "tests.apps:basic", "--drain-timeout", "120", "--pre-stop-delay", "3",
+        "--checkpoint", str(tmp_path / "state.json"))
+    # The service itself: another GRACEFUL_* in its environment changes nothing.
+    monkeypatch.setenv("GRACEFUL_DRAIN_TIMEOUT", "5")
+    monkeypatch.setenv("GRACEFUL_PORT", "1234")
+    host = parse_host_args(list(argv[3:]))
+    config = parse_serve(host.serve, environ=False).config
+    assert (config.drain_timeout, config.pre_stop_delay, config.port, config.stop_budget) == (
+        120, 3, 8080, 139)
+    assert host.log_file == tmp_path / "Web.log"
+    status = invoke(fake, "status", "Web").output.splitlines()
+    assert status[0] == "Web: STOPPED"
+    assert status[1].startswith("  serve tests.apps:basic host=127.0.0.1 port=8080 "
+                                "drain_timeout=120.0 pre_stop_delay=3.0 ")
+    assert status[2] == f"  stop budget 139s, app dir {ROOT}, logs {tmp_path / 'Web.log'}"
+
+
+@pytest.mark.parametrize(("stopped", "code"), [
+    (w.ServiceStatus(w.SERVICE_STOPPED), 0),
+    (w.ServiceStatus(w.SERVICE_STOPPED, 0, w.ERROR_SERVICE_SPECIFIC_ERROR, 3), 3),
+    (w.ServiceStatus(w.SERVICE_STOPPED, 0, w.ERROR_SERVICE_SPECIFIC_ERROR, 4), 4),
+    (w.ServiceStatus(w.SERVICE_STOPPED, 0, w.ERROR_PROCESS_ABORTED), 1),
+], ids=["clean", "drain-deadline", "checkpoint", "crash"])
+def test_stop_exits_with_the_service_code(stopped, code):
+    """7."""
+    fake = w.FakeWin32()
+    invoke(fake, "install", "Web", *SERVE)
+    invoke(fake, "start", "Web")
+    fake.stop_results["Web"] = stopped
+    result = invoke(fake, "stop", "Web")
+    assert result.exit_code == code, result.output
+
+
+def test_remove_a_running_service():
+    """8."""
+    fake = w.FakeWin32()
+    invoke(fake, "install", "Web", *SERVE)
+    invoke(fake, "start", "Web")
+    refused = invoke(fake, "remove", "Web")
+    assert refused.exit_code == 1
+    assert refused.output.strip() == ("graceful service: error: Web is RUNNING: stop it first "
+                                      "(graceful service stop Web), or remove it with --stop")
+    assert "Web" in fake.services
+    fake.stop_results["Web"] = w.ServiceStatus(w.SERVICE_STOPPED, 0,
+                                               w.ERROR_SERVICE_SPECIFIC_ERROR, 3)
+    removed = invoke(fake, "remove", "--stop", "Web")
+    assert removed.exit_code == 3
+    assert removed.output.splitlines()[-1] == "removed Web"
+    assert "Web" not in fake.services and not fake.marked_for_deletion

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,8 @@ ERROR_SERVICE_DOES_NOT_EXIST = 1060
 ERROR_SERVICE_EXISTS = 1073
 ERROR_SERVICE_ALREADY_RUNNING = 1056
 ERROR_SERVICE_NOT_ACTIVE = 1062
+ERROR_PROCESS_ABORTED = 1067  # the SCM's code for a service that ended without STOPPED
+ERROR_SHARING_VIOLATION = 32
 
 STATE_NAMES = {SERVICE_STOPPED: "STOPPED", SERVICE_START_PENDING: "START_PENDING",
                SERVICE_STOP_PENDING: "STOP_PENDING", SERVICE_RUNNING: "RUNNING"}
@@ -64,13 +68,17 @@ class ServiceSpec:
     name: str
     display_name: str
     description: str
-    command_line: str
+    argv: tuple[str, ...]
     start_type: int = SERVICE_DEMAND_START
     delayed_start: bool = False
     # Recovery (nssm-like): restart after this many seconds on failure; None: no action.
     restart_delay_s: float | None = None
     restart_reset_s: int = 86400
     preshutdown_timeout_ms: int = 0
+
+    @property
+    def command_line(self) -> str:
+        return subprocess.list2cmdline(self.argv)
 
 
 class Win32Error(GracefulError):
@@ -93,6 +101,13 @@ class Win32(Protocol):
     def start_service(self, name: str) -> None: ...
     def control_service(self, name: str, control: int) -> ServiceStatus: ...
     def query_service(self, name: str) -> ServiceStatus: ...
+    def query_service_command(self, name: str) -> list[str]:
+        """The service's command line (QueryServiceConfig), split as Windows splits it."""
+    def report_event(self, kind: str, message: str) -> None:
+        """A line in the Windows Event Log (Application): kind is error, warning or info."""
+    def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        """os.replace (MoveFileEx): fails with a sharing violation on Windows when another
+        process holds `src` open without FILE_SHARE_DELETE."""
 
 
 class FakeWin32:
@@ -108,6 +123,12 @@ class FakeWin32:
         self.service_states: dict[str, ServiceStatus] = {}
         self.clock = 0.0
         self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []
+        # Paths another process holds open (a log viewer): renaming them fails, as on Windows.
+        self.open_elsewhere: set[str] = set()
+        # What a stop control ends with, per service (default: STOPPED, exit 0).
+        self.stop_results: dict[str, ServiceStatus] = {}
+        self.marked_for_deletion: set[str] = set()
 
     def monotonic(self) -> float:
         return self.clock
@@ -150,7 +171,8 @@ class FakeWin32:
         return self.service_states[name]
 
     def delete_service(self, name: str) -> None:
-        self._status("OpenService", name)
+        if self._status("OpenService", name).state != SERVICE_STOPPED:
+            self.marked_for_deletion.add(name)  # Windows deletes it once it has stopped
         del self.services[name], self.service_states[name]
 
     def start_service(self, name: str) -> None:
@@ -163,11 +185,26 @@ class FakeWin32:
         if self._status("OpenService", name).state != SERVICE_RUNNING:
             raise Win32Error("ControlService", ERROR_SERVICE_NOT_ACTIVE,
                              "The service has not been started.")
-        self.service_states[name] = ServiceStatus(SERVICE_STOPPED)
+        self.service_states[name] = self.stop_results.get(name, ServiceStatus(SERVICE_STOPPED))
         return ServiceStatus(SERVICE_STOP_PENDING, checkpoint=1, wait_hint_ms=1000)
 
     def query_service(self, name: str) -> ServiceStatus:
         return self._status("OpenService", name)
+
+    def query_service_command(self, name: str) -> list[str]:
+        self._status("OpenService", name)
+        return list(self.services[name].argv)
+
+    def report_event(self, kind: str, message: str) -> None:
+        self.events.append((kind, message))
+
+    def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        if {os.fspath(src), os.fspath(dst)} & self.open_elsewhere:
+            err = PermissionError(13, "The process cannot access the file because it is "
+                                      "being used by another process", os.fspath(src))
+            err.winerror = ERROR_SHARING_VIOLATION  # type: ignore[attr-defined]
+            raise err
+        os.replace(src, dst)
 
 
 class RealWin32:
@@ -257,6 +294,32 @@ class RealWin32:
         return ServiceStatus(info["CurrentState"], info["ControlsAccepted"],
                              info["Win32ExitCode"], info["ServiceSpecificExitCode"],
                              info["CheckPoint"], info["WaitHint"], info["ProcessId"])
+
+    def query_service_command(self, name: str) -> list[str]:
+        from ctypes import wintypes
+
+        import win32service as ws
+
+        with _errors(), _service(name) as handle:
+            command = ws.QueryServiceConfig(handle)[3]
+        shell32 = self._ctypes.WinDLL("shell32")  # type: ignore[attr-defined]
+        shell32.CommandLineToArgvW.restype = self._ctypes.POINTER(wintypes.LPWSTR)
+        count = self._ctypes.c_int()
+        argv = shell32.CommandLineToArgvW(command, self._ctypes.byref(count))
+        try:
+            return [argv[i] for i in range(count.value)]
+        finally:
+            self._kernel32.LocalFree(argv)
+
+    def report_event(self, kind: str, message: str) -> None:
+        import servicemanager
+
+        log = {"error": servicemanager.LogErrorMsg, "warning": servicemanager.LogWarningMsg,
+               "info": servicemanager.LogInfoMsg}[kind]
+        log(message)
+
+    def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        os.replace(src, dst)
 
 
 def _status(raw: tuple[int, ...]) -> ServiceStatus:
