@@ -27,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
+from graceful import appstate, health, hooks, loader
 from graceful import checkpoint as ckpt
-from graceful import health, hooks, loader
 from graceful.access import AccessLogger
 from graceful.config import Config
 from graceful.deadline import StopBudget
@@ -37,7 +37,6 @@ from graceful.errors import CheckpointError, ExitCode, GracefulError, StartupErr
 from graceful.listeners import Listener, bind
 from graceful.logs import get_logger
 from graceful.protocol import DrainingRequestHandler
-from graceful.state import STATE
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 log = get_logger()
@@ -199,18 +198,23 @@ class Runtime:
     async def _start_steps(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        generation = 0
+        restored: dict[str, Any] = {}
         if config.checkpoint is not None:
-            snapshot, fallback = ckpt.load(config.checkpoint)
-            if fallback is not None:
-                log.warning("checkpoint.fallback", error=str(fallback))
-            if snapshot is not None:
-                self.state, generation = snapshot.state, snapshot.generation
-                log.info("checkpoint.restored", path=str(snapshot.path), generation=generation,
-                         age_s=round(snapshot.age_s(), 3), keys=len(self.state))
-            self._checkpointer = ckpt.Checkpointer(config.checkpoint, self.state, generation)
+            # probe the folder, take the lock, then read: refused now rather than at the stop
+            self._checkpointer = checkpointer = ckpt.Checkpointer.open(config.checkpoint)
+            if checkpointer.fallback is not None:
+                log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
+            if (snapshot := checkpointer.restored) is not None:
+                restored = snapshot.state
+                log.info("checkpoint.restored", path=str(snapshot.path),
+                         generation=snapshot.generation, age_s=round(snapshot.age_s(), 3),
+                         keys=len(restored))
         self.app = app = await loader.build_app(self._source)
-        app[STATE] = self.state
+        # the app's own dict is kept, the restored keys merged into it (graceful/appstate.py)
+        self.state = appstate.adopt(app, restored)
+        if self._checkpointer is not None:
+            self._checkpointer.state = self.state
+            self._log_invalid(self._checkpointer.check())
         health.install(app, config.livez_path, config.readyz_path,
                        is_ready=lambda: self.phase is Phase.READY, phase=lambda: str(self.phase))
         self._tracker = tracker = ConnectionTracker(loop)
@@ -238,6 +242,8 @@ class Runtime:
         self._ready.set()
 
     async def _cleanup_after_failed_start(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         for listener in self.listeners:
             await listener.close()
         if self._tracker is not None:
@@ -328,13 +334,18 @@ class Runtime:
         timeout = max(budget.final - self._now(), self.config.checkpoint_timeout)
         try:
             async with asyncio.timeout(timeout):
+                # waits for a periodic write still in progress on the writer thread first
                 result = await self._checkpointer.flush()
         except (CheckpointError, TimeoutError) as err:
             log.error("checkpoint.failed", path=str(self._checkpointer.path),
                       error=str(err) or f"timed out after {timeout:.3g}s")
             self._codes.append(ExitCode.CHECKPOINT_FAILED)
             return
-        assert result is not None
+        finally:
+            self._checkpointer.close()
+        self._log_invalid(result.invalid, final=True)
+        if result.invalid:  # the good keys are written; the bad ones' new values are lost
+            self._codes.append(ExitCode.CHECKPOINT_FAILED)
         log.info("checkpoint.flushed", path=str(self._checkpointer.path),
                  generation=result.generation, bytes=result.bytes, took_ms=round(result.took_ms, 2))
 
@@ -343,13 +354,17 @@ class Runtime:
         code = ExitCode.DRAIN_DEADLINE
         if self._checkpointer is not None:
             try:
-                result = self._checkpointer.flush_now()
+                result = self._checkpointer.flush_now(self.config.checkpoint_timeout)
+                self._log_invalid(result.invalid, final=True)
                 log.info("checkpoint.flushed", path=str(self._checkpointer.path),
                          generation=result.generation, bytes=result.bytes,
                          took_ms=round(result.took_ms, 2), abandoned=True)
+                if result.invalid:
+                    code = ExitCode.CHECKPOINT_FAILED
             except CheckpointError as err:
                 log.error("checkpoint.failed", error=str(err), abandoned=True)
                 code = ExitCode.CHECKPOINT_FAILED
+            self._checkpointer.close()
         if self._tracker is not None:
             self._tracker.abort_all()
         if self._abandoned is not None and not self._abandoned.done():
@@ -364,9 +379,16 @@ class Runtime:
             except CheckpointError as err:
                 log.error("checkpoint.failed", error=str(err), periodic=True)
                 continue
-            if result is not None:
+            self._log_invalid(result.fresh)
+            if result.written:
                 log.debug("checkpoint.flushed", generation=result.generation,
                           bytes=result.bytes, took_ms=round(result.took_ms, 2), periodic=True)
+
+    def _log_invalid(self, problems: Iterable[ckpt.Problem], *, final: bool = False) -> None:
+        """A value the file cannot keep: named while it can still be fixed."""
+        for problem in problems:
+            log.warning("checkpoint.invalid", path=problem.path, error=problem.error,
+                        final=final)
 
     # -- helpers ---------------------------------------------------------------------------
 
