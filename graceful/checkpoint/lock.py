@@ -15,6 +15,7 @@ from pathlib import Path
 from graceful.errors import CheckpointError
 
 _WINDOWS_LOCK_OFFSET = 1 << 30
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def lock_path(path: Path) -> Path:
@@ -41,21 +42,26 @@ class CheckpointLock:
         if handed_over_fd is not None:
             return cls(path, handed_over_fd)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            writable = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o600)
         except OSError as err:
             raise CheckpointError(f"cannot open the lock file {path}: "
                                   f"{err.strerror or err}") from err
         try:
-            _lock(fd)
-        except OSError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            raise CheckpointError(
-                f"checkpoint {checkpoint} is in use by another process (pid {holder}, "
-                f"holding {path.name}): refusing to start a second writer") from None
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            # The lock is held on a read-only descriptor: one open for writing for the life
+            # of the process would keep the volume from being remounted read-only.
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+            try:
+                _lock(fd)
+            except OSError:
+                os.close(fd)
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} is in use by another process (pid "
+                    f"{_read_pid(writable)}, holding {path.name}): refusing to start a "
+                    "second writer") from None
+            os.ftruncate(writable, 0)
+            os.write(writable, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(writable)
         return cls(path, fd)
 
     def release(self) -> None:
