@@ -329,7 +329,7 @@ class Runtime:
             self._periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._periodic
-        if self._checkpointer is None:
+        if self._checkpointer is None or self._checkpointer.closed:  # closed: abandoned
             return
         timeout = max(budget.final - self._now(), self.config.checkpoint_timeout)
         try:
@@ -374,6 +374,8 @@ class Runtime:
         assert self._checkpointer is not None and self.config.checkpoint_interval
         while True:
             await asyncio.sleep(self.config.checkpoint_interval)
+            if self._checkpointer.closed:  # the third stop wrote it and left
+                return
             try:
                 result = await self._checkpointer.flush(only_if_changed=True)
             except CheckpointError as err:

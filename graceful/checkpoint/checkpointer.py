@@ -81,9 +81,12 @@ class Checkpointer:
         return cls(path, held, restored, fallback)
 
     def check(self) -> list[values.Problem]:
-        """The values of the state the checkpoint cannot keep (a full walk)."""
-        return [problem for key, value in self.state.items()
-                for problem in values.check_item(key, value, strings=True)]
+        """The values of the state the checkpoint cannot keep (a full walk); the next
+        periodic flush does not report them again."""
+        problems = [problem for key, value in self.state.items()
+                    for problem in values.check_item(key, value, strings=True)]
+        self._reported = set(problems)
+        return problems
 
     async def flush(self, *, only_if_changed: bool = False) -> FlushResult:
         """Snapshot the state now, on the loop, and write it on the writer thread.
@@ -123,6 +126,10 @@ class Checkpointer:
             pending.add_done_callback(lambda _: self._lock.release())
         else:
             self._lock.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _check_open(self) -> None:
         if self._closed:
