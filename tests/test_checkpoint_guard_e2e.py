@@ -118,7 +118,7 @@ async def test_large_unchanged_state_costs_one_serialisation_per_tick(serve, tmp
     deadline = asyncio.get_running_loop().time() + 60
     while True:
         seen = json.loads((await get(server.port, "/lag")).body)
-        one_dumps = min(seen["dumps_ms"])
+        one_dumps = statistics.median(seen["dumps_ms"])
         ticks = [stall for stall in seen["stalls_ms"] if stall > one_dumps / 2]
         if len(ticks) >= 7 or asyncio.get_running_loop().time() > deadline:
             break
@@ -126,4 +126,4 @@ async def test_large_unchanged_state_costs_one_serialisation_per_tick(serve, tmp
     server.signal()
     assert await asyncio.to_thread(server.wait) == 0
     assert len(ticks) >= 7, seen
-    assert statistics.median(ticks) < 1.8 * one_dumps, seen
+    assert statistics.median(ticks) < 2 * one_dumps, seen
