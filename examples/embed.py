@@ -11,7 +11,7 @@ import graceful
 
 
 async def hello(request: web.Request) -> web.Response:
-    state = request.app[graceful.STATE]
+    state = graceful.state(request)
     state["hits"] = state.get("hits", 0) + 1
     return web.Response(text=f"hello #{state['hits']}\n")
 

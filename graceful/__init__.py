@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from graceful.appstate import STATE, state
+    from graceful.checkpoint import StateError, check_state
     from graceful.config import Config
     from graceful.errors import (
         CheckpointError,
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
     from graceful.hooks import add_hook
     from graceful.runner import run
     from graceful.runtime import Phase, Runtime
-    from graceful.state import STATE
     from graceful.stop import StopObserver, StopRequest, StopSource
 
 __all__ = [
@@ -34,15 +35,18 @@ __all__ = [
     "Phase",
     "Runtime",
     "StartupError",
+    "StateError",
     "StopObserver",
     "StopRequest",
     "StopSource",
     "add_hook",
+    "check_state",
     "run",
+    "state",
 ]
 
 _WHERE = {
-    "STATE": "graceful.state",
+    "STATE": "graceful.appstate",
     "CheckpointError": "graceful.errors",
     "Config": "graceful.config",
     "ConfigError": "graceful.errors",
@@ -51,11 +55,14 @@ _WHERE = {
     "Phase": "graceful.runtime",
     "Runtime": "graceful.runtime",
     "StartupError": "graceful.errors",
+    "StateError": "graceful.checkpoint",
     "StopObserver": "graceful.stop",
     "StopRequest": "graceful.stop",
     "StopSource": "graceful.stop",
     "add_hook": "graceful.hooks",
+    "check_state": "graceful.checkpoint",
     "run": "graceful.runner",
+    "state": "graceful.appstate",
 }
 
 

@@ -12,9 +12,9 @@ import asyncio
 
 from aiohttp import web
 
+from graceful.appstate import STATE
 from graceful.hooks import add_hook
 from graceful.logs import get_logger
-from graceful.state import STATE
 
 log = get_logger("graceful.demo")
 

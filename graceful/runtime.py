@@ -28,8 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
+from graceful import appstate, health, hooks, loader
 from graceful import checkpoint as ckpt
-from graceful import health, hooks, loader
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
 from graceful.config import Config
@@ -46,7 +46,6 @@ from graceful.errors import (
 from graceful.listeners import Listener, bind_all, format_address
 from graceful.logs import get_logger
 from graceful.protocol import DrainingRequestHandler, handler_options
-from graceful.state import STATE
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 log = get_logger()
@@ -226,23 +225,28 @@ class Runtime:
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
         self._sockets = bind_all(config.host, config.port)
-        generation = 0
+        restored: dict[str, Any] = {}
         if config.checkpoint is not None:
-            snapshot, fallback = ckpt.load(config.checkpoint)
-            if fallback is not None:
-                log.warning("checkpoint.fallback", error=str(fallback))
-            if snapshot is not None:
-                self.state, generation = snapshot.state, snapshot.generation
-                log.info("checkpoint.restored", path=str(snapshot.path), generation=generation,
-                         age_s=round(snapshot.age_s(), 3), keys=len(self.state))
-            self._checkpointer = ckpt.Checkpointer(config.checkpoint, self.state, generation)
+            # probe the folder, take the lock, then read: refused now rather than at the stop
+            self._checkpointer = checkpointer = ckpt.Checkpointer.open(config.checkpoint)
+            if checkpointer.fallback is not None:
+                log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
+            if (snapshot := checkpointer.restored) is not None:
+                restored = snapshot.state
+                log.info("checkpoint.restored", path=str(snapshot.path),
+                         generation=snapshot.generation, age_s=round(snapshot.age_s(), 3),
+                         keys=len(restored))
         app = await loader.build_app(self._source)
         if app.on_startup.frozen:  # not self.app: its cleanup ran when it was last served
             raise ConfigError("this Application has been served already, and aiohttp ties an "
                               "Application to the one loop that served it: to serve again, "
                               "pass a factory that builds a new Application")
         self.app = app
-        app[STATE] = self.state
+        # the app's own dict is kept, the restored keys merged into it (graceful/appstate.py)
+        self.state = appstate.adopt(app, restored)
+        if self._checkpointer is not None:
+            self._checkpointer.state = self.state
+            self._log_invalid(self._checkpointer.check())
         probes = health.Health(config.livez_path, config.readyz_path,
                                is_ready=lambda: self.phase is Phase.READY,
                                phase=lambda: str(self.phase)) if config.health else None
@@ -280,6 +284,8 @@ class Runtime:
     async def _cleanup_after_failed_start(self) -> None:
         for sock in self._sockets:
             sock.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         for listener in self.listeners:
             await listener.close()
         if self._tracker is not None:
@@ -374,18 +380,23 @@ class Runtime:
             self._periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._periodic
-        if self._checkpointer is None:
+        if self._checkpointer is None or self._checkpointer.closed:  # closed: abandoned
             return
         timeout = max(budget.final - self._now(), self.config.checkpoint_timeout)
         try:
             async with asyncio.timeout(timeout):
+                # waits for a periodic write still in progress on the writer thread first
                 result = await self._checkpointer.flush()
         except (CheckpointError, TimeoutError) as err:
             log.error("checkpoint.failed", path=str(self._checkpointer.path),
                       error=str(err) or f"timed out after {timeout:.3g}s")
             self._codes.append(ExitCode.CHECKPOINT_FAILED)
             return
-        assert result is not None
+        finally:
+            self._checkpointer.close()
+        self._log_invalid(result.invalid, final=True)
+        if result.invalid:  # the good keys are written; the bad ones' new values are lost
+            self._codes.append(ExitCode.CHECKPOINT_FAILED)
         log.info("checkpoint.flushed", path=str(self._checkpointer.path),
                  generation=result.generation, bytes=result.bytes, took_ms=round(result.took_ms, 2))
 
@@ -394,13 +405,17 @@ class Runtime:
         code = ExitCode.DRAIN_DEADLINE
         if self._checkpointer is not None:
             try:
-                result = self._checkpointer.flush_now()
+                result = self._checkpointer.flush_now(self.config.checkpoint_timeout)
+                self._log_invalid(result.invalid, final=True)
                 log.info("checkpoint.flushed", path=str(self._checkpointer.path),
                          generation=result.generation, bytes=result.bytes,
                          took_ms=round(result.took_ms, 2), abandoned=True)
+                if result.invalid:
+                    code = ExitCode.CHECKPOINT_FAILED
             except CheckpointError as err:
                 log.error("checkpoint.failed", error=str(err), abandoned=True)
                 code = ExitCode.CHECKPOINT_FAILED
+            self._checkpointer.close()
         if self._tracker is not None:
             self._tracker.abort_all()
         if self._abandoned is not None and not self._abandoned.done():
@@ -410,14 +425,23 @@ class Runtime:
         assert self._checkpointer is not None and self.config.checkpoint_interval
         while True:
             await asyncio.sleep(self.config.checkpoint_interval)
+            if self._checkpointer.closed:  # the third stop wrote it and left
+                return
             try:
                 result = await self._checkpointer.flush(only_if_changed=True)
             except CheckpointError as err:
                 log.error("checkpoint.failed", error=str(err), periodic=True)
                 continue
-            if result is not None:
+            self._log_invalid(result.fresh)
+            if result.written:
                 log.debug("checkpoint.flushed", generation=result.generation,
                           bytes=result.bytes, took_ms=round(result.took_ms, 2), periodic=True)
+
+    def _log_invalid(self, problems: Iterable[ckpt.Problem], *, final: bool = False) -> None:
+        """A value the file cannot keep: named while it can still be fixed."""
+        for problem in problems:
+            log.warning("checkpoint.invalid", path=problem.path, error=problem.error,
+                        final=final)
 
     # -- helpers ---------------------------------------------------------------------------
 

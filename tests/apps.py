@@ -497,3 +497,140 @@ def endless_executor_job() -> web.Application:
         asyncio.get_running_loop().run_in_executor(None, threading.Event().wait)
 
     return _cleaning_up_with(wait_forever_in_executor)
+
+# -- the checkpoint as users write it (tests/test_checkpoint_*_e2e.py) -------------------
+
+
+def own_state() -> web.Application:
+    """The factory creates the state itself and keeps a reference to it (issue 17, 1)."""
+    app = web.Application()
+    state = app[graceful.STATE] = {"hits": 0, "since": "factory"}
+
+    async def hit(request: web.Request) -> web.Response:
+        state["hits"] += 1
+        return web.Response(text=f"{state['hits']}\n")
+
+    app.router.add_get("/hit", hit)
+    return app
+
+
+async def _helper_hit(request: web.Request) -> web.Response:
+    state = graceful.state(request)
+    state["hits"] = state.get("hits", 0) + 1
+    return web.Response(text=f"{state['hits']}\n")
+
+
+def helper_state() -> web.Application:
+    """Never touches the key: graceful.state() in handlers, from the root app and from a
+    sub-application (whose request.app is the sub-app) alike."""
+    app = web.Application()
+    app.router.add_get("/hit", _helper_hit)
+    admin = web.Application()
+    admin.router.add_get("/hit", _helper_hit)
+
+    async def raw(request: web.Request) -> web.Response:
+        return web.json_response(request.app[graceful.STATE])  # the sub-app sees it too
+
+    admin.router.add_get("/raw", raw)
+    app.add_subapp("/admin", admin)
+    return app
+
+
+def subapp_own_state() -> web.Application:
+    """A sub-application with a state dict of its own: two states, one file."""
+    app = web.Application()
+    app[graceful.STATE] = {}
+    admin = web.Application()
+    admin[graceful.STATE] = {"admin": True}
+    app.add_subapp("/admin", admin)
+    return app
+
+
+def unjsonable() -> web.Application:
+    """GET /set?key=K&kind=KIND puts a value JSON cannot hold (or a good one) at state[K]."""
+    import datetime
+
+    app = basic()
+
+    def value(kind: str) -> Any:
+        return {
+            "good": "fine",
+            "datetime": {"when": datetime.datetime(2026, 1, 1)},
+            "set": [1, {2, 3}],
+            "nan": float("nan"),
+            "tuple": (1, 2),
+        }[kind]
+
+    async def put(request: web.Request) -> web.Response:
+        state = graceful.state(request)
+        kind = request.query["kind"]
+        if kind == "intkey":
+            state[42] = 1
+        else:
+            state[request.query.get("key", "bad")] = value(kind)
+        return web.Response(text="ok\n")
+
+    app.router.add_get("/set", put)
+    return app
+
+
+def slow_volume() -> web.Application:
+    """basic, on a volume whose fsync takes $FSYNC_DELAY_S: the process's os.fsync is
+    slowed (this is the server's own process; no seam in graceful is needed)."""
+    import time
+
+    delay = float(os.environ.get("FSYNC_DELAY_S", "0.04"))
+    real = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(delay)
+        real(fd)
+
+    os.fsync = slow_fsync
+    return basic()
+
+
+def large_state() -> web.Application:
+    """A state of $STATE_MB megabytes of records that never changes, and a loop-lag probe:
+    GET /lag gives the loop stalls seen (ms) and the time one json.dumps of the state takes."""
+    import json
+    import time
+
+    app = basic()
+    megabytes = float(os.environ.get("STATE_MB", "20"))
+    records = int(megabytes * 1e6 / 70)
+    stalls: list[float] = []
+    dumps_ms: list[float] = []
+
+    async def fill(app: web.Application) -> None:
+        state = app[graceful.STATE]
+        state["users"] = {f"user{i:07d}": {"name": "x" * 20, "n": i, "tags": ["a", "b"]}
+                          for i in range(records)}
+        for _ in range(3):
+            started = time.perf_counter()
+            json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            dumps_ms.append((time.perf_counter() - started) * 1e3)
+        app[_PROBE] = asyncio.create_task(probe())
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(0.002)
+            stall = (loop.time() - started - 0.002) * 1e3
+            if stall > 5:
+                stalls.append(stall)
+
+    async def stop_probe(app: web.Application) -> None:
+        app[_PROBE].cancel()
+
+    async def lag(request: web.Request) -> web.Response:
+        return web.json_response({"stalls_ms": stalls, "dumps_ms": dumps_ms})
+
+    app.on_startup.append(fill)
+    app.on_cleanup.append(stop_probe)
+    app.router.add_get("/lag", lag)
+    return app
+
+
+_PROBE: web.AppKey[asyncio.Task[None]] = web.AppKey("probe", asyncio.Task)

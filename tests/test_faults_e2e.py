@@ -143,7 +143,7 @@ async def test_full_disk_exits_4_old_file_intact(serve, small_disk):
     assert await asyncio.to_thread(server.wait) == 4
     assert "No space left on device" in server.wait_for("checkpoint.failed")["error"]
     assert path.read_bytes() == before
-    assert sorted(p.name for p in small_disk.iterdir()) == ["s.json"]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["s.json", "s.json.lock"]
 
 
 async def test_unwritable_folder_exits_4(serve, tmp_path):

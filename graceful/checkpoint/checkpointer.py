@@ -1,0 +1,207 @@
+"""Generations of one state dict written to one path: one writer, a cheap unchanged check.
+
+A flush takes its snapshot on the loop, so it is consistent: one json.dumps per top-level
+key (the C encoder; a key whose JSON is the same as at the last tick is not examined
+further). The checksum, the encoding and the write run on one writer thread, one write at
+a time and in order: a flush waits for the write in progress (a periodic one the stop has
+cancelled included) before taking its snapshot. A key whose value the file cannot keep
+(graceful/checkpoint/values.py) keeps its last written value; the other keys are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from graceful.checkpoint import fileformat, lock, values, writer
+from graceful.errors import CheckpointError
+
+_Identity = tuple[int, int, int, int] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FlushResult:
+    generation: int
+    bytes: int
+    took_ms: float
+    written: bool = True
+    # Values not saved as they are now (their key keeps its last written value, if any);
+    # `fresh` are those not reported by an earlier flush.
+    invalid: tuple[values.Problem, ...] = ()
+    fresh: tuple[values.Problem, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+    fragments: dict[str, str]
+    invalid: tuple[values.Problem, ...]
+    unchanged: bool
+    started: float
+
+
+class Checkpointer:
+    """Owns the checkpoint at `path` for the life of the process (see `open`)."""
+
+    def __init__(self, path: Path, held: lock.CheckpointLock,
+                 restored: fileformat.Snapshot | None = None,
+                 fallback: CheckpointError | None = None) -> None:
+        self.path = path
+        self.restored = restored
+        self.fallback = fallback
+        self.state: dict[str, Any] = {}
+        self.generation = restored.generation if restored else 0
+        self._lock = held
+        state = restored.state if restored else {}
+        self._written = {key: fileformat.dumps(value) for key, value in state.items()}
+        self._seen: dict[str, tuple[str, list[values.Problem]]] = {}
+        self._reported: set[values.Problem] = set()
+        self._on_disk = _identity(path)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "graceful-checkpoint")
+        self._pending: concurrent.futures.Future[FlushResult] | None = None
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, *, handed_over_lock_fd: int | None = None) -> Checkpointer:
+        """Probe the folder, take the lock, then read the newest valid generation.
+        Raises CheckpointError (exit 4) when any of them fails."""
+        fileformat.refuse_symlink(path)
+        writer.probe_folder(path)
+        held = lock.CheckpointLock.acquire(path, handed_over_fd=handed_over_lock_fd)
+        try:
+            restored, fallback = fileformat.load(path)
+        except BaseException:
+            held.release()
+            raise
+        return cls(path, held, restored, fallback)
+
+    def check(self) -> list[values.Problem]:
+        """The values of the state the checkpoint cannot keep (a full walk); the next
+        periodic flush does not report them again."""
+        problems = [problem for key, value in self.state.items()
+                    for problem in values.check_item(key, value, strings=True)]
+        self._reported = set(problems)
+        return problems
+
+    async def flush(self, *, only_if_changed: bool = False) -> FlushResult:
+        """Snapshot the state now, on the loop, and write it on the writer thread.
+
+        Waits first for a write in progress. With `only_if_changed`, a state whose JSON is
+        the one last written is not written again (`written` is False).
+        """
+        self._check_open()
+        pending = self._pending
+        if pending is not None and not pending.done():
+            await asyncio.wait([asyncio.wrap_future(pending)])
+        snapshot = self._snapshot()
+        if only_if_changed and snapshot.unchanged:
+            return self._result(snapshot, 0, written=False)
+        self._pending = self._pool.submit(self._write, snapshot)
+        return await asyncio.wrap_future(self._pending)
+
+    def flush_now(self, timeout: float) -> FlushResult:
+        """The same write, blocking the loop up to `timeout` seconds: for the abandon path."""
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        pending = self._pending
+        if pending is not None and not pending.done():
+            concurrent.futures.wait([pending], timeout)
+        self._pending = self._pool.submit(self._write, self._snapshot())
+        try:
+            return self._pending.result(max(deadline - time.monotonic(), 0))
+        except concurrent.futures.TimeoutError:
+            raise CheckpointError(f"{self.path}: not written after {timeout:.3g}s") from None
+
+    def close(self) -> None:
+        """Let the writer finish, then give the lock back."""
+        self._closed = True
+        self._pool.shutdown(wait=False)
+        pending = self._pending
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _: self._lock.release())
+        else:
+            self._lock.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"{self.path}: the checkpoint is closed (final flush done)")
+
+    # -- on the loop -----------------------------------------------------------------------
+
+    def _snapshot(self) -> _Snapshot:
+        started = time.perf_counter()
+        fragments: dict[str, str] = {}
+        invalid: list[values.Problem] = []
+        seen: dict[str, tuple[str, list[values.Problem]]] = {}
+        for key, value in self.state.items():
+            if type(key) is not str:
+                invalid += values.check_item(key, value, strings=True)
+                continue
+            try:
+                text = fileformat.dumps(value)
+            except (TypeError, ValueError, RecursionError) as err:
+                invalid += (values.check_item(key, value, strings=True)
+                            or [values.Problem(key, values.path_of(key), str(err))])
+                continue
+            cached = self._seen.get(key)
+            if cached is not None and cached[0] == text:
+                text, problems = cached  # the same JSON: examined at an earlier tick
+            else:
+                problems = values.check_item(key, value, strings=not text.isascii())
+            seen[key] = (text, problems)
+            if problems:
+                invalid += problems
+            else:
+                fragments[key] = text
+        self._seen = seen
+        for problem in invalid:
+            kept = self._written.get(problem.key) if type(problem.key) is str else None
+            if kept is not None and problem.key not in fragments:
+                fragments[problem.key] = kept
+        return _Snapshot(fragments, tuple(invalid), fragments == self._written, started)
+
+    def _result(self, snapshot: _Snapshot, size: int, *, written: bool) -> FlushResult:
+        fresh = tuple(p for p in snapshot.invalid if p not in self._reported)
+        self._reported = set(snapshot.invalid)
+        return FlushResult(self.generation, size, (time.perf_counter() - snapshot.started) * 1e3,
+                           written, snapshot.invalid, fresh)
+
+    # -- on the writer thread --------------------------------------------------------------
+
+    def _write(self, snapshot: _Snapshot) -> FlushResult:
+        on_disk = _identity(self.path)
+        if on_disk is not None and on_disk != self._on_disk:
+            raise CheckpointError(
+                f"{self.path} was rewritten by someone else (it holds generation "
+                f"{_generation_at(self.path)}, this process wrote {self.generation} last): "
+                "not overwriting it")
+        generation = self.generation + 1
+        size = writer.write_atomic(self.path, fileformat.assemble(snapshot.fragments, generation))
+        self._on_disk = _identity(self.path)
+        self.generation = generation
+        self._written = snapshot.fragments
+        return self._result(snapshot, size, written=True)
+
+
+def _identity(path: Path) -> _Identity:
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _generation_at(path: Path) -> str:
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        found = fileformat.generation_in(f.read(128))
+        return str(found) if found is not None else "no readable generation"
+    return "unknown"

@@ -1,0 +1,93 @@
+"""One writer per checkpoint: an exclusive lock on PATH.lock for the life of the process.
+
+POSIX: `fcntl.flock` (advisory; released by the OS when the process ends, however it
+ends). Windows: `msvcrt.locking` on one byte far past the pid, so that the pid stays
+readable by the process that is refused. The holder writes its pid into the file; the file
+itself is left in place at exit (removing it would race with the next holder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from graceful.errors import CheckpointError
+
+_WINDOWS_LOCK_OFFSET = 1 << 30
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+class CheckpointLock:
+    """Held from the start (before the file is read) to the end of the process."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def acquire(cls, checkpoint: Path, *, handed_over_fd: int | None = None) -> CheckpointLock:
+        """Take the lock, or raise CheckpointError naming the pid that holds it.
+
+        `handed_over_fd` is the seam for the restart hand-over (DESIGN.md, not built yet):
+        the successor, given the predecessor's lock file descriptor (inherited like the
+        listening sockets), adopts that lock instead of taking its own, and the predecessor
+        stops writing once the successor is READY. Nothing passes it today.
+        """
+        path = lock_path(checkpoint)
+        if handed_over_fd is not None:
+            return cls(path, handed_over_fd)
+        try:
+            writable = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o600)
+        except OSError as err:
+            raise CheckpointError(f"cannot open the lock file {path}: "
+                                  f"{err.strerror or err}") from err
+        try:
+            # The lock is held on a read-only descriptor: one open for writing for the life
+            # of the process would keep the volume from being remounted read-only.
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+            try:
+                _lock(fd)
+            except OSError:
+                os.close(fd)
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} is in use by another process (pid "
+                    f"{_read_pid(writable)}, holding {path.name}): refusing to start a "
+                    "second writer") from None
+            os.ftruncate(writable, 0)
+            os.write(writable, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(writable)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.close(self.fd)  # closing the descriptor releases the lock
+        self.fd = -1
+
+
+def _read_pid(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        return str(int(os.read(fd, 32).split(b"\n")[0]))
+    return "unknown"
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        os.lseek(fd, 0, os.SEEK_SET)
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
