@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from graceful import loader, logs
+from graceful.aiohttp_internals import ensure_supported
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
@@ -32,6 +33,7 @@ def run(app: loader.AppSource, config: Config | None = None, *,
     events) unless `bridge` says otherwise; `bridge=None` leaves stopping to observers and
     the API. Options are Config fields. Raises GracefulError when the start fails.
     """
+    ensure_supported()  # an aiohttp graceful does not know is a ConfigError, not a crash later
     config = (config or Config()).replace(**options)
     if configure_logging:
         logs.configure(config.log_format, config.log_level)
