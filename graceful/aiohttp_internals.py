@@ -41,14 +41,16 @@ class Requirement:
     kind: str  # "attribute", "method" (params must be accepted), "class" or "behaviour"
     why: str
     params: tuple[str, ...] = ()
+    coroutine: bool | None = None  # a method graceful overrides: must stay (not) async
 
 
 def _attr(owner: str, name: str, why: str) -> Requirement:
     return Requirement(owner, name, "attribute", why)
 
 
-def _method(owner: str, name: str, params: tuple[str, ...], why: str) -> Requirement:
-    return Requirement(owner, name, "method", why, params)
+def _method(owner: str, name: str, params: tuple[str, ...], why: str,
+            coroutine: bool | None = None) -> Requirement:
+    return Requirement(owner, name, "method", why, params, coroutine)
 
 
 def _behaviour(owner: str, name: str, why: str) -> Requirement:
@@ -79,9 +81,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _attr(_HANDLER, "_loop", "the loop, for the future cancel_request returns"),
     _attr(_HANDLER, "transport", "aborted at the drain deadline"),
     _method(_HANDLER, "data_received", ("data",), "counted: a byte received since the last "
-            "response means the connection is not quiet"),
+            "response means the connection is not quiet", coroutine=False),
     _method(_HANDLER, "log_access", ("request", "response", "time"), "called once per request "
-            "after its response is written: stamps the start of the quiet time"),
+            "after its response is written: stamps the start of the quiet time",
+            coroutine=False),
     _method(_HANDLER, "connection_made", ("transport",), "registers the connection"),
     _method(_HANDLER, "connection_lost", ("exc",), "unregisters it; the handler may outlive "
             "it"),
@@ -93,13 +96,15 @@ REQUIREMENTS: tuple[Requirement, ...] = (
             "tracked at the stop"),
     _method("aiohttp.web_request.Request", "_prepare_hook", ("response",), "overridden: runs "
             "after the Connection header is chosen and before the headers are written; sets "
-            "Connection: close while stopping and registers websockets"),
+            "Connection: close while stopping and registers websockets", coroutine=True),
     _method("aiohttp.web_app.Application", "_make_request",
             ("message", "payload", "protocol", "writer", "task", "_cls"),
             "the app's request factory; _cls makes requests of graceful's class directly"),
     _attr("aiohttp.web_server.Server", "request_factory", "runner.server.request_factory is "
           "the app's bound _make_request"),
     _attr("aiohttp.web_runner.AppRunner", "server", "the Server the runtime's handlers serve"),
+    _method("aiohttp.abc.AbstractAccessLogger", "log", ("request", "response", "time"),
+            "access.AccessLogger implements it as a plain method", coroutine=False),
     _attr("aiohttp.http_parser.RawRequestMessage", "upgrade", "websocket upgrades are made "
           "tracked from the start"),
     # -- health.py and hooks.py --------------------------------------------------------------
@@ -212,7 +217,11 @@ def _check_name(req: Requirement) -> str | None:
     except (TypeError, ValueError):
         return None  # a builtin without a signature: nothing to compare
     missing = [p for p in req.params if p not in params]
-    return f"parameters {', '.join(missing)} are gone" if missing else None
+    if missing:
+        return f"parameters {', '.join(missing)} are gone"
+    if req.coroutine is not None and inspect.iscoroutinefunction(func) != req.coroutine:
+        return "is now async" if not req.coroutine else "is no longer async"
+    return None
 
 
 def _has_attribute(cls: type, name: str) -> bool:
