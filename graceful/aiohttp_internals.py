@@ -151,7 +151,7 @@ def installed_version() -> str:
 
 
 def supported_range() -> tuple[tuple[int, int], tuple[int, int]]:
-    low, high = re.fullmatch(r">=(\d+\.\d+),<(\d+\.\d+)", SUPPORTED).groups()  # type: ignore[union-attr]
+    low, high = SUPPORTED.removeprefix(">=").split(",<")
     return _minor(low), _minor(high)
 
 
