@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from graceful import loader, logs, threads
+from graceful.aiohttp_internals import ensure_supported
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
@@ -59,6 +60,7 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
                bridge: StopBridge | None = _DEFAULT, observers: Sequence[StopObserver] = (),
                configure_logging: bool = True, **options: Any) -> Finished:
     """`run`, reporting nothing of the threads: for the CLI, which waits for all of them."""
+    ensure_supported()  # an aiohttp graceful does not know is a ConfigError, not a crash later
     config = (config or Config()).replace(**options)
     if configure_logging:
         logs.configure(config.log_format, config.log_level)
