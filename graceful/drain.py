@@ -129,15 +129,15 @@ class ConnectionTracker:
                     progress: Callable[[int, float], None]) -> bool:
         """Wait until no request is in flight and every connection is closed.
 
-        Returns False when `deadline` (loop time) passed or `force` was set first. Reports
+        Returns False when `deadline` (time.monotonic()) passed or `force` was set first. Reports
         progress about once a second.
         """
-        next_tick = self._loop.time() + PROGRESS_EVERY_S
+        next_tick = time.monotonic() + PROGRESS_EVERY_S
         while True:
             self._close_quiet_connections()
             if not self.connections and not self.orphans:
                 return True
-            now = self._loop.time()
+            now = time.monotonic()
             if now >= deadline or force.is_set():
                 return False
             if now >= next_tick:
