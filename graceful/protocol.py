@@ -31,7 +31,7 @@ import inspect
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
@@ -39,14 +39,23 @@ from aiohttp.web_protocol import RequestHandler
 
 from graceful.logs import get_logger
 
-if TYPE_CHECKING:
-    from graceful.drain import ConnectionTracker
-
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
 _base_data_received = RequestHandler.data_received
 _base_log_access = RequestHandler.log_access
+
+
+class Tracker(Protocol):
+    """What a connection tells (graceful/drain.py's ConnectionTracker): declared here so
+    that the drain depends on the protocol and not the other way round."""
+
+    stopping: bool
+
+    def opened(self, protocol: DrainingRequestHandler) -> None: ...
+    def closed(self, protocol: DrainingRequestHandler, leftover: InFlight | None) -> None: ...
+    def finished(self) -> None: ...
+    def preparing(self, request: web.BaseRequest, response: web.StreamResponse) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -139,7 +148,7 @@ class DrainingRequestHandler(RequestHandler):
     __slots__ = ("_clones", "_idle_rx", "_idle_since", "_new_observed", "_new_request",
                  "_new_tracked", "_request", "_rx", "_started", "_tracker")
 
-    def __init__(self, manager: Any, *, tracker: ConnectionTracker,
+    def __init__(self, manager: Any, *, tracker: Tracker,
                  loop: asyncio.AbstractEventLoop, request_handler: Handler | None = None,
                  **kwargs: Any) -> None:
         super().__init__(manager, loop=loop, **kwargs)
