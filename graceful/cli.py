@@ -65,10 +65,10 @@ def serve(target: str, **options: Any) -> None:
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
     config = _build(Config, options)
-    from graceful import aiohttp_internals, loader, logs
+    from graceful import aiohttp_check, loader, logs
 
     try:
-        aiohttp_internals.ensure_supported()  # before the app's own import of aiohttp
+        aiohttp_check.ensure_supported()  # before the app's own import of aiohttp
         source = loader.import_target(target, app_dir)
     except GracefulError as err:
         _fail(err)

@@ -52,7 +52,7 @@ class ConnectionTracker:
     """Every connection and every request in flight, and the drain over them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._event_loop = loop
         self.connections: set[DrainingRequestHandler] = set()
         # Handlers still running after their client went away, by the connection's task.
         self.orphans: dict[asyncio.Task[None], InFlight] = {}
@@ -106,13 +106,8 @@ class ConnectionTracker:
 
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
-        self.stopping = True
+        self.stopping = True  # every request is of the tracked class: nothing to switch
         self._touch()
-        for protocol in list(self.connections):
-            try:
-                protocol.track_current_request()
-            except Exception:  # one odd request class must not stop the stop
-                log.exception("drain.track_failed")
 
     def close_websockets(self) -> None:
         """Send 1001 (going away) to every open websocket; their handlers then return. A
@@ -206,7 +201,7 @@ class ConnectionTracker:
             self._timer.cancel()
             self._timer = None
         if next_due is not None:
-            self._timer = self._loop.call_later(next_due - now, self._touch)
+            self._timer = self._event_loop.call_later(next_due - now, self._touch)
 
 
 WEBSOCKET_HANDSHAKE_WAIT_S = 1.0

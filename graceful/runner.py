@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from graceful import loader, logs, threads
-from graceful.aiohttp_internals import ensure_supported
+from graceful.aiohttp_check import ensure_supported
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
