@@ -65,7 +65,8 @@ def serve(target: str, **options: Any) -> None:
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
     config = _build(Config, options)
-    from graceful import aiohttp_check, loader, logs
+    from graceful import loader, logs
+    from graceful.http import aiohttp_check
 
     try:
         aiohttp_check.ensure_supported()  # before the app's own import of aiohttp

@@ -41,7 +41,7 @@ from graceful.deadline import StopBudget
 from graceful.errors import ExitCode, GracefulError, StartupError, worst
 from graceful.escalation import REPEAT_IGNORED_S, Escalation
 from graceful.flushing import Flusher
-from graceful.listeners import Listener, format_address
+from graceful.http.listeners import Listener, format_address
 from graceful.logs import get_logger
 from graceful.phases import StopPhases, budget_of
 from graceful.startup import Builder, Started

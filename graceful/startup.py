@@ -15,16 +15,17 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, health, hooks, loader
+from graceful import appstate, hooks, loader
 from graceful import checkpoint as ckpt
-from graceful.access import AccessLogger
 from graceful.config import Config
-from graceful.drain import ConnectionTracker
 from graceful.errors import ConfigError
 from graceful.flushing import log_invalid
-from graceful.listeners import Listener, bind_all
+from graceful.http import health
+from graceful.http.access import AccessLogger
+from graceful.http.drain import ConnectionTracker
+from graceful.http.listeners import Listener, bind_all
+from graceful.http.protocol import DrainingRequestHandler, handler_options
 from graceful.logs import get_logger
-from graceful.protocol import DrainingRequestHandler, handler_options
 
 log = get_logger()
 

@@ -1,4 +1,4 @@
-"""aiohttp's internals are fenced in one adapter (graceful/aiohttp_internals.py).
+"""aiohttp's internals are fenced in one adapter (graceful/http/aiohttp_internals.py).
 
 1. No private aiohttp name from REQUIREMENTS appears in graceful's sources outside the
    adapter (and the canary's probes, which exercise them).
@@ -14,11 +14,11 @@ from pathlib import Path
 from aiohttp import web
 
 import graceful
-from graceful.aiohttp_internals import REQUIREMENTS
-from graceful.protocol import tracked_class
+from graceful.http.aiohttp_internals import REQUIREMENTS
+from graceful.http.protocol import tracked_class
 
 PACKAGE = Path(graceful.__file__).parent
-FENCE = {PACKAGE / "aiohttp_internals.py", PACKAGE / "aiohttp_probes.py"}
+FENCE = {PACKAGE / "http" / "aiohttp_internals.py", PACKAGE / "http" / "aiohttp_probes.py"}
 
 
 def private_names() -> set[str]:

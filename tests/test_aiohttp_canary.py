@@ -22,10 +22,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 import graceful
-from graceful import aiohttp_check, aiohttp_internals, aiohttp_probes
-from graceful.aiohttp_check import check, ensure_supported
-from graceful.aiohttp_internals import SUPPORTED
 from graceful.errors import ConfigError, ExitCode
+from graceful.http import aiohttp_check, aiohttp_internals, aiohttp_probes
+from graceful.http.aiohttp_check import check, ensure_supported
+from graceful.http.aiohttp_internals import SUPPORTED
 from tests.conftest import ROOT
 
 REFUSAL = (f"aiohttp 3.10.11 is installed; graceful supports aiohttp{SUPPORTED} "

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from graceful.listeners import Listener, bind
+from graceful.http.listeners import Listener, bind
 from graceful.loops import loop_factory
 from tests.rawhttp import Connection
 

@@ -40,7 +40,7 @@ from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
-from graceful import aiohttp_internals as internals
+from graceful.http import aiohttp_internals as internals
 from graceful.logs import get_logger
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -51,7 +51,7 @@ _base_log_access = RequestHandler.log_access
 
 
 class Tracker(Protocol):
-    """What a connection tells (graceful/drain.py's ConnectionTracker): declared here so
+    """What a connection tells (graceful/http/drain.py's ConnectionTracker): declared here so
     that the drain depends on the protocol and not the other way round."""
 
     stopping: bool

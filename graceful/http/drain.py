@@ -30,8 +30,8 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, hdrs, web
 
+from graceful.http.protocol import DrainingRequestHandler, InFlight
 from graceful.logs import get_logger
-from graceful.protocol import DrainingRequestHandler, InFlight
 
 IDLE_QUIET_S = 0.05
 NEW_CONNECTION_GRACE_S = 1.0

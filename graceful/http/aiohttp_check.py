@@ -22,8 +22,8 @@ from typing import Any
 
 import aiohttp
 
-from graceful.aiohttp_internals import REQUIREMENTS, SUPPORTED, Requirement
 from graceful.errors import ConfigError
+from graceful.http.aiohttp_internals import REQUIREMENTS, SUPPORTED, Requirement
 
 
 def installed_version() -> str:
@@ -130,7 +130,7 @@ def _minor(version: str) -> tuple[int, int]:
 def _run_probes() -> dict[str, str]:
     """Drive aiohttp's RequestHandler over a fake transport; return {behaviour: what
     happened instead} for each that does not hold."""
-    from graceful import aiohttp_probes  # imported only when probing
+    from graceful.http import aiohttp_probes  # imported only when probing
 
     failed: dict[str, str] = {}
     loop = asyncio.new_event_loop()

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import aiohttp_internals as internals
-from graceful.aiohttp_internals import cleanup_context, entered
+from graceful.http import aiohttp_internals as internals
+from graceful.http.aiohttp_internals import cleanup_context, entered
 
 __all__ = ["cleanup_context", "context_of", "entered", "subapp_relay", "subapps"]
 
