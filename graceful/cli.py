@@ -85,6 +85,13 @@ def _reserve_std_fds() -> None:
 @_option("--livez-path", default="/livez", help="Liveness path.")
 @_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
+@_option("--websocket-close-reason", default="server stopping",
+         help="Reason text of the close (1001) sent to websockets at a stop.")
+@_option("--websocket-close-timeout", type=SECONDS, default=5.0,
+         help="SECONDS each websocket gets to answer its close before it is dropped.")
+@_option("--termination-grace-period", type=SECONDS, default=None,
+         help="Kubernetes' terminationGracePeriodSeconds: warn at start when the stop "
+              "budget exceeds it.")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
          help="Folder to import MODULE from (put first on the import path).")
 def serve(target: str, **options: Any) -> None:

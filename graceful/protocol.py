@@ -214,6 +214,10 @@ class DrainingRequestHandler(RequestHandler):
         if self._tracker.stopping:
             self._tracker.finished()
 
+    def current_request(self) -> web.BaseRequest | None:
+        """The latest request made on this connection, while it lives."""
+        return self._request() if self._request is not None else None
+
     def in_flight(self) -> InFlight | None:
         if not self._request_in_progress:
             return None

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, health, hooks, loader
+from graceful import appstate, health, hooks, loader, route_deadlines, stopnotice, websockets
 from graceful import checkpoint as ckpt
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
@@ -255,6 +255,9 @@ class Runtime:
         self._tracker = tracker = ConnectionTracker(loop)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
         hooks.bound_startup(app, config.startup_timeout)
+        stopnotice.attach(app)  # graceful.stopping(request) fires when the drain begins
+        if routes := route_deadlines.routes_with_deadlines(app):
+            log.info("drain.route_deadlines", routes=routes)
         # run_app's keep-alive default; the app's handler_args still win, as under run_app
         self._runner = web.AppRunner(app, handle_signals=False,
                                      keepalive_timeout=KEEPALIVE_TIMEOUT_S, **access)
@@ -328,8 +331,20 @@ class Runtime:
     async def _drain(self, app: web.Application, tracker: ConnectionTracker,
                      budget: StopBudget) -> bool:
         started = time.perf_counter()
+        began = self._now()
+        stopnotice.fire(app, "stop", began=began, drain_until=budget.drain_until)
+        cutter = route_deadlines.RouteCutter(
+            tracker, began=began, drain_until=budget.drain_until,
+            grace=self.config.cancel_grace, request_of=lambda i: i.protocol.current_request())
+        cutting = asyncio.ensure_future(cutter.run())
         on_shutdown = asyncio.ensure_future(self._on_shutdown(app, tracker, budget))
-        drained = await tracker.drain(budget.drain_until, self._force, self._on_drain_progress)
+        try:
+            drained = await tracker.drain(budget.drain_until, self._force,
+                                          self._on_drain_progress)
+        finally:
+            cutting.cancel()
+        if cutter.cut:  # requests cut at their route's deadline: work was cut (exit 3)
+            self._codes.append(ExitCode.DRAIN_DEADLINE)
         if await on_shutdown:
             self._codes.append(ExitCode.HOOK_FAILED)
         tracker.stop_closing_websockets()
@@ -345,7 +360,9 @@ class Runtime:
         failures = await hooks.run_steps(
             hooks.signal_steps(app, app.on_shutdown), self.config.hook_timeout,
             lambda: max(budget.drain_until - self._now(), 0))
-        tracker.close_websockets()
+        config = self.config
+        tracker.close_websockets(websockets.WebSocketClose(
+            reason=config.websocket_close_reason, timeout=config.websocket_close_timeout))
         return failures
 
     async def _cancel(self, tracker: ConnectionTracker, budget: StopBudget) -> ExitCode:
@@ -354,9 +371,11 @@ class Runtime:
         cancelled = await tracker.cancel_in_flight(grace)
         forced = len(self._stops) > 1
         log.warning("drain.deadline", cancelled=len(cancelled), forced=forced,
+                    cancelled_streams=sum(c.stream for c in cancelled),
+                    cancelled_requests=sum(not c.stream for c in cancelled),
                     open_connections=len(tracker.connections) if remaining == 0 else None,
                     requests=[{"method": c.method, "path": c.path, "age_s": c.age_s,
-                               "unwound": c.unwound} for c in cancelled])
+                               "unwound": c.unwound, "stream": c.stream} for c in cancelled])
         return ExitCode.DRAIN_DEADLINE if cancelled else ExitCode.OK
 
     async def _run_hooks(self, app: web.Application, budget: StopBudget) -> None:
