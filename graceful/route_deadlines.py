@@ -97,15 +97,14 @@ def subapps(app: web.Application) -> Iterator[web.Application]:
 
 
 def routes_with_deadlines(app: web.Application) -> dict[str, float]:
-    """Route (method and path) to its deadline, for every marked route of `app` and its
-    sub-applications: logged at start."""
+    """Path to its deadline, for every marked route of `app` and its sub-applications:
+    logged at start."""
     found: dict[str, float] = {}
     for each in [app, *subapps(app)]:
         for route in each.router.routes():
             seconds = deadline_of(route.handler)
             if seconds is not None:
-                info = route.resource.canonical if route.resource is not None else "?"
-                found[f"{route.method} {info}"] = seconds
+                found[route.resource.canonical if route.resource is not None else "?"] = seconds
     return found
 
 
