@@ -687,3 +687,18 @@ def with_route_deadlines() -> web.Application:
     graceful.drain_deadline(0.5, sub.router.add_get("/events", sub_events))
     app.add_subapp("/sub", sub)
     return app
+
+
+async def _slow_ws(request: web.Request) -> web.WebSocketResponse:
+    """A websocket whose handler takes a while over each message (a slow lookup)."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for message in ws:
+        await asyncio.sleep(float(message.data))
+        if not ws.closed:
+            await ws.send_str("done")
+    return ws
+
+
+def with_slow_ws() -> web.Application:
+    return _basic_with_route("/slow-ws", _slow_ws)
