@@ -133,6 +133,16 @@ class RouteCutter:
         self._cuts: set[asyncio.Task[None]] = set()
         self.cut: list[Cut] = []
 
+    async def finish(self, scanning: asyncio.Task[None], drained: bool) -> None:
+        """The drain is over: stop scanning. Cuts in progress are waited for when the drain
+        ended by itself (their connections are closed, they only have to log); else they are
+        abandoned, and the drain's own deadline cancels and logs what is left."""
+        scanning.cancel()
+        if drained and self._cuts:
+            await asyncio.wait(list(self._cuts), timeout=self._grace + 0.1)
+        for task in list(self._cuts):
+            task.cancel()
+
     async def run(self) -> None:
         """Until cancelled (at the end of the drain)."""
         try:
@@ -158,9 +168,8 @@ class RouteCutter:
                     self._cuts.add(task)
                     task.add_done_callback(self._cuts.discard)
                 await asyncio.sleep(max(next_at - self._loop.time(), 0))
-        finally:
-            for task in self._cuts:  # the drain is over: what is left is the drain's cut
-                task.cancel()
+        except asyncio.CancelledError:
+            pass  # finish() decides what becomes of the cuts in progress
 
     async def _cut(self, seconds: float,
                    items: list[tuple[InFlight, web.BaseRequest | None]]) -> None:

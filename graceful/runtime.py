@@ -338,11 +338,12 @@ class Runtime:
             grace=self.config.cancel_grace, request_of=lambda i: i.protocol.current_request())
         cutting = asyncio.ensure_future(cutter.run())
         on_shutdown = asyncio.ensure_future(self._on_shutdown(app, tracker, budget))
+        drained = False
         try:
             drained = await tracker.drain(budget.drain_until, self._force,
                                           self._on_drain_progress)
         finally:
-            cutting.cancel()
+            await cutter.finish(cutting, drained)
         if cutter.cut:  # requests cut at their route's deadline: work was cut (exit 3)
             self._codes.append(ExitCode.DRAIN_DEADLINE)
         if await on_shutdown:

@@ -118,7 +118,7 @@ async def test_stream_goes_on_through_the_pre_stop_delay(serve):
     closed = server.wait_for("listeners.closed")
     ended = server.wait_for("sse.stream_ended")
     assert _at(ended) >= _at(closed)
-    assert body.count(b"data: tick") >= 5  # 0.5 s of events at 0.1 s after the signal
+    assert body.count(b"data: tick") >= 3  # events went on after the signal (0.1 s apart)
 
 
 RUN_APP = """
