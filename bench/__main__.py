@@ -65,6 +65,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                      help="a drain.json (repeatable)")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
     rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
+    rep.add_argument("--stream", type=Path, help="a stream.json")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
     args = parser.parse_args(argv)
     if args.mode == "stream":
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "report":
         from bench import results
 
-        for path in results.write(args.drain, args.throughput, args.write, args.notes):
+        for path in results.write(args.drain, args.throughput, args.write, args.notes,
+                                   args.stream):
             print(f"plot: {path}", file=sys.stderr)
         print(f"wrote {args.write}", file=sys.stderr)
         return 0
