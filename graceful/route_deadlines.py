@@ -131,13 +131,26 @@ class RouteCutter:
         self._request_of = request_of
         self._seen: set[int] = set()  # ids of the InFlight protocols already cut
         self._cuts: set[asyncio.Task[None]] = set()
+        self._scanning: asyncio.Task[None] | None = None
         self.cut: list[Cut] = []
 
-    async def finish(self, scanning: asyncio.Task[None], drained: bool) -> None:
+    @classmethod
+    def start(cls, app: web.Application, tracker: ConnectionTracker, **kwargs: Any
+              ) -> RouteCutter | None:
+        """A cutter scanning the drain, or None when no route of `app` has a deadline (the
+        drain then pays nothing for this)."""
+        if not routes_with_deadlines(app):
+            return None
+        cutter = cls(tracker, **kwargs)
+        cutter._scanning = asyncio.ensure_future(cutter.run())
+        return cutter
+
+    async def finish(self, drained: bool) -> None:
         """The drain is over: stop scanning. Cuts in progress are waited for when the drain
         ended by itself (their connections are closed, they only have to log); else they are
         abandoned, and the drain's own deadline cancels and logs what is left."""
-        scanning.cancel()
+        if self._scanning is not None:
+            self._scanning.cancel()
         if drained and self._cuts:
             await asyncio.wait(list(self._cuts), timeout=self._grace + 0.1)
         for task in list(self._cuts):

@@ -333,18 +333,19 @@ class Runtime:
         started = time.perf_counter()
         began = self._now()
         stopnotice.fire(app, "stop", began=began, drain_until=budget.drain_until)
-        cutter = route_deadlines.RouteCutter(
-            tracker, began=began, drain_until=budget.drain_until,
+        # requests on routes with a deadline of their own are cut at it (None: no such route)
+        cutter = route_deadlines.RouteCutter.start(
+            app, tracker, began=began, drain_until=budget.drain_until,
             grace=self.config.cancel_grace, request_of=lambda i: i.protocol.current_request())
-        cutting = asyncio.ensure_future(cutter.run())
         on_shutdown = asyncio.ensure_future(self._on_shutdown(app, tracker, budget))
         drained = False
         try:
             drained = await tracker.drain(budget.drain_until, self._force,
                                           self._on_drain_progress)
         finally:
-            await cutter.finish(cutting, drained)
-        if cutter.cut:  # requests cut at their route's deadline: work was cut (exit 3)
+            if cutter is not None:
+                await cutter.finish(drained)
+        if cutter is not None and cutter.cut:  # work was cut at a route's deadline: exit 3
             self._codes.append(ExitCode.DRAIN_DEADLINE)
         if await on_shutdown:
             self._codes.append(ExitCode.HOOK_FAILED)
