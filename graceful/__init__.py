@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         StartupError,
     )
     from graceful.hooks import add_hook
-    from graceful.route_deadlines import drain_deadline
+    from graceful.http.route_deadlines import drain_deadline
     from graceful.runner import run
     from graceful.runtime import Phase, Runtime
     from graceful.stop import StopObserver, StopRequest, StopSource
@@ -67,7 +67,7 @@ _WHERE = {
     "Stopping": "graceful.stopnotice",
     "add_hook": "graceful.hooks",
     "check_state": "graceful.checkpoint",
-    "drain_deadline": "graceful.route_deadlines",
+    "drain_deadline": "graceful.http.route_deadlines",
     "run": "graceful.runner",
     "state": "graceful.appstate",
     "stopping": "graceful.stopnotice",

@@ -21,13 +21,14 @@ it never fires there (aiohttp's on_shutdown cannot take a handler once the app h
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Generator
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from graceful import route_deadlines
+from graceful.http import route_deadlines
 
 T = TypeVar("T")
 
@@ -41,8 +42,9 @@ class Notice:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self.kind = ""  # "stop" once fired ("restart" for a hand-over, when there is one)
-        self.drain_until: float | None = None  # loop time of the drain deadline, if known
-        self.began: float | None = None  # loop time of the drain start, if known
+        # time.monotonic() of the drain deadline and of the drain start, when known
+        self.drain_until: float | None = None
+        self.began: float | None = None
 
     def fire(self, kind: str = "stop", *, began: float | None = None,
              drain_until: float | None = None) -> None:
@@ -85,7 +87,7 @@ class Stopping:
         until = notice.drain_until
         if self._deadline is not None and notice.began is not None:
             until = min(until, notice.began + self._deadline)
-        return max(until - asyncio.get_running_loop().time(), 0.0)
+        return max(until - time.monotonic(), 0.0)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait for the stop, at most `timeout` seconds; True once the stop has begun."""

@@ -14,7 +14,7 @@ import time
 import aiohttp
 from aiohttp import WSCloseCode, web
 
-from graceful import websockets
+from graceful.http import websockets
 
 
 async def test_close_carries_the_configured_reason(serve):

@@ -33,8 +33,8 @@ from graceful.errors import ConfigError
 from graceful.logs import get_logger
 
 if TYPE_CHECKING:
-    from graceful.drain import ConnectionTracker
-    from graceful.protocol import InFlight
+    from graceful.http.drain import ConnectionTracker
+    from graceful.http.protocol import InFlight
 
 T = TypeVar("T")
 ATTR = "__graceful_drain_deadline__"
@@ -124,8 +124,7 @@ class RouteCutter:
                  grace: float, request_of: Callable[[InFlight], web.BaseRequest | None]
                  ) -> None:
         self._tracker = tracker
-        self._loop = asyncio.get_running_loop()
-        self._began = began  # loop time of the drain start
+        self._began = began  # time.monotonic() of the drain start, the stop budget's clock
         self._drain_until = drain_until
         self._grace = grace
         self._request_of = request_of
@@ -160,7 +159,7 @@ class RouteCutter:
         """Until cancelled (at the end of the drain)."""
         try:
             while True:
-                now = self._loop.time()
+                now = time.monotonic()
                 due: dict[float, list[tuple[InFlight, web.BaseRequest | None]]] = {}
                 next_at = now + RESCAN_S
                 for item in self._tracker.requests_in_flight():
@@ -180,7 +179,7 @@ class RouteCutter:
                     task = asyncio.ensure_future(self._cut(seconds, items))
                     self._cuts.add(task)
                     task.add_done_callback(self._cuts.discard)
-                await asyncio.sleep(max(next_at - self._loop.time(), 0))
+                await asyncio.sleep(max(next_at - time.monotonic(), 0))
         except asyncio.CancelledError:
             pass  # finish() decides what becomes of the cuts in progress
 
