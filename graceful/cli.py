@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from graceful import config_file
 from graceful.config import LOG_FORMATS, LOG_LEVELS, LOOPS, Config
 from graceful.errors import ExitCode, GracefulError
 
@@ -24,7 +25,29 @@ def _option(name: str, **kwargs: Any) -> Any:
     return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Usage errors (a bad value, an unknown option) in one line, `graceful: error: ...`,
+    exit 2, like every other error of the command line: click's own form takes four."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Any:
+    try:
+        yield
+    except click.UsageError as err:
+        click.echo(f"graceful: error: {err.format_message()}", err=True)
+        raise click.exceptions.Exit(ExitCode.USAGE) from err
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiohttp-graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
@@ -87,6 +110,7 @@ def _reserve_std_fds() -> None:
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
          help="Folder to import MODULE from (put first on the import path).")
+@config_file.option()
 def serve(target: str, **options: Any) -> None:
     """Serve the aiohttp Application (or factory) MODULE:ATTR until stopped.
 
@@ -221,6 +245,38 @@ def _flush_std_streams() -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
 
+
+def _check(target: str, within: float | None, **options: Any) -> None:
+    from graceful import aiohttp_internals, check, loader
+
+    options["log_level"] = options["log_level"].lower()
+    app_dir = options.pop("app_dir")
+    config = _build(Config, options)
+    try:
+        aiohttp_internals.ensure_supported()
+        check.build_app(loader.import_target(target, app_dir), config)
+    except GracefulError as err:
+        _fail(err)
+    worst = check.worst_case(config)
+    click.echo(f"stop budget of {target}, in seconds:")
+    click.echo(check.render(check.budget_rows(config), worst))
+    if within is not None:
+        fits = worst <= within
+        click.echo(f"{'ok' if fits else 'too long'}: the worst case, {worst:g} s, is "
+                   f"{'within' if fits else 'more than'} --within {within:g} s")
+        if not fits:
+            _exit(ExitCode.ERROR)
+
+
+# `graceful check` takes every serve option (and --config), so it checks what serve would run.
+main.add_command(click.Command(
+    "check", callback=_check, params=[*serve.params, click.Option(
+        ["--within"], type=SECONDS, default=None, metavar="SECONDS",
+        help="Exit 1 when the worst case exceeds SECONDS (the supervisor's stop timeout: "
+             "terminationGracePeriodSeconds, TimeoutStopSec, docker stop's timeout).")],
+    help="Import MODULE:ATTR and build the app without serving it (no on_startup, no "
+         "bind), validate the options, and print the stop budget: each phase and the worst "
+         "case from the stop signal to the exit."))
 
 from graceful.service_cli import service  # noqa: E402  (Windows service commands)
 
