@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from graceful import config_file
-from graceful.config import LOG_FORMATS, LOG_LEVELS, LOOPS, Config
+from graceful.config import CLIENT_CERTS, LOG_FORMATS, LOG_LEVELS, LOOPS, Config
 from graceful.errors import ExitCode, GracefulError
 
 SECONDS = click.FloatRange(min=0)
@@ -110,6 +110,22 @@ def _reserve_std_fds() -> None:
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
          help="Folder to import MODULE from (put first on the import path).")
+@_option("--bind", multiple=True, default=(), metavar="ADDRESS",
+         help="Listen on ADDRESS: HOST:PORT, [V6]:PORT or unix:PATH; repeatable. Given "
+              "(or --fd), --host and --port are not used. Env: space-separated.")
+@_option("--fd", type=click.IntRange(min=0), multiple=True, default=(), metavar="N",
+         help="Serve the listening socket the parent opened on descriptor N; repeatable.")
+@_option("--unix-socket-mode", default=None, metavar="OCTAL",
+         help="File mode of unix: sockets (600, 660); default: the umask's.")
+@_option("--ssl-certfile", type=click.Path(dir_okay=False), default=None,
+         help="Serve HTTPS with this PEM certificate (chain).")
+@_option("--ssl-keyfile", type=click.Path(dir_okay=False), default=None,
+         help="PEM private key of the certificate (default: in --ssl-certfile).")
+@_option("--ssl-keyfile-password", default=None, help="Password of an encrypted key.")
+@_option("--ssl-ca-certs", type=click.Path(dir_okay=False), default=None,
+         help="PEM file of the CAs that sign client certificates.")
+@_option("--ssl-client-cert", type=click.Choice(CLIENT_CERTS), default="none",
+         help="Ask clients for a certificate signed by --ssl-ca-certs: optional or required.")
 @config_file.option()
 def serve(target: str, **options: Any) -> None:
     """Serve the aiohttp Application (or factory) MODULE:ATTR until stopped.

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, health, hooks, loader
+from graceful import appstate, binds, health, hooks, loader, tls
 from graceful import checkpoint as ckpt
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
@@ -43,7 +43,7 @@ from graceful.errors import (
     StartupError,
     worst,
 )
-from graceful.listeners import Listener, bind_all, format_address
+from graceful.listeners import Listener, format_address
 from graceful.logs import get_logger
 from graceful.protocol import DrainingRequestHandler, handler_options
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
@@ -100,12 +100,12 @@ class Runtime:
     # -- public API ------------------------------------------------------------------------
 
     @property
-    def addresses(self) -> list[tuple[str, int]]:
+    def addresses(self) -> list[tuple[str, int] | str]:
         return [listener.address for listener in self.listeners]
 
     @property
     def port(self) -> int:
-        return self.addresses[0][1]
+        return self.addresses[0][1]  # type: ignore[return-value]
 
     @property
     def stop_time_left(self) -> float:
@@ -224,7 +224,9 @@ class Runtime:
         loop = asyncio.get_running_loop()
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
-        self._sockets = bind_all(config.host, config.port)
+        self._sockets = binds.open_sockets(config.host, config.port, config.bind, config.fd,
+                                           config.unix_socket_mode)
+        ssl_context = tls.server_context(config)
         restored: dict[str, Any] = {}
         if config.checkpoint is not None:
             # probe the folder, take the lock, then read: refused now rather than at the stop
@@ -269,11 +271,12 @@ class Runtime:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
         sockets, self._sockets = self._sockets, []
-        self.listeners += [Listener(sock, factory) for sock in sockets]
+        self.listeners += [Listener(sock, factory, ssl=ssl_context) for sock in sockets]
         for listener in self.listeners:
             await listener.start(config.backlog)
         self.phase = Phase.READY
-        host, port = self.listeners[0].address
+        first = self.listeners[0].address
+        host, port = first if isinstance(first, tuple) else (format_address(first), None)
         log.info("server.started", host=host, port=port, loop=type(loop).__module__,
                  pid=os.getpid(), addresses=[format_address(a) for a in self.addresses])
         if self._checkpointer is not None and config.checkpoint_interval:

@@ -72,10 +72,14 @@ def _explicit_options(ctx: click.Context, config: Config) -> list[str]:
     for param in ctx.command.params:
         name = param.name or ""
         if not isinstance(param, click.Option) or name == "app_dir" \
+                or not param.expose_value \
                 or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
             continue
         value = getattr(config, name)
-        if param.is_flag:
+        if param.multiple:
+            for item in value:
+                out += [param.opts[0], _text(item)]
+        elif param.is_flag:
             out.append(param.opts[0] if value else param.secondary_opts[0])
         else:
             out += [param.opts[0], _text(value)]
