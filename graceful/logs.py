@@ -123,6 +123,10 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
     )
     # Never frame locals: they hold tokens, API keys and DSNs (structlog's default shows them).
     exc: list[Any] = [scrub_http_errors]
+    if not as_json:
+        from graceful.access import console_line
+
+        exc.append(console_line)
     if as_json:
         exc.append(structlog.processors.ExceptionRenderer(
             ExceptionDictTransformer(show_locals=False)))
