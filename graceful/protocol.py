@@ -272,7 +272,7 @@ class DrainingRequestHandler(RequestHandler):
         transport = self.transport
         self.force_close()
         if transport is not None and transport.get_extra_info("sslcontext") is not None:
-            self._loop.call_later(TLS_IDLE_CLOSE_WAIT_S, transport.abort)
+            asyncio.get_running_loop().call_later(TLS_IDLE_CLOSE_WAIT_S, transport.abort)
 
     def abort(self) -> None:
         """Drop the connection now (the drain deadline has passed)."""
