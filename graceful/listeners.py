@@ -22,6 +22,9 @@ from typing import Any
 from graceful.errors import ConfigError
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
+# A client in the accept queue sent its ClientHello long ago: its handshake takes a round
+# trip. This bounds one that does not (asyncio's default would be 60 s).
+QUEUED_TLS_HANDSHAKE_S = 5.0
 
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -151,12 +154,24 @@ class Listener:
         self._keeper.close()  # from here on the kernel refuses new connections
         self._keeper = None
         _unlink(self.sock)
-        for conn in queued:
-            try:
-                await loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)
-            except OSError:
-                conn.close()
+        if self._ssl is None:
+            for conn in queued:
+                try:
+                    await loop.connect_accepted_socket(self._factory, conn)
+                except OSError:
+                    conn.close()
+        else:
+            # Over TLS connect_accepted_socket returns after the handshake: all at once,
+            # each bounded, so that one slow client in the queue does not hold the others.
+            await asyncio.gather(*(self._handshake(loop, conn) for conn in queued))
         return len(queued)
+
+    async def _handshake(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl,
+                                               ssl_handshake_timeout=QUEUED_TLS_HANDSHAKE_S)
+        except (OSError, ssl.SSLError, TimeoutError):
+            conn.close()
 
 
 def _accept_all(sock: socket.socket) -> list[socket.socket]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,79 @@ def test_privileged_port_without_rights_names_port_and_reason():
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "127.0.0.1:80" in lines[0], result.stderr
     assert "privileged" in lines[0].lower(), result.stderr
+
+
+@pytest.mark.parametrize("kind", ["unix", "tls"])
+def test_accept_queue_served_on_unix_and_tls_listeners(tmp_path, kind):
+    """7. Connections the kernel completed but the loop never accepted are answered at the
+    listener's close, on a Unix socket and over TLS as on plain TCP (test_drain_e2e 4)."""
+    from aiohttp import web
+
+    from graceful.binds import bind_unix
+    from graceful.listeners import Listener, bind
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+    async def scenario() -> list[bytes]:
+        server = web.Server(hello)
+        runner = web.ServerRunner(server)
+        await runner.setup()
+        server_tls = client_tls = None
+        if kind == "tls":
+            import ssl
+
+            import trustme
+
+            authority = trustme.CA()
+            server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+            client_tls = ssl.create_default_context()
+            authority.configure_trust(client_tls)
+        if kind == "unix":
+            sock = bind_unix(str(tmp_path / "q.sock"), None)
+            sock.listen(64)
+        else:
+            sock = bind("127.0.0.1", 0, 64)
+        listener = Listener(sock, server, ssl=server_tls)
+        await listener.start(64)
+        clients = []
+        if kind == "tls":  # first in the queue: a client that never starts its handshake
+            silent = socket.create_connection(listener.address)
+        for _ in range(4):  # no await: the loop never accepts them
+            if kind == "unix":
+                client = socket.socket(socket.AF_UNIX)
+                client.connect(str(tmp_path / "q.sock"))
+                client.sendall(request)
+            else:
+                client = socket.create_connection(listener.address)
+            clients.append(client)
+        started = time.monotonic()
+
+        def answer(client: socket.socket) -> tuple[bytes, float]:
+            client.settimeout(10)
+            if client_tls is not None:  # the handshake completes once the close accepts it
+                client = client_tls.wrap_socket(client, server_hostname="127.0.0.1")
+                client.sendall(request)
+            data = b""
+            while chunk := client.recv(4096):
+                data += chunk
+            client.close()
+            return data, time.monotonic() - started
+
+        with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+            # started at once, not through the loop: nothing lets it accept before close()
+            answering = [asyncio.wrap_future(pool.submit(answer, c)) for c in clients]
+            assert await listener.close() == (5 if kind == "tls" else 4)
+            answers = await asyncio.gather(*answering)
+        if kind == "tls":
+            silent.close()
+        await runner.cleanup()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b"hello") for a, _ in answers)
+    # TLS: the silent client does not hold the others' handshakes (it gets 5 s, alone)
+    assert max(took for _, took in answers) < 3, answers
