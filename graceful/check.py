@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from graceful import appstate, health, loader, threads
+from graceful import appstate, health, loader, threads, tls
 from graceful.config import Config
 
 
@@ -53,6 +53,7 @@ def render(rows: list[Row], worst: float) -> str:
 def build_app(source: loader.AppSource, config: Config) -> None:
     """Build the app as serve would, on a loop of its own, without on_startup or binding;
     raise ConfigError for what serve would refuse at start."""
+    tls.server_context(config)  # the files load, the key matches, the password is right
     loop = asyncio.new_event_loop()
     try:
         app = loop.run_until_complete(loader.build_app(source))

@@ -16,6 +16,7 @@ import click
 
 from graceful.errors import ConfigError
 
+NOT_IN_FILE = {"within"}  # graceful check's own: the file is the service's, for serve too
 HELP = ("TOML file of options, keys named like the options (drain-timeout = 15). "
         "Precedence: flag > GRACEFUL_* environment variable > this file > default.")
 
@@ -50,7 +51,8 @@ def load(path: str | os.PathLike[str], params: list[click.Parameter],
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {os.fspath(path)} is not valid TOML: {err}") from err
     by_key = {_key(p): p for p in params
-              if isinstance(p, click.Option) and p.expose_value and p.name}
+              if isinstance(p, click.Option) and p.expose_value and p.name
+              and p.name not in NOT_IN_FILE}
     values: dict[str, Any] = {}
     for key, value in data.items():
         param = by_key.get(key.replace("_", "-"))

@@ -83,7 +83,9 @@ def shadows():
 """)
     for args in (["nowhere:create_app"], ["app:shadows"],
                  ["app:create_app", "--drain-timeout", "-1"],
-                 ["app:create_app", "--within", "soon"]):
+                 ["app:create_app", "--within", "soon"],
+                 ["app:create_app", "--ssl-certfile", "nowhere.pem"],
+                 ["app:create_app", "--bind", "[::1:80"]):
         result = check(tmp_path, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
