@@ -314,7 +314,9 @@ class Runtime:
         await self._phase("pre_stop", self._sleep_until(budget.accept_until))
         # 2. stop_accepting: refuse new connections, serve the ones already queued
         started = time.perf_counter()
-        queued = sum([await listener.close() for listener in self.listeners])
+        # gathered: every listener stops accepting in the same instant (each close runs to
+        # its first await), then their queues are served together
+        queued = sum(await asyncio.gather(*(listener.close() for listener in self.listeners)))
         log.info("listeners.closed", queued_connections=queued,
                  took_s=round(time.perf_counter() - started, 4))
         # 3. drain: aiohttp's on_shutdown, websockets 1001, wait for in-flight requests
