@@ -59,6 +59,9 @@ def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
         params["log_level"] = params["log_level"].lower()
         if params["checkpoint"] is not None:
             params["checkpoint"] = Path(os.path.abspath(params["checkpoint"]))
+        for name in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):  # the service's cwd differs
+            if params.get(name) is not None:
+                params[name] = os.path.abspath(params[name])
         config = Config(**params)
     except click.ClickException as err:
         raise _usage(f"serve arguments: {err.format_message()}") from None
@@ -76,6 +79,8 @@ def _explicit_options(ctx: click.Context, config: Config) -> list[str]:
                 or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
             continue
         value = getattr(config, name)
+        if name == "unix_socket_mode":
+            value = format(value, "o")  # Config keeps the number; the option reads octal
         if param.multiple:
             for item in value:
                 out += [param.opts[0], _text(item)]
