@@ -136,16 +136,23 @@ def test_encrypted_key_with_its_password(pki):
         server.kill()
 
 
-def test_client_certificate_required(pki):
-    """3. --ssl-ca-certs with --ssl-client-cert required: a client without a certificate is
-    refused in the handshake, one with a certificate signed by the CA is served."""
+@pytest.mark.parametrize("mode", ["required", "optional"])
+def test_client_certificates(pki, mode):
+    """3. --ssl-ca-certs with --ssl-client-cert: a client with a certificate signed by the
+    CA is served; one without is refused in the handshake when it is required, served when
+    it is optional."""
     server = _serve_tls(pki, "--ssl-keyfile", pki["key"], "--ssl-ca-certs", pki["ca"],
-                        "--ssl-client-cert", "required")
+                        "--ssl-client-cert", mode)
     try:
         anonymous = TlsClient(server.port, _client_context(pki))
-        with pytest.raises((ssl.SSLError, ConnectionResetError)):
-            anonymous.send("/fast")  # TLS 1.3: the refusal comes with the first read
-            anonymous.response()
+        if mode == "required":
+            with pytest.raises((ssl.SSLError, ConnectionResetError)):
+                anonymous.send("/fast")  # TLS 1.3: the refusal comes with the first read
+                anonymous.response()
+        else:
+            anonymous.send("/fast")
+            assert anonymous.response()[0] == 200
+        anonymous.close()
         client = TlsClient(server.port, _client_context(pki, cert=True))
         client.send("/fast")
         assert client.response()[0] == 200
