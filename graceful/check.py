@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from graceful import appstate, health, loader, threads, tls
+from graceful import appstate, loader, threads, tls
 from graceful.config import Config
+from graceful.http import health
 
 
 @dataclasses.dataclass(frozen=True)

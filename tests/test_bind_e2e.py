@@ -216,8 +216,8 @@ def test_accept_queue_served_on_unix_and_tls_listeners(tmp_path, kind):
     listener's close, on a Unix socket and over TLS as on plain TCP (test_drain_e2e 4)."""
     from aiohttp import web
 
-    from graceful.binds import bind_unix
-    from graceful.listeners import Listener, bind
+    from graceful.http.binding import bind_unix
+    from graceful.http.listeners import Listener, bind
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello")
