@@ -1,8 +1,8 @@
 """`graceful check`: build the app without serving it, and the stop budget as a table.
 
-The rows come from Config's per-phase fields and Config.stop_budget (the hooks' row is what
-stop_budget gives the hooks phase, however deadline.py splits it); the worst case adds the
-exit's wait for work left to threads (graceful/threads.py RESERVE_S). That sum is what a
+The rows are Config's per-phase fields (Config.hooks_budget for the hooks phase, as
+deadline.py uses it); the worst case is Config.stop_budget plus the exit's wait for work left
+to threads (graceful/threads.py RESERVE_S). That sum is what a
 supervisor must allow between its stop signal and its kill.
 """
 
@@ -24,14 +24,12 @@ class Row:
 
 
 def budget_rows(config: Config) -> list[Row]:
-    phases = (config.pre_stop_delay + config.drain_timeout + config.cancel_grace
-              + config.checkpoint_timeout)
     return [
         Row("pre-stop delay", config.pre_stop_delay, "--pre-stop-delay (accepting, readiness 503)"),
         Row("drain", config.drain_timeout, "--drain-timeout"),
         Row("cancel grace", config.cancel_grace, "--cancel-grace"),
-        Row("hooks", config.stop_budget - phases,
-            "--hook-timeout per hook; graceful hooks, then on_cleanup and cleanup_ctx"),
+        Row("hooks", config.hooks_budget,
+            "2 x --hook-timeout: graceful hooks, then on_cleanup and cleanup_ctx"),
         Row("checkpoint", config.checkpoint_timeout,
             "--checkpoint-timeout (reserved" + ("" if config.checkpoint else
                                                "; no --checkpoint: left to threads") + ")"),
