@@ -58,6 +58,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     thr.add_argument("--rounds", type=int, default=5)
     thr.add_argument("--connections", type=int, default=32)
     thr.add_argument("--seconds", type=float, default=3.0)
+    thr.add_argument("--variant", choices=("plain", "tls", "access-log"), default="plain",
+                     help="plain: graceful vs run_app; tls: both over HTTPS; access-log: "
+                          "graceful --access-log vs graceful")
     for p in (drain, thr):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
@@ -136,10 +139,13 @@ async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import throughput
 
     rows, raw = await throughput.run(args.loop, args.rounds, args.connections, args.seconds,
-                                     args.out)
+                                     args.out, args.variant)
     (args.out / "throughput.json").write_text(json.dumps({"env": env, "rows": rows,
                                                           "runs": raw}))
     print(f"raw results: {args.out / 'throughput.json'}", file=sys.stderr)
+    if args.variant != "plain":
+        print(f"variant {args.variant}: the graceful column is `{rows[0]['a']}`, the aiohttp "
+              f"column `{rows[0]['b']}`")
     print(report.throughput_table(rows))
     return 0
 

@@ -14,10 +14,32 @@ import click
 
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
-from graceful.serve_options import serve_options
+from graceful.serve_options import SECONDS, serve_options
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Usage errors (a bad value, an unknown option) in one line, `graceful: error: ...`,
+    exit 2, like every other error of the command line: click's own form takes four."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Any:
+    try:
+        yield
+    except click.UsageError as err:
+        click.echo(f"graceful: error: {err.format_message()}", err=True)
+        raise click.exceptions.Exit(ExitCode.USAGE) from err
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiohttp-graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
@@ -183,6 +205,39 @@ def _flush_std_streams() -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
 
+
+def _check(target: str, within: float | None, **options: Any) -> None:
+    from graceful import check, loader
+    from graceful.http import aiohttp_check
+
+    options["log_level"] = options["log_level"].lower()
+    app_dir = options.pop("app_dir")
+    config = _build(Config, options)
+    try:
+        aiohttp_check.ensure_supported()
+        check.build_app(loader.import_target(target, app_dir), config)
+    except GracefulError as err:
+        _fail(err)
+    worst = check.worst_case(config)
+    click.echo(f"stop budget of {target}, in seconds:")
+    click.echo(check.render(check.budget_rows(config), worst))
+    if within is not None:
+        fits = worst <= within
+        click.echo(f"{'ok' if fits else 'too long'}: the worst case, {worst:g} s, is "
+                   f"{'within' if fits else 'more than'} --within {within:g} s")
+        if not fits:
+            _exit(ExitCode.ERROR)
+
+
+# `graceful check` takes every serve option (and --config), so it checks what serve would run.
+main.add_command(click.Command(
+    "check", callback=_check, params=[*serve.params, click.Option(
+        ["--within"], type=SECONDS, default=None, metavar="SECONDS",
+        help="Exit 1 when the worst case exceeds SECONDS (the supervisor's stop timeout: "
+             "terminationGracePeriodSeconds, TimeoutStopSec, docker stop's timeout).")],
+    help="Import MODULE:ATTR and build the app without serving it (no on_startup, no "
+         "bind), validate the options, and print the stop budget: each phase and the worst "
+         "case from the stop signal to the exit."))
 
 from graceful.service_cli import service  # noqa: E402  (Windows service commands)
 

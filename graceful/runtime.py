@@ -103,12 +103,12 @@ class Runtime:
         return self._builder.listeners
 
     @property
-    def addresses(self) -> list[tuple[str, int]]:
+    def addresses(self) -> list[tuple[str, int] | str]:
         return [listener.address for listener in self.listeners]
 
     @property
     def port(self) -> int:
-        return self.addresses[0][1]
+        return self.addresses[0][1]  # type: ignore[return-value]
 
     @property
     def stop_time_left(self) -> float:
@@ -216,7 +216,8 @@ class Runtime:
     async def _start(self) -> None:
         self._started = started = await self._builder.build()
         self.phase = Phase.READY
-        host, port = started.listeners[0].address
+        first = started.listeners[0].address
+        host, port = first if isinstance(first, tuple) else (format_address(first), None)
         log.info("server.started", host=host, port=port,
                  loop=type(asyncio.get_running_loop()).__module__, pid=os.getpid(),
                  addresses=[format_address(a) for a in self.addresses])

@@ -15,15 +15,15 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, hooks, loader, stopnotice
+from graceful import appstate, hooks, loader, stopnotice, tls
 from graceful import checkpoint as ckpt
 from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.flushing import log_invalid
-from graceful.http import health, route_deadlines
+from graceful.http import binding, health, route_deadlines
 from graceful.http.access import AccessLogger
 from graceful.http.drain import ConnectionTracker
-from graceful.http.listeners import Listener, bind_all
+from graceful.http.listeners import Listener
 from graceful.http.protocol import DrainingRequestHandler, handler_options
 from graceful.logs import get_logger
 
@@ -66,7 +66,9 @@ class Builder:
         loop = asyncio.get_running_loop()
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
-        self.sockets = bind_all(config.host, config.port)
+        self.sockets = binding.open_sockets(config.host, config.port, config.bind, config.fd,
+                                            config.unix_socket_mode)
+        ssl_context = tls.server_context(config)  # each bad file named, before the app runs
         restored = self._open_checkpoint() if config.checkpoint is not None else {}
         app = await loader.build_app(self._source)
         if app.on_startup.frozen:  # not self.app: its cleanup ran when it was last served
@@ -104,7 +106,7 @@ class Builder:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
         sockets, self.sockets = self.sockets, []
-        self.listeners += [Listener(sock, factory) for sock in sockets]
+        self.listeners += [Listener(sock, factory, ssl=ssl_context) for sock in sockets]
         for listener in self.listeners:
             await listener.start(config.backlog)
         return Started(app, self.state, tracker, runner, tuple(self.listeners),

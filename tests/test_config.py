@@ -56,6 +56,16 @@ def parsed(monkeypatch):
     (["--websocket-close-timeout", "0.5"], "websocket_close_timeout", 0.5),
     (["--termination-grace-period", "30"], "termination_grace_period", 30.0),
     ([], "termination_grace_period", None),
+    (["--bind", "127.0.0.1:1", "--bind", "[::1]:2", "--bind", "unix:/a.sock"], "bind",
+     ("127.0.0.1:1", "[::1]:2", "unix:/a.sock")),
+    (["--fd", "3", "--fd", "4"], "fd", (3, 4)),
+    (["--unix-socket-mode", "660"], "unix_socket_mode", 0o660),
+    (["--ssl-certfile", "c.pem"], "ssl_certfile", "c.pem"),
+    (["--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], "ssl_keyfile", "k.pem"),
+    (["--ssl-certfile", "c.pem", "--ssl-keyfile-password", "pw"], "ssl_keyfile_password",
+     "pw"),
+    (["--ssl-certfile", "c.pem", "--ssl-ca-certs", "ca.pem", "--ssl-client-cert",
+      "required"], "ssl_client_cert", "required"),
 ])
 def test_flag_to_config(parsed, args, field, value):
     assert getattr(parsed(*args), field) == value
@@ -74,6 +84,8 @@ def test_flag_to_config(parsed, args, field, value):
     ({"GRACEFUL_ACCESS_LOG": "1"}, "access_log", True),
     ({"GRACEFUL_HEALTH": "0"}, "health", False),
     ({"GRACEFUL_HEALTH": "false"}, "health", False),
+    ({"GRACEFUL_BIND": "127.0.0.1:1 unix:/a.sock"}, "bind", ("127.0.0.1:1", "unix:/a.sock")),
+    ({"GRACEFUL_UNIX_SOCKET_MODE": "600"}, "unix_socket_mode", 0o600),
 ])
 def test_environment_to_config(parsed, env, field, value):
     assert getattr(parsed(env=env), field) == value
@@ -110,3 +122,8 @@ def test_loop_choice():
         loop_factory("winloop")
     with pytest.raises(ConfigError, match="unknown loop"):
         loop_factory("tokio")
+
+
+def test_key_password_not_in_the_config_repr():
+    config = Config(ssl_certfile=Path("c.pem"), ssl_keyfile_password="s3cret")
+    assert "s3cret" not in repr(config)

@@ -159,3 +159,19 @@ def test_remove_a_running_service():
     assert removed.exit_code == 3
     assert removed.output.splitlines()[-1] == "removed Web"
     assert "Web" not in fake.services and not fake.marked_for_deletion
+
+
+def test_install_keeps_listening_and_tls_options(tmp_path, monkeypatch):
+    """Repeated --bind kept in order, --unix-socket-mode written back in octal, TLS files
+    made absolute (the service does not start in this folder), options from --config
+    written out: what `graceful service install` puts on the service's command line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "graceful.toml").write_text("drain-timeout = 7\n")
+    parsed = parse_serve(["app:x", "--config", "graceful.toml", "--bind", "127.0.0.1:80",
+                          "--bind", "unix:/run/a.sock", "--unix-socket-mode", "660",
+                          "--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], environ=False)
+    assert parsed.options == [
+        "--drain-timeout", "7", "--bind", "127.0.0.1:80", "--bind", "unix:/run/a.sock",
+        "--unix-socket-mode", "660", "--ssl-certfile", str(tmp_path / "c.pem"),
+        "--ssl-keyfile", str(tmp_path / "k.pem")]
+    assert parse_serve(["app:x", *parsed.options], environ=False).config == parsed.config

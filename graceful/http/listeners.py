@@ -12,13 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
+import ssl
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from graceful.errors import ConfigError
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
+# A client in the accept queue sent its ClientHello long ago: its handshake takes a round
+# trip. This bounds one that does not (asyncio's default would be 60 s).
+QUEUED_TLS_HANDSHAKE_S = 5.0
 
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -53,7 +59,7 @@ def bind_all(host: str, port: int) -> list[socket.socket]:
                 if not host and err.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                     continue  # every interface: a family this machine lacks is skipped
                 raise ConfigError(f"cannot listen on {format_address(address)}: "
-                                  f"{err.strerror or err}") from err
+                                  f"{_reason(err, address[1])}") from err
     except BaseException:
         for sock in socks:
             sock.close()
@@ -87,7 +93,31 @@ def _bound(family: int, address: tuple[Any, ...]) -> socket.socket:
     return sock
 
 
-def format_address(address: tuple[Any, ...]) -> str:
+def _reason(err: OSError, port: int) -> str:
+    if err.errno == errno.EACCES and 0 < port < 1024:
+        return ("permission denied: ports below 1024 are privileged (run as root, grant "
+                "CAP_NET_BIND_SERVICE, or pick a port >= 1024)")
+    return err.strerror or str(err)
+
+
+# Unix socket files this process created, removed when their listener closes.
+_UNLINK_AT_CLOSE: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDictionary()
+
+
+def unlink_at_close(sock: socket.socket, path: str) -> None:
+    _UNLINK_AT_CLOSE[sock] = path
+
+
+def _unlink(sock: socket.socket) -> None:
+    path = _UNLINK_AT_CLOSE.pop(sock, None)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def format_address(address: tuple[Any, ...] | str) -> str:
+    if isinstance(address, str):  # a Unix socket's path
+        return f"unix:{address}"
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -95,34 +125,53 @@ def format_address(address: tuple[Any, ...]) -> str:
 class Listener:
     """One listening socket served by the loop."""
 
-    def __init__(self, sock: socket.socket, factory: ProtocolFactory) -> None:
+    def __init__(self, sock: socket.socket, factory: ProtocolFactory, *,
+                 ssl: ssl.SSLContext | None = None) -> None:
         self.sock = sock
-        self.address: tuple[str, int] = sock.getsockname()[:2]
+        name = sock.getsockname()
+        # (host, port), or a Unix socket's path
+        self.address: tuple[str, int] | str = name if isinstance(name, str) else name[:2]
         self._factory = factory
+        self._ssl = ssl
         self._server: asyncio.AbstractServer | None = None
         self._keeper: socket.socket | None = None
 
     async def start(self, backlog: int) -> None:
         loop = asyncio.get_running_loop()
         self._keeper = self.sock.dup()
-        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog)
+        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog,
+                                                ssl=self._ssl)
 
     async def close(self) -> int:
         """Stop accepting; serve what the accept queue held. Returns how many it held."""
         if self._server is None or self._keeper is None:
             self.sock.close()  # never started (the start failed): nothing was queued
+            _unlink(self.sock)
             return 0
         loop = asyncio.get_running_loop()
         self._server.close()  # the loop stops accepting; our duplicate keeps the queue
         queued = _accept_all(self._keeper)
         self._keeper.close()  # from here on the kernel refuses new connections
         self._keeper = None
-        for conn in queued:
-            try:
-                await loop.connect_accepted_socket(self._factory, conn)
-            except OSError:
-                conn.close()
+        _unlink(self.sock)
+        if self._ssl is None:
+            for conn in queued:
+                try:
+                    await loop.connect_accepted_socket(self._factory, conn)
+                except OSError:
+                    conn.close()
+        else:
+            # Over TLS connect_accepted_socket returns after the handshake: all at once,
+            # each bounded, so that one slow client in the queue does not hold the others.
+            await asyncio.gather(*(self._handshake(loop, conn) for conn in queued))
         return len(queued)
+
+    async def _handshake(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl,
+                                               ssl_handshake_timeout=QUEUED_TLS_HANDSHAKE_S)
+        except (OSError, ssl.SSLError, TimeoutError):
+            conn.close()
 
 
 def _accept_all(sock: socket.socket) -> list[socket.socket]:
