@@ -85,6 +85,9 @@ def _reserve_std_fds() -> None:
 @_option("--livez-path", default="/livez", help="Liveness path.")
 @_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
+@_option("--restart-timeout", type=SECONDS, default=60.0,
+         help="SECONDS a restart's successor (SIGHUP, graceful restart) gets to serve "
+              "before it is ended and this process serves on.")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
          help="Folder to import MODULE from (put first on the import path).")
 def serve(target: str, **options: Any) -> None:
@@ -132,12 +135,19 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
     if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
-        bridge.install(threads.stop_waiting)
+        bridge.install(_stops_only(threads.stop_waiting))
     if deadline is None:  # the start failed: no stop budget
         deadline = time.monotonic() + threads.RESERVE_S
     code = threads.reported(code, threads.join_all(deadline))
     log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
     return code
+
+
+def _stops_only(func: Any) -> Any:
+    """A restart request (SIGHUP) once the runtime has finished is ignored."""
+    from graceful.stop import StopRequest
+
+    return lambda request: func(request) if isinstance(request, StopRequest) else None
 
 
 def _fallback_stream() -> Any:
@@ -222,6 +232,8 @@ def _flush_std_streams() -> None:
             stream.flush()
 
 
+from graceful.restart_cli import restart  # noqa: E402
 from graceful.service_cli import service  # noqa: E402  (Windows service commands)
 
+main.add_command(restart)
 main.add_command(service)

@@ -46,10 +46,12 @@ class Config:
     livez_path: str = "/livez"
     readyz_path: str = "/readyz"
     backlog: int = 1024
+    # A restart's successor must be serving within this long, or it is ended (restart.py).
+    restart_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",
-                     "checkpoint_timeout", "startup_timeout"):
+                     "checkpoint_timeout", "startup_timeout", "restart_timeout"):
             _check_seconds(name, getattr(self, name))
         if self.checkpoint_interval is not None:
             _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -16,8 +17,9 @@ from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
 from graceful.loops import loop_factory
+from graceful.restart import Restarter, SuccessorReport
 from graceful.runtime import Runtime
-from graceful.stop import StopObserver, StopRequest
+from graceful.stop import RestartRequest, StopObserver, StopRequest
 from graceful.systemd import SystemdNotifier
 
 # Tasks still alive when the runtime has finished (a handler that swallowed its
@@ -71,14 +73,23 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         bridge = default_bridge() if threading.current_thread() is threading.main_thread() else None
     notifier = SystemdNotifier.from_environment()
     observers = [*observers, notifier] if notifier else list(observers)
+    if (report := SuccessorReport.from_environment()) is not None:  # we are a successor
+        observers.append(report)
+    # a restart re-runs this process's command line: only where SIGHUP reaches us
+    restarter = (Restarter.for_this_process(config.restart_timeout)
+                 if bridge is not None and sys.platform != "win32" else None)
+    if restarter is not None:
+        observers.append(restarter)
     loop = factory()
     executor = threads.DefaultExecutor()
     loop.set_default_executor(executor)
     runtime = Runtime(app, config, observers=observers)
+    if restarter is not None:
+        restarter.attach(runtime)
     deadline: float | None = None
     try:
         asyncio.set_event_loop(loop)
-        code = loop.run_until_complete(_serve(runtime, bridge))
+        code = loop.run_until_complete(_serve(runtime, bridge, restarter))
         deadline = time.monotonic() + runtime.stop_time_left + threads.RESERVE_S
     finally:
         if deadline is None:  # the start failed: no stop budget
@@ -101,15 +112,20 @@ def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFA
                configure_logging=configure_logging)
 
 
-async def _serve(runtime: Runtime, bridge: StopBridge | None) -> ExitCode:
+async def _serve(runtime: Runtime, bridge: StopBridge | None,
+                 restarter: Restarter | None = None) -> ExitCode:
     loop = asyncio.get_running_loop()
 
-    def deliver(request: StopRequest) -> None:
+    def deliver(request: StopRequest | RestartRequest) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+            if isinstance(request, RestartRequest):
+                if restarter is not None:
+                    loop.call_soon_threadsafe(restarter.request, request)
+                return
             loop.call_soon_threadsafe(runtime.request_stop, request)
 
     if bridge is not None:
-        bridge.install(deliver)
+        bridge.install(deliver)  # type: ignore[arg-type]
     await runtime.start()
     return await runtime.wait_stopped()
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, health, hooks, loader
+from graceful import activation, appstate, health, hooks, loader
 from graceful import checkpoint as ckpt
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
@@ -224,7 +224,10 @@ class Runtime:
         loop = asyncio.get_running_loop()
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
-        self._sockets = bind_all(config.host, config.port)
+        # Sockets handed to us (systemd, or a predecessor's restart) are served as they are.
+        inherited = activation.inherited_sockets()
+        self._sockets = ([sock for _, sock in inherited] if inherited
+                         else bind_all(config.host, config.port))
         restored: dict[str, Any] = {}
         if config.checkpoint is not None:
             # probe the folder, take the lock, then read: refused now rather than at the stop

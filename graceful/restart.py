@@ -1,0 +1,331 @@
+"""Restart in place: hand the listening sockets to a successor, stop once it serves.
+
+    READY ── restart request (SIGHUP, `graceful restart`) ──▶ spawn the successor: the same
+        command line and environment, the listening sockets on descriptors 3, 4, ...
+        announced as systemd does (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), its own process
+        group; its log comes through a pipe we forward line by line, keeping the last lines
+    successor: import, build the app, on_startup, listen ── "ready" on the ready pipe; its
+        log now goes straight to the stderr we share (it dup2s the descriptor we gave it)
+    predecessor, on "ready": the normal stop (source RESTART): readiness 503, stop
+        accepting, drain, hooks, checkpoint, exit. The kernel sockets never close: the
+        successor holds them, so the queue both processes accept from is never reset.
+    not ready within --restart-timeout, or its ready pipe closes (it exited): it is ended
+        (SIGTERM to its group, SIGKILL after END_GRACE_S), `restart.failed` logs its exit
+        code and last log lines, and we go on serving as if nothing happened.
+    a stop while a successor is starting: the successor's group is killed at once (it has
+        served nothing), and our stop proceeds as usual.
+
+Only the overlap's start is ordered: from "ready" to our exit both processes accept from
+the same sockets, which is what keeps every connection answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from graceful.activation import FIRST_FD
+from graceful.logs import get_logger
+from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
+
+if TYPE_CHECKING:
+    from graceful.runtime import Runtime
+
+log = get_logger()
+
+READY_FD_ENV = "GRACEFUL_RESTART_READY_FD"
+LOG_FD_ENV = "GRACEFUL_RESTART_LOG_FD"
+PREDECESSOR_ENV = "GRACEFUL_PREDECESSOR_PID"
+LOG_TAIL = 20  # lines of a failed successor's log repeated in restart.failed
+END_GRACE_S = 3.0  # a failed successor gets this long to exit on SIGTERM before SIGKILL
+# sh sets LISTEN_PID to its own pid, which exec keeps: the successor's, unknown before.
+_SH_EXEC = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+
+
+class Restarter(StopObserver):
+    """Turns restart requests into a hand-over to a successor (one at a time)."""
+
+    def __init__(self, argv: list[str], timeout: float) -> None:
+        self._argv = argv
+        self._timeout = timeout
+        self._runtime: Runtime | None = None
+        self._attempt: asyncio.Task[None] | None = None
+        self._starting: Successor | None = None  # spawned, not yet ready
+
+    @classmethod
+    def for_this_process(cls, timeout: float) -> Restarter:
+        """Restarts run this interpreter again with the options it was started with."""
+        return cls([sys.executable, *sys.orig_argv[1:]], timeout)
+
+    def attach(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def request(self, request: RestartRequest) -> None:
+        """On the loop thread: start a hand-over, unless one is running or we are not READY."""
+        from graceful.runtime import Phase
+
+        runtime = self._runtime
+        assert runtime is not None, "attach() first"
+        if self._attempt is not None and not self._attempt.done():
+            log.info("restart.coalesced", source=request.source,
+                     successor_pid=self._starting.pid if self._starting else None)
+            return
+        if runtime.phase is not Phase.READY:
+            log.warning("restart.ignored", source=request.source, phase=str(runtime.phase))
+            return
+        self._attempt = asyncio.create_task(self._restart(request), name="graceful.restart")
+
+    def phase(self, name: str, time_left_s: float) -> None:
+        """The stop began: a successor still starting is ended now."""
+        if self._starting is not None:
+            log.warning("restart.abandoned", successor_pid=self._starting.pid,
+                        reason="stop requested while the successor was starting")
+            self._starting.kill()
+            self._starting = None
+            if self._attempt is not None:
+                self._attempt.cancel()
+
+    async def _restart(self, request: RestartRequest) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        started = time.perf_counter()
+        log.info("restart.requested", source=request.source, timeout_s=self._timeout)
+        sockets = [(f"graceful:{i}", listener.sock) for i, listener in
+                   enumerate(runtime.listeners)]
+        try:
+            successor = Successor.spawn(self._argv, sockets)
+        except OSError as err:
+            log.error("restart.failed", reason=f"cannot start the successor: {err}",
+                      exit_code=None, last_lines=[])
+            write_status({"outcome": "failed", "reason": str(err)})
+            return
+        self._starting = successor
+        log.info("restart.spawned", successor_pid=successor.pid)
+        try:
+            async with asyncio.timeout(self._timeout):
+                ready = await successor.wait_ready()
+        except TimeoutError:
+            ready, reason = False, f"not ready within {self._timeout:g}s"
+        else:
+            reason = "exited before it was ready"
+        if self._starting is not successor:  # a stop ended it meanwhile
+            return
+        self._starting = None
+        took = round(time.perf_counter() - started, 4)
+        if ready:
+            log.info("restart.ready", successor_pid=successor.pid, took_s=took)
+            write_status({"outcome": "ready", "successor_pid": successor.pid})
+            runtime.request_stop(StopRequest(StopSource.RESTART,
+                                             f"handed over to pid {successor.pid}"))
+            return
+        code = await successor.end()
+        log.error("restart.failed", successor_pid=successor.pid, reason=reason,
+                  exit_code=code, last_lines=successor.last_lines(), took_s=took)
+        write_status({"outcome": "failed", "successor_pid": successor.pid, "reason": reason,
+                      "exit_code": code})
+
+
+class Successor:
+    """A spawned successor: its ready pipe, its log pipe, its exit."""
+
+    def __init__(self, pid: int, ready_fd: int, log_fd: int) -> None:
+        self.pid = pid
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[bool] = self._loop.create_future()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._log_closed: asyncio.Future[None] = self._loop.create_future()
+        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+        self._partial = b""
+        self._ready_fd, self._log_fd = ready_fd, log_fd
+        for fd, callback in ((ready_fd, self._on_ready_pipe), (log_fd, self._on_log_pipe)):
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, callback)
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(pid)
+            self._loop.add_reader(self._pidfd, self._reap)
+        except (AttributeError, OSError):  # no pidfd (not Linux, or before 5.3): poll
+            self._poll = asyncio.ensure_future(self._poll_exit())
+
+    @classmethod
+    def spawn(cls, argv: list[str], sockets: list[tuple[str, socket.socket]]) -> Successor:
+        import fcntl  # POSIX only
+
+        n = len(sockets)
+        ready_r, ready_w = os.pipe()
+        log_r, log_w = os.pipe()
+        copies: list[int] = []
+        try:
+            # Copies numbered above every target, so that no dup2 below overwrites a source;
+            # close-on-exec, so that only the dup2 targets reach the successor.
+            sources = [sock.fileno() for _, sock in sockets] + [ready_w, 2, log_w]
+            copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FIRST_FD + n + 2)
+                      for fd in sources]
+            *targets, log_copy = copies
+            actions = [(os.POSIX_SPAWN_DUP2, fd, FIRST_FD + i) for i, fd in enumerate(targets)]
+            actions.append((os.POSIX_SPAWN_DUP2, log_copy, 2))
+            env = {key: value for key, value in os.environ.items() if key != "LISTEN_PID"}
+            env.update({"LISTEN_FDS": str(n),
+                        "LISTEN_FDNAMES": ":".join(name for name, _ in sockets),
+                        READY_FD_ENV: str(FIRST_FD + n), LOG_FD_ENV: str(FIRST_FD + n + 1),
+                        PREDECESSOR_ENV: str(os.getpid())})
+            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", *argv],
+                                 env, file_actions=actions, setpgroup=0,
+                                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        except BaseException:
+            os.close(ready_r)
+            os.close(log_r)
+            raise
+        finally:
+            for fd in (*copies, ready_w, log_w):
+                os.close(fd)
+        return cls(pid, ready_r, log_r)
+
+    async def wait_ready(self) -> bool:
+        """True once it reported ready; False if its ready pipe closed or it exited first."""
+        await asyncio.wait([self._ready, self._exited], return_when=asyncio.FIRST_COMPLETED)
+        return self._ready.done() and self._ready.result()
+
+    def kill(self) -> None:
+        """End its process group at once."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    async def end(self) -> int:
+        """SIGTERM its group, SIGKILL after END_GRACE_S; its exit code (negative: signal)."""
+        if not self._exited.done():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exited), END_GRACE_S)
+        self.kill()  # what is left of its group: children it started, or itself
+        code = await self._exited
+        with contextlib.suppress(TimeoutError):  # the rest of its log, for last_lines()
+            await asyncio.wait_for(asyncio.shield(self._log_closed), 1.0)
+        return code
+
+    def last_lines(self) -> list[str]:
+        return list(self._tail)
+
+    def _on_ready_pipe(self) -> None:
+        try:
+            data = os.read(self._ready_fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if b"ready" in data or not data:
+            self._close_reader(self._ready_fd)
+            if not self._ready.done():
+                self._ready.set_result(bool(data))
+
+    def _on_log_pipe(self) -> None:
+        try:
+            chunk = os.read(self._log_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        data = self._partial + chunk
+        lines, _, self._partial = data.rpartition(b"\n") if chunk else (data, b"", b"")
+        if lines:
+            _forward(lines + b"\n")
+            self._tail.extend(line.decode(errors="replace")
+                              for line in lines.splitlines() if line.strip())
+        if not chunk:  # it moved its log to our stderr, or exited
+            self._close_reader(self._log_fd)
+            if not self._log_closed.done():
+                self._log_closed.set_result(None)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 255 << 8
+        if pid == 0:
+            return
+        if self._pidfd is not None:
+            self._close_reader(self._pidfd)
+            self._pidfd = None
+        if not self._exited.done():
+            self._exited.set_result(os.waitstatus_to_exitcode(status))
+
+    async def _poll_exit(self) -> None:
+        delay = 0.001
+        while not self._exited.done():
+            self._reap()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _close_reader(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _forward(data: bytes) -> None:
+    """The successor's log lines, whole, into ours (a write error drops them, as our own)."""
+    with contextlib.suppress(OSError):
+        os.write(2, data)
+
+
+class SuccessorReport(StopObserver):
+    """In a successor: once serving, move the log to the shared stderr and say "ready"."""
+
+    def __init__(self, ready_fd: int, log_fd: int | None) -> None:
+        self._ready_fd, self._log_fd = ready_fd, log_fd
+
+    @classmethod
+    def from_environment(cls) -> SuccessorReport | None:
+        ready = os.environ.pop(READY_FD_ENV, None)
+        logfd = os.environ.pop(LOG_FD_ENV, None)
+        os.environ.pop(PREDECESSOR_ENV, None)
+        if ready is None or not ready.isdigit():
+            return None
+        fds = [int(ready)] + ([int(logfd)] if logfd and logfd.isdigit() else [])
+        for fd in fds:  # not for the application's own subprocesses
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+        return cls(fds[0], fds[1] if len(fds) > 1 else None)
+
+    def ready(self) -> None:
+        if self._log_fd is not None:
+            with contextlib.suppress(OSError):
+                sys.stderr.flush()
+                os.dup2(self._log_fd, 2)
+            with contextlib.suppress(OSError):
+                os.close(self._log_fd)
+            self._log_fd = None
+        with contextlib.suppress(OSError):  # the predecessor died: we serve all the same
+            os.write(self._ready_fd, b"ready\n")
+        with contextlib.suppress(OSError):
+            os.close(self._ready_fd)
+
+
+# -- the outcome, for `graceful restart --pid` -------------------------------------------
+
+def status_path(pid: int) -> Path:
+    """Where process `pid` records the outcome of its last restart."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"graceful-{os.getuid()}" / f"restart-{pid}.json"
+
+
+def write_status(status: dict[str, Any]) -> None:
+    path = status_path(os.getpid())
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(status))
+        os.replace(temporary, path)
+    except OSError as err:  # `graceful restart` then says it cannot tell; we serve on
+        log.warning("restart.status_not_written", path=str(path), error=str(err))

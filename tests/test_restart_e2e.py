@@ -1,0 +1,182 @@
+"""Restart in place on SIGHUP: the successor takes the listening sockets, and no connection
+is refused, reset or left unanswered at any instant (issue 15).
+
+Every process a test starts is ended by its pid: the predecessor by the `serve` fixture,
+each successor (its own process group) by the `successors` fixture, read from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.rawhttp import Connection
+
+TARGET = "tests.deployed:create_app"
+
+
+@pytest.fixture
+def successors() -> Iterator[list[int]]:
+    """Successor pids the test learnt from the log: each process group killed at the end."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    path = tmp_path / "release"
+    path.write_text("v1\n")
+    return path
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def ended(pid: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+class Load:
+    """Clients that keep sending /slow?s=0.3 until told to stop: half on a new connection
+    each time, half on keep-alive connections (reopened when the server closes one)."""
+
+    def __init__(self, port: int, clients: int = 20) -> None:
+        self.port, self.clients = port, clients
+        self.outcomes: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self.bodies: Counter[str] = Counter()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> Load:
+        self._tasks = [asyncio.create_task(self._client(keep_alive=i % 2 == 0))
+                       for i in range(self.clients)]
+        return self
+
+    async def answered(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.outcomes["ok"] < count:
+            assert time.monotonic() < deadline, self.outcomes
+            await asyncio.sleep(0.01)
+
+    async def finish(self) -> Counter[str]:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.outcomes
+
+    async def _client(self, keep_alive: bool) -> None:
+        conn: Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = await Connection.open(self.port)
+                conn.send("GET", "/slow?s=0.3",
+                          headers={} if keep_alive else {"Connection": "close"})
+                response = await asyncio.wait_for(conn.read_response(), 10)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as err:
+                kind = ("refused" if isinstance(err, ConnectionRefusedError) else
+                        "reset" if isinstance(err, ConnectionResetError) else
+                        "unanswered")
+                self.outcomes[kind] += 1
+                self.errors.append(f"{time.time():.3f} keep_alive={keep_alive} {err!r}")
+                if conn is not None:
+                    conn.writer.close()
+                conn = None
+                continue
+            self.outcomes["ok" if response.status == 200 else str(response.status)] += 1
+            self.bodies[response.body.decode().split()[0]] += 1
+            if not keep_alive or response.closes:
+                conn.writer.close()
+                conn = None
+        if conn is not None:
+            conn.writer.close()
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    conn = await Connection.open(port)
+    try:
+        response = await conn.request("GET", path)
+        return response.status, response.body.decode()
+    finally:
+        conn.writer.close()
+
+
+async def stop_successor(server: Any, pid: int) -> None:
+    """SIGTERM the successor and read the rest of the shared log (its end closes the pipe)."""
+    os.kill(pid, signal.SIGTERM)
+    assert await ended(pid)
+    await asyncio.to_thread(server.wait)
+
+
+async def test_sighup_hands_the_sockets_to_a_successor_without_losing_a_request(
+        serve, successors, release):
+    """1. Under load (keep-alive and new connections), SIGHUP: the successor imports the new
+    release, reports ready, and only then does the predecessor drain and exit 0. No request
+    is refused, reset or left unanswered; the successor answers from then on."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    load = Load(server.port).start()
+    await load.answered(20)
+    release.write_text("v2\n")
+    server.signal(signal.SIGHUP)
+    # the log is read on a thread: the clients must keep running meanwhile
+    spawned = await asyncio.to_thread(server.wait_for, "restart.spawned")
+    successors.append(spawned["successor_pid"])
+    ready = await asyncio.to_thread(server.wait_for, "restart.ready")
+    assert ready["successor_pid"] == spawned["successor_pid"]
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    answered = load.outcomes["ok"]
+    await load.answered(answered + 40)  # the successor alone now
+    outcomes = await load.finish()
+    assert set(outcomes) == {"ok"}, (outcomes, load.errors[:5])
+    assert load.bodies["v1"] > 0 and load.bodies["v2"] > 0
+    assert await get(server.port, "/readyz") == (200, "ready\n")
+    status, body = await get(server.port, "/release")
+    assert (status, body) == (200, f"v2 {spawned['successor_pid']}\n")
+    assert server.wait_for("stop.requested")["source"] == "RESTART"
+    server.wait_for("process.exit", code=0)
+    names = server.names()
+    assert names.index("restart.ready") < names.index("listeners.closed")
+    await stop_successor(server, spawned["successor_pid"])
+
+
+async def test_graceful_restart_command_reports_the_hand_over(serve, successors, release):
+    """2. `graceful restart --pid PID` sends the request and exits 0 once the successor took
+    over; the predecessor then exits 0."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text("v2\n")
+    restart = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "graceful", "restart", "--pid",
+                         str(server.proc.pid)], cwd=ROOT, capture_output=True, text=True,
+        timeout=60)
+    successors.append(server.wait_for("restart.spawned")["successor_pid"])
+    assert restart.returncode == 0, restart.stderr
+    assert f"pid {successors[0]}" in restart.stdout
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert (await get(server.port, "/release"))[1].startswith("v2 ")
+    await stop_successor(server, successors[0])
