@@ -13,7 +13,8 @@
         (SIGTERM to its group, SIGKILL after END_GRACE_S), `restart.failed` logs its exit
         code and last log lines, and we go on serving as if nothing happened.
     a stop while a successor is starting: the successor's group is killed at once (it has
-        served nothing), and our stop proceeds as usual.
+        served nothing), and our stop proceeds as usual. The first stop signal after the
+        hand-over goes to the successor (stopping the service stops both, each cleanly).
 
 Only the overlap's start is ordered: from "ready" to our exit both processes accept from
 the same sockets, which is what keeps every connection answered.
@@ -61,6 +62,7 @@ class Restarter(StopObserver):
         self._runtime: Runtime | None = None
         self._attempt: asyncio.Task[None] | None = None
         self._starting: Successor | None = None  # spawned, not yet ready
+        self._handed_to: int | None = None  # the successor that serves, once ready
 
     @classmethod
     def for_this_process(cls, timeout: float) -> Restarter:
@@ -84,6 +86,19 @@ class Restarter(StopObserver):
             log.warning("restart.ignored", source=request.source, phase=str(runtime.phase))
             return
         self._attempt = asyncio.create_task(self._restart(request), name="graceful.restart")
+
+    def forward_stop(self, request: StopRequest) -> bool:
+        """On the loop thread, before the runtime sees a stop signal. After the hand-over,
+        the first one is meant for the service, so it goes to the successor, which stops
+        the normal way, while we go on draining as we were (it does not force our drain).
+        True when the request was forwarded (and so is not ours)."""
+        if self._handed_to is None or not request.source.startswith("SIG"):
+            return False
+        pid, self._handed_to = self._handed_to, None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, getattr(signal, request.source))
+        log.info("restart.stop_forwarded", source=request.source, successor_pid=pid)
+        return True
 
     def phase(self, name: str, time_left_s: float) -> None:
         """The stop began: a successor still starting is ended now."""
@@ -125,6 +140,7 @@ class Restarter(StopObserver):
         if ready:
             log.info("restart.ready", successor_pid=successor.pid, took_s=took)
             write_status({"outcome": "ready", "successor_pid": successor.pid})
+            self._handed_to = successor.pid
             runtime.request_stop(StopRequest(StopSource.RESTART,
                                              f"handed over to pid {successor.pid}"))
             return

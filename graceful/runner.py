@@ -122,7 +122,11 @@ async def _serve(runtime: Runtime, bridge: StopBridge | None,
                 if restarter is not None:
                     loop.call_soon_threadsafe(restarter.request, request)
                 return
-            loop.call_soon_threadsafe(runtime.request_stop, request)
+            loop.call_soon_threadsafe(stop, request)
+
+    def stop(request: StopRequest) -> None:
+        if restarter is None or not restarter.forward_stop(request):
+            runtime.request_stop(request)
 
     if bridge is not None:
         bridge.install(deliver)  # type: ignore[arg-type]

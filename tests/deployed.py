@@ -2,7 +2,8 @@
 module is imported, as new code is, so a test can deploy a broken release and send SIGHUP.
 
 Releases: any text is served at /release; "import-error" raises at import, "startup-error"
-raises in on_startup, "exit" exits in on_startup, "hang" never finishes on_startup.
+raises in on_startup, "exit" exits in on_startup, "hang" never finishes on_startup, "slow"
+takes a second in on_startup.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ async def connect_database(app: web.Application) -> None:
         os._exit(7)
     if RELEASE == "hang":
         await asyncio.Event().wait()
+    if RELEASE == "slow":
+        await asyncio.sleep(1.0)
 
 
 def create_app() -> web.Application:

@@ -180,3 +180,142 @@ async def test_graceful_restart_command_reports_the_hand_over(serve, successors,
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
     assert (await get(server.port, "/release"))[1].startswith("v2 ")
     await stop_successor(server, successors[0])
+
+
+async def serves_on(server: Any, release: str = "v1") -> None:
+    """The predecessor still serves, ready, from its own release."""
+    assert await get(server.port, "/readyz") == (200, "ready\n")
+    assert await get(server.port, "/release") == (200, f"{release} {server.proc.pid}\n")
+
+
+async def restart_fails(server: Any, successors: list[int]) -> dict[str, Any]:
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    failed = await asyncio.to_thread(server.wait_for, "restart.failed", 30)
+    assert failed["successor_pid"] == successors[-1]
+    assert await ended(successors[-1], 5)
+    return failed
+
+
+async def stops_with_0(server: Any) -> None:
+    """A later stop is the ordinary one: exit 0, whatever the failed restart was."""
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+@pytest.mark.parametrize(("deployed", "exit_code", "said"), [
+    ("import-error", 2, "cannot import name 'Settings'"),
+    ("startup-error", 1, "the database refused the connection"),
+    ("exit", 7, None),
+])
+async def test_a_successor_that_fails_leaves_the_old_one_serving(
+        serve, successors, release, deployed, exit_code, said):
+    """3. A successor that fails to import, raises in on_startup or exits: restart.failed
+    gives its exit code and last log lines; the old process serves on, ready, and stops
+    later with exit 0."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text(deployed)
+    failed = await restart_fails(server, successors)
+    assert failed["exit_code"] == exit_code
+    assert failed["reason"] == "exited before it was ready"
+    if said is not None:
+        assert any(said in line for line in failed["last_lines"]), failed["last_lines"]
+    await serves_on(server)
+    await stops_with_0(server)
+
+
+async def test_a_successor_not_ready_in_time_is_ended(serve, successors, release):
+    """4. A successor whose on_startup hangs is ended at --restart-timeout (its process
+    group); a second SIGHUP meanwhile is coalesced, not stacked."""
+    server = serve(TARGET, "--restart-timeout", "1.5", env={"RELEASE_FILE": str(release)})
+    release.write_text("hang")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    server.signal(signal.SIGHUP)
+    coalesced = await asyncio.to_thread(server.wait_for, "restart.coalesced")
+    assert coalesced["successor_pid"] == successors[0]
+    failed = await asyncio.to_thread(server.wait_for, "restart.failed", 30)
+    assert failed["reason"] == "not ready within 1.5s"
+    assert await ended(successors[0], 5)
+    assert server.names().count("restart.spawned") == 1
+    await serves_on(server)
+    await stops_with_0(server)
+
+
+async def test_a_successor_killed_mid_hand_over_leaves_the_old_one_serving(
+        serve, successors, release):
+    """5. The successor is killed (SIGKILL) while it starts: restart.failed, exit code -9;
+    the old process serves on."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text("hang")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    os.kill(successors[0], signal.SIGKILL)
+    failed = await asyncio.to_thread(server.wait_for, "restart.failed", 30)
+    assert failed["exit_code"] == -signal.SIGKILL
+    await serves_on(server)
+    await stops_with_0(server)
+
+
+async def test_sigterm_while_the_successor_starts_ends_it(serve, successors, release):
+    """6. SIGTERM during a restart, the successor not yet ready: the successor (its group) is
+    ended at once, the old process stops the normal way with exit 0."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text("hang")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    conn = await Connection.open(server.port)
+    conn.send("GET", "/slow?s=0.5")
+    await asyncio.sleep(0.1)
+    server.signal(signal.SIGTERM)
+    assert (await conn.read_response()).status == 200
+    assert await asyncio.to_thread(server.wait) == 0
+    assert "restart.abandoned" in server.names()
+    assert await ended(successors[0], 5)
+
+
+async def test_sigterm_after_the_hand_over_stops_both(serve, successors, release):
+    """7. SIGTERM to the old process while it drains after the hand-over: the successor,
+    already serving, is stopped the normal way too (SIGTERM), and both answer what they
+    had in flight."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    conn = await Connection.open(server.port)
+    conn.send("GET", "/slow?s=1.5")
+    await asyncio.sleep(0.1)
+    release.write_text("v2")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.ready")
+                       )["successor_pid"])
+    await asyncio.to_thread(server.wait_for, "listeners.closed")
+    server.signal(signal.SIGTERM)
+    forwarded = await asyncio.to_thread(server.wait_for, "restart.stop_forwarded")
+    assert forwarded["successor_pid"] == successors[0]
+    assert await ended(successors[0], 15)
+    response = await conn.read_response()
+    assert (response.status, response.body) == (200, f"v1 {server.proc.pid}\n".encode())
+    assert await asyncio.to_thread(server.wait) == 0  # its own drain was not forced
+
+
+async def test_a_predecessor_killed_mid_hand_over_leaves_the_successor_serving(
+        serve, successors, release):
+    """8. The old process is killed (SIGKILL) while its successor starts: the successor
+    finishes its start and serves; a connection made in between waits in the kernel's
+    queue, which the successor holds, and is answered."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text("slow")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    server.proc.kill()
+    server.proc.wait(10)
+    conn = await Connection.open(server.port)  # not refused: the successor holds the socket
+    response = await asyncio.wait_for(conn.request("GET", "/release"), 10)
+    assert (response.status, response.body) == (200, f"slow {successors[0]}\n".encode())
+    conn.writer.close()
+    assert await get(server.port, "/readyz") == (200, "ready\n")
+    os.kill(successors[0], signal.SIGTERM)
+    assert await ended(successors[0])
