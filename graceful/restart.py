@@ -16,8 +16,14 @@
         served nothing), and our stop proceeds as usual. The first stop signal after the
         hand-over goes to the successor (stopping the service stops both, each cleanly).
 
-Only the overlap's start is ordered: from "ready" to our exit both processes accept from
-the same sockets, which is what keeps every connection answered.
+Without a checkpoint, from "ready" to our exit both processes accept from the same
+sockets, which is what keeps every connection answered. With one, the state must go from one
+process to the other whole: the successor adopts our lock on PATH.lock (the inherited
+descriptor: the lock is never free for a third process), says "ready" once its app is built
+and on_startup has run, and accepts only after our final flush (we close its "go" pipe when
+stopped; our death closes it too), re-reading the checkpoint first. Meanwhile connections
+wait in the kernel queue (the pause: our drain plus the flush). A successor that fails still
+fails before we stop, so the old process serves on.
 """
 
 from __future__ import annotations
@@ -32,14 +38,16 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graceful.activation import FIRST_FD
 from graceful.logs import get_logger
 from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
 
 if TYPE_CHECKING:
+    from graceful.checkpoint import Checkpointer
     from graceful.runtime import Runtime
 
 log = get_logger()
@@ -47,6 +55,8 @@ log = get_logger()
 READY_FD_ENV = "GRACEFUL_RESTART_READY_FD"
 LOG_FD_ENV = "GRACEFUL_RESTART_LOG_FD"
 PREDECESSOR_ENV = "GRACEFUL_PREDECESSOR_PID"
+LOCK_FD_ENV = "GRACEFUL_RESTART_LOCK_FD"  # the checkpoint's lock, adopted by the successor
+GO_FD_ENV = "GRACEFUL_RESTART_GO_FD"  # closes once the predecessor's final flush is done
 LOG_TAIL = 20  # lines of a failed successor's log repeated in restart.failed
 END_GRACE_S = 3.0  # a failed successor gets this long to exit on SIGTERM before SIGKILL
 # sh sets LISTEN_PID to its own pid, which exec keeps: the successor's, unknown before.
@@ -63,6 +73,7 @@ class Restarter(StopObserver):
         self._attempt: asyncio.Task[None] | None = None
         self._starting: Successor | None = None  # spawned, not yet ready
         self._handed_to: int | None = None  # the successor that serves, once ready
+        self._go: int | None = None  # closed once our final state is written
 
     @classmethod
     def for_this_process(cls, timeout: float) -> Restarter:
@@ -100,6 +111,17 @@ class Restarter(StopObserver):
         log.info("restart.stop_forwarded", source=request.source, successor_pid=pid)
         return True
 
+    def stopped(self, exit_code: int) -> None:
+        """Our final checkpoint flush is done (or failed): the successor may accept."""
+        self._close_go(self._go)
+        self._go = None
+
+    @staticmethod
+    def _close_go(fd: int | None) -> None:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def phase(self, name: str, time_left_s: float) -> None:
         """The stop began: a successor still starting is ended now."""
         if self._starting is not None:
@@ -117,13 +139,25 @@ class Restarter(StopObserver):
         log.info("restart.requested", source=request.source, timeout_s=self._timeout)
         sockets = [(f"graceful:{i}", listener.sock) for i, listener in
                    enumerate(runtime.listeners)]
+        passed: list[tuple[str, int]] = []
+        go_r = go_w = None
+        checkpointer = runtime.checkpointer
+        if checkpointer is not None and not checkpointer.closed:
+            # the successor accepts only once our final state is written (module docstring)
+            go_r, go_w = os.pipe()
+            passed = [(LOCK_FD_ENV, checkpointer.lock_fd), (GO_FD_ENV, go_r)]
         try:
-            successor = Successor.spawn(self._argv, sockets)
+            successor = Successor.spawn(self._argv, sockets, passed)
         except OSError as err:
+            self._close_go(go_w)
             log.error("restart.failed", reason=f"cannot start the successor: {err}",
                       exit_code=None, last_lines=[])
             write_status({"outcome": "failed", "reason": str(err)})
             return
+        finally:
+            if go_r is not None:
+                os.close(go_r)
+        self._go = go_w
         self._starting = successor
         log.info("restart.spawned", successor_pid=successor.pid)
         try:
@@ -144,6 +178,8 @@ class Restarter(StopObserver):
             runtime.request_stop(StopRequest(StopSource.RESTART,
                                              f"handed over to pid {successor.pid}"))
             return
+        self._close_go(self._go)
+        self._go = None
         code = await successor.end()
         log.error("restart.failed", successor_pid=successor.pid, reason=reason,
                   exit_code=code, last_lines=successor.last_lines(), took_s=took)
@@ -174,7 +210,9 @@ class Successor:
             self._poll = asyncio.ensure_future(self._poll_exit())
 
     @classmethod
-    def spawn(cls, argv: list[str], sockets: list[tuple[str, socket.socket]]) -> Successor:
+    def spawn(cls, argv: list[str], sockets: list[tuple[str, socket.socket]],
+              passed: Sequence[tuple[str, int]] = ()) -> Successor:
+        """`passed`: more descriptors for it, each announced in the named variable."""
         import fcntl  # POSIX only
 
         n = len(sockets)
@@ -184,8 +222,9 @@ class Successor:
         try:
             # Copies numbered above every target, so that no dup2 below overwrites a source;
             # close-on-exec, so that only the dup2 targets reach the successor.
-            sources = [sock.fileno() for _, sock in sockets] + [ready_w, 2, log_w]
-            copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FIRST_FD + n + 2)
+            sources = [sock.fileno() for _, sock in sockets] + [ready_w, 2]
+            sources += [fd for _, fd in passed] + [log_w]
+            copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FIRST_FD + len(sources))
                       for fd in sources]
             *targets, log_copy = copies
             actions = [(os.POSIX_SPAWN_DUP2, fd, FIRST_FD + i) for i, fd in enumerate(targets)]
@@ -195,6 +234,7 @@ class Successor:
                         "LISTEN_FDNAMES": ":".join(name for name, _ in sockets),
                         READY_FD_ENV: str(FIRST_FD + n), LOG_FD_ENV: str(FIRST_FD + n + 1),
                         PREDECESSOR_ENV: str(os.getpid())})
+            env.update({name: str(FIRST_FD + n + 2 + i) for i, (name, _) in enumerate(passed)})
             pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", *argv],
                                  env, file_actions=actions, setpgroup=0,
                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
@@ -295,26 +335,65 @@ def _forward(data: bytes) -> None:
         os.write(2, data)
 
 
-class SuccessorReport(StopObserver):
-    """In a successor: once serving, move the log to the shared stderr and say "ready"."""
+class Takeover(Protocol):
+    """What the runtime of a restart's successor asks of the hand-over."""
 
-    def __init__(self, ready_fd: int, log_fd: int | None) -> None:
-        self._ready_fd, self._log_fd = ready_fd, log_fd
+    lock_fd: int | None  # the predecessor's checkpoint lock, to adopt
+
+    async def before_accepting(self, checkpointer: Checkpointer | None,
+                               state: dict[str, Any]) -> None:
+        """Return when the successor may accept, its state the predecessor's final one."""
+
+
+class SuccessorReport(StopObserver):
+    """In a successor: once serving, move the log to the shared stderr and say "ready".
+
+    With a checkpoint, "ready" is said before accepting (app built, on_startup run); then it
+    waits for the predecessor's final flush, takes that state (keys the predecessor removed
+    are removed, the others replaced in place: handlers hold the same dict), and accepts.
+    Connections meanwhile wait in the kernel's queue: that wait is the pause of the design,
+    logged as waited_s in `restart.took_over`."""
+
+    def __init__(self, ready_fd: int, log_fd: int | None, lock_fd: int | None = None,
+                 go_fd: int | None = None) -> None:
+        self._ready_fd: int | None = ready_fd
+        self._log_fd, self.lock_fd, self._go_fd = log_fd, lock_fd, go_fd
 
     @classmethod
     def from_environment(cls) -> SuccessorReport | None:
-        ready = os.environ.pop(READY_FD_ENV, None)
-        logfd = os.environ.pop(LOG_FD_ENV, None)
+        fds = {}
+        for name in (READY_FD_ENV, LOG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV):
+            value = os.environ.pop(name, None)
+            if value is not None and value.isdigit():
+                fds[name] = int(value)
+                with contextlib.suppress(OSError):  # not for the app's own subprocesses
+                    os.set_inheritable(int(value), False)
         os.environ.pop(PREDECESSOR_ENV, None)
-        if ready is None or not ready.isdigit():
+        if READY_FD_ENV not in fds:
             return None
-        fds = [int(ready)] + ([int(logfd)] if logfd and logfd.isdigit() else [])
-        for fd in fds:  # not for the application's own subprocesses
-            with contextlib.suppress(OSError):
-                os.set_inheritable(fd, False)
-        return cls(fds[0], fds[1] if len(fds) > 1 else None)
+        return cls(fds[READY_FD_ENV], fds.get(LOG_FD_ENV), fds.get(LOCK_FD_ENV),
+                   fds.get(GO_FD_ENV))
+
+    async def before_accepting(self, checkpointer: Checkpointer | None,
+                               state: dict[str, Any]) -> None:
+        if self._go_fd is None or checkpointer is None:
+            return  # no checkpoint: both accept during the overlap
+        first = dict(checkpointer.restored.state) if checkpointer.restored else {}
+        self.ready()
+        started = time.perf_counter()
+        await _closed(self._go_fd)
+        self._go_fd = None
+        final = checkpointer.reload()
+        final_state = final.state if final is not None else {}
+        for key in first.keys() - final_state.keys():
+            state.pop(key, None)
+        state.update(final_state)
+        log.info("restart.took_over", generation=checkpointer.generation,
+                 keys=len(final_state), waited_s=round(time.perf_counter() - started, 4))
 
     def ready(self) -> None:
+        if self._ready_fd is None:  # said already (before_accepting)
+            return
         if self._log_fd is not None:
             with contextlib.suppress(OSError):
                 sys.stderr.flush()
@@ -326,6 +405,31 @@ class SuccessorReport(StopObserver):
             os.write(self._ready_fd, b"ready\n")
         with contextlib.suppress(OSError):
             os.close(self._ready_fd)
+        self._ready_fd = None
+
+
+async def _closed(fd: int) -> None:
+    """Until the other end of the pipe `fd` is closed (its writer done, or dead)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data and not done.done():
+            done.set_result(None)
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 # -- the outcome, for `graceful restart --pid` -------------------------------------------

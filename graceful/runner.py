@@ -73,8 +73,8 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         bridge = default_bridge() if threading.current_thread() is threading.main_thread() else None
     notifier = SystemdNotifier.from_environment()
     observers = [*observers, notifier] if notifier else list(observers)
-    if (report := SuccessorReport.from_environment()) is not None:  # we are a successor
-        observers.append(report)
+    if (takeover := SuccessorReport.from_environment()) is not None:  # we are a successor
+        observers.append(takeover)
     # a restart re-runs this process's command line: only where SIGHUP reaches us
     restarter = (Restarter.for_this_process(config.restart_timeout)
                  if bridge is not None and sys.platform != "win32" else None)
@@ -83,7 +83,7 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
     loop = factory()
     executor = threads.DefaultExecutor()
     loop.set_default_executor(executor)
-    runtime = Runtime(app, config, observers=observers)
+    runtime = Runtime(app, config, observers=observers, takeover=takeover)
     if restarter is not None:
         restarter.attach(runtime)
     deadline: float | None = None

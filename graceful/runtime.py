@@ -24,7 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -47,6 +47,9 @@ from graceful.listeners import Listener, bind_all, format_address
 from graceful.logs import get_logger
 from graceful.protocol import DrainingRequestHandler, handler_options
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
+
+if TYPE_CHECKING:
+    from graceful.restart import Takeover
 
 log = get_logger()
 
@@ -71,11 +74,13 @@ class Runtime:
     """
 
     def __init__(self, app: loader.AppSource, config: Config | None = None, *,
-                 observers: Iterable[StopObserver] = (), **options: Any) -> None:
+                 observers: Iterable[StopObserver] = (), takeover: Takeover | None = None,
+                 **options: Any) -> None:
         self.config = (config or Config()).replace(**options)
         self._source = app
         self._observers = list(observers)
         self._hooks: list[hooks.ShutdownHook] = []
+        self._takeover = takeover  # we are a restart's successor (graceful/restart.py)
         self.phase = Phase.STARTING
         self.app: web.Application | None = None
         self.state: dict[str, Any] = {}
@@ -102,6 +107,10 @@ class Runtime:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [listener.address for listener in self.listeners]
+
+    @property
+    def checkpointer(self) -> ckpt.Checkpointer | None:
+        return self._checkpointer
 
     @property
     def port(self) -> int:
@@ -231,7 +240,9 @@ class Runtime:
         restored: dict[str, Any] = {}
         if config.checkpoint is not None:
             # probe the folder, take the lock, then read: refused now rather than at the stop
-            self._checkpointer = checkpointer = ckpt.Checkpointer.open(config.checkpoint)
+            self._checkpointer = checkpointer = ckpt.Checkpointer.open(
+                config.checkpoint,
+                handed_over_lock_fd=self._takeover.lock_fd if self._takeover else None)
             if checkpointer.fallback is not None:
                 log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
             if (snapshot := checkpointer.restored) is not None:
@@ -271,6 +282,8 @@ class Runtime:
         def factory() -> DrainingRequestHandler:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
+        if self._takeover is not None:  # a restart's successor: the predecessor's final state
+            await self._takeover.before_accepting(self._checkpointer, self.state)
         sockets, self._sockets = self._sockets, []
         self.listeners += [Listener(sock, factory) for sock in sockets]
         for listener in self.listeners:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+import graceful
+
 RELEASE = Path(os.environ["RELEASE_FILE"]).read_text().strip()
 if RELEASE == "import-error":
     raise ImportError("release import-error: cannot import name 'Settings' from 'config'")
@@ -26,6 +28,14 @@ async def release(request: web.Request) -> web.Response:
 async def slow(request: web.Request) -> web.Response:
     await asyncio.sleep(float(request.query.get("s", "0.3")))
     return web.Response(text=f"{RELEASE} {os.getpid()}\n")
+
+
+async def count(request: web.Request) -> web.Response:
+    """Counts the requests it answered, in the state the checkpoint keeps."""
+    state = graceful.state(request)
+    await asyncio.sleep(float(request.query.get("s", "0.05")))
+    state["count"] = state.get("count", 0) + 1
+    return web.Response(text=f"{state['count']}\n")
 
 
 async def connect_database(app: web.Application) -> None:
@@ -44,4 +54,5 @@ def create_app() -> web.Application:
     app.on_startup.append(connect_database)
     app.router.add_get("/release", release)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/count", count)
     return app
