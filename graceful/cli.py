@@ -88,6 +88,8 @@ def _reserve_std_fds() -> None:
 @_option("--restart-timeout", type=SECONDS, default=60.0,
          help="SECONDS a restart's successor (SIGHUP, graceful restart) gets to serve "
               "before it is ended and this process serves on.")
+@_option("--pid-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+         help="Write the pid here once serving (a restart's successor writes its own).")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
          help="Folder to import MODULE from (put first on the import path).")
 def serve(target: str, **options: Any) -> None:
@@ -106,6 +108,7 @@ def serve(target: str, **options: Any) -> None:
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
+    pid_file = options.pop("pid_file")
     config = _build(Config, options)
     from graceful import aiohttp_internals, loader, logs
 
@@ -115,18 +118,21 @@ def serve(target: str, **options: Any) -> None:
     except GracefulError as err:
         _fail(err)
     logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
-    code = _run(source, config, bridge)
+    from graceful.pidfile import PidFile
+
+    code = _run(source, config, bridge, [PidFile(pid_file)] if pid_file else [])
     _exit_now(code)
 
 
-def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
+def _run(source: Any, config: Config, bridge: Any, observers: list[Any]) -> ExitCode:
     from graceful import logs, threads
     from graceful.runner import run_to_end
 
     log = logs.get_logger()
     deadline = None
     try:
-        finished = run_to_end(source, config, bridge=bridge, configure_logging=False)
+        finished = run_to_end(source, config, bridge=bridge, observers=observers,
+                              configure_logging=False)
         code, deadline = finished.code, finished.threads_deadline
     except GracefulError as err:
         log.error("process.failed", error=str(err))

@@ -165,19 +165,34 @@ async def test_sighup_hands_the_sockets_to_a_successor_without_losing_a_request(
     await stop_successor(server, spawned["successor_pid"])
 
 
-async def test_graceful_restart_command_reports_the_hand_over(serve, successors, release):
-    """2. `graceful restart --pid PID` sends the request and exits 0 once the successor took
-    over; the predecessor then exits 0."""
-    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
-    release.write_text("v2\n")
-    restart = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "graceful", "restart", "--pid",
-                         str(server.proc.pid)], cwd=ROOT, capture_output=True, text=True,
-        timeout=60)
+async def test_graceful_restart_command_reports_the_hand_over(
+        serve, successors, release, tmp_path):
+    """2. `graceful restart --pid-file PATH` sends the request and exits 0 once the successor
+    took over; the predecessor then exits 0 and the pid file names the successor. A restart
+    that fails exits 1 with the reason."""
+    pid_file = tmp_path / "app.pid"
+    server = serve(TARGET, "--pid-file", str(pid_file), env={"RELEASE_FILE": str(release)})
+    for _ in range(500):  # written just after server.started
+        if pid_file.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert pid_file.read_text() == f"{server.proc.pid}\n"
+    command = [sys.executable, "-m", "graceful", "restart", "--pid-file", str(pid_file)]
+    release.write_text("startup-error")
+    failed = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, capture_output=True,
+                                     text=True, timeout=60)
+    assert failed.returncode == 1, failed.stderr
+    assert "exited before it was ready (exit code 1)" in failed.stderr
     successors.append(server.wait_for("restart.spawned")["successor_pid"])
+    release.write_text("v2\n")
+    restart = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, capture_output=True,
+                                      text=True, timeout=60)
+    del successors[:]
+    successors.append(server.wait_for("restart.ready")["successor_pid"])
     assert restart.returncode == 0, restart.stderr
     assert f"pid {successors[0]}" in restart.stdout
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert pid_file.read_text() == f"{successors[0]}\n"
     assert (await get(server.port, "/release"))[1].startswith("v2 ")
     await stop_successor(server, successors[0])
 
@@ -348,6 +363,8 @@ async def test_with_a_checkpoint_the_successor_starts_from_the_final_state(
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
     took_over = await asyncio.to_thread(server.wait_for, "restart.took_over")
     assert took_over["generation"] >= 1
+    lock = checkpoint.with_name("state.ckpt.lock")  # the lock, adopted, names its holder
+    assert lock.read_text() == f"{successors[0]}\n"
     at_exit = len(counts)
     while len(counts) < at_exit + 50:
         await asyncio.sleep(0.01)
