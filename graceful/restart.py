@@ -49,6 +49,7 @@ from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
 if TYPE_CHECKING:
     from graceful.checkpoint import Checkpointer
     from graceful.runtime import Runtime
+    from graceful.systemd import SystemdNotifier
 
 log = get_logger()
 
@@ -74,6 +75,7 @@ class Restarter(StopObserver):
         self._starting: Successor | None = None  # spawned, not yet ready
         self._handed_to: int | None = None  # the successor that serves, once ready
         self._go: int | None = None  # closed once our final state is written
+        self.notifier: SystemdNotifier | None = None  # told of the restart (systemd.py)
 
     @classmethod
     def for_this_process(cls, timeout: float) -> Restarter:
@@ -137,6 +139,8 @@ class Restarter(StopObserver):
         assert runtime is not None
         started = time.perf_counter()
         log.info("restart.requested", source=request.source, timeout_s=self._timeout)
+        if self.notifier is not None:
+            self.notifier.reloading()
         sockets = [(f"graceful:{i}", listener.sock) for i, listener in
                    enumerate(runtime.listeners)]
         passed: list[tuple[str, int]] = []
@@ -153,6 +157,8 @@ class Restarter(StopObserver):
             log.error("restart.failed", reason=f"cannot start the successor: {err}",
                       exit_code=None, last_lines=[])
             write_status({"outcome": "failed", "reason": str(err)})
+            if self.notifier is not None:
+                self.notifier.reload_failed(str(err))
             return
         finally:
             if go_r is not None:
@@ -175,6 +181,8 @@ class Restarter(StopObserver):
             log.info("restart.ready", successor_pid=successor.pid, took_s=took)
             write_status({"outcome": "ready", "successor_pid": successor.pid})
             self._handed_to = successor.pid
+            if self.notifier is not None:
+                self.notifier.handed_over(successor.pid)
             runtime.request_stop(StopRequest(StopSource.RESTART,
                                              f"handed over to pid {successor.pid}"))
             return
@@ -185,6 +193,8 @@ class Restarter(StopObserver):
                   exit_code=code, last_lines=successor.last_lines(), took_s=took)
         write_status({"outcome": "failed", "successor_pid": successor.pid, "reason": reason,
                       "exit_code": code})
+        if self.notifier is not None:
+            self.notifier.reload_failed(reason)
 
 
 class Successor:

@@ -80,6 +80,7 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
                  if bridge is not None and sys.platform != "win32" else None)
     if restarter is not None:
         observers.append(restarter)
+        restarter.notifier = notifier
     loop = factory()
     executor = threads.DefaultExecutor()
     loop.set_default_executor(executor)
