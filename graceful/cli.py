@@ -88,6 +88,9 @@ def _reserve_std_fds() -> None:
 @_option("--restart-timeout", type=SECONDS, default=60.0,
          help="SECONDS a restart's successor (SIGHUP, graceful restart) gets to serve "
               "before it is ended and this process serves on.")
+@_option("--reload/--no-reload", default=False,
+         help="Development: restart (through the hand-over) when a file under the app's "
+              "folder changes. Needs the watchfiles package.")
 @_option("--pid-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
          help="Write the pid here once serving (a restart's successor writes its own).")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
@@ -109,12 +112,17 @@ def serve(target: str, **options: Any) -> None:
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
     pid_file = options.pop("pid_file")
+    reload = options.pop("reload")
     config = _build(Config, options)
     from graceful import aiohttp_internals, loader, logs
 
     try:
         aiohttp_internals.ensure_supported()  # before the app's own import of aiohttp
         source = loader.import_target(target, app_dir)
+        if reload:
+            from graceful.reload import app_folder
+
+            config = config.replace(reload_folder=app_folder(target))
     except GracefulError as err:
         _fail(err)
     logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())

@@ -48,6 +48,8 @@ class Config:
     backlog: int = 1024
     # A restart's successor must be serving within this long, or it is ended (restart.py).
     restart_timeout: float = 60.0
+    # --reload (development): restart when a file under this folder changes (reload.py).
+    reload_folder: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",

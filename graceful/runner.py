@@ -17,6 +17,7 @@ from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
 from graceful.loops import loop_factory
+from graceful.reload import ReloadWatcher
 from graceful.restart import Restarter, SuccessorReport
 from graceful.runtime import Runtime
 from graceful.stop import RestartRequest, StopObserver, StopRequest
@@ -71,6 +72,7 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         # Signal handlers can only be set from the main thread; elsewhere the caller stops
         # the runtime through an observer, its own bridge, or Runtime.stop.
         bridge = default_bridge() if threading.current_thread() is threading.main_thread() else None
+    loop = factory()
     notifier = SystemdNotifier.from_environment()
     observers = [*observers, notifier] if notifier else list(observers)
     if (takeover := SuccessorReport.from_environment()) is not None:  # we are a successor
@@ -81,9 +83,14 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
     if restarter is not None:
         observers.append(restarter)
         restarter.notifier = notifier
-    loop = factory()
     executor = threads.DefaultExecutor()
     loop.set_default_executor(executor)
+    if restarter is not None and config.reload_folder is not None:
+        def restart_soon(request: RestartRequest) -> None:  # from the watcher's thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(restarter.request, request)
+
+        observers.append(ReloadWatcher(config.reload_folder, restart_soon))
     runtime = Runtime(app, config, observers=observers, takeover=takeover)
     if restarter is not None:
         restarter.attach(runtime)
