@@ -111,7 +111,6 @@ def serve(target: str, **options: Any) -> None:
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
-    pid_file = options.pop("pid_file")
     reload = options.pop("reload")
     config = _build(Config, options)
     from graceful import aiohttp_internals, loader, logs
@@ -126,21 +125,18 @@ def serve(target: str, **options: Any) -> None:
     except GracefulError as err:
         _fail(err)
     logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
-    from graceful.pidfile import PidFile
-
-    code = _run(source, config, bridge, [PidFile(pid_file)] if pid_file else [])
+    code = _run(source, config, bridge)
     _exit_now(code)
 
 
-def _run(source: Any, config: Config, bridge: Any, observers: list[Any]) -> ExitCode:
+def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
     from graceful import logs, threads
     from graceful.runner import run_to_end
 
     log = logs.get_logger()
     deadline = None
     try:
-        finished = run_to_end(source, config, bridge=bridge, observers=observers,
-                              configure_logging=False)
+        finished = run_to_end(source, config, bridge=bridge, configure_logging=False)
         code, deadline = finished.code, finished.threads_deadline
     except GracefulError as err:
         log.error("process.failed", error=str(err))

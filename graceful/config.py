@@ -50,6 +50,8 @@ class Config:
     restart_timeout: float = 60.0
     # --reload (development): restart when a file under this folder changes (reload.py).
     reload_folder: Path | None = None
+    # Written with the pid once serving (a restart's successor writes its own: pidfile.py).
+    pid_file: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",

@@ -17,6 +17,7 @@ from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
 from graceful.loops import loop_factory
+from graceful.pidfile import PidFile
 from graceful.reload import ReloadWatcher
 from graceful.restart import Restarter, SuccessorReport
 from graceful.runtime import Runtime
@@ -75,6 +76,8 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
     loop = factory()
     notifier = SystemdNotifier.from_environment()
     observers = [*observers, notifier] if notifier else list(observers)
+    if config.pid_file is not None:
+        observers.append(PidFile(config.pid_file))
     if (takeover := SuccessorReport.from_environment()) is not None:  # we are a successor
         observers.append(takeover)
     # a restart re-runs this process's command line: only where SIGHUP reaches us
