@@ -35,6 +35,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -99,6 +100,18 @@ class Restarter(StopObserver):
             log.warning("restart.ignored", source=request.source, phase=str(runtime.phase))
             return
         self._attempt = asyncio.create_task(self._restart(request), name="graceful.restart")
+        self._attempt.add_done_callback(self._crashed)
+
+    def _crashed(self, attempt: asyncio.Task[None]) -> None:
+        """A bug in the hand-over must not take the serving process down: logged, the
+        successor (if any) ended, and we serve on."""
+        if attempt.cancelled() or attempt.exception() is None:
+            return
+        err = attempt.exception()
+        log.error("restart.failed", reason=f"the hand-over failed: {err!r}", exc_info=err)
+        if self._starting is not None:
+            self._starting.kill()
+            self._starting = None
 
     def forward_stop(self, request: StopRequest) -> bool:
         """On the loop thread, before the runtime sees a stop signal. After the hand-over,
@@ -152,7 +165,7 @@ class Restarter(StopObserver):
             passed = [(LOCK_FD_ENV, checkpointer.lock_fd), (GO_FD_ENV, go_r)]
         try:
             successor = Successor.spawn(self._argv, sockets, passed)
-        except OSError as err:
+        except Exception as err:  # OSError mostly: no /bin/sh, out of processes or fds
             self._close_go(go_w)
             log.error("restart.failed", reason=f"cannot start the successor: {err}",
                       exit_code=None, last_lines=[])
@@ -454,6 +467,9 @@ def write_status(status: dict[str, Any]) -> None:
     path = status_path(os.getpid())
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
+        folder = os.lstat(path.parent)
+        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != os.getuid():
+            raise OSError(f"{path.parent} is not a folder of this user's")
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(status))
         os.replace(temporary, path)
