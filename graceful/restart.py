@@ -29,40 +29,27 @@ fails before we stop, so the old process serves on.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import os
 import signal
-import socket
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from graceful.activation import FIRST_FD
 from graceful.logs import get_logger
 from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
+from graceful.successor import Successor
+from graceful.takeover import GO_FD_ENV, LOCK_FD_ENV
 
 if TYPE_CHECKING:
-    from graceful.checkpoint import Checkpointer
     from graceful.runtime import Runtime
     from graceful.systemd import SystemdNotifier
 
 log = get_logger()
-
-READY_FD_ENV = "GRACEFUL_RESTART_READY_FD"
-LOG_FD_ENV = "GRACEFUL_RESTART_LOG_FD"
-PREDECESSOR_ENV = "GRACEFUL_PREDECESSOR_PID"
-LOCK_FD_ENV = "GRACEFUL_RESTART_LOCK_FD"  # the checkpoint's lock, adopted by the successor
-GO_FD_ENV = "GRACEFUL_RESTART_GO_FD"  # closes once the predecessor's final flush is done
-LOG_TAIL = 20  # lines of a failed successor's log repeated in restart.failed
-END_GRACE_S = 3.0  # a failed successor gets this long to exit on SIGTERM before SIGKILL
-# sh sets LISTEN_PID to its own pid, which exec keeps: the successor's, unknown before.
-_SH_EXEC = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 
 
 class Restarter(StopObserver):
@@ -208,251 +195,6 @@ class Restarter(StopObserver):
                       "exit_code": code})
         if self.notifier is not None:
             self.notifier.reload_failed(reason)
-
-
-class Successor:
-    """A spawned successor: its ready pipe, its log pipe, its exit."""
-
-    def __init__(self, pid: int, ready_fd: int, log_fd: int) -> None:
-        self.pid = pid
-        self._loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[bool] = self._loop.create_future()
-        self._exited: asyncio.Future[int] = self._loop.create_future()
-        self._log_closed: asyncio.Future[None] = self._loop.create_future()
-        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
-        self._partial = b""
-        self._ready_fd, self._log_fd = ready_fd, log_fd
-        for fd, callback in ((ready_fd, self._on_ready_pipe), (log_fd, self._on_log_pipe)):
-            os.set_blocking(fd, False)
-            self._loop.add_reader(fd, callback)
-        self._pidfd: int | None = None
-        try:
-            self._pidfd = os.pidfd_open(pid)
-            self._loop.add_reader(self._pidfd, self._reap)
-        except (AttributeError, OSError):  # no pidfd (not Linux, or before 5.3): poll
-            self._poll = asyncio.ensure_future(self._poll_exit())
-
-    @classmethod
-    def spawn(cls, argv: list[str], sockets: list[tuple[str, socket.socket]],
-              passed: Sequence[tuple[str, int]] = ()) -> Successor:
-        """`passed`: more descriptors for it, each announced in the named variable."""
-        import fcntl  # POSIX only
-
-        n = len(sockets)
-        ready_r, ready_w = os.pipe()
-        log_r, log_w = os.pipe()
-        copies: list[int] = []
-        try:
-            # Copies numbered above every target, so that no dup2 below overwrites a source;
-            # close-on-exec, so that only the dup2 targets reach the successor.
-            sources = [sock.fileno() for _, sock in sockets] + [ready_w, 2]
-            sources += [fd for _, fd in passed] + [log_w]
-            copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FIRST_FD + len(sources))
-                      for fd in sources]
-            *targets, log_copy = copies
-            actions = [(os.POSIX_SPAWN_DUP2, fd, FIRST_FD + i) for i, fd in enumerate(targets)]
-            actions.append((os.POSIX_SPAWN_DUP2, log_copy, 2))
-            env = {key: value for key, value in os.environ.items() if key != "LISTEN_PID"}
-            env.update({"LISTEN_FDS": str(n),
-                        "LISTEN_FDNAMES": ":".join(name for name, _ in sockets),
-                        READY_FD_ENV: str(FIRST_FD + n), LOG_FD_ENV: str(FIRST_FD + n + 1),
-                        PREDECESSOR_ENV: str(os.getpid())})
-            env.update({name: str(FIRST_FD + n + 2 + i) for i, (name, _) in enumerate(passed)})
-            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", *argv],
-                                 env, file_actions=actions, setpgroup=0,
-                                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-        except BaseException:
-            os.close(ready_r)
-            os.close(log_r)
-            raise
-        finally:
-            for fd in (*copies, ready_w, log_w):
-                os.close(fd)
-        return cls(pid, ready_r, log_r)
-
-    async def wait_ready(self) -> bool:
-        """True once it reported ready; False if its ready pipe closed or it exited first."""
-        await asyncio.wait([self._ready, self._exited], return_when=asyncio.FIRST_COMPLETED)
-        return self._ready.done() and self._ready.result()
-
-    def kill(self) -> None:
-        """End its process group at once."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-    async def end(self) -> int:
-        """SIGTERM its group, SIGKILL after END_GRACE_S; its exit code (negative: signal)."""
-        if not self._exited.done():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._exited), END_GRACE_S)
-        self.kill()  # what is left of its group: children it started, or itself
-        code = await self._exited
-        with contextlib.suppress(TimeoutError):  # the rest of its log, for last_lines()
-            await asyncio.wait_for(asyncio.shield(self._log_closed), 1.0)
-        return code
-
-    def last_lines(self) -> list[str]:
-        return list(self._tail)
-
-    def _on_ready_pipe(self) -> None:
-        try:
-            data = os.read(self._ready_fd, 64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if b"ready" in data or not data:
-            self._close_reader(self._ready_fd)
-            if not self._ready.done():
-                self._ready.set_result(bool(data))
-
-    def _on_log_pipe(self) -> None:
-        try:
-            chunk = os.read(self._log_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        data = self._partial + chunk
-        lines, _, self._partial = data.rpartition(b"\n") if chunk else (data, b"", b"")
-        if lines:
-            _forward(lines + b"\n")
-            self._tail.extend(line.decode(errors="replace")
-                              for line in lines.splitlines() if line.strip())
-        if not chunk:  # it moved its log to our stderr, or exited
-            self._close_reader(self._log_fd)
-            if not self._log_closed.done():
-                self._log_closed.set_result(None)
-
-    def _reap(self) -> None:
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = self.pid, 255 << 8
-        if pid == 0:
-            return
-        if self._pidfd is not None:
-            self._close_reader(self._pidfd)
-            self._pidfd = None
-        if not self._exited.done():
-            self._exited.set_result(os.waitstatus_to_exitcode(status))
-
-    async def _poll_exit(self) -> None:
-        delay = 0.001
-        while not self._exited.done():
-            self._reap()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-
-    def _close_reader(self, fd: int) -> None:
-        self._loop.remove_reader(fd)
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _forward(data: bytes) -> None:
-    """The successor's log lines, whole, into ours (a write error drops them, as our own)."""
-    with contextlib.suppress(OSError):
-        os.write(2, data)
-
-
-class Takeover(Protocol):
-    """What the runtime of a restart's successor asks of the hand-over."""
-
-    lock_fd: int | None  # the predecessor's checkpoint lock, to adopt
-
-    async def before_accepting(self, checkpointer: Checkpointer | None,
-                               state: dict[str, Any]) -> None:
-        """Return when the successor may accept, its state the predecessor's final one."""
-
-
-class SuccessorReport(StopObserver):
-    """In a successor: once serving, move the log to the shared stderr and say "ready".
-
-    With a checkpoint, "ready" is said before accepting (app built, on_startup run); then it
-    waits for the predecessor's final flush, takes that state (keys the predecessor removed
-    are removed, the others replaced in place: handlers hold the same dict), and accepts.
-    Connections meanwhile wait in the kernel's queue: that wait is the pause of the design,
-    logged as waited_s in `restart.took_over`."""
-
-    def __init__(self, ready_fd: int, log_fd: int | None, lock_fd: int | None = None,
-                 go_fd: int | None = None) -> None:
-        self._ready_fd: int | None = ready_fd
-        self._log_fd, self.lock_fd, self._go_fd = log_fd, lock_fd, go_fd
-
-    @classmethod
-    def from_environment(cls) -> SuccessorReport | None:
-        fds = {}
-        for name in (READY_FD_ENV, LOG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV):
-            value = os.environ.pop(name, None)
-            if value is not None and value.isdigit():
-                fds[name] = int(value)
-                with contextlib.suppress(OSError):  # not for the app's own subprocesses
-                    os.set_inheritable(int(value), False)
-        os.environ.pop(PREDECESSOR_ENV, None)
-        if READY_FD_ENV not in fds:
-            return None
-        return cls(fds[READY_FD_ENV], fds.get(LOG_FD_ENV), fds.get(LOCK_FD_ENV),
-                   fds.get(GO_FD_ENV))
-
-    async def before_accepting(self, checkpointer: Checkpointer | None,
-                               state: dict[str, Any]) -> None:
-        if self._go_fd is None or checkpointer is None:
-            return  # no checkpoint: both accept during the overlap
-        first = dict(checkpointer.restored.state) if checkpointer.restored else {}
-        self.ready()
-        started = time.perf_counter()
-        await _closed(self._go_fd)
-        self._go_fd = None
-        final = checkpointer.reload()
-        final_state = final.state if final is not None else {}
-        for key in first.keys() - final_state.keys():
-            state.pop(key, None)
-        state.update(final_state)
-        log.info("restart.took_over", generation=checkpointer.generation,
-                 keys=len(final_state), waited_s=round(time.perf_counter() - started, 4))
-
-    def ready(self) -> None:
-        if self._ready_fd is None:  # said already (before_accepting)
-            return
-        if self._log_fd is not None:
-            with contextlib.suppress(OSError):
-                sys.stderr.flush()
-                os.dup2(self._log_fd, 2)
-            with contextlib.suppress(OSError):
-                os.close(self._log_fd)
-            self._log_fd = None
-        with contextlib.suppress(OSError):  # the predecessor died: we serve all the same
-            os.write(self._ready_fd, b"ready\n")
-        with contextlib.suppress(OSError):
-            os.close(self._ready_fd)
-        self._ready_fd = None
-
-
-async def _closed(fd: int) -> None:
-    """Until the other end of the pipe `fd` is closed (its writer done, or dead)."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def readable() -> None:
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data and not done.done():
-            done.set_result(None)
-
-    os.set_blocking(fd, False)
-    loop.add_reader(fd, readable)
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 # -- the outcome, for `graceful restart --pid` -------------------------------------------

@@ -19,10 +19,11 @@ from graceful.errors import ExitCode
 from graceful.loops import loop_factory
 from graceful.pidfile import PidFile
 from graceful.reload import ReloadWatcher
-from graceful.restart import Restarter, SuccessorReport
+from graceful.restart import Restarter
 from graceful.runtime import Runtime
 from graceful.stop import RestartRequest, StopObserver, StopRequest
 from graceful.systemd import SystemdNotifier
+from graceful.takeover import SuccessorReport
 
 # Tasks still alive when the runtime has finished (a handler that swallowed its
 # cancellation, say) get this long before the loop is closed under them.

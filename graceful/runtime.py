@@ -49,7 +49,7 @@ from graceful.protocol import DrainingRequestHandler, handler_options
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 if TYPE_CHECKING:
-    from graceful.restart import Takeover
+    from graceful.takeover import Takeover
 
 log = get_logger()
 
