@@ -48,8 +48,8 @@ class Config:
     backlog: int = 1024
     # A restart's successor must be serving within this long, or it is ended (restart.py).
     restart_timeout: float = 60.0
-    # --reload (development): restart when a file under this folder changes (reload.py).
-    reload_folder: Path | None = None
+    # Development: restart when a file under the app's folder changes (reload.py).
+    reload: bool = False
     # Written with the pid once serving (a restart's successor writes its own: pidfile.py).
     pid_file: Path | None = None
 
@@ -78,10 +78,17 @@ class Config:
             object.__setattr__(self, "checkpoint", Path(os.fspath(self.checkpoint)))
 
     @property
+    def hooks_budget(self) -> float:
+        """The hooks phase's share of the stop, in seconds: one hook_timeout for graceful's
+        own hooks and one for aiohttp's on_cleanup and cleanup_ctx (each hook is bounded by
+        hook_timeout on its own, and the phase as a whole by this)."""
+        return self.hook_timeout * 2
+
+    @property
     def stop_budget(self) -> float:
         """The longest a stop may take, from the request to the exit, in seconds."""
         return (self.pre_stop_delay + self.drain_timeout + self.cancel_grace
-                + self.hook_timeout * 2 + self.checkpoint_timeout)
+                + self.hooks_budget + self.checkpoint_timeout)
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)

@@ -6,6 +6,7 @@ in `restart.failed`. Uses the `watchfiles` package (`pip install aiohttp-gracefu
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 from collections.abc import Callable
@@ -18,13 +19,14 @@ from graceful.stop import RestartRequest, StopObserver
 log = get_logger()
 
 
-def app_folder(target: str) -> Path:
-    """The folder of the imported target's top-level package (or module)."""
-    top = sys.modules.get(target.split(":", 1)[0].split(".", 1)[0])
-    file = getattr(top, "__file__", None)
-    if file is None:
-        raise ConfigError(f"--reload: cannot tell which folder {target} was imported from")
-    return Path(file).resolve().parent
+def app_folder(source: object) -> Path:
+    """The folder of the top-level package (or module) the app's factory was defined in;
+    the current folder for an Application object (its class is aiohttp's)."""
+    module = inspect.getmodule(source)
+    if module is None or module.__name__.split(".")[0] == "aiohttp":
+        return Path.cwd()
+    file = getattr(sys.modules.get(module.__name__.split(".")[0]), "__file__", None)
+    return Path(file).resolve().parent if file else Path.cwd()
 
 
 class ReloadWatcher(StopObserver):

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from graceful import loader, logs, threads
-from graceful.aiohttp_internals import ensure_supported
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
+from graceful.http.aiohttp_check import ensure_supported
 from graceful.loops import loop_factory
 from graceful.pidfile import PidFile
-from graceful.reload import ReloadWatcher
+from graceful.reload import ReloadWatcher, app_folder
 from graceful.restart import Restarter
 from graceful.runtime import Runtime
 from graceful.stop import RestartRequest, StopObserver, StopRequest
@@ -89,12 +89,12 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         restarter.notifier = notifier
     executor = threads.DefaultExecutor()
     loop.set_default_executor(executor)
-    if restarter is not None and config.reload_folder is not None:
+    if restarter is not None and config.reload:
         def restart_soon(request: RestartRequest) -> None:  # from the watcher's thread
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(restarter.request, request)
 
-        observers.append(ReloadWatcher(config.reload_folder, restart_soon))
+        observers.append(ReloadWatcher(app_folder(app), restart_soon))
     runtime = Runtime(app, config, observers=observers, takeover=takeover)
     if restarter is not None:
         restarter.attach(runtime)

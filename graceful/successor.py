@@ -12,7 +12,7 @@ import signal
 import socket
 from collections.abc import Sequence
 
-from graceful.activation import FIRST_FD
+from graceful.http.activation import FIRST_FD
 
 READY_FD_ENV = "GRACEFUL_RESTART_READY_FD"
 LOG_FD_ENV = "GRACEFUL_RESTART_LOG_FD"

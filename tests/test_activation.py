@@ -1,4 +1,4 @@
-"""Sockets handed to this process (graceful/activation.py): what is taken, what is refused.
+"""Sockets handed to this process (graceful/http/activation.py): what is taken, what is refused.
 
 The end-to-end cases (systemd-socket-activate, a restart's successor) are in
 test_systemd.py and test_restart_e2e.py; these check the announcement itself, in-process,
@@ -13,11 +13,11 @@ import textwrap
 
 import pytest
 
-from graceful.activation import inherited_sockets
+from graceful.http.activation import inherited_sockets
 
 CHILD = textwrap.dedent("""
     import json, os, socket, sys
-    from graceful.activation import inherited_sockets
+    from graceful.http.activation import inherited_sockets
     from graceful.errors import ConfigError
     os.environ["LISTEN_PID"] = str(os.getpid()) if sys.argv[1] == "mine" else "1"
     try:
