@@ -28,20 +28,20 @@ class Successor:
 
     def __init__(self, pid: int, ready_fd: int, log_fd: int) -> None:
         self.pid = pid
-        self._loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[bool] = self._loop.create_future()
-        self._exited: asyncio.Future[int] = self._loop.create_future()
-        self._log_closed: asyncio.Future[None] = self._loop.create_future()
+        self._event_loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[bool] = self._event_loop.create_future()
+        self._exited: asyncio.Future[int] = self._event_loop.create_future()
+        self._log_closed: asyncio.Future[None] = self._event_loop.create_future()
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self._partial = b""
         self._ready_fd, self._log_fd = ready_fd, log_fd
         for fd, callback in ((ready_fd, self._on_ready_pipe), (log_fd, self._on_log_pipe)):
             os.set_blocking(fd, False)
-            self._loop.add_reader(fd, callback)
+            self._event_loop.add_reader(fd, callback)
         self._pidfd: int | None = None
         try:
             self._pidfd = os.pidfd_open(pid)
-            self._loop.add_reader(self._pidfd, self._reap)
+            self._event_loop.add_reader(self._pidfd, self._reap)
         except (AttributeError, OSError):  # no pidfd (not Linux, or before 5.3): poll
             self._poll = asyncio.ensure_future(self._poll_exit())
 
@@ -160,7 +160,7 @@ class Successor:
             delay = min(delay * 2, 0.1)
 
     def _close_reader(self, fd: int) -> None:
-        self._loop.remove_reader(fd)
+        self._event_loop.remove_reader(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
 
