@@ -116,12 +116,19 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
     if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
-        bridge.install(threads.stop_waiting)
+        bridge.install(_stops_only(threads.stop_waiting))
     if deadline is None:  # the start failed: no stop budget
         deadline = time.monotonic() + threads.RESERVE_S
     code = threads.reported(code, threads.join_all(deadline))
     log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
     return code
+
+
+def _stops_only(func: Any) -> Any:
+    """A restart request (SIGHUP) once the runtime has finished is ignored."""
+    from graceful.stop import StopRequest
+
+    return lambda request: func(request) if isinstance(request, StopRequest) else None
 
 
 def _fallback_stream() -> Any:
@@ -239,6 +246,8 @@ main.add_command(click.Command(
          "bind), validate the options, and print the stop budget: each phase and the worst "
          "case from the stop signal to the exit."))
 
+from graceful.restart_cli import restart  # noqa: E402
 from graceful.service_cli import service  # noqa: E402  (Windows service commands)
 
+main.add_command(restart)
 main.add_command(service)

@@ -66,11 +66,18 @@ class Config:
     ssl_keyfile_password: str | None = dataclasses.field(default=None, repr=False)
     ssl_ca_certs: Path | None = None
     ssl_client_cert: str = "none"
+    # A restart's successor must be serving within this long, or it is ended (restart.py).
+    restart_timeout: float = 60.0
+    # Development: restart when a file under the app's folder changes (reload.py).
+    reload: bool = False
+    # Written with the pid once serving (a restart's successor writes its own: pidfile.py).
+    pid_file: Path | None = None
 
     def __post_init__(self) -> None:
         self._check_listening()
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",
-                     "checkpoint_timeout", "startup_timeout", "websocket_close_timeout"):
+                     "checkpoint_timeout", "startup_timeout", "websocket_close_timeout",
+                     "restart_timeout"):
             _check_seconds(name, getattr(self, name))
         if self.checkpoint_interval is not None:
             _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)

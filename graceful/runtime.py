@@ -30,7 +30,7 @@ import enum
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -46,6 +46,10 @@ from graceful.logs import get_logger
 from graceful.phases import StopPhases, budget_of
 from graceful.startup import Builder, Started
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
+
+if TYPE_CHECKING:
+    from graceful import checkpoint as ckpt
+    from graceful.takeover import Takeover
 
 __all__ = ["REPEAT_IGNORED_S", "Phase", "Runtime"]
 
@@ -69,13 +73,15 @@ class Runtime:
     """
 
     def __init__(self, app: loader.AppSource, config: Config | None = None, *,
-                 observers: Iterable[StopObserver] = (), **options: Any) -> None:
+                 observers: Iterable[StopObserver] = (), takeover: Takeover | None = None,
+                 **options: Any) -> None:
         self.config = (config or Config()).replace(**options)
         self._observers = list(observers)
         self._hooks: list[hooks.ShutdownHook] = []
         self.phase = Phase.STARTING
+        # takeover: we are a restart's successor (graceful/takeover.py)
         self._builder = Builder(app, self.config, is_ready=lambda: self.phase is Phase.READY,
-                                phase=lambda: str(self.phase))
+                                phase=lambda: str(self.phase), takeover=takeover)
         self._started: Started | None = None  # the record of a start that succeeded
         self._flusher = Flusher(None, None)
         self._escalation = Escalation()
@@ -101,6 +107,10 @@ class Runtime:
     @property
     def listeners(self) -> list[Listener]:
         return self._builder.listeners
+
+    @property
+    def checkpointer(self) -> ckpt.Checkpointer | None:
+        return self._builder.checkpointer
 
     @property
     def addresses(self) -> list[tuple[str, int] | str]:

@@ -72,6 +72,14 @@ _OPTIONS = [
     _option("--termination-grace-period", type=SECONDS,
             help="Kubernetes' terminationGracePeriodSeconds: warn at start when the stop "
                  "budget exceeds it."),
+    _option("--restart-timeout", type=SECONDS,
+            help="SECONDS a restart's successor (SIGHUP, graceful restart) gets to serve "
+                 "before it is ended and this process serves on."),
+    _option("--reload/--no-reload",
+            help="Development: restart (through the hand-over) when a file under the app's "
+                 "folder changes. Needs the watchfiles package."),
+    _option("--pid-file", type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the pid here once serving (a restart's successor writes its own)."),
     click.option("--app-dir", envvar="GRACEFUL_APP_DIR", show_envvar=True, show_default=True,
                  type=click.Path(file_okay=False), default=".",
                  help="Folder to import MODULE from (put first on the import path)."),
@@ -147,7 +155,7 @@ def _explicit_options(ctx: click.Context, config: Config) -> list[str]:
     out: list[str] = []
     for param in ctx.command.params:
         name = param.name or ""
-        if not isinstance(param, click.Option) or name == "app_dir" \
+        if not isinstance(param, click.Option) or not hasattr(config, name) \
                 or not param.expose_value \
                 or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
             continue

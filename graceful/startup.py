@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -20,12 +20,15 @@ from graceful import checkpoint as ckpt
 from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.flushing import log_invalid
-from graceful.http import binding, health, route_deadlines
+from graceful.http import activation, binding, health, route_deadlines
 from graceful.http.access import AccessLogger
 from graceful.http.drain import ConnectionTracker
 from graceful.http.listeners import Listener
 from graceful.http.protocol import DrainingRequestHandler, handler_options
 from graceful.logs import get_logger
+
+if TYPE_CHECKING:
+    from graceful.takeover import Takeover
 
 log = get_logger()
 
@@ -49,8 +52,10 @@ class Builder:
     undone."""
 
     def __init__(self, source: loader.AppSource, config: Config, *,
-                 is_ready: Callable[[], bool], phase: Callable[[], str]) -> None:
+                 is_ready: Callable[[], bool], phase: Callable[[], str],
+                 takeover: Takeover | None = None) -> None:
         self._source = source
+        self._takeover = takeover  # a restart's successor (graceful/takeover.py)
         self._config = config
         self._is_ready = is_ready
         self._phase = phase
@@ -66,8 +71,11 @@ class Builder:
         loop = asyncio.get_running_loop()
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
-        self.sockets = binding.open_sockets(config.host, config.port, config.bind, config.fd,
-                                            config.unix_socket_mode)
+        # Sockets handed to us (systemd, or a predecessor's restart) are served as they are.
+        inherited = activation.inherited_sockets()
+        self.sockets = ([sock for _, sock in inherited] if inherited
+                        else binding.open_sockets(config.host, config.port, config.bind,
+                                                  config.fd, config.unix_socket_mode))
         ssl_context = tls.server_context(config)  # each bad file named, before the app runs
         restored = self._open_checkpoint() if config.checkpoint is not None else {}
         app = await loader.build_app(self._source)
@@ -105,6 +113,8 @@ class Builder:
         def factory() -> DrainingRequestHandler:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
+        if self._takeover is not None:  # a restart's successor: the predecessor's final state
+            await self._takeover.before_accepting(self.checkpointer, self.state)
         sockets, self.sockets = self.sockets, []
         self.listeners += [Listener(sock, factory, ssl=ssl_context) for sock in sockets]
         for listener in self.listeners:
@@ -115,7 +125,9 @@ class Builder:
     def _open_checkpoint(self) -> dict[str, Any]:
         assert self._config.checkpoint is not None
         # probe the folder, take the lock, then read: refused now rather than at the stop
-        self.checkpointer = checkpointer = ckpt.Checkpointer.open(self._config.checkpoint)
+        lock_fd = self._takeover.lock_fd if self._takeover is not None else None
+        self.checkpointer = checkpointer = ckpt.Checkpointer.open(
+            self._config.checkpoint, handed_over_lock_fd=lock_fd)
         if checkpointer.fallback is not None:
             log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
         if (snapshot := checkpointer.restored) is None:

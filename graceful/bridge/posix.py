@@ -1,4 +1,4 @@
-"""POSIX signals as stop requests: SIGTERM, SIGINT, SIGQUIT. SIGHUP is reserved for restart.
+"""POSIX signals as stop requests: SIGTERM, SIGINT, SIGQUIT; SIGHUP as a restart request.
 
 `signal.signal` rather than `loop.add_signal_handler`, so that the same bridge works before
 the loop exists (a SIGTERM that arrives during imports is kept, not fatal) and on any loop.
@@ -11,7 +11,7 @@ import signal
 from types import FrameType
 
 from graceful.bridge import Deliver, Handover
-from graceful.stop import StopRequest, StopSource
+from graceful.stop import RestartRequest, StopRequest, StopSource
 
 STOP_SIGNALS = {
     signal.SIGTERM: StopSource.SIGTERM,
@@ -38,7 +38,7 @@ class PosixSignalBridge:
     def capture(self) -> None:
         if self._previous:
             return
-        for signum in STOP_SIGNALS:
+        for signum in (*STOP_SIGNALS, signal.SIGHUP):
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def install(self, deliver: Deliver) -> None:
@@ -58,4 +58,7 @@ class PosixSignalBridge:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:  # the loop's deliver hands it to graceful/restart.py
+            self._handover(RestartRequest("SIGHUP"))  # type: ignore[arg-type]
+            return
         self._handover(StopRequest(STOP_SIGNALS[signal.Signals(signum)]))
