@@ -28,19 +28,14 @@ from tests.rawhttp import Connection, get, request_in_flight
 async def test_in_flight_requests_complete(serve, signum, loop):
     """1, 3. Ten slow requests in flight at the signal all complete, with Connection: close."""
     server = serve("tests.apps:basic", "--loop", loop, "--drain-timeout", "10")
-    conns = [await Connection.open(server.port) for _ in range(10)]
-    for conn in conns:
-        conn.send("GET", "/slow?s=0.8")
-    await asyncio.sleep(0.2)  # the requests reach their handlers
-    server.signal(signum)
-    responses = await asyncio.gather(*(conn.read_response() for conn in conns))
-    assert [r.status for r in responses] == [200] * 10
-    assert all(r.closes for r in responses)
-    assert all([await conn.at_eof() for conn in conns])
-    assert await asyncio.to_thread(server.wait) == 0
-    names = server.names()
-    assert names.index("stop.requested") < names.index("listeners.closed") < names.index(
-        "drain.done") < names.index("hooks.done") < names.index("process.exit")
+    held = await asyncio.gather(*(server.hold("/slow?s=0.8") for _ in range(10)))
+    server.stop(signum)
+    await server.assert_held_answered(status=200)
+    server.assert_closes_after_stop()
+    assert all([await h.conn.at_eof() for h in held])
+    assert await server.exited() == 0
+    server.assert_timeline(phases=("stop.requested", "listeners.closed", "drain.done",
+                                   "hooks.done", "process.exit"))
     assert server.wait_for("stop.requested")["source"] == signal.Signals(signum).name
 
 

@@ -35,6 +35,16 @@ class SubprocessServer(GracefulServer):
         )
         self._attach(proc)
 
+    @classmethod
+    def following(cls, proc: subprocess.Popen[str],
+                  checkpoint: str | Path | None = None) -> SubprocessServer:
+        """A server object for a graceful process started otherwise (a shell, a wrapper),
+        its stderr a text pipe."""
+        server = cls.__new__(cls)
+        GracefulServer.__init__(server, checkpoint)
+        server._attach(proc)
+        return server
+
     def _attach(self, proc: subprocess.Popen[str]) -> None:
         """Follow `proc`'s JSON log on stderr."""
         self.proc = proc
