@@ -85,6 +85,9 @@ def _reserve_std_fds() -> None:
 @_option("--livez-path", default="/livez", help="Liveness path.")
 @_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
+@_option("--metrics-bind", default=None, metavar="HOST:PORT",
+         help="Serve Prometheus metrics on /metrics at HOST:PORT, a listener of its own that "
+              "stays up through the stop (the metrics extra).")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
          help="Folder to import MODULE from (put first on the import path).")
 def serve(target: str, **options: Any) -> None:

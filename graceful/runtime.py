@@ -96,6 +96,11 @@ class Runtime:
         self._abandoned: asyncio.Future[ExitCode] | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._codes: list[ExitCode] = []
+        self._metrics: Any = None
+        if self.config.metrics_bind is not None:  # prometheus_client imported only then
+            from graceful.metrics import Metrics
+            self._metrics = Metrics(self, self.config.metrics_bind)
+            self._observers.append(self._metrics)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -106,6 +111,15 @@ class Runtime:
     @property
     def port(self) -> int:
         return self.addresses[0][1]
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests whose handler or response is not done (read on the loop)."""
+        return len(self._tracker.requests_in_flight()) if self._tracker else 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tracker.connections) if self._tracker else 0
 
     @property
     def stop_time_left(self) -> float:
@@ -172,6 +186,7 @@ class Runtime:
         level = StopLevel(min(len(self._stops), StopLevel.ABANDON))
         log.info("stop.requested", source=str(request.source), reason=request.reason,
                  mode=level.name.lower(), attempt=len(self._stops), phase=str(self.phase))
+        self._notify("stop_requested", str(request.source), level.name.lower())
         if self.phase is Phase.STOPPED:
             return
         if self.phase is Phase.STARTING:
@@ -225,6 +240,8 @@ class Runtime:
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
         self._sockets = bind_all(config.host, config.port)
+        if self._metrics is not None:
+            self._metrics.bind()
         restored: dict[str, Any] = {}
         if config.checkpoint is not None:
             # probe the folder, take the lock, then read: refused now rather than at the stop
@@ -236,6 +253,8 @@ class Runtime:
                 log.info("checkpoint.restored", path=str(snapshot.path),
                          generation=snapshot.generation, age_s=round(snapshot.age_s(), 3),
                          keys=len(restored))
+                self._notify("checkpoint_flushed", snapshot.generation, None,
+                             time.time() - snapshot.age_s())
         app = await loader.build_app(self._source)
         if app.on_startup.frozen:  # not self.app: its cleanup ran when it was last served
             raise ConfigError("this Application has been served already, and aiohttp ties an "
@@ -284,6 +303,8 @@ class Runtime:
     async def _cleanup_after_failed_start(self) -> None:
         for sock in self._sockets:
             sock.close()
+        if self._metrics is not None:
+            self._metrics.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
         for listener in self.listeners:
@@ -330,8 +351,9 @@ class Runtime:
         started = time.perf_counter()
         on_shutdown = asyncio.ensure_future(self._on_shutdown(app, tracker, budget))
         drained = await tracker.drain(budget.drain_until, self._force, self._on_drain_progress)
-        if await on_shutdown:
+        if failures := await on_shutdown:
             self._codes.append(ExitCode.HOOK_FAILED)
+            self._notify("hooks_failed", [f.name for f in failures])
         tracker.stop_closing_websockets()
         if drained:
             log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
@@ -372,6 +394,7 @@ class Runtime:
                                           left)
         if failures:
             self._codes.append(ExitCode.HOOK_FAILED)
+            self._notify("hooks_failed", [f.name for f in failures])
         log.info("hooks.done", failed=[f.name for f in failures],
                  took_s=round(time.perf_counter() - started, 4))
 
@@ -399,6 +422,7 @@ class Runtime:
             self._codes.append(ExitCode.CHECKPOINT_FAILED)
         log.info("checkpoint.flushed", path=str(self._checkpointer.path),
                  generation=result.generation, bytes=result.bytes, took_ms=round(result.took_ms, 2))
+        self._flushed(result)
 
     def _abandon(self) -> None:
         """Third stop: write what we can now, on the loop, and report at once."""
@@ -410,6 +434,7 @@ class Runtime:
                 log.info("checkpoint.flushed", path=str(self._checkpointer.path),
                          generation=result.generation, bytes=result.bytes,
                          took_ms=round(result.took_ms, 2), abandoned=True)
+                self._flushed(result)
                 if result.invalid:
                     code = ExitCode.CHECKPOINT_FAILED
             except CheckpointError as err:
@@ -436,6 +461,7 @@ class Runtime:
             if result.written:
                 log.debug("checkpoint.flushed", generation=result.generation,
                           bytes=result.bytes, took_ms=round(result.took_ms, 2), periodic=True)
+                self._flushed(result)
 
     def _log_invalid(self, problems: Iterable[ckpt.Problem], *, final: bool = False) -> None:
         """A value the file cannot keep: named while it can still be fixed."""
@@ -456,6 +482,9 @@ class Runtime:
                 async with asyncio.timeout(delay):
                     await self._force.wait()
 
+    def _flushed(self, result: ckpt.FlushResult) -> None:
+        self._notify("checkpoint_flushed", result.generation, result.took_ms / 1e3, time.time())
+
     def _on_drain_progress(self, in_flight: int, left: float) -> None:
         log.info("drain.progress", in_flight=in_flight, time_left_s=round(left, 3))
         self._notify("drain_progress", in_flight, self._time_left())
@@ -474,7 +503,10 @@ class Runtime:
 
     def _notify(self, method: str, *args: Any) -> None:
         for observer in self._observers:
+            call = getattr(observer, method, None)  # a duck-typed observer may lack newer ones
+            if call is None:
+                continue
             try:
-                getattr(observer, method)(*args)
+                call(*args)
             except Exception as err:  # an observer must not break the stop
                 log.error("observer.failed", observer=repr(observer), error=repr(err))
