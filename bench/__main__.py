@@ -51,6 +51,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     thr.add_argument("--rounds", type=int, default=5)
     thr.add_argument("--connections", type=int, default=32)
     thr.add_argument("--seconds", type=float, default=3.0)
+    thr.add_argument("--with-metrics", action="store_true",
+                     help="also graceful with --metrics-bind, in the same rounds")
     for p in (drain, thr):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
@@ -111,7 +113,7 @@ async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import throughput
 
     rows, raw = await throughput.run(args.loop, args.rounds, args.connections, args.seconds,
-                                     args.out)
+                                     args.out, args.with_metrics)
     (args.out / "throughput.json").write_text(json.dumps({"env": env, "rows": rows,
                                                           "runs": raw}))
     print(f"raw results: {args.out / 'throughput.json'}", file=sys.stderr)

@@ -112,6 +112,12 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
              "| in-process µs/req graceful | aiohttp | ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
+        if row.get("server") == "graceful-metrics":  # --with-metrics: a row of its own
+            lines.append(f"| {row['loop']}, graceful with --metrics-bind | {row['rps']:.0f} "
+                         f"| | {row['ratio_median']:.3f} "
+                         f"| {row['ratio_min']:.3f}-{row['ratio_max']:.3f} "
+                         f"| {row['cpu_us']:.1f} | | | | | |")
+            continue
         lines.append(
             f"| {row['loop']} | {row['graceful_rps']:.0f} | {row['aiohttp_rps']:.0f} "
             f"| {row['ratio_median']:.3f} | {row['ratio_min']:.3f}-{row['ratio_max']:.3f} "

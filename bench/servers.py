@@ -59,11 +59,11 @@ def _opt(launch: Launch, *flag: str) -> list[str]:
     return [] if launch.peer_defaults else list(flag)
 
 
-def _graceful(loop: str) -> Callable[[Launch], list[str]]:
+def _graceful(loop: str, *extra: str) -> Callable[[Launch], list[str]]:
     def argv(ln: Launch) -> list[str]:
         cmd = [PY, "-m", "graceful", "serve", "bench.apps:aiohttp_app", "--host", "127.0.0.1",
                "--port", "0", "--log-format", "json", "--drain-timeout",
-               f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop]
+               f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop, *extra]
         return [*cmd, "--pre-stop-delay", f"{ln.pre_stop_s:g}"] if ln.pre_stop_s else cmd
     return argv
 
@@ -115,6 +115,9 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
 )}
 # Throughput mode compares graceful with the same app under aiohttp's run_app.
 THROUGHPUT_PAIR = ("graceful", "aiohttp")
+# `python -m bench throughput --with-metrics`: graceful with --metrics-bind, in the same rounds.
+WITH_METRICS = Server("graceful-metrics", _graceful("", "--metrics-bind", "127.0.0.1:0"),
+                      port_from_log=True, pre_stop=True)
 
 
 class StartError(RuntimeError):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench.progress import Progress
-from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, Launch, start
+from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, WITH_METRICS, Launch, start
 
 REQUEST = b"GET /work?ms=0 HTTP/1.1\r\nHost: bench\r\n\r\n"
 
@@ -74,7 +74,8 @@ async def measure(server: str, loop: str, connections: int, seconds: float,
                   out: Path) -> dict[str, float]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    proc = await start(SERVERS[server], Launch(port=0, drain_timeout_s=5, loop=loop),
+    spec = WITH_METRICS if server == WITH_METRICS.name else SERVERS[server]
+    proc = await start(spec, Launch(port=0, drain_timeout_s=5, loop=loop),
                        logs / f"throughput-{server}-{loop}.log", None)
     counter = [0]
     ev = asyncio.get_running_loop()
@@ -102,17 +103,21 @@ async def measure(server: str, loop: str, connections: int, seconds: float,
 
 
 async def run(loops: list[str], rounds: int, connections: int, seconds: float,
-              out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Interleaved rounds, alternating which server goes first; ratios are per round."""
+              out: Path, with_metrics: bool = False
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Interleaved rounds, alternating which server goes first; ratios are per round.
+    `with_metrics` adds graceful with --metrics-bind to each round (its own ratio)."""
     a, b = THROUGHPUT_PAIR
-    progress = Progress(len(loops) * rounds * 2)
+    m_name = WITH_METRICS.name
+    servers = (a, b, m_name) if with_metrics else (a, b)
+    progress = Progress(len(loops) * rounds * len(servers))
     raw: list[dict[str, Any]] = []
     rows = []
     for loop in loops:
-        ratios, cpu_ratios = [], []
-        per: dict[str, list[dict[str, float]]] = {a: [], b: []}
+        ratios, cpu_ratios, m_ratios = [], [], []
+        per: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         for i in range(rounds):
-            for server in ((a, b) if i % 2 == 0 else (b, a)):
+            for server in (servers if i % 2 == 0 else servers[::-1]):
                 progress.status(f"throughput {server} {loop} round {i + 1}", "")
                 m = await measure(server, loop, connections, seconds, out)
                 per[server].append(m)
@@ -121,7 +126,15 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
                                 f"{m['rps']:.0f} rps, {m['cpu_us']:.1f} µs CPU/req")
             ratios.append(per[a][-1]["rps"] / per[b][-1]["rps"])
             cpu_ratios.append(per[a][-1]["cpu_us"] / per[b][-1]["cpu_us"])
+            if with_metrics:
+                m_ratios.append(per[m_name][-1]["rps"] / per[b][-1]["rps"])
         cost = await protocol_cost(loop, rounds)
+        if with_metrics:
+            rows.append({"loop": loop, "server": m_name, "rounds": rounds,
+                         "rps": statistics.median(m["rps"] for m in per[m_name]),
+                         "ratio_median": statistics.median(m_ratios),
+                         "ratio_min": min(m_ratios), "ratio_max": max(m_ratios),
+                         "cpu_us": statistics.median(m["cpu_us"] for m in per[m_name])})
         rows.append({
             "loop": loop, "rounds": rounds, "connections": connections, "seconds": seconds,
             "graceful_rps": statistics.median(m["rps"] for m in per[a]),

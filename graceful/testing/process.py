@@ -47,6 +47,8 @@ class SubprocessServer(GracefulServer):
 
     def _attach(self, proc: subprocess.Popen[str]) -> None:
         """Follow `proc`'s JSON log on stderr."""
+        if not hasattr(self, "log"):  # made with __new__ (older tests): set up the base
+            GracefulServer.__init__(self)
         self.proc = proc
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
