@@ -100,7 +100,8 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     for spec in specs:
         results.append(await run_one(spec, args.out, progress))
     (args.out / "drain.json").write_text(json.dumps({"env": env, "runs": results}))
-    for path in [*plots.timelines(results, args.out), plots.loss_bars(results, args.out)]:
+    for path in [plots.summary_grid(results, args.out), *plots.timelines(results, args.out),
+                 plots.loss_bars(results, args.out)]:
         print(f"plot: {path}", file=sys.stderr)
     print(f"raw results: {args.out / 'drain.json'}", file=sys.stderr)
     print(report.drain_table(results))
