@@ -52,6 +52,8 @@ def parsed(monkeypatch):
     (["--backlog", "16"], "backlog", 16),
     (["--no-health"], "health", False),
     ([], "health", True),
+    (["--metrics-bind", "127.0.0.1:9100"], "metrics_bind", "127.0.0.1:9100"),
+    ([], "metrics_bind", None),
 ])
 def test_flag_to_config(parsed, args, field, value):
     assert getattr(parsed(*args), field) == value
@@ -70,6 +72,7 @@ def test_flag_to_config(parsed, args, field, value):
     ({"GRACEFUL_ACCESS_LOG": "1"}, "access_log", True),
     ({"GRACEFUL_HEALTH": "0"}, "health", False),
     ({"GRACEFUL_HEALTH": "false"}, "health", False),
+    ({"GRACEFUL_METRICS_BIND": "[::1]:0"}, "metrics_bind", "[::1]:0"),
 ])
 def test_environment_to_config(parsed, env, field, value):
     assert getattr(parsed(env=env), field) == value
@@ -90,6 +93,8 @@ def test_defaults():
     {"loop": "tokio"}, {"log_format": "xml"}, {"checkpoint_interval": 1},
     {"livez_path": "livez"}, {"readyz_path": "/livez"}, {"backlog": 0},
     {"checkpoint": "x", "checkpoint_interval": 0},
+    {"metrics_bind": "9100"}, {"metrics_bind": ":9100"}, {"metrics_bind": "host:99999"},
+    {"metrics_bind": "host:port"},
 ])
 def test_invalid_config(changes):
     with pytest.raises(ConfigError):
@@ -104,3 +109,21 @@ def test_loop_choice():
         loop_factory("winloop")
     with pytest.raises(ConfigError, match="unknown loop"):
         loop_factory("tokio")
+
+
+def test_metrics_without_prometheus_client_name_the_extra(monkeypatch):
+    """--metrics-bind where prometheus_client is not installed: exit 2 naming the extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "prometheus_client" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"aiohttp-graceful\[metrics\]"):
+        Config(metrics_bind="127.0.0.1:0")
+
+
+def test_metrics_bind_parsed():
+    from graceful.config import parse_bind
+
+    assert parse_bind("127.0.0.1:9100") == ("127.0.0.1", 9100)
+    assert parse_bind("[::1]:0") == ("::1", 0)
