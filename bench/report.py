@@ -133,7 +133,9 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {row['loop']}, graceful with --metrics-bind | {row['rps']:.0f} "
                          f"| | {row['ratio_median']:.3f} "
                          f"| {row['ratio_min']:.3f}-{row['ratio_max']:.3f} "
-                         f"| {row['cpu_us']:.1f} | | | | | |")
+                         f"| {row['cpu_us']:.1f} | | | against graceful without: rps "
+                         f"{row.get('vs_graceful', 0):.3f}, CPU "
+                         f"{row.get('cpu_vs_graceful', 0):.3f} | | |")
             continue
         lines.append(
             f"| {row['loop']} | {row['graceful_rps']:.0f} | {row['aiohttp_rps']:.0f} "

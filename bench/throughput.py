@@ -114,7 +114,7 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
     raw: list[dict[str, Any]] = []
     rows = []
     for loop in loops:
-        ratios, cpu_ratios, m_ratios = [], [], []
+        ratios, cpu_ratios, m_ratios, m_vs, m_cpu = [], [], [], [], []
         per: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         for i in range(rounds):
             for server in (servers if i % 2 == 0 else servers[::-1]):
@@ -128,13 +128,9 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
             cpu_ratios.append(per[a][-1]["cpu_us"] / per[b][-1]["cpu_us"])
             if with_metrics:
                 m_ratios.append(per[m_name][-1]["rps"] / per[b][-1]["rps"])
+                m_vs.append(per[m_name][-1]["rps"] / per[a][-1]["rps"])
+                m_cpu.append(per[m_name][-1]["cpu_us"] / per[a][-1]["cpu_us"])
         cost = await protocol_cost(loop, rounds)
-        if with_metrics:
-            rows.append({"loop": loop, "server": m_name, "rounds": rounds,
-                         "rps": statistics.median(m["rps"] for m in per[m_name]),
-                         "ratio_median": statistics.median(m_ratios),
-                         "ratio_min": min(m_ratios), "ratio_max": max(m_ratios),
-                         "cpu_us": statistics.median(m["cpu_us"] for m in per[m_name])})
         rows.append({
             "loop": loop, "rounds": rounds, "connections": connections, "seconds": seconds,
             "graceful_rps": statistics.median(m["rps"] for m in per[a]),
@@ -146,4 +142,13 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
             "cpu_ratio": statistics.median(cpu_ratios),
             "protocol": cost,
         })
+        if with_metrics:
+            rows.append({"loop": loop, "server": m_name, "rounds": rounds,
+                         "rps": statistics.median(m["rps"] for m in per[m_name]),
+                         "ratio_median": statistics.median(m_ratios),
+                         "ratio_min": min(m_ratios), "ratio_max": max(m_ratios),
+                         "cpu_us": statistics.median(m["cpu_us"] for m in per[m_name]),
+                         # against graceful without metrics, in the same round
+                         "vs_graceful": statistics.median(m_vs),
+                         "cpu_vs_graceful": statistics.median(m_cpu)})
     return rows, raw

@@ -108,7 +108,8 @@ class InProcessServer(GracefulServer):
 
         super().__init__(checkpoint)
         source = loader.import_target(target) if isinstance(target, str) else target
-        self._root_handlers = logging.getLogger().handlers[:]
+        root = logging.getLogger()
+        self._root_logging = (root.handlers[:], root.level)
         logs.configure("json", options.pop("log_level", "info"), stream=LineWriter(self.log))
         config = Config(host="127.0.0.1", port=0, checkpoint=self.checkpoint_path, **options)
         self.runtime = Runtime(marked(source), config)
@@ -178,7 +179,9 @@ class InProcessServer(GracefulServer):
                     break
         self._done.wait(10)
         structlog.reset_defaults()
-        logging.getLogger().handlers[:] = self._root_handlers
+        root = logging.getLogger()
+        root.handlers[:], level = self._root_logging
+        root.setLevel(level)
 
 
 def _option(args: Sequence[str], name: str) -> str | None:
