@@ -127,5 +127,12 @@ class Held:
             self._response = asyncio.ensure_future(self.conn.read_response())
         return await asyncio.wait_for(asyncio.shield(self._response), timeout)
 
+    def answered(self) -> Response | None:
+        """The response, if `response()` has read it whole."""
+        task = self._response
+        if task is None or not task.done() or task.cancelled() or task.exception():
+            return None
+        return task.result()
+
     def __str__(self) -> str:
         return f"{self.method} {self.path}"

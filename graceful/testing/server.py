@@ -179,9 +179,14 @@ class GracefulServer:
                 "answered in full", problems))
 
     def assert_closes_after_stop(self) -> None:
-        """Every response read after the first stop() said `Connection: close`."""
+        """Every response read after the first stop() (by the helpers, or a held request's
+        `response()`) said `Connection: close`."""
         if not self.stops:
             raise AssertionError("no stop() was sent")
+        for held in self.held:
+            answer = held.answered()
+            if answer is not None and answer not in self.responses:
+                self.responses.append(answer)
         late = [r for r in self.responses if r.received_at >= self.stops[0]]
         kept = [f"status {r.status} at +{r.received_at - self.stops[0]:.3f}s, "
                 f"Connection: {r.headers.get('connection', '(none)')}"
