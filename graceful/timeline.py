@@ -13,7 +13,8 @@
 Phases are read from the events that end them (DESIGN.md's order): listeners.closed ends
 pre_stop, drain.done (or the forcing stop, or drain.deadline) the drain, drain.deadline
 the cancel, hooks.done the hooks, checkpoint.flushed the checkpoint, process.exit the exit.
-The in-flight count is sampled from drain.progress (once a second) and is 0 from drain.done.
+The in-flight count comes from the access log when there is one (--access-log: each answer
+after the stop counts down), else from drain.progress (once a second), 0 from drain.done.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def analyse(events: list[dict[str, Any]]) -> Run:
     phase("hooks", when("hooks.done"))
     phase("checkpoint", when("checkpoint.flushed") or when("checkpoint.failed"))
     phase("exit", when("process.exit"))
-    samples: list[tuple[float, int]] = []
+    samples = _from_access_log(events, t0, end=drained if drained is not None else cut)
+    if samples:
+        return Run(events, t0, spans, stops, samples)
     for event in events:
         if event["event"] == "drain.progress" and (
                 not samples or samples[-1][1] != int(event["in_flight"])):
@@ -126,6 +129,27 @@ def analyse(events: list[dict[str, Any]]) -> Run:
     if end is not None and (not samples or samples[-1][1] != 0):
         samples.append((end, 0))
     return Run(events, t0, spans, stops, samples)
+
+
+def _from_access_log(events: list[dict[str, Any]], t0: float,
+                     end: float | None) -> list[tuple[float, int]]:
+    """With --access-log, the in-flight count at each answer: every request answered after
+    the stop (http.access) or cancelled at the deadline was in flight until then."""
+    if end is None:
+        return []
+    answered = sorted(at(e) - t0 for e in events
+                      if e["event"] == "http.access" and 0 <= at(e) - t0 <= end)
+    if not answered:
+        return []
+    cut = next((e for e in events if e["event"] == "drain.deadline"), None)
+    left = len(answered) + (int(cut.get("cancelled", 0)) if cut else 0)
+    samples = [(0.0, left)]
+    for when in answered:
+        left -= 1
+        samples.append((when, left))
+    if left:
+        samples.append((end, 0))
+    return samples
 
 
 def render(run: Run) -> str:

@@ -7,6 +7,7 @@
 3. A file without a stop, or not a log at all, says so (exit 1, one line).
 4. `--png` draws a PNG with matplotlib (the bench extra); without it, a usage error
    naming the extra (exit 2).
+5. With --access-log, the in-flight count steps down at each answer, from the stop on.
 """
 
 from __future__ import annotations
@@ -103,3 +104,19 @@ def test_png_with_matplotlib(tmp_path):
     done = timeline(str(log), "--png", str(tmp_path / "out.png"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
+
+
+async def test_in_flight_from_the_access_log(serve, tmp_path):
+    """5. Three requests of 0.3, 0.6 and 0.9 s at the stop: 3, 2, 1, 0 at each answer."""
+    server = serve("tests.apps:basic", "--access-log", "--drain-timeout", "10")
+    for seconds in (0.3, 0.6, 0.9):
+        await server.hold(f"/slow?s={seconds}")
+    server.stop()
+    await server.assert_held_answered()
+    assert await server.exited() == 0
+    log = tmp_path / "run.log"
+    log.write_text("".join(server.raw))
+    text = timeline(str(log)).stdout
+    assert "3 max" in text, text
+    samples = text.split("samples: ", 1)[1].splitlines()[0]
+    assert [s.split(" at ")[0] for s in samples.split(", ")] == ["3", "2", "1", "0"], text
