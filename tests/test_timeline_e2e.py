@@ -1,6 +1,6 @@
 """`graceful timeline LOGFILE`: one run's JSON events as a one-screen text timeline.
 
-1. A real run (SIGTERM with three requests in flight, then a second stop cutting the last
+1. A real run (SIGTERM with two requests in flight, then a second stop cutting the longer
    one): the phases with their durations, in order; the stops marked; the in-flight count
    over time; the exit code; at most 24 lines of at most 80 columns.
 2. A file holding two runs shows the last one, `--run 1` the first.
