@@ -8,6 +8,7 @@
    finds it in flight (no sleep), in a subprocess and in-process.
 4. Responses after the stop that keep the connection open, and phases out of order, are
    named.
+5. In-process, a factory object is served, stopped through the API, its checkpoint read.
 """
 
 from __future__ import annotations
@@ -130,3 +131,19 @@ def test_messages_name_what_kept_the_connection_and_what_came_out_of_order():
     with pytest.raises(AssertionError, match=re.escape(
             "out of order: stop.requested < hooks.done < listeners.closed < drain.done")):
         server.assert_timeline()
+
+
+async def test_in_process_serves_a_factory_object_with_its_checkpoint(graceful_server,
+                                                                     tmp_path):
+    """5. In-process, the target may be the factory itself; the checkpoint is read back."""
+    from tests import apps
+
+    path = tmp_path / "state.ckpt"
+    server = graceful_server(apps.basic, in_process=True, checkpoint=path)
+    for _ in range(2):
+        assert (await server.get("/count")).status == 200
+    server.stop("API", "test")
+    assert await server.exited() == 0
+    server.assert_checkpoint("count", 2)
+    with pytest.raises(AssertionError, match=r"the checkpoint's 'count' is 2, wanted 3"):
+        server.assert_checkpoint("count", 3)
