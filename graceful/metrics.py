@@ -82,7 +82,7 @@ class Metrics(StopObserver):
         self._phase_started: tuple[str, float] | None = None
         self._last: dict[str, Any] = {"phase": "starting", "in_flight": 0, "connections": 0}
         self._server: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         registry.register(_LiveValues(self))
 
     # -- the listener ----------------------------------------------------------------------
@@ -109,7 +109,7 @@ class Metrics(StopObserver):
     # -- told by the runtime (on the loop) --------------------------------------------------
 
     def ready(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._event_loop = asyncio.get_running_loop()
         self._last = self._read()
 
     def stop_requested(self, source: str, mode: str) -> None:
@@ -152,7 +152,7 @@ class Metrics(StopObserver):
 
     def live(self) -> dict[str, Any]:
         """The values that live on the loop, read there; the last ones if it is busy."""
-        loop = self._loop
+        loop = self._event_loop
         if loop is None or loop.is_closed() or self._last["phase"] == "stopped":
             return self._last
         future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
