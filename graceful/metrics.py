@@ -88,7 +88,9 @@ class Metrics(StopObserver):
     # -- the listener ----------------------------------------------------------------------
 
     def bind(self) -> None:
-        """Serve /metrics; ConfigError (exit 2) when the address cannot be listened on."""
+        """Serve /metrics; ConfigError (exit 2) when the address cannot be listened on.
+        Called on the loop, whose values a scrape then reads there."""
+        self._event_loop = asyncio.get_running_loop()
         try:
             self._server, _ = start_http_server(self.port, self.host, registry=self.registry)
         except OSError as err:
@@ -109,7 +111,6 @@ class Metrics(StopObserver):
     # -- told by the runtime (on the loop) --------------------------------------------------
 
     def ready(self) -> None:
-        self._event_loop = asyncio.get_running_loop()
         self._last = self._read()
 
     def stop_requested(self, source: str, mode: str) -> None:
