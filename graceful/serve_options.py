@@ -64,6 +64,13 @@ _OPTIONS = [
     _option("--livez-path", help="Liveness path."),
     _option("--readyz-path", help="Readiness path (503 once stopping)."),
     _option("--backlog", type=click.IntRange(min=1), help="Listen backlog."),
+    _option("--websocket-close-reason",
+            help="Reason text of the close (1001) sent to websockets at a stop."),
+    _option("--websocket-close-timeout", type=SECONDS,
+            help="SECONDS each websocket gets to answer its close before it is dropped."),
+    _option("--termination-grace-period", type=SECONDS,
+            help="Kubernetes' terminationGracePeriodSeconds: warn at start when the stop "
+                 "budget exceeds it."),
     _option("--metrics-bind", metavar="HOST:PORT",
             help="Serve Prometheus metrics on /metrics at HOST:PORT, a listener of its own "
                  "that stays up through the stop (the metrics extra)."),

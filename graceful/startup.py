@@ -15,12 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, hooks, loader
+from graceful import appstate, hooks, loader, stopnotice
 from graceful import checkpoint as ckpt
 from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.flushing import log_invalid
-from graceful.http import health
+from graceful.http import health, route_deadlines
 from graceful.http.access import AccessLogger
 from graceful.http.drain import ConnectionTracker
 from graceful.http.listeners import Listener, bind_all
@@ -87,6 +87,9 @@ class Builder:
         self.tracker = tracker = ConnectionTracker(loop)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
         hooks.bound_startup(app, config.startup_timeout)
+        stopnotice.attach(app)  # graceful.stopping(request) fires when the drain begins
+        if routes := route_deadlines.routes_with_deadlines(app):
+            log.info("drain.route_deadlines", routes=routes)
         # run_app's keep-alive default; the app's handler_args still win, as under run_app
         runner = web.AppRunner(app, handle_signals=False,
                                keepalive_timeout=KEEPALIVE_TIMEOUT_S, **access)

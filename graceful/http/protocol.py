@@ -163,6 +163,10 @@ class DrainingRequestHandler(RequestHandler):
         if self.tracker.stopping:
             self.tracker.finished()
 
+    def current_request(self) -> web.BaseRequest | None:
+        """The latest request made on this connection, while it lives."""
+        return self._request() if self._request is not None else None
+
     def in_flight(self) -> InFlight | None:
         if not internals.request_in_progress(self):
             return None
