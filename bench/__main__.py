@@ -58,9 +58,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     thr.add_argument("--rounds", type=int, default=5)
     thr.add_argument("--connections", type=int, default=32)
     thr.add_argument("--seconds", type=float, default=3.0)
-    thr.add_argument("--variant", choices=("plain", "tls", "access-log"), default="plain",
+    thr.add_argument("--variant", choices=("plain", "tls", "access-log", "metrics"),
+                     default="plain",
                      help="plain: graceful vs run_app; tls: both over HTTPS; access-log: "
-                          "graceful --access-log vs graceful")
+                          "graceful --access-log vs graceful; metrics: graceful "
+                          "--metrics-bind vs graceful")
     for p in (drain, thr):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
@@ -116,7 +118,8 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     for spec in specs:
         results.append(await run_one(spec, args.out, progress))
     (args.out / "drain.json").write_text(json.dumps({"env": env, "runs": results}))
-    for path in [*plots.timelines(results, args.out), plots.loss_bars(results, args.out)]:
+    for path in [plots.summary_grid(results, args.out), *plots.timelines(results, args.out),
+                 plots.loss_bars(results, args.out)]:
         print(f"plot: {path}", file=sys.stderr)
     print(f"raw results: {args.out / 'drain.json'}", file=sys.stderr)
     print(report.drain_table(results))

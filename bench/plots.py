@@ -1,5 +1,6 @@
-"""PNG plots: per group of runs, a timeline per server around the signal; over all runs,
-lost and keep-alive race failures per server."""
+"""PNG plots: a summary grid (servers x scenarios, lost + races per cell); per group of runs,
+a timeline per server around the signal; over all runs, lost and keep-alive race failures
+per server."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.report import groups
+from bench.report import groups, summary_cells
 
 COLORS = {"ok": "#4caf50", "refused": "#9e9e9e", "keepalive_race": "#ff9800",
           "lost": "#d32f2f", "5xx": "#7b1fa2", "timeout": "#1976d2"}
@@ -98,5 +99,46 @@ def loss_bars(results: list[dict[str, Any]], out: Path) -> Path:
     fig.tight_layout()
     path = out / "loss-by-server.png"
     fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def summary_grid(results: list[dict[str, Any]], out: Path) -> Path:
+    """Servers x (scenario, connections, signal): each cell coloured by lost + races over
+    its runs (green only at zero) and labelled `lost + races`, so a zero reads as a zero."""
+    servers, keys, cells = summary_cells(results)
+    worst = max([lost + race for lost, race in cells.values()] or [0])
+    fig, ax = plt.subplots(figsize=(1.25 * len(keys) + 2.6, 0.5 * len(servers) + 1.6))
+    cmap = plt.get_cmap("YlOrRd")
+    for row, server in enumerate(servers):
+        for col, key in enumerate(keys):
+            cell = cells.get((server, key))
+            ink = "black"
+            if cell is None:
+                color, label = "#eeeeee", "-"
+            else:
+                total = cell[0] + cell[1]
+                shade = 0.35 + 0.65 * total / worst if total else 0.0
+                color = COLORS["ok"] if total == 0 else cmap(shade)
+                ink = "white" if shade > 0.75 else "black"
+                label = f"{cell[0]} + {cell[1]}"
+            ax.add_patch(plt.Rectangle((col, row), 1, 1, facecolor=color, edgecolor="white",
+                                       linewidth=2))
+            ax.text(col + 0.5, row + 0.5, label, ha="center", va="center", fontsize=8, color=ink,
+                    fontweight="bold" if cell and sum(cell) else "normal")
+    ax.set_xlim(0, len(keys))
+    ax.set_ylim(len(servers), 0)
+    ax.set_xticks([c + 0.5 for c in range(len(keys))])
+    ax.set_xticklabels([f"{s}\nc={c} {g}" for s, c, g in keys], fontsize=7)
+    ax.set_yticks([r + 0.5 for r in range(len(servers))])
+    ax.set_yticklabels(servers, fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title("lost + keep-alive races per cell, summed over its runs (green: none; "
+                 "-: not run)", fontsize=10)
+    fig.tight_layout()
+    path = out / "summary.png"
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

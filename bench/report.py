@@ -19,6 +19,23 @@ def groups(results: Iterable[dict[str, Any]]) -> dict[GroupKey, dict[str, list[d
     return out
 
 
+Cells = dict[tuple[str, GroupKey], tuple[int, int]]
+
+
+def summary_cells(results: Iterable[dict[str, Any]]) -> tuple[list[str], list[GroupKey], Cells]:
+    """Servers (rows), groups (columns) and, per cell that ran, (lost, races) summed over
+    its runs: the summary figure's content."""
+    results = list(results)
+    servers: list[str] = []
+    for r in results:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    grouped = groups(results)
+    cells = {(server, key): (sum(r["lost"] for r in runs), sum(r["race"] for r in runs))
+             for key, by_server in grouped.items() for server, runs in by_server.items()}
+    return servers, list(grouped), cells
+
+
 def _per_run(values: list[Any]) -> str:
     if len(values) <= 5:
         return ",".join(str(v) for v in values)

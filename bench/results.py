@@ -68,7 +68,8 @@ def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
         lines += ["## Throughput (no stop)", "", report.throughput_table(thr["rows"]), ""]
     if streams:
         lines += stream_section(streams)
-    made = [plots.loss_bars(runs, images), *plots.timelines(runs, images)]
+    made = [plots.summary_grid(runs, images), plots.loss_bars(runs, images),
+            *plots.timelines(runs, images)]
     lines += ["## Plots", ""]
     for path in made:
         rel = path.relative_to(target.parent)

@@ -62,11 +62,11 @@ def _opt(launch: Launch, *flag: str) -> list[str]:
     return [] if launch.peer_defaults else list(flag)
 
 
-def _graceful(loop: str) -> Callable[[Launch], list[str]]:
+def _graceful(loop: str, *extra: str) -> Callable[[Launch], list[str]]:
     def argv(ln: Launch) -> list[str]:
         cmd = [PY, "-m", "graceful", "serve", "bench.apps:aiohttp_app", "--host", "127.0.0.1",
                "--port", "0", "--log-format", "json", "--drain-timeout",
-               f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop, *ln.graceful_args]
+               f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop, *extra, *ln.graceful_args]
         if ln.tls:
             cmd += ["--ssl-certfile", ln.tls[0], "--ssl-keyfile", ln.tls[1]]
         return [*cmd, "--pre-stop-delay", f"{ln.pre_stop_s:g}"] if ln.pre_stop_s else cmd

@@ -33,6 +33,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # graceful with --access-log (JSON lines to its log file) against graceful without
     "access-log": {"pair": ("graceful", "graceful"), "tls": False,
                    "a_args": ("--access-log",), "b_args": ()},
+    # graceful serving Prometheus metrics on their own listener against graceful without
+    "metrics": {"pair": ("graceful", "graceful"), "tls": False,
+                "a_args": ("--metrics-bind", "127.0.0.1:0"), "b_args": ()},
 }
 
 REQUEST = b"GET /work?ms=0 HTTP/1.1\r\nHost: bench\r\n\r\n"

@@ -247,6 +247,30 @@ main.add_command(click.Command(
          "case from the stop signal to the exit."))
 
 from graceful.restart_cli import restart  # noqa: E402
+
+
+@main.command()
+@click.argument("logfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run", "run_number", type=click.IntRange(min=1), default=None,
+              help="Which run of the file (1 is the first); default the last.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw it to this PNG (needs matplotlib: the bench extra).")
+def timeline(logfile: Path, run_number: int | None, png: Path | None) -> None:
+    """Draw the stop of one run from its JSON log (--log-format json): phases with their
+    durations and the requests in flight over time."""
+    from graceful import timeline as tl
+
+    try:
+        run = tl.load(logfile, run_number)
+        click.echo(tl.render(run))
+        if png is not None:
+            click.echo(f"png: {tl.png(run, png)}")
+    except tl.TimelineError as err:
+        _fail(err, ExitCode.ERROR)
+    except GracefulError as err:
+        _fail(err)
+
+
 from graceful.service_cli import service  # noqa: E402  (Windows service commands)
 
 main.add_command(restart)

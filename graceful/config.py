@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -72,6 +73,8 @@ class Config:
     reload: bool = False
     # Written with the pid once serving (a restart's successor writes its own: pidfile.py).
     pid_file: Path | None = None
+    # HOST:PORT to serve Prometheus metrics on, its own listener (graceful/metrics.py).
+    metrics_bind: str | None = None
 
     def __post_init__(self) -> None:
         self._check_listening()
@@ -100,6 +103,11 @@ class Config:
                 raise ConfigError(f"{name} must start with '/', got {path!r}")
         if self.livez_path == self.readyz_path:
             raise ConfigError("livez_path and readyz_path must differ")
+        if self.metrics_bind is not None:
+            parse_bind(self.metrics_bind)
+            if importlib.util.find_spec("prometheus_client") is None:
+                raise ConfigError("metrics need prometheus_client: pip install "
+                                  "'aiohttp-graceful[metrics]'")
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(os.fspath(self.checkpoint)))
 
@@ -136,6 +144,16 @@ class Config:
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9100` for IPv6) to (host, port); ConfigError otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"metrics_bind must be HOST:PORT (for example 127.0.0.1:9100), "
+                          f"got {value!r}")
+    return host, int(port)
 
 
 def _check_seconds(name: str, value: float, *, positive: bool = False) -> None:

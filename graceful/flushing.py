@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from graceful import checkpoint as ckpt
 from graceful.errors import CheckpointError, ExitCode
@@ -15,9 +15,12 @@ log = get_logger()
 
 
 class Flusher:
-    def __init__(self, checkpointer: ckpt.Checkpointer | None, interval: float | None) -> None:
+    def __init__(self, checkpointer: ckpt.Checkpointer | None, interval: float | None, *,
+                 on_flushed: Callable[[ckpt.FlushResult], None] | None = None) -> None:
         self._checkpointer = checkpointer
         self._interval = interval
+        # told of each generation written (the metrics' observer, graceful/metrics.py)
+        self._on_flushed = on_flushed or (lambda result: None)
         self._periodic: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -48,6 +51,7 @@ class Flusher:
         log_invalid(result.invalid, final=True)
         log.info("checkpoint.flushed", path=str(checkpointer.path),
                  generation=result.generation, bytes=result.bytes, took_ms=round(result.took_ms, 2))
+        self._on_flushed(result)
         # the good keys are written; the bad ones' new values are lost
         return ExitCode.CHECKPOINT_FAILED if result.invalid else ExitCode.OK
 
@@ -63,6 +67,7 @@ class Flusher:
             log.info("checkpoint.flushed", path=str(checkpointer.path),
                      generation=result.generation, bytes=result.bytes,
                      took_ms=round(result.took_ms, 2), abandoned=True)
+            self._on_flushed(result)
             if result.invalid:
                 code = ExitCode.CHECKPOINT_FAILED
         except CheckpointError as err:
@@ -71,8 +76,8 @@ class Flusher:
         checkpointer.close()
         return code
 
-    @staticmethod
-    async def _flush_periodically(checkpointer: ckpt.Checkpointer, interval: float) -> None:
+    async def _flush_periodically(self, checkpointer: ckpt.Checkpointer,
+                                  interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             if checkpointer.closed:  # the third stop wrote it and left
@@ -86,6 +91,7 @@ class Flusher:
             if result.written:
                 log.debug("checkpoint.flushed", generation=result.generation,
                           bytes=result.bytes, took_ms=round(result.took_ms, 2), periodic=True)
+                self._on_flushed(result)
 
 
 def log_invalid(problems: Iterable[ckpt.Problem], *, final: bool = False) -> None:

@@ -15,6 +15,10 @@ from graceful.errors import ConfigError
 
 AppSource = web.Application | Callable[[], web.Application | Awaitable[web.Application]]
 
+# Called with each Application build_app returns, before it is served: the pytest plugin's
+# child process adds its marking middleware here (graceful/testing/child.py).
+on_built: list[Callable[[web.Application], None]] = []
+
 
 def import_target(target: str, app_dir: str | os.PathLike[str] | None = None) -> AppSource:
     """Import `MODULE:ATTR` (ATTR may be dotted); ConfigError names what is wrong.
@@ -59,10 +63,13 @@ def put_first_on_path(app_dir: str | os.PathLike[str] | None = None) -> None:
 async def build_app(source: AppSource, name: str = "the factory") -> web.Application:
     """The Application itself, or what the factory returns (awaited if async)."""
     if isinstance(source, web.Application):
-        return source
-    app = source()
-    if inspect.isawaitable(app):
-        app = await app
-    if not isinstance(app, web.Application):
-        raise ConfigError(f"{name} returned {type(app).__name__}, not an aiohttp Application")
+        app = source
+    else:
+        app = source()
+        if inspect.isawaitable(app):
+            app = await app
+        if not isinstance(app, web.Application):
+            raise ConfigError(f"{name} returned {type(app).__name__}, not an aiohttp Application")
+    for hook in on_built:
+        hook(app)
     return app

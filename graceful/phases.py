@@ -76,7 +76,10 @@ class StopPhases:
         finally:
             if cutter is not None:
                 await cutter.finish(self.drained)
-        code = ExitCode.HOOK_FAILED if await on_shutdown else ExitCode.OK
+        failures = await on_shutdown
+        if failures:
+            self._notify("hooks_failed", [f.name for f in failures])
+        code = ExitCode.HOOK_FAILED if failures else ExitCode.OK
         if cutter is not None and cutter.cut:  # work was cut at a route's deadline: exit 3
             code = worst(code, ExitCode.DRAIN_DEADLINE)
         tracker.stop_closing_websockets()
@@ -126,6 +129,8 @@ class StopPhases:
                                           left)
         log.info("hooks.done", failed=[f.name for f in failures],
                  took_s=round(time.perf_counter() - started, 4))
+        if failures:
+            self._notify("hooks_failed", [f.name for f in failures])
         return ExitCode.HOOK_FAILED if failures else ExitCode.OK
 
     async def checkpoint(self) -> ExitCode:

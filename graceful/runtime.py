@@ -93,6 +93,11 @@ class Runtime:
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         self._abandoned: asyncio.Future[ExitCode] | None = None
+        self._metrics: Any = None
+        if self.config.metrics_bind is not None:  # prometheus_client imported only then
+            from graceful.metrics import Metrics
+            self._metrics = Metrics(self, self.config.metrics_bind)
+            self._observers.append(self._metrics)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -119,6 +124,17 @@ class Runtime:
     @property
     def port(self) -> int:
         return self.addresses[0][1]  # type: ignore[return-value]
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests whose handler or response is not done (read on the loop)."""
+        tracker = self._builder.tracker
+        return len(tracker.requests_in_flight()) if tracker is not None else 0
+
+    @property
+    def open_connections(self) -> int:
+        tracker = self._builder.tracker
+        return len(tracker.connections) if tracker is not None else 0
 
     @property
     def stop_time_left(self) -> float:
@@ -175,6 +191,8 @@ class Runtime:
         """Handle a stop request on the loop thread: the first drains, the second forces,
         the third abandons (graceful/escalation.py)."""
         level = self._escalation.accept(request, str(self.phase))
+        if level is not None:
+            self._notify("stop_requested", str(request.source), level.name.lower())
         if level is None or self.phase is Phase.STOPPED:
             return
         if self.phase is Phase.STARTING:
@@ -224,19 +242,28 @@ class Runtime:
         return await self._shutdown()
 
     async def _start(self) -> None:
+        if self._metrics is not None:  # before the app is built: a busy port is exit 2
+            self._metrics.bind()
         self._started = started = await self._builder.build()
+        if started.checkpointer is not None and started.checkpointer.restored is not None:
+            snapshot = started.checkpointer.restored
+            self._notify("checkpoint_flushed", snapshot.generation, None,
+                         time.time() - snapshot.age_s())
         self.phase = Phase.READY
         first = started.listeners[0].address
         host, port = first if isinstance(first, tuple) else (format_address(first), None)
         log.info("server.started", host=host, port=port,
                  loop=type(asyncio.get_running_loop()).__module__, pid=os.getpid(),
                  addresses=[format_address(a) for a in self.addresses])
-        self._flusher = Flusher(started.checkpointer, self.config.checkpoint_interval)
+        self._flusher = Flusher(started.checkpointer, self.config.checkpoint_interval,
+                                on_flushed=self._flushed)
         self._flusher.start()
         self._notify("ready")
         self._ready.set()
 
     async def _undo_start(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
         await self._builder.undo()
         self.phase = Phase.STOPPED
 
@@ -303,9 +330,15 @@ class Runtime:
         self._notify("stopped", int(code))
         return code
 
+    def _flushed(self, result: Any) -> None:
+        self._notify("checkpoint_flushed", result.generation, result.took_ms / 1e3, time.time())
+
     def _notify(self, method: str, *args: Any) -> None:
         for observer in self._observers:
+            call = getattr(observer, method, None)  # a duck-typed observer may lack newer ones
+            if call is None:
+                continue
             try:
-                getattr(observer, method)(*args)
+                call(*args)
             except Exception as err:  # an observer must not break the stop
                 log.error("observer.failed", observer=repr(observer), error=repr(err))

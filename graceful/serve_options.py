@@ -80,6 +80,9 @@ _OPTIONS = [
                  "folder changes. Needs the watchfiles package."),
     _option("--pid-file", type=click.Path(dir_okay=False, path_type=Path),
             help="Write the pid here once serving (a restart's successor writes its own)."),
+    _option("--metrics-bind", metavar="HOST:PORT",
+            help="Serve Prometheus metrics on /metrics at HOST:PORT, a listener of its own "
+                 "that stays up through the stop (the metrics extra)."),
     click.option("--app-dir", envvar="GRACEFUL_APP_DIR", show_envvar=True, show_default=True,
                  type=click.Path(file_okay=False), default=".",
                  help="Folder to import MODULE from (put first on the import path)."),

@@ -58,11 +58,22 @@ class StopObserver:
     def ready(self) -> None:
         """Listeners are bound and the app serves."""
 
+    def stop_requested(self, source: str, mode: str) -> None:
+        """A stop request counted (not a repeat ignored): mode graceful, force or abandon."""
+
     def phase(self, name: str, time_left_s: float) -> None:
         """A stop phase started; `time_left_s` is what remains of the whole stop budget."""
 
     def drain_progress(self, in_flight: int, time_left_s: float) -> None:
         """A drain tick (about once a second) with the requests still running."""
+
+    def hooks_failed(self, names: list[str]) -> None:
+        """Shutdown hooks (or aiohttp on_shutdown/on_cleanup handlers) failed or timed out."""
+
+    def checkpoint_flushed(self, generation: int, took_s: float | None,
+                           written_at: float) -> None:
+        """The checkpoint holds `generation`, written at `written_at` (time.time()); took_s
+        is None for the generation restored at start."""
 
     def stopped(self, exit_code: int) -> None:
         """The stop finished (or the start was abandoned) with this exit code."""

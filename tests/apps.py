@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 import graceful
+from graceful.logs import get_logger
 
 
 async def slow(request: web.Request) -> web.Response:
@@ -715,3 +716,26 @@ async def _slow_ws(request: web.Request) -> web.WebSocketResponse:
 
 def with_slow_ws() -> web.Application:
     return _basic_with_route("/slow-ws", _slow_ws)
+
+
+async def _loaded_modules(request: web.Request) -> web.Response:
+    watched = ("prometheus_client", "graceful.metrics")
+    return web.json_response(sorted(m for m in sys.modules if m.startswith(watched)))
+
+
+def observed() -> web.Application:
+    """For the metrics tests: the basic routes; /modules says which metrics modules are
+    loaded; at the stop an on_shutdown handler that fails, then a hook that takes 1.5 s
+    (logged as it starts), so a scrape in the hooks phase sees the whole stop counted."""
+    app = _basic_with_route("/modules", _loaded_modules)
+
+    async def report_to_dashboard(app: web.Application) -> None:
+        get_logger("app").info("app.slow_hook")
+        await asyncio.sleep(1.5)
+
+    async def notify_peers(app: web.Application) -> None:
+        raise ConnectionRefusedError("peer gone")
+
+    graceful.add_hook(app, report_to_dashboard)
+    app.on_shutdown.append(notify_peers)
+    return app

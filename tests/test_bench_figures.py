@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.client import Attempt
 from bench.figures import run_figures, timeline
-from bench.report import drain_table, loss_summary
+from bench.report import drain_table, loss_summary, summary_cells
 
 
 def attempt(start: float, end: float, outcome: str, close: bool = False) -> Attempt:
@@ -60,3 +62,29 @@ def test_4_tables_name_every_server() -> None:
     assert "| short | 50 | SIGTERM | aiohttp | 3 | 0 | 3 |" in table
     summary = loss_summary(runs)
     assert "| aiohttp | 1 | 0 | 3 |" in summary and "| 1.00 |" in summary
+
+
+def _summary_runs() -> list[dict]:
+    runs = []
+    for server, scenario, lost, race in (("graceful", "short", 0, 0), ("aiohttp", "short", 2, 5),
+                                         ("graceful", "long", 0, 0)):
+        f = run_figures(ATTEMPTS, 10.0, 10.25, 0.3, None, None)
+        runs.append({**f, "lost": lost, "race": race, "server": server, "scenario": scenario,
+                     "connections": 50, "signal": "SIGTERM", "repeat": 1,
+                     "peer_defaults": False, "exit_code": 0, "killed": False})
+    return runs
+
+
+def test_5_summary_cells_keep_zeros_and_gaps() -> None:
+    servers, keys, cells = summary_cells(_summary_runs())
+    assert servers == ["graceful", "aiohttp"]
+    assert keys == [("short", 50, "SIGTERM"), ("long", 50, "SIGTERM")]
+    assert cells[("graceful", keys[0])] == (0, 0)
+    assert cells[("aiohttp", keys[0])] == (2, 5)
+    assert ("aiohttp", keys[1]) not in cells  # not run: drawn as "-", not as zero
+
+
+def test_6_summary_figure_is_drawn(tmp_path) -> None:
+    plots = pytest.importorskip("bench.plots")  # matplotlib: the bench extra
+    path = plots.summary_grid(_summary_runs(), tmp_path)
+    assert path.name == "summary.png" and path.read_bytes()[:4] == b"\x89PNG"

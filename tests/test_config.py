@@ -66,6 +66,8 @@ def parsed(monkeypatch):
      "pw"),
     (["--ssl-certfile", "c.pem", "--ssl-ca-certs", "ca.pem", "--ssl-client-cert",
       "required"], "ssl_client_cert", "required"),
+    (["--metrics-bind", "127.0.0.1:9100"], "metrics_bind", "127.0.0.1:9100"),
+    ([], "metrics_bind", None),
 ])
 def test_flag_to_config(parsed, args, field, value):
     assert getattr(parsed(*args), field) == value
@@ -86,6 +88,7 @@ def test_flag_to_config(parsed, args, field, value):
     ({"GRACEFUL_HEALTH": "false"}, "health", False),
     ({"GRACEFUL_BIND": "127.0.0.1:1 unix:/a.sock"}, "bind", ("127.0.0.1:1", "unix:/a.sock")),
     ({"GRACEFUL_UNIX_SOCKET_MODE": "600"}, "unix_socket_mode", 0o600),
+    ({"GRACEFUL_METRICS_BIND": "[::1]:0"}, "metrics_bind", "[::1]:0"),
 ])
 def test_environment_to_config(parsed, env, field, value):
     assert getattr(parsed(env=env), field) == value
@@ -108,6 +111,8 @@ def test_defaults():
     {"websocket_close_reason": "x" * 124}, {"websocket_close_timeout": -1},
     {"termination_grace_period": float("nan")},
     {"checkpoint": "x", "checkpoint_interval": 0},
+    {"metrics_bind": "9100"}, {"metrics_bind": ":9100"}, {"metrics_bind": "host:99999"},
+    {"metrics_bind": "host:port"},
 ])
 def test_invalid_config(changes):
     with pytest.raises(ConfigError):
@@ -127,3 +132,19 @@ def test_loop_choice():
 def test_key_password_not_in_the_config_repr():
     config = Config(ssl_certfile=Path("c.pem"), ssl_keyfile_password="s3cret")
     assert "s3cret" not in repr(config)
+def test_metrics_without_prometheus_client_name_the_extra(monkeypatch):
+    """--metrics-bind where prometheus_client is not installed: exit 2 naming the extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "prometheus_client" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"aiohttp-graceful\[metrics\]"):
+        Config(metrics_bind="127.0.0.1:0")
+
+
+def test_metrics_bind_parsed():
+    from graceful.config import parse_bind
+
+    assert parse_bind("127.0.0.1:9100") == ("127.0.0.1", 9100)
+    assert parse_bind("[::1]:0") == ("::1", 0)

@@ -37,9 +37,7 @@ def _serve_in_shell(redirects: str, *args: str) -> ServerProcess:
                f"--log-format json {redirects}")
     proc = subprocess.Popen(["sh", "-c", command, "sh", *args], cwd=ROOT, env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    server = ServerProcess.__new__(ServerProcess)
-    ServerProcess._attach(server, proc)
-    return server
+    return ServerProcess.following(proc)
 
 
 @pytest.fixture

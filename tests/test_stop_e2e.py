@@ -20,7 +20,7 @@ import pytest
 
 from graceful import checkpoint
 from graceful.runtime import REPEAT_IGNORED_S
-from tests.rawhttp import Connection, get, request_in_flight
+from tests.rawhttp import Connection, get
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -28,26 +28,21 @@ from tests.rawhttp import Connection, get, request_in_flight
 async def test_in_flight_requests_complete(serve, signum, loop):
     """1, 3. Ten slow requests in flight at the signal all complete, with Connection: close."""
     server = serve("tests.apps:basic", "--loop", loop, "--drain-timeout", "10")
-    conns = [await Connection.open(server.port) for _ in range(10)]
-    for conn in conns:
-        conn.send("GET", "/traced?s=0.8")
-    await asyncio.to_thread(server.wait_for, "app.handler_started", n=10)
-    server.signal(signum)
-    responses = await asyncio.gather(*(conn.read_response() for conn in conns))
-    assert [r.status for r in responses] == [200] * 10
-    assert all(r.closes for r in responses)
-    assert all([await conn.at_eof() for conn in conns])
-    assert await asyncio.to_thread(server.wait) == 0
-    names = server.names()
-    assert names.index("stop.requested") < names.index("listeners.closed") < names.index(
-        "drain.done") < names.index("hooks.done") < names.index("process.exit")
+    held = await asyncio.gather(*(server.hold("/slow?s=0.8") for _ in range(10)))
+    server.stop(signum)
+    await server.assert_held_answered(status=200)
+    server.assert_closes_after_stop()
+    assert all([await h.conn.at_eof() for h in held])
+    assert await server.exited() == 0
+    server.assert_timeline(phases=("stop.requested", "listeners.closed", "drain.done",
+                                   "hooks.done", "process.exit"))
     assert server.wait_for("stop.requested")["source"] == signal.Signals(signum).name
 
 
 async def test_new_connections_refused_after_listeners_close(serve):
     """2. Once listeners.closed is logged, a new connection is refused."""
     server = serve("tests.apps:basic", "--drain-timeout", "10")
-    busy = await request_in_flight(server.port, "/slow?s=1.5")
+    busy = (await server.hold("/slow?s=1.5")).conn
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
     with pytest.raises(ConnectionRefusedError):
@@ -97,7 +92,7 @@ async def test_uploads_in_progress_complete(serve):
 async def test_drain_deadline_cancels_and_exits_3(serve):
     """6. A request longer than the drain timeout is cancelled and logged; exit 3."""
     server = serve("tests.apps:basic", "--drain-timeout", "0.5", "--cancel-grace", "0.2")
-    conn = await request_in_flight(server.port, "/slow?s=30")
+    conn = (await server.hold("/slow?s=30")).conn
     server.signal()
     assert await conn.at_eof(10)
     assert await asyncio.to_thread(server.wait) == 3
@@ -111,7 +106,7 @@ async def test_drain_deadline_cancels_and_exits_3(serve):
 async def test_handler_swallowing_cancellation_cannot_hold_the_process(serve):
     """6. A handler that ignores CancelledError: the process still ends after the grace."""
     server = serve("tests.apps:basic", "--drain-timeout", "0.3", "--cancel-grace", "0.2")
-    _conn = await request_in_flight(server.port, "/stubborn")  # held open to the end
+    _conn = (await server.hold("/stubborn")).conn  # held open to the end
     server.signal()
     assert await asyncio.to_thread(server.wait, 10) == 3
     assert server.wait_for("drain.deadline")["requests"][0]["unwound"] is False
@@ -121,7 +116,7 @@ async def test_second_signal_cuts_the_drain_short(serve, tmp_path):
     """7. SIGTERM, then SIGINT: the 30 s request is cancelled at once; hooks still run."""
     server = serve("tests.apps:basic", "--drain-timeout", "30",
                    "--checkpoint", str(tmp_path / "state.json"))
-    _conn = await request_in_flight(server.port, "/slow?s=30")  # held open to the end
+    _conn = (await server.hold("/slow?s=30")).conn  # held open to the end
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
     await asyncio.sleep(REPEAT_IGNORED_S)  # a repeat sooner than this is ignored
@@ -136,7 +131,7 @@ async def test_third_signal_exits_at_once(serve, tmp_path):
     path = tmp_path / "state.json"
     server = serve("tests.apps:with_hooks", "--drain-timeout", "30", "--hook-timeout", "30",
                    "--checkpoint", str(path), env={"TRACE_FILE": str(tmp_path / "trace")})
-    _conn = await request_in_flight(server.port, "/stubborn")  # held open to the end
+    _conn = (await server.hold("/stubborn")).conn  # held open to the end
     for _ in range(3):
         server.signal()
         await asyncio.sleep(REPEAT_IGNORED_S + 0.05)
@@ -164,7 +159,7 @@ async def test_handler_outliving_its_client_is_waited_for(serve, tmp_path):
     """9. The client hangs up mid-request; the handler's state change reaches the checkpoint."""
     path = tmp_path / "state.json"
     server = serve("tests.apps:basic", "--drain-timeout", "10", "--checkpoint", str(path))
-    conn = await request_in_flight(server.port, "/slow?s=1")
+    conn = (await server.hold("/slow?s=1")).conn
     conn.writer.close()
     await asyncio.sleep(0.1)
     server.signal()
@@ -177,7 +172,7 @@ async def test_handler_outliving_its_client_is_waited_for(serve, tmp_path):
 async def test_response_prepared_with_a_cloned_request_says_close(serve):
     """10."""
     server = serve("tests.apps:with_forwarded", "--drain-timeout", "10")
-    conn = await request_in_flight(server.port, "/late-stream?s=0.6")
+    conn = (await server.hold("/late-stream?s=0.6")).conn
     server.signal()
     response = await conn.read_response()
     assert response.status == 200 and response.closes
@@ -189,7 +184,7 @@ async def test_handler_returning_on_cancel_is_unwound_without_waiting_the_grace(
     connection must not go back to waiting for another request."""
     server = serve("tests.apps:with_polite_stream", "--drain-timeout", "0.3",
                    "--cancel-grace", "5")
-    conn = await request_in_flight(server.port, "/polite-stream")
+    conn = (await server.hold("/polite-stream")).conn
     server.signal()
     assert (await conn.read_response()).status == 200
     assert await asyncio.to_thread(server.wait, 4) == 3

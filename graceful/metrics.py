@@ -1,0 +1,200 @@
+"""Drain metrics for Prometheus (`--metrics-bind HOST:PORT`, the `metrics` extra).
+
+Imported only when metrics are asked for: without them neither this module nor
+prometheus_client is loaded, and nothing runs per request either way: the counts of
+requests and connections are read from the tracker when a scrape asks, not kept up to date.
+
+/metrics is served by prometheus_client's own HTTP server on a thread of its own, not by
+aiohttp on the runtime's loop:
+- it is not one of the runtime's listeners, so the stop does not close it: a scrape during
+  the drain is answered, and it closes last, once the stop has finished (`stopped`);
+- a scrape is not a request the drain waits for, nor one a stop answers with
+  `Connection: close`, nor a task left over when the loop closes;
+- it answers while the loop is busy or blocked, with the values last read (below).
+The values that live on the loop (the tracker's sets, the phase) are read on the loop
+(`call_soon_threadsafe`), so a scrape never walks a set the loop is changing; if the loop
+does not answer within READ_TIMEOUT_S, the last values read are served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from graceful.config import parse_bind
+from graceful.errors import ConfigError
+from graceful.logs import get_logger
+from graceful.stop import StopObserver
+
+if TYPE_CHECKING:
+    from graceful.runtime import Runtime
+
+log = get_logger()
+
+READ_TIMEOUT_S = 0.5
+PHASES = ("starting", "ready", "draining", "stopped")
+FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# name, kind, help: the README's metrics table says the same.
+NAMES = {
+    "graceful_requests_in_flight": "Requests whose handler or response is not done.",
+    "graceful_open_connections": "Client connections open to the app's listeners.",
+    "graceful_phase": "1 for the runtime's phase (starting, ready, draining, stopped).",
+    "graceful_stops_total": "Stop requests counted, by source and mode.",
+    "graceful_drain_duration_seconds": "How long the drain of the stop took.",
+    "graceful_requests_cancelled_total": "Requests cancelled at the drain deadline.",
+    "graceful_hooks_failed_total": "Shutdown hooks (and on_shutdown/on_cleanup) that failed.",
+    "graceful_checkpoint_generation": "Generation of the checkpoint last written or restored.",
+    "graceful_checkpoint_flush_duration_seconds": "Checkpoint flushes, snapshot to fsync.",
+    "graceful_checkpoint_age_seconds": "Seconds since the checkpoint was last written.",
+}
+
+
+class Metrics(StopObserver):
+    """The runtime's metrics: counters kept from the stop's notifications, gauges read from
+    the runtime at each scrape; served by `bind()` until `stopped`."""
+
+    def __init__(self, runtime: Runtime, bind: str) -> None:
+        self._runtime = runtime
+        self.host, self.port = parse_bind(bind)
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self._stops = Counter("graceful_stops", NAMES["graceful_stops_total"],
+                              ["source", "mode"], registry=registry)
+        self._drain = Gauge("graceful_drain_duration_seconds",
+                            NAMES["graceful_drain_duration_seconds"], registry=registry)
+        self._cancelled = Counter("graceful_requests_cancelled",
+                                  NAMES["graceful_requests_cancelled_total"], registry=registry)
+        self._hooks = Counter("graceful_hooks_failed", NAMES["graceful_hooks_failed_total"],
+                              registry=registry)
+        self._flush = Histogram("graceful_checkpoint_flush_duration_seconds",
+                                NAMES["graceful_checkpoint_flush_duration_seconds"],
+                                buckets=FLUSH_BUCKETS, registry=registry)
+        self._generation: int | None = None
+        self._written_at: float | None = None  # time.time() of the checkpoint's content
+        self._phase_started: tuple[str, float] | None = None
+        self._last: dict[str, Any] = {"phase": "starting", "in_flight": 0, "connections": 0}
+        self._server: Any = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        registry.register(_LiveValues(self))
+
+    # -- the listener ----------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Serve /metrics; ConfigError (exit 2) when the address cannot be listened on.
+        Called on the loop, whose values a scrape then reads there."""
+        self._event_loop = asyncio.get_running_loop()
+        try:
+            self._server, _ = start_http_server(self.port, self.host, registry=self.registry)
+        except OSError as err:
+            raise ConfigError(f"cannot serve metrics on {self.host}:{self.port}: "
+                              f"{err.strerror or err}") from err
+        self.port = self._server.server_port
+        log.info("metrics.started", host=self.host, port=self.port)
+
+    def close(self) -> None:
+        """Stop listening, without making the loop wait for the server's poll interval."""
+        server, self._server = self._server, None
+        if server is not None:
+            def shut() -> None:
+                server.shutdown()
+                server.server_close()
+            threading.Thread(target=shut, name="graceful-metrics-close", daemon=True).start()
+
+    # -- told by the runtime (on the loop) --------------------------------------------------
+
+    def ready(self) -> None:
+        self._last = self._read()
+
+    def stop_requested(self, source: str, mode: str) -> None:
+        self._stops.labels(source=source, mode=mode).inc()
+        self._last = self._read()
+
+    def phase(self, name: str, time_left_s: float) -> None:
+        now = time.monotonic()
+        if self._phase_started is not None and self._phase_started[0] == "drain":
+            self._drain.set(now - self._phase_started[1])
+        self._phase_started = (name, now)
+        if name == "cancel":  # all of these are cancelled at once (Runtime._cancel)
+            self._cancelled.inc(self._runtime.requests_in_flight)
+        self._last = self._read()
+
+    def drain_progress(self, in_flight: int, time_left_s: float) -> None:
+        self._last = self._read()
+
+    def hooks_failed(self, names: list[str]) -> None:
+        self._hooks.inc(len(names))
+
+    def checkpoint_flushed(self, generation: int, took_s: float | None,
+                           written_at: float) -> None:
+        if took_s is not None:
+            self._flush.observe(took_s)
+        self._generation, self._written_at = generation, written_at
+
+    def stopped(self, exit_code: int) -> None:
+        if self._phase_started is not None and self._phase_started[0] == "drain":
+            self._drain.set(time.monotonic() - self._phase_started[1])
+        self._last = {**self._read(), "phase": "stopped"}
+        self.close()
+
+    # -- read for a scrape (on the scrape's thread) -----------------------------------------
+
+    def _read(self) -> dict[str, Any]:
+        runtime = self._runtime
+        return {"phase": str(runtime.phase), "in_flight": runtime.requests_in_flight,
+                "connections": runtime.open_connections}
+
+    def live(self) -> dict[str, Any]:
+        """The values that live on the loop, read there; the last ones if it is busy."""
+        loop = self._event_loop
+        if loop is None or loop.is_closed() or self._last["phase"] == "stopped":
+            return self._last
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self._read())
+            except BaseException as err:  # handed to the scrape's thread
+                future.set_exception(err)
+
+        try:
+            loop.call_soon_threadsafe(read)
+            self._last = future.result(READ_TIMEOUT_S)
+        except (RuntimeError, concurrent.futures.TimeoutError):  # closed, or busy
+            pass
+        return self._last
+
+
+class _LiveValues(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        metrics = self._metrics
+        values = metrics.live()
+        yield GaugeMetricFamily("graceful_requests_in_flight",
+                                NAMES["graceful_requests_in_flight"], value=values["in_flight"])
+        yield GaugeMetricFamily("graceful_open_connections", NAMES["graceful_open_connections"],
+                                value=values["connections"])
+        phase = GaugeMetricFamily("graceful_phase", NAMES["graceful_phase"], labels=["phase"])
+        for name in PHASES:
+            phase.add_metric([name], 1.0 if values["phase"] == name else 0.0)
+        yield phase
+        if metrics._generation is not None:
+            yield GaugeMetricFamily("graceful_checkpoint_generation",
+                                    NAMES["graceful_checkpoint_generation"],
+                                    value=metrics._generation)
+        if metrics._written_at is not None:
+            yield GaugeMetricFamily("graceful_checkpoint_age_seconds",
+                                    NAMES["graceful_checkpoint_age_seconds"],
+                                    value=max(time.time() - metrics._written_at, 0.0))
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
