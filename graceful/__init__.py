@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from graceful.appstate import STATE, state
     from graceful.checkpoint import StateError, check_state
+    from graceful.checks import add_check, degraded
     from graceful.config import Config
     from graceful.errors import (
         CheckpointError,
@@ -39,8 +40,10 @@ __all__ = [
     "StopObserver",
     "StopRequest",
     "StopSource",
+    "add_check",
     "add_hook",
     "check_state",
+    "degraded",
     "run",
     "state",
 ]
@@ -59,8 +62,10 @@ _WHERE = {
     "StopObserver": "graceful.stop",
     "StopRequest": "graceful.stop",
     "StopSource": "graceful.stop",
+    "add_check": "graceful.checks",
     "add_hook": "graceful.hooks",
     "check_state": "graceful.checkpoint",
+    "degraded": "graceful.checks",
     "run": "graceful.runner",
     "state": "graceful.appstate",
 }

@@ -84,6 +84,9 @@ def _reserve_std_fds() -> None:
               "routes; --no-health leaves every path to the app.")
 @_option("--livez-path", default="/livez", help="Liveness path.")
 @_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
+@_option("--degraded-ready/--no-degraded-ready", default=True,
+         help="With an optional startup check failing, readiness answers 200 \"degraded\" "
+              "(--no-degraded-ready: 503).")
 @_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
 @_option("--app-dir", type=click.Path(file_okay=False), default=".",
          help="Folder to import MODULE from (put first on the import path).")

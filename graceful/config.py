@@ -45,6 +45,9 @@ class Config:
     health: bool = True
     livez_path: str = "/livez"
     readyz_path: str = "/readyz"
+    # With an optional startup check failing (graceful.add_check), readiness answers 200
+    # "degraded"; False: 503 "degraded".
+    degraded_ready: bool = True
     backlog: int = 1024
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, health, hooks, loader
+from graceful import appstate, checks, health, hooks, loader
 from graceful import checkpoint as ckpt
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
@@ -247,9 +247,14 @@ class Runtime:
         if self._checkpointer is not None:
             self._checkpointer.state = self.state
             self._log_invalid(self._checkpointer.check())
+        # startup checks (graceful.add_check): required ones must pass, optional ones degrade
+        monitor = checks.Monitor(app)
+        await monitor.start(config.startup_timeout)
+        self._observers.append(monitor)  # retries optional ones from READY to the stop
         probes = health.Health(config.livez_path, config.readyz_path,
                                is_ready=lambda: self.phase is Phase.READY,
-                               phase=lambda: str(self.phase)) if config.health else None
+                               phase=lambda: str(self.phase), degraded=monitor.degraded,
+                               degraded_ready=config.degraded_ready) if config.health else None
         if probes is not None:
             probes.refuse_taken_paths(app)
         self._tracker = tracker = ConnectionTracker(loop)
