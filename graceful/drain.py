@@ -114,6 +114,12 @@ class ConnectionTracker:
             except Exception:  # one odd request class must not stop the stop
                 log.exception("drain.track_failed")
 
+    def end_stopping(self) -> None:
+        """A pause is over (graceful/pause.py): responses keep connections alive again."""
+        self.stopping = False
+        self._websockets_closing = False
+        self._closing.clear()
+
     def close_websockets(self) -> None:
         """Send 1001 (going away) to every open websocket; their handlers then return. A
         websocket opened from now on gets it as soon as its handshake is done."""

@@ -109,20 +109,45 @@ class Listener:
 
     async def close(self) -> int:
         """Stop accepting; serve what the accept queue held. Returns how many it held."""
-        if self._server is None or self._keeper is None:
+        if self._keeper is None:
             self.sock.close()  # never started (the start failed): nothing was queued
             return 0
-        loop = asyncio.get_running_loop()
-        self._server.close()  # the loop stops accepting; our duplicate keeps the queue
+        if self._server is not None:  # else paused: the loop accepts no more already
+            self._server.close()  # the loop stops accepting; our duplicate keeps the queue
+            self._server = None
         queued = _accept_all(self._keeper)
         self._keeper.close()  # from here on the kernel refuses new connections
         self._keeper = None
+        await self._serve(queued)
+        return len(queued)
+
+    async def pause(self) -> int:
+        """Stop accepting, serve what the accept queue held, and keep the socket listening:
+        connections made from now on wait in the kernel's queue until `resume` (see
+        graceful/pause.py). Returns how many the queue held."""
+        if self._server is None or self._keeper is None:
+            return 0
+        self._server.close()  # closes self.sock; the duplicate keeps listening
+        self._server = None
+        queued = _accept_all(self._keeper)
+        await self._serve(queued)
+        return len(queued)
+
+    async def resume(self, backlog: int) -> None:
+        """Accept again, after `pause`: first what waited in the queue."""
+        if self._server is not None or self._keeper is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.sock, self._keeper = self._keeper, self._keeper.dup()
+        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog)
+
+    async def _serve(self, queued: list[socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
         for conn in queued:
             try:
                 await loop.connect_accepted_socket(self._factory, conn)
             except OSError:
                 conn.close()
-        return len(queued)
 
 
 def _accept_all(sock: socket.socket) -> list[socket.socket]:

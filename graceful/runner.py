@@ -110,6 +110,8 @@ async def _serve(runtime: Runtime, bridge: StopBridge | None) -> ExitCode:
 
     if bridge is not None:
         bridge.install(deliver)
+        if hasattr(bridge, "install_controls"):  # pause and continue (graceful/pause.py)
+            bridge.install_controls(deliver)
     await runtime.start()
     return await runtime.wait_stopped()
 

@@ -33,6 +33,7 @@ from graceful import checkpoint as ckpt
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
 from graceful.config import Config
+from graceful.controls import PauseAction, PauseRequest
 from graceful.deadline import StopBudget
 from graceful.drain import ConnectionTracker
 from graceful.errors import (
@@ -45,6 +46,7 @@ from graceful.errors import (
 )
 from graceful.listeners import Listener, bind_all, format_address
 from graceful.logs import get_logger
+from graceful.pause import Pauser
 from graceful.protocol import DrainingRequestHandler, handler_options
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
@@ -57,6 +59,8 @@ KEEPALIVE_TIMEOUT_S = 75.0  # web.run_app's (RequestHandler's own is 3630)
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
+    PAUSING = "pausing"  # graceful/pause.py
+    PAUSED = "paused"
     DRAINING = "draining"
     STOPPED = "stopped"
 
@@ -95,6 +99,7 @@ class Runtime:
         self._force = asyncio.Event()
         self._abandoned: asyncio.Future[ExitCode] | None = None
         self._periodic: asyncio.Task[None] | None = None
+        self._pauser: Pauser | None = None
         self._codes: list[ExitCode] = []
 
     # -- public API ------------------------------------------------------------------------
@@ -124,6 +129,15 @@ class Runtime:
         """Ask for a stop; safe from any thread. Called again, it forces, then abandons.
         Before `start()` it is kept, and the start is abandoned (as for an early signal)."""
         self._early(StopRequest(source, reason))
+
+    def pause(self, source: str = "API") -> None:
+        """Stop accepting and drain, keeping the process and its state (graceful/pause.py);
+        safe from any thread. Ignored unless READY."""
+        self._early(PauseRequest(PauseAction.PAUSE, source))  # type: ignore[arg-type]
+
+    def resume(self, source: str = "API") -> None:
+        """Accept again after `pause()`; safe from any thread."""
+        self._early(PauseRequest(PauseAction.RESUME, source))  # type: ignore[arg-type]
 
     async def start(self) -> None:
         """Start serving; returns once READY. Raises what made the start fail."""
@@ -164,7 +178,15 @@ class Runtime:
         """Handle a stop request on the loop thread: the first drains, the second forces,
         the third abandons. A repeat within REPEAT_IGNORED_S of the last one that counted
         is logged and ignored: one Ctrl+C can reach us twice (the terminal signals the
-        whole process group and a wrapper forwards it), and a script may send a burst."""
+        whole process group and a wrapper forwards it), and a script may send a burst.
+        A PauseRequest from the same bridges goes to the pauser."""
+        if isinstance(request, PauseRequest):
+            if self._pauser is None or self.phase not in (Phase.READY, Phase.PAUSING,
+                                                          Phase.PAUSED):
+                log.info(f"{request.action}.ignored", phase=str(self.phase))
+            else:
+                self._pauser.handle(request, str(self.phase))
+            return
         if self._stops and request.at - self._stops[-1].at < REPEAT_IGNORED_S:
             log.info("stop.repeated", source=str(request.source), ignored=True)
             return
@@ -277,6 +299,9 @@ class Runtime:
         self.listeners += [Listener(sock, factory) for sock in sockets]
         for listener in self.listeners:
             await listener.start(config.backlog)
+        self._pauser = Pauser(self.listeners, tracker, config,
+                              set_phase=lambda name: setattr(self, "phase", Phase(name)),
+                              notify=self._notify)
         self.phase = Phase.READY
         host, port = self.listeners[0].address
         log.info("server.started", host=host, port=port, loop=type(loop).__module__,
@@ -303,6 +328,8 @@ class Runtime:
     # -- stop ------------------------------------------------------------------------------
 
     def _begin_stop(self) -> None:
+        if self._pauser is not None:
+            self._pauser.cancel()  # a pause's drain or resume: the stop takes over
         self.phase = Phase.DRAINING  # readiness answers 503 from this instant
         self._budget = StopBudget.starting_at(self._now(), self.config)
         assert self._tracker is not None

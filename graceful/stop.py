@@ -55,5 +55,11 @@ class StopObserver:
     def drain_progress(self, in_flight: int, time_left_s: float) -> None:
         """A drain tick (about once a second) with the requests still running."""
 
+    def paused(self) -> None:
+        """A pause has drained: not accepting, the process and its state kept."""
+
+    def resumed(self) -> None:
+        """Accepting again after a pause."""
+
     def stopped(self, exit_code: int) -> None:
         """The stop finished (or the start was abandoned) with this exit code."""

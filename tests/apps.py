@@ -676,3 +676,19 @@ def with_dependencies() -> web.Application:
         graceful.add_check(app, "hangs", hangs, required=os.environ["HANGING_CHECK"] == "required",
                            timeout=float(os.environ.get("HANGING_TIMEOUT", "2")), backoff=0.05)
     return app
+
+
+def traced() -> web.Application:
+    """basic, with a graceful hook and an on_shutdown that write to $TRACE_FILE: a pause
+    must run neither, a stop both."""
+    app = basic()
+
+    async def hook(app: web.Application) -> None:
+        _trace("hook")
+
+    async def on_shutdown(app: web.Application) -> None:
+        _trace("on_shutdown")
+
+    graceful.add_hook(app, hook)
+    app.on_shutdown.append(on_shutdown)
+    return app
