@@ -226,6 +226,43 @@ def stop(win32: w.Win32, name: str, timeout: float) -> None:
 
 @service.command()
 @click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True)
+@click.pass_obj
+def pause(win32: w.Win32, name: str, timeout: float) -> None:
+    """Pause service NAME: it stops accepting and drains, keeping its process and state;
+    waits until PAUSED. Connections made while paused wait in the accept queue."""
+    _pause_or_continue(win32, name, timeout, w.SERVICE_CONTROL_PAUSE)
+
+
+@service.command(name="continue")
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True)
+@click.pass_obj
+def continue_(win32: w.Win32, name: str, timeout: float) -> None:
+    """Continue paused service NAME; waits until it runs (accepting again)."""
+    _pause_or_continue(win32, name, timeout, w.SERVICE_CONTROL_CONTINUE)
+
+
+def _pause_or_continue(win32: w.Win32, name: str, timeout: float, control: int) -> None:
+    pause = control == w.SERVICE_CONTROL_PAUSE
+    status = _call(win32.query_service, name)
+    before, after = ((w.SERVICE_RUNNING, w.SERVICE_PAUSED) if pause
+                     else (w.SERVICE_PAUSED, w.SERVICE_RUNNING))
+    if status.state == after:
+        _print(name, status)
+        return
+    if status.state != before:
+        _fail(f"{name} is {status.state_name}, not {'running' if pause else 'paused'}",
+              ExitCode.ERROR)
+    _print(name, _call(win32.control_service, name, control))
+    status = _wait(win32, name, {after, w.SERVICE_STOPPED}, timeout)
+    _print(name, status)
+    if status.state != after:
+        sys.exit(ExitCode.ERROR)
+
+
+@service.command()
+@click.argument("name")
 @click.pass_obj
 def status(win32: w.Win32, name: str) -> None:
     """Print the state of service NAME and the options it runs with."""
@@ -268,7 +305,8 @@ def _wait(win32: w.Win32, name: str, states: set[int], timeout: float) -> w.Serv
         status = _call(win32.query_service, name)
         if status.state in states or time.monotonic() >= deadline:
             return status
-        if status != last and status.state == w.SERVICE_STOP_PENDING:
+        if status != last and status.state in (w.SERVICE_STOP_PENDING,
+                                               w.SERVICE_PAUSE_PENDING):
             _print(name, status)
         last = status
         time.sleep(POLL_S)

@@ -27,6 +27,9 @@ SERVICE_STOPPED, SERVICE_START_PENDING, SERVICE_STOP_PENDING, SERVICE_RUNNING = 
 SERVICE_CONTROL_STOP, SERVICE_CONTROL_INTERROGATE, SERVICE_CONTROL_SHUTDOWN = 1, 4, 5
 SERVICE_CONTROL_PRESHUTDOWN = 0x0F
 SERVICE_ACCEPT_STOP, SERVICE_ACCEPT_SHUTDOWN, SERVICE_ACCEPT_PRESHUTDOWN = 0x1, 0x4, 0x100
+SERVICE_CONTINUE_PENDING, SERVICE_PAUSE_PENDING, SERVICE_PAUSED = 5, 6, 7
+SERVICE_CONTROL_PAUSE, SERVICE_CONTROL_CONTINUE = 2, 3
+SERVICE_ACCEPT_PAUSE_CONTINUE = 0x2
 SERVICE_AUTO_START, SERVICE_DEMAND_START = 2, 3
 SC_ACTION_NONE, SC_ACTION_RESTART = 0, 1
 ERROR_SERVICE_SPECIFIC_ERROR = 1066
@@ -38,7 +41,9 @@ ERROR_PROCESS_ABORTED = 1067  # the SCM's code for a service that ended without 
 ERROR_SHARING_VIOLATION = 32
 
 STATE_NAMES = {SERVICE_STOPPED: "STOPPED", SERVICE_START_PENDING: "START_PENDING",
-               SERVICE_STOP_PENDING: "STOP_PENDING", SERVICE_RUNNING: "RUNNING"}
+               SERVICE_STOP_PENDING: "STOP_PENDING", SERVICE_RUNNING: "RUNNING",
+               SERVICE_CONTINUE_PENDING: "CONTINUE_PENDING",
+               SERVICE_PAUSE_PENDING: "PAUSE_PENDING", SERVICE_PAUSED: "PAUSED"}
 
 ConsoleHandler = Callable[[int], bool]
 SignalHandler = Callable[[int, Any], None]
@@ -182,9 +187,19 @@ class FakeWin32:
         self.service_states[name] = ServiceStatus(SERVICE_RUNNING, SERVICE_ACCEPT_STOP, pid=42)
 
     def control_service(self, name: str, control: int) -> ServiceStatus:
-        if self._status("OpenService", name).state != SERVICE_RUNNING:
+        state = self._status("OpenService", name).state
+        if state not in (SERVICE_RUNNING, SERVICE_PAUSED):
             raise Win32Error("ControlService", ERROR_SERVICE_NOT_ACTIVE,
                              "The service has not been started.")
+        pid, accepted = 42, SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_PAUSE_CONTINUE
+        if control == SERVICE_CONTROL_PAUSE:  # the service pauses at once
+            self.service_states[name] = ServiceStatus(SERVICE_PAUSED, accepted, pid=pid)
+            return ServiceStatus(SERVICE_PAUSE_PENDING, accepted, checkpoint=1,
+                                 wait_hint_ms=1000, pid=pid)
+        if control == SERVICE_CONTROL_CONTINUE:
+            self.service_states[name] = ServiceStatus(SERVICE_RUNNING, accepted, pid=pid)
+            return ServiceStatus(SERVICE_CONTINUE_PENDING, accepted, checkpoint=1,
+                                 wait_hint_ms=1000, pid=pid)
         self.service_states[name] = self.stop_results.get(name, ServiceStatus(SERVICE_STOPPED))
         return ServiceStatus(SERVICE_STOP_PENDING, checkpoint=1, wait_hint_ms=1000)
 

@@ -9,8 +9,12 @@ calls `SvcRun` on a thread of its own, and control codes on the process' main th
   the start); then RUNNING, accepting STOP, SHUTDOWN and PRESHUTDOWN (pywin32 never
   advertises PRESHUTDOWN by itself; the preshutdown timeout is set at install from the
   stop budget, as recent Windows gives 10 s by default);
-- a control only hands a StopRequest to the loop (SvcRun is not Python's main thread, so
-  `signal.signal` is not available: the runtime runs with this bridge, no signals);
+- RUNNING also accepts PAUSE and CONTINUE (graceful/pause.py): PAUSE_PENDING while the
+  pause drains, then PAUSED; CONTINUE_PENDING, then RUNNING once accepting again. A STOP
+  while paused is a normal stop;
+- a control only hands a StopRequest (or a PauseRequest) to the loop (SvcRun is not
+  Python's main thread, so `signal.signal` is not available: the runtime runs with this
+  bridge, no signals);
 - during the stop, STOP_PENDING with a checkpoint that rises at every phase and drain tick,
   and a wait hint from the time left of the stop budget;
 - at the end STOPPED, with our exit code as the service-specific exit code when it is not
@@ -38,12 +42,20 @@ from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
 from graceful.bridge.service_log import LOG_BACKUPS, LOG_MAX_BYTES, MemoryLog, RotatingWriter
 from graceful.config import Config
+from graceful.controls import PauseAction, PauseRequest
 from graceful.errors import ConfigError, ExitCode, GracefulError
 from graceful.stop import StopObserver, StopRequest, StopSource
 
 HINT_SLACK_S = 2.0  # added to every wait hint: the loop closing, the process exiting
 START_TICK_S = 1.0  # START_PENDING progress while the app starts
-ACCEPTED = w.SERVICE_ACCEPT_STOP | w.SERVICE_ACCEPT_SHUTDOWN | w.SERVICE_ACCEPT_PRESHUTDOWN
+ACCEPTED_STARTING = (w.SERVICE_ACCEPT_STOP | w.SERVICE_ACCEPT_SHUTDOWN
+                     | w.SERVICE_ACCEPT_PRESHUTDOWN)
+ACCEPTED = ACCEPTED_STARTING | w.SERVICE_ACCEPT_PAUSE_CONTINUE  # RUNNING, PAUSED
+PAUSES = {w.SERVICE_CONTROL_PAUSE: PauseAction.PAUSE,
+          w.SERVICE_CONTROL_CONTINUE: PauseAction.RESUME}
+PAUSE_SOURCES = {PauseAction.PAUSE: "SCM_PAUSE", PauseAction.RESUME: "SCM_CONTINUE"}
+PENDING = (w.SERVICE_START_PENDING, w.SERVICE_STOP_PENDING, w.SERVICE_PAUSE_PENDING,
+           w.SERVICE_CONTINUE_PENDING)
 CONTROLS = {w.SERVICE_CONTROL_STOP: StopSource.SCM_STOP,
             w.SERVICE_CONTROL_SHUTDOWN: StopSource.SCM_SHUTDOWN,
             w.SERVICE_CONTROL_PRESHUTDOWN: StopSource.SCM_PRESHUTDOWN}
@@ -72,7 +84,7 @@ class ServiceReporter(StopObserver):
                 return  # nothing after STOPPED
             if only_from is not None and self.state != only_from:
                 return  # a start tick that lost the race with a stop control
-            pending = state in (w.SERVICE_START_PENDING, w.SERVICE_STOP_PENDING)
+            pending = state in PENDING
             if pending and state != self.state:
                 self._checkpoint = 0
             self._checkpoint = self._checkpoint + 1 if pending else self._checkpoint
@@ -88,7 +100,7 @@ class ServiceReporter(StopObserver):
         START_TICK_S with a wait hint from what is left of the startup budget, until the
         state changes or the budget is spent (then the SCM's own timeout shows the hang)."""
         self._started_at = self._win32.monotonic()
-        self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED,
+        self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED_STARTING,
                      hint_s=self.startup_budget_s + HINT_SLACK_S)
         threading.Thread(target=self._tick_start, name="graceful.start-progress",
                          daemon=True).start()
@@ -101,7 +113,7 @@ class ServiceReporter(StopObserver):
             left = self._start_left()
             if self.state != w.SERVICE_START_PENDING or left <= 0:
                 return
-            self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED,
+            self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED_STARTING,
                          hint_s=left + HINT_SLACK_S, only_from=w.SERVICE_START_PENDING)
 
     def end_start_progress(self) -> None:
@@ -111,6 +123,19 @@ class ServiceReporter(StopObserver):
         left = self.budget_s if time_left_s is None else time_left_s
         self._report(w.SERVICE_STOP_PENDING, hint_s=max(left, 0.0) + HINT_SLACK_S)
 
+    def pause_pending(self, action: PauseAction) -> bool:
+        """PAUSE_PENDING (from RUNNING) or CONTINUE_PENDING (from PAUSED or PAUSE_PENDING),
+        with the pause's drain as the hint; False (nothing reported) from another state."""
+        pause = action is PauseAction.PAUSE
+        state = w.SERVICE_PAUSE_PENDING if pause else w.SERVICE_CONTINUE_PENDING
+        sources = ((w.SERVICE_RUNNING,) if pause
+                   else (w.SERVICE_PAUSED, w.SERVICE_PAUSE_PENDING))
+        with self._lock:
+            if self.state not in sources:
+                return False
+        self._report(state, accepted=ACCEPTED, hint_s=self.budget_s + HINT_SLACK_S)
+        return True
+
     def final(self, code: int) -> None:
         self._ticker.set()
         self._report(w.SERVICE_STOPPED, exit_code=int(code))
@@ -119,6 +144,12 @@ class ServiceReporter(StopObserver):
     def ready(self) -> None:
         self._ticker.set()
         self._report(w.SERVICE_RUNNING, accepted=ACCEPTED)
+
+    def paused(self) -> None:
+        self._report(w.SERVICE_PAUSED, accepted=ACCEPTED, only_from=w.SERVICE_PAUSE_PENDING)
+
+    def resumed(self) -> None:
+        self._report(w.SERVICE_RUNNING, accepted=ACCEPTED, only_from=w.SERVICE_CONTINUE_PENDING)
 
     def phase(self, name: str, time_left_s: float) -> None:
         self.stop_pending(time_left_s)
@@ -138,16 +169,26 @@ class ServiceBridge:
     def __init__(self, reporter: ServiceReporter) -> None:
         self._reporter = reporter
         self._handover = Handover()
+        self._controls = Handover()
         self.requested = False
 
     def install(self, deliver: Deliver) -> None:
         self._handover.connect(deliver)
 
+    def install_controls(self, deliver: Deliver) -> None:
+        self._controls.connect(deliver)
+
     def uninstall(self) -> None:
         self._handover.disconnect()
+        self._controls.disconnect()
 
     def control(self, code: int) -> int:
         """The SCM's handler (its thread): answer at once, the stop runs on the loop."""
+        action = PAUSES.get(code)
+        if action is not None:
+            if self._reporter.pause_pending(action):  # else not RUNNING/PAUSED: nothing to do
+                self._controls(PauseRequest(action, PAUSE_SOURCES[action]))  # type: ignore[arg-type]
+            return 0
         source = CONTROLS.get(code)
         if source is None:
             return 0 if code == w.SERVICE_CONTROL_INTERROGATE else 120  # NOT_IMPLEMENTED
