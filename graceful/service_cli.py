@@ -108,12 +108,15 @@ def log_file_for(name: str, config: Config) -> Path:
 
 
 def host_command(name: str, serve_args: Sequence[str], *, app_dir: str,
-                 log_file: Path | None = None) -> list[str]:
+                 log_file: Path | None = None,
+                 log_retention_days: float | None = None) -> list[str]:
     """The command line the SCM runs. In a venv, the venv's python.exe is a launcher that
     starts the real interpreter as a child, which then cannot reach the SCM (error 1063):
     run the base interpreter and add the venv's site-packages (with its .pth files)."""
     tail = [name, "--app-dir", app_dir]
     tail += ["--log-file", str(log_file)] if log_file else []
+    if log_retention_days is not None:
+        tail += ["--log-retention-days", f"{log_retention_days:g}"]
     tail += ["--", *serve_args]
     if sys.prefix == sys.base_prefix:
         return [sys.executable, "-m", HOST_MODULE, *tail]
@@ -141,14 +144,18 @@ def service(ctx: click.Context) -> None:
 @click.option("--restart-on-failure", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Restart after SECONDS when the service fails (reset after a day).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON log, rotated by size; default: next to the checkpoint.")
+              help="JSON log, rotated by size and daily, gzipped; default: next to the "
+                   "checkpoint.")
+@click.option("--log-retention-days", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Delete rotated logs older than this  [default: 14].")
 @click.option("--app-dir", type=click.Path(file_okay=False, exists=True),
               help="Folder the MODULE is imported from; default: the current one.")
 @click.argument("serve_args", nargs=-1, type=click.UNPROCESSED, required=True)
 @click.pass_obj
 def install(win32: w.Win32, name: str, display_name: str | None, description: str,
             startup: str, restart_on_failure: float | None, log_file: Path | None,
-            app_dir: str | None, serve_args: tuple[str, ...]) -> None:
+            log_retention_days: float | None, app_dir: str | None,
+            serve_args: tuple[str, ...]) -> None:
     """Install service NAME that runs `graceful serve SERVE_ARGS` (after a `--`)."""
     try:
         parsed = parse_serve(serve_args)
@@ -162,7 +169,7 @@ def install(win32: w.Win32, name: str, display_name: str | None, description: st
     # service with the system's environment, and the host reads none (issue 19).
     log_path = Path(os.path.abspath(log_file or log_file_for(name, config)))
     command = host_command(name, [parsed.target, *parsed.options], app_dir=app_dir,
-                           log_file=log_path)
+                           log_file=log_path, log_retention_days=log_retention_days)
     spec = w.ServiceSpec(
         name=name, display_name=display_name or f"graceful {name}",
         description=description or f"graceful serve {parsed.target}",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -40,6 +41,7 @@ from typing import Any, NoReturn
 
 from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
+from graceful.bridge.log_retention import DAY_S, SERVICE_RETENTION, Retention
 from graceful.bridge.service_log import LOG_BACKUPS, LOG_MAX_BYTES, MemoryLog, RotatingWriter
 from graceful.config import Config
 from graceful.controls import PauseAction, PauseRequest
@@ -204,16 +206,25 @@ class _HostArgs(argparse.ArgumentParser):
 
 
 def parse_host_args(argv: Sequence[str]) -> argparse.Namespace:
-    """`NAME [--log-file F] [--app-dir D] -- <serve arguments>`."""
+    """`NAME [--log-file F] [--log-retention-days N] [--app-dir D] -- <serve arguments>`."""
     argv = list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
     parser = _HostArgs(prog="graceful-service", add_help=False)
     parser.add_argument("name")
     parser.add_argument("--log-file", type=Path)
+    parser.add_argument("--log-retention-days", type=float)
     parser.add_argument("--app-dir")
     args = parser.parse_args(argv[:split])
     args.serve = argv[split + 1:]
     return args
+
+
+def retention_for(args: argparse.Namespace) -> Retention:
+    """The log's retention: the service policy, its period from --log-retention-days."""
+    days = args.log_retention_days
+    if days is None:
+        return SERVICE_RETENTION
+    return dataclasses.replace(SERVICE_RETENTION, keep_s=days * DAY_S)
 
 
 class ServiceHost:
@@ -232,6 +243,7 @@ class ServiceHost:
         self.reporter = ServiceReporter(win32, handle, stop_budget_s=Config().stop_budget)
         self.bridge = ServiceBridge(self.reporter)
         self.writer: RotatingWriter | None = None
+        self.retention = SERVICE_RETENTION
         self.config: Config | None = None
 
     def run(self, run_target: Callable[..., ExitCode] | None = None) -> int:
@@ -279,6 +291,7 @@ class ServiceHost:
 
         args = parse_host_args(self.argv)
         self.name = args.name
+        self.retention = retention_for(args)
         if args.log_file:  # known now: what fails from here on is in the file
             self._open_log(args.log_file, early)
         if args.app_dir:
@@ -308,7 +321,8 @@ class ServiceHost:
         from graceful import logs
 
         self.writer = RotatingWriter(path, LOG_MAX_BYTES, LOG_BACKUPS,
-                                     replace=self.win32.replace_file, clock=self.win32.monotonic)
+                                     replace=self.win32.replace_file, clock=self.win32.monotonic,
+                                     retention=self.retention)
         logs.configure("json", "info", stream=self.writer)  # type: ignore[arg-type]
         early.replay(self.writer)
         if self.writer.error:
