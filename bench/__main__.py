@@ -51,7 +51,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     thr.add_argument("--rounds", type=int, default=5)
     thr.add_argument("--connections", type=int, default=32)
     thr.add_argument("--seconds", type=float, default=3.0)
-    for p in (drain, thr):
+    st = sub.add_parser("startup", help="exec to READY of each server, same app")
+    st.add_argument("--servers", type=_csv, default=["graceful", "graceful-uvloop", "aiohttp",
+                                                     "uvicorn", "hypercorn", "granian"])
+    st.add_argument("--starts", type=int, default=11, help="timed starts per server")
+    crash = sub.add_parser("crash", help="kill -9 under load, restart, time to READY, "
+                                         "state lost")
+    crash.add_argument("--interval", type=_csv, default=["0.1", "1", "off"],
+                       help="--checkpoint-interval values (seconds, or off)")
+    crash.add_argument("--restart-delay", type=lambda v: [float(x) for x in _csv(v)],
+                       default=[0.0, 1.0], help="seconds between the kill and the restart")
+    crash.add_argument("--repeat", type=int, default=3, help="kills per combination "
+                       "(the soak mode: --repeat 100)")
+    crash.add_argument("--connections", type=int, default=20)
+    for p in (drain, thr, st, crash):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
     rep.add_argument("--drain", type=Path, action="append", required=True,
@@ -107,6 +120,28 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     return 0
 
 
+async def startup_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    from bench import startup
+
+    results = await startup.run(args.servers, args.starts, args.out)
+    (args.out / "startup.json").write_text(json.dumps(
+        {"env": env, "rows": [r.summary() | {"seconds": r.seconds} for r in results]}))
+    print(f"raw results: {args.out / 'startup.json'}", file=sys.stderr)
+    print(startup.table(results))
+    return 0
+
+
+async def crash_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    from bench import crash
+
+    runs = await crash.run(args.interval, args.restart_delay, args.repeat, args.connections,
+                           args.out)
+    (args.out / "crash.json").write_text(json.dumps({"env": env, "runs": runs}))
+    print(f"raw results: {args.out / 'crash.json'}", file=sys.stderr)
+    print(crash.table(runs))
+    return 0
+
+
 async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import throughput
 
@@ -133,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     # A write to a connection the server already closed is an expected event here.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     env = environment(argv)
-    run = drain_main if args.mode == "drain" else throughput_main
+    run = {"drain": drain_main, "throughput": throughput_main, "startup": startup_main,
+           "crash": crash_main}[args.mode]
     try:
         import uvloop  # the harness's own loop: cheaper, so the servers get the CPU
     except ImportError:

@@ -24,7 +24,21 @@ def _option(name: str, **kwargs: Any) -> Any:
     return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """`service` is imported when asked for: `graceful serve` does not pay for it at start."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "service"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "service":
+            from graceful.service_cli import service
+
+            return service
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiohttp-graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
@@ -224,7 +238,3 @@ def _flush_std_streams() -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
 
-
-from graceful.service_cli import service  # noqa: E402  (Windows service commands)
-
-main.add_command(service)

@@ -24,12 +24,11 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from graceful import appstate, checks, health, hooks, loader
-from graceful import checkpoint as ckpt
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
 from graceful.config import Config
@@ -49,6 +48,9 @@ from graceful.logs import get_logger
 from graceful.pause import Pauser
 from graceful.protocol import DrainingRequestHandler, handler_options
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
+
+if TYPE_CHECKING:
+    from graceful import checkpoint as ckpt
 
 log = get_logger()
 
@@ -250,7 +252,10 @@ class Runtime:
         restored: dict[str, Any] = {}
         if config.checkpoint is not None:
             # probe the folder, take the lock, then read: refused now rather than at the stop
-            self._checkpointer = checkpointer = ckpt.Checkpointer.open(config.checkpoint)
+            # imported here: a server without a checkpoint does not pay for it at start
+            from graceful.checkpoint import Checkpointer
+
+            self._checkpointer = checkpointer = Checkpointer.open(config.checkpoint)
             if checkpointer.fallback is not None:
                 log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
             if (snapshot := checkpointer.restored) is not None:
