@@ -25,6 +25,8 @@ from graceful.bridge import win32 as w
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
 
+ACCOUNTS = {"localsystem": None, "localservice": "NT AUTHORITY\\LocalService",
+            "networkservice": "NT AUTHORITY\\NetworkService"}
 STARTUPS = {"auto": (w.SERVICE_AUTO_START, False), "delayed": (w.SERVICE_AUTO_START, True),
             "manual": (w.SERVICE_DEMAND_START, False)}
 HOST_MODULE = "graceful.bridge.windows_service"
@@ -149,14 +151,29 @@ def service(ctx: click.Context) -> None:
 @click.option("--log-retention-days", type=click.FloatRange(min=0, min_open=True),
               default=None, help="Delete rotated logs older than this  [default: 14].")
 @click.option("--app-dir", type=click.Path(file_okay=False, exists=True),
-              help="Folder the MODULE is imported from; default: the current one.")
+              help="The service's working directory, and the folder MODULE is imported "
+                   "from; default: the current one.")
+@click.option("--env", "environment", multiple=True, metavar="KEY=VALUE",
+              help="An environment variable of the service (repeatable).")
+@click.option("--account", default="LocalSystem", show_default=True,
+              help="LocalSystem, LocalService, NetworkService, or a user (DOMAIN\\user, "
+                   ".\\user) with the 'Log on as a service' right.")
+@click.option("--password", envvar="GRACEFUL_SERVICE_PASSWORD",
+              help="A user account's password; asked for when not given (never echoed).")
+@click.option("--depends-on", "dependencies", multiple=True, metavar="SERVICE",
+              help="A service to start first (repeatable).")
 @click.argument("serve_args", nargs=-1, type=click.UNPROCESSED, required=True)
 @click.pass_obj
 def install(win32: w.Win32, name: str, display_name: str | None, description: str,
             startup: str, restart_on_failure: float | None, log_file: Path | None,
             log_retention_days: float | None, app_dir: str | None,
-            serve_args: tuple[str, ...]) -> None:
+            environment: tuple[str, ...], account: str, password: str | None,
+            dependencies: tuple[str, ...], serve_args: tuple[str, ...]) -> None:
     """Install service NAME that runs `graceful serve SERVE_ARGS` (after a `--`)."""
+    env = _environment(environment)
+    user = ACCOUNTS.get(account.lower(), account)
+    if user is not None and user not in ACCOUNTS.values() and password is None:
+        password = click.prompt(f"password of {user}", hide_input=True)
     try:
         parsed = parse_serve(serve_args)
         app_dir = os.path.abspath(app_dir or parsed.app_dir or os.getcwd())
@@ -175,7 +192,9 @@ def install(win32: w.Win32, name: str, display_name: str | None, description: st
         description=description or f"graceful serve {parsed.target}",
         argv=tuple(command), start_type=start_type,
         delayed_start=delayed, restart_delay_s=restart_on_failure,
-        preshutdown_timeout_ms=int((config.stop_budget + PRESHUTDOWN_SLACK_S) * 1000))
+        preshutdown_timeout_ms=int((config.stop_budget + PRESHUTDOWN_SLACK_S) * 1000),
+        account=user, password=password if user not in ACCOUNTS.values() else None,
+        dependencies=dependencies, environment=env)
     _call(win32.create_service, spec)
     click.echo(f"installed {name}: {spec.command_line}")
     click.echo(f"  stop budget {config.stop_budget:g}s, preshutdown timeout "
@@ -287,6 +306,28 @@ def status(win32: w.Win32, name: str) -> None:
     click.echo(f"  serve {serve.target} {options}")
     click.echo(f"  stop budget {serve.config.stop_budget:g}s, app dir {host.app_dir}, "
                f"logs {host.log_file or log_file_for(host.name, serve.config)}")
+    _print_config(_call(win32.query_service_config, name), _call(win32.query_service, name))
+
+
+START_NAMES = {w.SERVICE_AUTO_START: "auto", w.SERVICE_DEMAND_START: "manual", 4: "disabled"}
+
+
+def _print_config(config: w.ServiceConfig, status: w.ServiceStatus) -> None:
+    start = START_NAMES.get(config.start_type, str(config.start_type))
+    start += " (delayed)" if config.delayed_start else ""
+    click.echo(f"  start: {start}, account {config.account}, depends on "
+               f"{', '.join(config.dependencies) or '-'}")
+    restarts = [delay for action, delay in config.failure_actions if action == w.SC_ACTION_RESTART]
+    if restarts:
+        click.echo(f"  recovery: restart after {restarts[0] / 1000:g}s, {len(restarts)} times; "
+                   f"counts reset after {config.failure_reset_s}s")
+    else:
+        click.echo("  recovery: none")
+    if status.win32_exit_code == w.ERROR_SERVICE_SPECIFIC_ERROR:
+        click.echo(f"  last exit: {status.service_exit_code} (service-specific; win32 "
+                   f"{status.win32_exit_code})")
+    else:
+        click.echo(f"  last exit: win32 {status.win32_exit_code}")
 
 
 def _stop(win32: w.Win32, name: str, timeout: float) -> w.ServiceStatus:
@@ -328,6 +369,16 @@ def _print(name: str, status: w.ServiceStatus) -> None:
     if status.win32_exit_code:
         line += f" win32_exit={status.win32_exit_code} exit_code={status.service_exit_code}"
     click.echo(line)
+
+
+def _environment(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    env = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--env {pair!r}: expected KEY=VALUE", ExitCode.USAGE)
+        env.append((key, value))
+    return tuple(env)
 
 
 def _check_target(target: str, app_dir: str) -> None:

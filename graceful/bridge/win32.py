@@ -80,10 +80,30 @@ class ServiceSpec:
     restart_delay_s: float | None = None
     restart_reset_s: int = 86400
     preshutdown_timeout_ms: int = 0
+    # nssm parity (issue 12): the account (None: LocalSystem), its password (a user
+    # account's), the services it needs started first, its own environment variables.
+    account: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    dependencies: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
 
     @property
     def command_line(self) -> str:
         return subprocess.list2cmdline(self.argv)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """What `graceful service status` reads back of an installed service."""
+
+    start_type: int
+    delayed_start: bool
+    account: str  # "LocalSystem" for the SCM's default
+    dependencies: tuple[str, ...]
+    description: str
+    # (action, delay in ms) per failure, and the seconds after which the count resets
+    failure_actions: tuple[tuple[int, int], ...]
+    failure_reset_s: int
 
 
 class Win32Error(GracefulError):
@@ -108,6 +128,8 @@ class Win32(Protocol):
     def query_service(self, name: str) -> ServiceStatus: ...
     def query_service_command(self, name: str) -> list[str]:
         """The service's command line (QueryServiceConfig), split as Windows splits it."""
+    def query_service_config(self, name: str) -> ServiceConfig:
+        """Start type, account, dependencies, description, recovery actions."""
     def report_event(self, kind: str, message: str) -> None:
         """A line in the Windows Event Log (Application): kind is error, warning or info."""
     def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
@@ -210,6 +232,15 @@ class FakeWin32:
         self._status("OpenService", name)
         return list(self.services[name].argv)
 
+    def query_service_config(self, name: str) -> ServiceConfig:
+        self._status("OpenService", name)
+        spec = self.services[name]
+        actions = (((SC_ACTION_RESTART, int(spec.restart_delay_s * 1000)),) * 3
+                   if spec.restart_delay_s is not None else ())
+        return ServiceConfig(spec.start_type, spec.delayed_start,
+                             spec.account or "LocalSystem", spec.dependencies,
+                             spec.description, actions, spec.restart_reset_s)
+
     def report_event(self, kind: str, message: str) -> None:
         self.events.append((kind, message))
 
@@ -267,8 +298,11 @@ class RealWin32:
             handle = ws.CreateService(
                 scm, spec.name, spec.display_name, ws.SERVICE_ALL_ACCESS,
                 ws.SERVICE_WIN32_OWN_PROCESS, spec.start_type, ws.SERVICE_ERROR_NORMAL,
-                spec.command_line, None, 0, None, None, None)
+                spec.command_line, None, 0, list(spec.dependencies) or None, spec.account,
+                spec.password)
             try:
+                if spec.environment:  # the SCM's per-service environment (as nssm sets it)
+                    _set_environment(spec.name, spec.environment)
                 ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_DESCRIPTION, spec.description)
                 if spec.delayed_start:
                     ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_DELAYED_AUTO_START_INFO, True)
@@ -310,6 +344,19 @@ class RealWin32:
                              info["Win32ExitCode"], info["ServiceSpecificExitCode"],
                              info["CheckPoint"], info["WaitHint"], info["ProcessId"])
 
+    def query_service_config(self, name: str) -> ServiceConfig:
+        import win32service as ws
+
+        with _errors(), _service(name) as handle:
+            config = ws.QueryServiceConfig(handle)
+            description = ws.QueryServiceConfig2(handle, ws.SERVICE_CONFIG_DESCRIPTION) or ""
+            delayed = ws.QueryServiceConfig2(handle, ws.SERVICE_CONFIG_DELAYED_AUTO_START_INFO)
+            failure = ws.QueryServiceConfig2(handle, ws.SERVICE_CONFIG_FAILURE_ACTIONS) or {}
+        return ServiceConfig(config[1], bool(delayed), config[7] or "LocalSystem",
+                             tuple(config[6] or ()), description,
+                             tuple(tuple(a) for a in failure.get("Actions") or ()),
+                             int(failure.get("ResetPeriod") or 0))
+
     def query_service_command(self, name: str) -> list[str]:
         from ctypes import wintypes
 
@@ -335,6 +382,19 @@ class RealWin32:
 
     def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
         os.replace(src, dst)
+
+
+def _set_environment(name: str, environment: tuple[tuple[str, str], ...]) -> None:
+    import winreg
+
+    path = f"SYSTEM\\CurrentControlSet\\Services\\{name}"
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_SET_VALUE) as key:
+            winreg.SetValueEx(key, "Environment", 0, winreg.REG_MULTI_SZ,
+                              [f"{k}={v}" for k, v in environment])
+    except OSError as err:
+        raise Win32Error("RegSetValueEx", getattr(err, "winerror", 0) or 0,
+                         err.strerror or str(err)) from None
 
 
 def _status(raw: tuple[int, ...]) -> ServiceStatus:
