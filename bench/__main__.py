@@ -71,6 +71,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                      help="a drain.json (repeatable)")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
     rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
+    rep.add_argument("--startup", type=Path, help="a startup.json")
+    rep.add_argument("--crash", type=Path, help="a crash.json")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
     args = parser.parse_args(argv)
     if args.mode == "drain":
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "report":
         from bench import results
 
-        for path in results.write(args.drain, args.throughput, args.write, args.notes):
+        for path in results.write(args.drain, args.throughput, args.write, args.notes,
+                                  args.startup, args.crash):
             print(f"plot: {path}", file=sys.stderr)
         print(f"wrote {args.write}", file=sys.stderr)
         return 0
