@@ -112,9 +112,11 @@ class Listener:
         if self._keeper is None:
             self.sock.close()  # never started (the start failed): nothing was queued
             return 0
-        if self._server is not None:  # else paused: the loop accepts no more already
+        if self._server is not None:
             self._server.close()  # the loop stops accepting; our duplicate keeps the queue
             self._server = None
+        else:  # paused (or a resume cut short by the stop): the loop accepts no more
+            self.sock.close()  # closed already, unless the resume was cut before serving it
         queued = _accept_all(self._keeper)
         self._keeper.close()  # from here on the kernel refuses new connections
         self._keeper = None
