@@ -98,7 +98,9 @@ class Listener:
     def __init__(self, sock: socket.socket, factory: ProtocolFactory) -> None:
         self.sock = sock
         self.address: tuple[str, int] = sock.getsockname()[:2]
+        self._family = sock.family
         self._factory = factory
+        self._rebind = False  # paused on Windows: resume binds the address again
         self._server: asyncio.AbstractServer | None = None
         self._keeper: socket.socket | None = None
 
@@ -132,13 +134,25 @@ class Listener:
         self._server.close()  # closes self.sock; the duplicate keeps listening
         self._server = None
         queued = _accept_all(self._keeper)
+        if _is_windows():
+            # The Proactor loop cannot serve a listening socket again once it has stopped
+            # serving it (its handle is tied to the loop's completion port: WinError 87 at
+            # every accept): close it, and bind the address again at resume. Connections
+            # made while paused are refused on Windows.
+            self._keeper.close()
+            self._keeper, self._rebind = None, True
         await self._serve(queued)
         return len(queued)
 
     async def resume(self, backlog: int) -> None:
         """Accept again, after `pause`: first what waited in the queue."""
-        if self._server is not None or self._keeper is None:
+        if self._server is not None:
             return
+        if self._keeper is None:
+            if not self._rebind:
+                return  # closed for good
+            self._keeper = _bound(self._family, self.address)  # OSError: the port is taken
+            self._rebind = False
         loop = asyncio.get_running_loop()
         self.sock, self._keeper = self._keeper, self._keeper.dup()
         self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog)

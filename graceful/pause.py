@@ -11,12 +11,15 @@ A pause (SIGUSR1, the SCM's PAUSE control, `runtime.pause()`):
 A continue (SIGUSR2, the SCM's CONTINUE control, `runtime.resume()`) accepts again and
 turns readiness back on. A continue while the pause still drains ends the pause at once.
 
-While paused the listening sockets stay open (a duplicate descriptor keeps each listening,
+While paused (POSIX) the listening sockets stay open (a duplicate descriptor keeps each listening,
 as at a stop): a new connection completes its handshake and waits in the kernel's accept
 queue, up to --backlog, and is served on continue; past the backlog the kernel drops or
 refuses it. Closing the sockets would refuse clients outright but risk losing the port to
 another process (or, with --port 0, to anyone) before the continue: a paused service must
-be able to continue on the same address.
+be able to continue on the same address. On Windows the Proactor loop cannot serve a
+listening socket again once it has stopped serving it, so the sockets are closed at the
+pause (new connections are refused) and bound again at the continue; if the port was
+taken meanwhile the continue fails (`resume.failed`) and the server stays paused.
 
 A stop while paused or pausing is a normal stop: its drain takes over (the connections
 queued while paused are served), then hooks and checkpoint run.
@@ -102,8 +105,14 @@ class Pauser:
             self._tracker.stop_closing_websockets()
             self._tracker.end_stopping()
         started = time.perf_counter()
-        for listener in self._listeners:
-            await listener.resume(self._config.backlog)
+        try:
+            for listener in self._listeners:
+                await listener.resume(self._config.backlog)
+        except OSError as err:  # Windows binds again, and the port may have been taken
+            log.error("resume.failed", error=str(err))
+            self._set_phase("paused")
+            self._notify("paused")
+            return
         self.paused = False
         self._set_phase("ready")
         log.info("resume.done", took_s=round(time.perf_counter() - started, 4))

@@ -317,11 +317,16 @@ def _print_config(config: w.ServiceConfig, status: w.ServiceStatus) -> None:
     start += " (delayed)" if config.delayed_start else ""
     click.echo(f"  start: {start}, account {config.account}, depends on "
                f"{', '.join(config.dependencies) or '-'}")
-    restarts = [delay for action, delay in config.failure_actions if action == w.SC_ACTION_RESTART]
+    if config.failure_actions is None:
+        click.echo("  recovery: not readable from this SCM")
+        restarts = []
+    else:
+        restarts = [delay for action, delay in config.failure_actions
+                    if action == w.SC_ACTION_RESTART]
     if restarts:
         click.echo(f"  recovery: restart after {restarts[0] / 1000:g}s, {len(restarts)} times; "
                    f"counts reset after {config.failure_reset_s}s")
-    else:
+    elif config.failure_actions is not None:
         click.echo("  recovery: none")
     if status.win32_exit_code == w.ERROR_SERVICE_SPECIFIC_ERROR:
         click.echo(f"  last exit: {status.service_exit_code} (service-specific; win32 "

@@ -101,8 +101,9 @@ class ServiceConfig:
     account: str  # "LocalSystem" for the SCM's default
     dependencies: tuple[str, ...]
     description: str
-    # (action, delay in ms) per failure, and the seconds after which the count resets
-    failure_actions: tuple[tuple[int, int], ...]
+    # (action, delay in ms) per failure, and the seconds after which the count resets;
+    # None: this SCM cannot say (Wine)
+    failure_actions: tuple[tuple[int, int], ...] | None
     failure_reset_s: int
 
 
@@ -349,13 +350,14 @@ class RealWin32:
 
         with _errors(), _service(name) as handle:
             config = ws.QueryServiceConfig(handle)
-            description = ws.QueryServiceConfig2(handle, ws.SERVICE_CONFIG_DESCRIPTION) or ""
-            delayed = ws.QueryServiceConfig2(handle, ws.SERVICE_CONFIG_DELAYED_AUTO_START_INFO)
-            failure = ws.QueryServiceConfig2(handle, ws.SERVICE_CONFIG_FAILURE_ACTIONS) or {}
+            description = _config2(handle, ws.SERVICE_CONFIG_DESCRIPTION, "") or ""
+            delayed = _config2(handle, ws.SERVICE_CONFIG_DELAYED_AUTO_START_INFO, False)
+            failure = _config2(handle, ws.SERVICE_CONFIG_FAILURE_ACTIONS, None)
+        actions = None if failure is None else tuple(
+            tuple(a) for a in failure.get("Actions") or ())
         return ServiceConfig(config[1], bool(delayed), config[7] or "LocalSystem",
-                             tuple(config[6] or ()), description,
-                             tuple(tuple(a) for a in failure.get("Actions") or ()),
-                             int(failure.get("ResetPeriod") or 0))
+                             tuple(config[6] or ()), description, actions,
+                             int((failure or {}).get("ResetPeriod") or 0))
 
     def query_service_command(self, name: str) -> list[str]:
         from ctypes import wintypes
@@ -382,6 +384,20 @@ class RealWin32:
 
     def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
         os.replace(src, dst)
+
+
+def _config2(handle: Any, level: int, default: Any) -> Any:
+    """QueryServiceConfig2, or `default` where the SCM does not know `level` (Wine knows
+    few: ERROR_INVALID_LEVEL)."""
+    import pywintypes
+    import win32service as ws
+
+    try:
+        return ws.QueryServiceConfig2(handle, level)
+    except pywintypes.error as err:
+        if err.winerror != 124:
+            raise
+        return default
 
 
 def _set_environment(name: str, environment: tuple[tuple[str, str], ...]) -> None:
