@@ -692,3 +692,15 @@ def traced() -> web.Application:
     graceful.add_hook(app, hook)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+async def _env(request: web.Request) -> web.Response:
+    return web.Response(text=os.environ.get(request.query["name"], "(unset)"))
+
+
+def with_env() -> web.Application:
+    """basic, and GET /env?name=X answering the process' environment variable X: what a
+    service was given with `graceful service install --env`."""
+    app = basic()
+    app.router.add_get("/env", _env)
+    return app

@@ -8,6 +8,7 @@
 3. A bad --env (no `=`) is refused with one line, nothing installed.
 4. status prints the state, pid, start type, account, dependencies, recovery actions and
    the last exit code.
+5. The service host sets the install's --env variables its SCM did not set.
 """
 
 from __future__ import annotations
@@ -74,3 +75,23 @@ def test_status_prints_start_type_recovery_and_last_exit():
         in lines
     assert "  recovery: restart after 10s, 3 times; counts reset after 86400s" in lines
     assert "  last exit: 3 (service-specific; win32 1066)" in lines
+
+
+def test_service_host_sets_its_environment(tmp_path, monkeypatch):
+    """5. The host sets the variables given to install --env that its SCM did not (Wine's
+    does not); one the SCM set is kept."""
+    from graceful.bridge.windows_service import ServiceHost
+    from tests.test_windows_harness import Background
+
+    monkeypatch.setenv("KEPT", "from the SCM")
+    monkeypatch.delenv("GREETING", raising=False)
+    fake = w.FakeWin32()
+    fake.services["Web"] = w.ServiceSpec("Web", "", "", (), environment=(
+        ("GREETING", "hello"), ("KEPT", "from install")))
+    host = ServiceHost(["Web", "--log-file", str(tmp_path / "x.log"), "--", "tests.apps:nope"],
+                       fake, handle="ssh")
+    Background(host.run).outcome()  # the target does not exist: the start fails after
+    import os
+
+    assert os.environ["GREETING"] == "hello" and os.environ["KEPT"] == "from the SCM"
+    monkeypatch.delenv("GREETING")

@@ -131,6 +131,8 @@ class Win32(Protocol):
         """The service's command line (QueryServiceConfig), split as Windows splits it."""
     def query_service_config(self, name: str) -> ServiceConfig:
         """Start type, account, dependencies, description, recovery actions."""
+    def query_service_environment(self, name: str) -> tuple[tuple[str, str], ...]:
+        """The service's own environment variables (its registry `Environment` value)."""
     def report_event(self, kind: str, message: str) -> None:
         """A line in the Windows Event Log (Application): kind is error, warning or info."""
     def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
@@ -232,6 +234,10 @@ class FakeWin32:
     def query_service_command(self, name: str) -> list[str]:
         self._status("OpenService", name)
         return list(self.services[name].argv)
+
+    def query_service_environment(self, name: str) -> tuple[tuple[str, str], ...]:
+        spec = self.services.get(name)
+        return spec.environment if spec else ()
 
     def query_service_config(self, name: str) -> ServiceConfig:
         self._status("OpenService", name)
@@ -344,6 +350,17 @@ class RealWin32:
         return ServiceStatus(info["CurrentState"], info["ControlsAccepted"],
                              info["Win32ExitCode"], info["ServiceSpecificExitCode"],
                              info["CheckPoint"], info["WaitHint"], info["ProcessId"])
+
+    def query_service_environment(self, name: str) -> tuple[tuple[str, str], ...]:
+        import winreg
+
+        path = f"SYSTEM\\CurrentControlSet\\Services\\{name}"
+        try:
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path) as key:
+                values, _ = winreg.QueryValueEx(key, "Environment")
+        except OSError:
+            return ()
+        return tuple((k, v) for k, _, v in (pair.partition("=") for pair in values) if k)
 
     def query_service_config(self, name: str) -> ServiceConfig:
         import win32service as ws

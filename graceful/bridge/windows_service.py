@@ -292,6 +292,11 @@ class ServiceHost:
         args = parse_host_args(self.argv)
         self.name = args.name
         self.retention = retention_for(args)
+        # install --env: Windows' SCM sets them from the service's Environment value, Wine's
+        # does not; set what is missing (what the SCM did set is kept)
+        with contextlib.suppress(Exception):
+            for key, value in self.win32.query_service_environment(args.name):
+                os.environ.setdefault(key, value)
         if args.log_file:  # known now: what fails from here on is in the file
             self._open_log(args.log_file, early)
         if args.app_dir:

@@ -73,3 +73,26 @@ def test_pause_and_continue(tmp_path):
         assert stopped.returncode == 0, stopped
     finally:
         graceful("service", "remove", "--stop", NAME, "--timeout", "30")
+
+
+def test_install_environment_and_dependencies(tmp_path):
+    """3. install --env reaches the service's process (Wine's SCM does not apply the
+    Environment value: the host sets it); with --depends-on the service is installed and
+    starts, but Wine's QueryServiceConfig gives no dependencies back (status: "-")."""
+    log = tmp_path / "svc.log"
+    name = NAME + "Env"
+    graceful("service", "remove", "--stop", name)
+    installed = graceful("service", "install", name, "--startup", "manual", "--log-file",
+                         winpath(log), "--app-dir", winpath(ROOT), "--env", "GREETING=hello",
+                         "--depends-on", "RpcSs", "--description", "pause test",
+                         "--", "tests.apps:with_env", "--port", "0", "--loop", "asyncio")
+    assert installed.returncode == 0, installed
+    try:
+        assert wine("net", "start", name).returncode == 0
+        port = wait_for_event(log, "server.started")["port"]
+        assert get(port, "/env?name=GREETING") == "hello"
+        status = graceful("service", "status", name)
+        assert status.returncode == 0 and "depends on " in status.stdout, status.stdout
+        assert graceful("service", "stop", name).returncode == 0
+    finally:
+        graceful("service", "remove", "--stop", name, "--timeout", "30")
