@@ -29,8 +29,9 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import aiohttp_signals, hooks
+from graceful import hooks
 from graceful.errors import StartupError
+from graceful.http import aiohttp_signals
 from graceful.logs import get_logger
 from graceful.stop import StopObserver
 

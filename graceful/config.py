@@ -75,10 +75,17 @@ class Config:
             object.__setattr__(self, "checkpoint", Path(os.fspath(self.checkpoint)))
 
     @property
+    def hooks_budget(self) -> float:
+        """The hooks phase's share of the stop, in seconds: one hook_timeout for graceful's
+        own hooks and one for aiohttp's on_cleanup and cleanup_ctx (each hook is bounded by
+        hook_timeout on its own, and the phase as a whole by this)."""
+        return self.hook_timeout * 2
+
+    @property
     def stop_budget(self) -> float:
         """The longest a stop may take, from the request to the exit, in seconds."""
         return (self.pre_stop_delay + self.drain_timeout + self.cancel_grace
-                + self.hook_timeout * 2 + self.checkpoint_timeout)
+                + self.hooks_budget + self.checkpoint_timeout)
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)

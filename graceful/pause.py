@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 
 from graceful.config import Config
 from graceful.controls import PauseAction, PauseRequest
-from graceful.drain import ConnectionTracker
-from graceful.listeners import Listener
+from graceful.http.drain import ConnectionTracker
+from graceful.http.listeners import Listener
 from graceful.logs import get_logger
 
 log = get_logger()

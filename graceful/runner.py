@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from graceful import loader, logs, threads
-from graceful.aiohttp_internals import ensure_supported
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
+from graceful.http.aiohttp_check import ensure_supported
 from graceful.loops import loop_factory
 from graceful.runtime import Runtime
 from graceful.stop import StopObserver, StopRequest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 import graceful
@@ -23,6 +25,16 @@ async def slow(request: web.Request) -> web.Response:
     state = request.app[graceful.STATE]
     state["served"] = state.get("served", 0) + 1
     return web.Response(text=f"slept {seconds}\n")
+
+
+_handlers_started = itertools.count(1)
+
+
+async def traced(request: web.Request) -> web.Response:
+    """`slow`, logging `app.handler_started` (`n`: how many have started so far) as it
+    begins: a test signals once its requests are in their handlers, not after a sleep."""
+    structlog.get_logger().info("app.handler_started", n=next(_handlers_started))
+    return await slow(request)
 
 
 async def fast(request: web.Request) -> web.Response:
@@ -74,6 +86,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 def _routes(app: web.Application) -> web.Application:
     app.router.add_get("/slow", slow)
     app.router.add_get("/fast", fast)
+    app.router.add_get("/traced", traced)
     app.router.add_post("/upload", upload)
     app.router.add_get("/stubborn", stubborn)
     app.router.add_get("/count", counter)
@@ -678,7 +691,7 @@ def with_dependencies() -> web.Application:
     return app
 
 
-def traced() -> web.Application:
+def with_traced_hooks() -> web.Application:
     """basic, with a graceful hook and an on_shutdown that write to $TRACE_FILE: a pause
     must run neither, a stop both."""
     app = basic()

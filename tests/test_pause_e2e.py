@@ -36,7 +36,7 @@ async def _unanswered(conn: Connection) -> bool:
 async def test_pause_drains_and_continue_serves_the_queue(serve, tmp_path):
     """1."""
     trace, state = tmp_path / "trace", tmp_path / "state.json"
-    server = serve("tests.apps:traced", "--checkpoint", str(state),
+    server = serve("tests.apps:with_traced_hooks", "--checkpoint", str(state),
                    env={"TRACE_FILE": str(trace)})
     assert (await get(server.port, "/count")).body == b"1\n"
     busy = await Connection.open(server.port)
@@ -74,7 +74,7 @@ async def test_pause_drains_and_continue_serves_the_queue(serve, tmp_path):
 async def test_stop_while_paused_is_a_normal_stop(serve, tmp_path):
     """2."""
     trace, state = tmp_path / "trace", tmp_path / "state.json"
-    server = serve("tests.apps:traced", "--checkpoint", str(state),
+    server = serve("tests.apps:with_traced_hooks", "--checkpoint", str(state),
                    env={"TRACE_FILE": str(trace)})
     busy = await request_in_flight(server.port, "/slow?s=0.5")
     server.signal(signal.SIGUSR1)

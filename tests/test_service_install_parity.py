@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
 from graceful.service_cli import service
+from tests.fake_win32 import FakeWin32
 
 SERVE = ["--", "tests.apps:basic", "--port", "9000"]
 
@@ -27,7 +28,7 @@ def invoke(fake, *args, input=None):
 
 def test_install_environment_account_description_dependencies():
     """1."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     result = invoke(fake, "install", "Web", "--env", "DB_URL=postgres://db/x", "--env",
                     "MODE=prod", "--account", "NetworkService", "--description", "Orders API",
                     "--depends-on", "Tcpip", "--depends-on", "postgresql-x64-16", *SERVE)
@@ -37,14 +38,14 @@ def test_install_environment_account_description_dependencies():
     assert spec.account == "NT AUTHORITY\\NetworkService" and spec.password is None
     assert spec.description == "Orders API"
     assert spec.dependencies == ("Tcpip", "postgresql-x64-16")
-    local = w.FakeWin32()
+    local = FakeWin32()
     assert invoke(local, "install", "Web", "--account", "LocalSystem", *SERVE).exit_code == 0
     assert local.services["Web"].account is None  # the SCM's LocalSystem
 
 
 def test_user_account_asks_for_its_password():
     """2."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     result = invoke(fake, "install", "Web", "--account", ".\\svc-orders", *SERVE,
                     input="s3cret\n")
     assert result.exit_code == 0, result.output
@@ -55,7 +56,7 @@ def test_user_account_asks_for_its_password():
 
 def test_bad_environment_is_refused():
     """3."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     result = invoke(fake, "install", "Web", "--env", "NOEQUALS", *SERVE)
     assert result.exit_code == 2
     assert "KEY=VALUE" in result.output
@@ -64,7 +65,7 @@ def test_bad_environment_is_refused():
 
 def test_status_prints_start_type_recovery_and_last_exit():
     """4."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     assert invoke(fake, "install", "Web", "--startup", "delayed", "--restart-on-failure", "10",
                   "--account", "LocalService", "--depends-on", "Tcpip", *SERVE).exit_code == 0
     fake.service_states["Web"] = w.ServiceStatus(
@@ -80,12 +81,12 @@ def test_status_prints_start_type_recovery_and_last_exit():
 def test_service_host_sets_its_environment(tmp_path, monkeypatch):
     """5. The host sets the variables given to install --env that its SCM did not (Wine's
     does not); one the SCM set is kept."""
-    from graceful.bridge.windows_service import ServiceHost
+    from graceful.windows.service_host import ServiceHost
     from tests.test_windows_harness import Background
 
     monkeypatch.setenv("KEPT", "from the SCM")
     monkeypatch.delenv("GREETING", raising=False)
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     fake.services["Web"] = w.ServiceSpec("Web", "", "", (), environment=(
         ("GREETING", "hello"), ("KEPT", "from install")))
     host = ServiceHost(["Web", "--log-file", str(tmp_path / "x.log"), "--", "tests.apps:nope"],

@@ -21,10 +21,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
-from graceful.bridge.log_retention import DAY_S, SERVICE_RETENTION, Retention
-from graceful.bridge.service_log import RotatingWriter
-from graceful.bridge.windows_service import parse_host_args, retention_for
 from graceful.service_cli import service
+from graceful.windows.log_retention import DAY_S, SERVICE_RETENTION, Retention
+from graceful.windows.service_host import parse_host_args, retention_for
+from graceful.windows.service_log import RotatingWriter
+from tests.fake_win32 import FakeWin32
 from tests.test_windows_service import start_service
 
 
@@ -132,7 +133,7 @@ def test_service_uses_the_retention_policy(tmp_path):
 
 
 def install_with(*options: str) -> w.ServiceSpec:
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     result = CliRunner().invoke(service, ["install", "Web", *options, "--", "tests.apps:basic"],
                                 obj=fake)
     assert result.exit_code == 0, result.output

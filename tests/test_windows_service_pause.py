@@ -18,11 +18,12 @@ from click.testing import CliRunner
 from graceful import checkpoint as ckpt
 from graceful.bridge import win32 as w
 from graceful.service_cli import service
+from tests.fake_win32 import FakeWin32
 from tests.test_windows_harness import Background, get, wait_until
 from tests.test_windows_service import start_service
 
 
-def _last_state(fake: w.FakeWin32) -> int:
+def _last_state(fake: FakeWin32) -> int:
     return fake.statuses[-1].state
 
 
@@ -67,7 +68,7 @@ def test_stop_while_paused(tmp_path):
 
 def test_cli_pause_and_continue():
     """3."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     runner = CliRunner()
     assert runner.invoke(service, ["install", "Web", "--", "tests.apps:basic"],
                          obj=fake).exit_code == 0

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from graceful.bridge.log_retention import Housekeeper, Retention, shift, started_at
+from graceful.windows.log_retention import Housekeeper, Retention, shift, started_at
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
@@ -86,7 +86,7 @@ class RotatingWriter:
 
     def close(self) -> None:
         with self._lock:
-            self._close()
+            self._close_file()
 
     # -- under the lock ----------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class RotatingWriter:
             with contextlib.suppress(OSError):
                 self._torn = self._torn or os.fstat(self._file.fileno()).st_size > before
             self.error = f"{type(err).__name__}: {err}"
-            self._close()
+            self._close_file()
             self._reopen_at = self._clock() + REOPEN_RETRY_S
             return False
         return True
@@ -155,7 +155,7 @@ class RotatingWriter:
             return False
         return True
 
-    def _close(self) -> None:
+    def _close_file(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -164,7 +164,7 @@ class RotatingWriter:
     def _rotate(self) -> None:
         # Our own handle must be closed first: Windows cannot rename a file open without
         # FILE_SHARE_DELETE, which Python's open() does not give.
-        self._close()
+        self._close_file()
         self.housekeeper.wait()  # the last rotation's compression of NAME.1, if still going
         try:
             shift(self.path, self._backups, self._replace)

@@ -30,8 +30,8 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, hdrs, web
 
+from graceful.http.protocol import DrainingRequestHandler, InFlight
 from graceful.logs import get_logger
-from graceful.protocol import DrainingRequestHandler, InFlight
 
 IDLE_QUIET_S = 0.05
 NEW_CONNECTION_GRACE_S = 1.0
@@ -52,7 +52,7 @@ class ConnectionTracker:
     """Every connection and every request in flight, and the drain over them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._event_loop = loop
         self.connections: set[DrainingRequestHandler] = set()
         # Handlers still running after their client went away, by the connection's task.
         self.orphans: dict[asyncio.Task[None], InFlight] = {}
@@ -106,13 +106,8 @@ class ConnectionTracker:
 
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
-        self.stopping = True
+        self.stopping = True  # every request is of the tracked class: nothing to switch
         self._touch()
-        for protocol in list(self.connections):
-            try:
-                protocol.track_current_request()
-            except Exception:  # one odd request class must not stop the stop
-                log.exception("drain.track_failed")
 
     def end_stopping(self) -> None:
         """A pause is over (graceful/pause.py): responses keep connections alive again."""
@@ -135,15 +130,15 @@ class ConnectionTracker:
                     progress: Callable[[int, float], None]) -> bool:
         """Wait until no request is in flight and every connection is closed.
 
-        Returns False when `deadline` (loop time) passed or `force` was set first. Reports
+        Returns False when `deadline` (time.monotonic()) passed or `force` was set first. Reports
         progress about once a second.
         """
-        next_tick = self._loop.time() + PROGRESS_EVERY_S
+        next_tick = time.monotonic() + PROGRESS_EVERY_S
         while True:
             self._close_quiet_connections()
             if not self.connections and not self.orphans:
                 return True
-            now = self._loop.time()
+            now = time.monotonic()
             if now >= deadline or force.is_set():
                 return False
             if now >= next_tick:
@@ -212,7 +207,7 @@ class ConnectionTracker:
             self._timer.cancel()
             self._timer = None
         if next_due is not None:
-            self._timer = self._loop.call_later(next_due - now, self._touch)
+            self._timer = self._event_loop.call_later(next_due - now, self._touch)
 
 
 WEBSOCKET_HANDSHAKE_WAIT_S = 1.0
