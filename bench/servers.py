@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -44,6 +45,8 @@ class Launch:
     peer_defaults: bool = False
     pre_stop_s: float = 0.0
     loop: str = "asyncio"  # for graceful and aiohttp's run_app (throughput mode)
+    tls: tuple[str, str] | None = None  # (certfile, keyfile): graceful and run_app serve HTTPS
+    graceful_args: tuple[str, ...] = ()  # more graceful serve options (--access-log)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,13 +66,16 @@ def _graceful(loop: str) -> Callable[[Launch], list[str]]:
     def argv(ln: Launch) -> list[str]:
         cmd = [PY, "-m", "graceful", "serve", "bench.apps:aiohttp_app", "--host", "127.0.0.1",
                "--port", "0", "--log-format", "json", "--drain-timeout",
-               f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop]
+               f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop, *ln.graceful_args]
+        if ln.tls:
+            cmd += ["--ssl-certfile", ln.tls[0], "--ssl-keyfile", ln.tls[1]]
         return [*cmd, "--pre-stop-delay", f"{ln.pre_stop_s:g}"] if ln.pre_stop_s else cmd
     return argv
 
 
 def _aiohttp(ln: Launch) -> list[str]:
     return [PY, "-m", "bench.launch_aiohttp", "--port", str(ln.port), "--loop", ln.loop,
+            *(["--ssl-cert", ln.tls[0], "--ssl-key", ln.tls[1]] if ln.tls else []),
             *_opt(ln, "--shutdown-timeout", f"{ln.drain_timeout_s:g}")]
 
 
@@ -167,14 +173,23 @@ async def start(server: Server, launch: Launch, log: Path, seen_log: Path | None
             cwd=ROOT, env=env, **_new_group())
     proc = Proc(server, process, port, log)
     try:
-        await _wait_ready(proc, ready_timeout_s)
+        await _wait_ready(proc, ready_timeout_s, client_tls() if launch.tls else None)
     except BaseException:
         await proc.kill_group()
         raise
     return proc
 
 
-async def _wait_ready(proc: Proc, timeout_s: float) -> None:
+def client_tls() -> ssl.SSLContext:
+    """The bench client's TLS: encrypted like any client, the certificate not checked."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _wait_ready(proc: Proc, timeout_s: float, tls: ssl.SSLContext | None = None
+                      ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.process.returncode is not None:
@@ -182,7 +197,7 @@ async def _wait_ready(proc: Proc, timeout_s: float) -> None:
                              f"{_tail(proc.log)}")
         if proc.port == 0:
             proc.port = _port_from_log(proc.log)
-        if proc.port and await _answers(proc.port):
+        if proc.port and await _answers(proc.port, tls):
             return
         await asyncio.sleep(0.02)
     raise StartError(f"{proc.server.name} not ready after {timeout_s:g} s: {_tail(proc.log)}")
@@ -198,9 +213,9 @@ def _port_from_log(log: Path) -> int:
     return 0
 
 
-async def _answers(port: int) -> bool:
+async def _answers(port: int, tls: ssl.SSLContext | None = None) -> bool:
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     except OSError:
         return False
     try:

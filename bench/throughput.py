@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench.progress import Progress
-from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, Launch, start
+from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, Launch, client_tls, start
+
+# What each variant compares (a against b), and how graceful is launched for each side.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "plain": {"pair": THROUGHPUT_PAIR, "tls": False, "a_args": (), "b_args": ()},
+    # HTTPS: graceful's TLS against run_app's ssl_context, same certificate
+    "tls": {"pair": THROUGHPUT_PAIR, "tls": True, "a_args": (), "b_args": ()},
+    # graceful with --access-log (JSON lines to its log file) against graceful without
+    "access-log": {"pair": ("graceful", "graceful"), "tls": False,
+                   "a_args": ("--access-log",), "b_args": ()},
+}
 
 REQUEST = b"GET /work?ms=0 HTTP/1.1\r\nHost: bench\r\n\r\n"
 
@@ -70,11 +80,25 @@ def _cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _certificate(out: Path) -> tuple[str, str]:
+    """A certificate made now (trustme, from the dev extra) for the tls variant."""
+    import trustme
+
+    folder = out / "tls"
+    folder.mkdir(parents=True, exist_ok=True)
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
+    cert.private_key_pem.write_to_path(folder / "key.pem")
+    return str(folder / "cert.pem"), str(folder / "key.pem")
+
+
 async def measure(server: str, loop: str, connections: int, seconds: float,
-                  out: Path) -> dict[str, float]:
+                  out: Path, tls: tuple[str, str] | None = None,
+                  graceful_args: tuple[str, ...] = ()) -> dict[str, float]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    proc = await start(SERVERS[server], Launch(port=0, drain_timeout_s=5, loop=loop),
+    launch = Launch(port=0, drain_timeout_s=5, loop=loop, tls=tls, graceful_args=graceful_args)
+    proc = await start(SERVERS[server], launch,
                        logs / f"throughput-{server}-{loop}.log", None)
     counter = [0]
     ev = asyncio.get_running_loop()
@@ -82,7 +106,7 @@ async def measure(server: str, loop: str, connections: int, seconds: float,
     try:
         for _ in range(connections):
             _, pump = await ev.create_connection(lambda: _Pump(counter), "127.0.0.1",
-                                                 proc.port)
+                                                 proc.port, ssl=client_tls() if tls else None)
             pumps.append(pump)
         await asyncio.sleep(0.5)  # warm-up
         n0, c0, t0 = counter[0], _cpu_s(proc.pid), time.monotonic()
@@ -102,26 +126,35 @@ async def measure(server: str, loop: str, connections: int, seconds: float,
 
 
 async def run(loops: list[str], rounds: int, connections: int, seconds: float,
-              out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Interleaved rounds, alternating which server goes first; ratios are per round."""
-    a, b = THROUGHPUT_PAIR
+              out: Path, variant: str = "plain"
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Interleaved rounds, alternating which server goes first; ratios are per round.
+    In every variant the row's `graceful_*` side is a and `aiohttp_*` side is b."""
+    spec = VARIANTS[variant]
+    a, b = spec["pair"]
+    tls = _certificate(out) if spec["tls"] else None
+    sides = {"a": (a, spec["a_args"]), "b": (b, spec["b_args"])}
     progress = Progress(len(loops) * rounds * 2)
     raw: list[dict[str, Any]] = []
     rows = []
     for loop in loops:
         ratios, cpu_ratios = [], []
-        per: dict[str, list[dict[str, float]]] = {a: [], b: []}
+        per: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
         for i in range(rounds):
-            for server in ((a, b) if i % 2 == 0 else (b, a)):
-                progress.status(f"throughput {server} {loop} round {i + 1}", "")
-                m = await measure(server, loop, connections, seconds, out)
-                per[server].append(m)
-                raw.append({"server": server, "loop": loop, "round": i + 1, **m})
-                progress.finish(f"throughput {server} {loop} round {i + 1}",
+            for side in (("a", "b") if i % 2 == 0 else ("b", "a")):
+                server, args = sides[side]
+                label = f"throughput {variant} {server}{' ' + ' '.join(args) if args else ''}"
+                progress.status(f"{label} {loop} round {i + 1}", "")
+                m = await measure(server, loop, connections, seconds, out, tls, args)
+                per[side].append(m)
+                raw.append({"server": server, "args": list(args), "variant": variant,
+                            "loop": loop, "round": i + 1, **m})
+                progress.finish(f"{label} {loop} round {i + 1}",
                                 f"{m['rps']:.0f} rps, {m['cpu_us']:.1f} µs CPU/req")
-            ratios.append(per[a][-1]["rps"] / per[b][-1]["rps"])
-            cpu_ratios.append(per[a][-1]["cpu_us"] / per[b][-1]["cpu_us"])
-        cost = await protocol_cost(loop, rounds)
+            ratios.append(per["a"][-1]["rps"] / per["b"][-1]["rps"])
+            cpu_ratios.append(per["a"][-1]["cpu_us"] / per["b"][-1]["cpu_us"])
+        a, b = "a", "b"
+        cost = await protocol_cost(loop, rounds) if variant == "plain" else None
         rows.append({
             "loop": loop, "rounds": rounds, "connections": connections, "seconds": seconds,
             "graceful_rps": statistics.median(m["rps"] for m in per[a]),
@@ -131,6 +164,8 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
             "graceful_cpu_us": statistics.median(m["cpu_us"] for m in per[a]),
             "aiohttp_cpu_us": statistics.median(m["cpu_us"] for m in per[b]),
             "cpu_ratio": statistics.median(cpu_ratios),
-            "protocol": cost,
+            "protocol": cost, "variant": variant,
+            "a": " ".join([sides["a"][0], *sides["a"][1]]),
+            "b": " ".join([sides["b"][0], *sides["b"][1]]),
         })
     return rows, raw

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
         StartupError,
     )
     from graceful.hooks import add_hook
+    from graceful.http.route_deadlines import drain_deadline
     from graceful.runner import run
     from graceful.runtime import Phase, Runtime
     from graceful.stop import StopObserver, StopRequest, StopSource
+    from graceful.stopnotice import Stopping, stopping
 
 __all__ = [
     "STATE",
@@ -40,12 +42,15 @@ __all__ = [
     "StopObserver",
     "StopRequest",
     "StopSource",
+    "Stopping",
     "add_check",
     "add_hook",
     "check_state",
     "degraded",
+    "drain_deadline",
     "run",
     "state",
+    "stopping",
 ]
 
 _WHERE = {
@@ -62,12 +67,15 @@ _WHERE = {
     "StopObserver": "graceful.stop",
     "StopRequest": "graceful.stop",
     "StopSource": "graceful.stop",
+    "Stopping": "graceful.stopnotice",
     "add_check": "graceful.checks",
     "add_hook": "graceful.hooks",
     "check_state": "graceful.checkpoint",
     "degraded": "graceful.checks",
+    "drain_deadline": "graceful.http.route_deadlines",
     "run": "graceful.runner",
     "state": "graceful.appstate",
+    "stopping": "graceful.stopnotice",
 }
 
 

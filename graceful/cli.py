@@ -14,11 +14,21 @@ import click
 
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
-from graceful.serve_options import serve_options
+from graceful.serve_options import SECONDS, serve_options
 
 
-class _Commands(click.Group):
-    """`service` is imported when asked for: `graceful serve` does not pay for it at start."""
+class _OneLineErrors(click.Group):
+    """Usage errors (a bad value, an unknown option) in one line, `graceful: error: ...`,
+    exit 2, like every other error of the command line: click's own form takes four.
+    `service` is imported when asked for: `graceful serve` does not pay for it at start."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), "service"])
@@ -31,7 +41,16 @@ class _Commands(click.Group):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Any:
+    try:
+        yield
+    except click.UsageError as err:
+        click.echo(f"graceful: error: {err.format_message()}", err=True)
+        raise click.exceptions.Exit(ExitCode.USAGE) from err
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiohttp-graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
@@ -108,12 +127,19 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
     if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
-        bridge.install(threads.stop_waiting)
+        bridge.install(_stops_only(threads.stop_waiting))
     if deadline is None:  # the start failed: no stop budget
         deadline = time.monotonic() + threads.RESERVE_S
     code = threads.reported(code, threads.join_all(deadline))
     log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
     return code
+
+
+def _stops_only(func: Any) -> Any:
+    """A restart request (SIGHUP) once the runtime has finished is ignored."""
+    from graceful.stop import StopRequest
+
+    return lambda request: func(request) if isinstance(request, StopRequest) else None
 
 
 def _fallback_stream() -> Any:
@@ -197,3 +223,40 @@ def _flush_std_streams() -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
 
+
+def _check(target: str, within: float | None, **options: Any) -> None:
+    from graceful import check, loader
+    from graceful.http import aiohttp_check
+
+    options["log_level"] = options["log_level"].lower()
+    app_dir = options.pop("app_dir")
+    config = _build(Config, options)
+    try:
+        aiohttp_check.ensure_supported()
+        check.build_app(loader.import_target(target, app_dir), config)
+    except GracefulError as err:
+        _fail(err)
+    worst = check.worst_case(config)
+    click.echo(f"stop budget of {target}, in seconds:")
+    click.echo(check.render(check.budget_rows(config), worst))
+    if within is not None:
+        fits = worst <= within
+        click.echo(f"{'ok' if fits else 'too long'}: the worst case, {worst:g} s, is "
+                   f"{'within' if fits else 'more than'} --within {within:g} s")
+        if not fits:
+            _exit(ExitCode.ERROR)
+
+
+# `graceful check` takes every serve option (and --config), so it checks what serve would run.
+main.add_command(click.Command(
+    "check", callback=_check, params=[*serve.params, click.Option(
+        ["--within"], type=SECONDS, default=None, metavar="SECONDS",
+        help="Exit 1 when the worst case exceeds SECONDS (the supervisor's stop timeout: "
+             "terminationGracePeriodSeconds, TimeoutStopSec, docker stop's timeout).")],
+    help="Import MODULE:ATTR and build the app without serving it (no on_startup, no "
+         "bind), validate the options, and print the stop budget: each phase and the worst "
+         "case from the stop signal to the exit."))
+
+from graceful.restart_cli import restart  # noqa: E402
+
+main.add_command(restart)

@@ -7,11 +7,13 @@ import math
 import os
 from pathlib import Path
 
+from graceful import binds
 from graceful.errors import ConfigError
 
 LOOPS = ("auto", "asyncio", "uvloop", "winloop")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CLIENT_CERTS = ("none", "optional", "required")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,15 +51,45 @@ class Config:
     # "degraded"; False: 503 "degraded".
     degraded_ready: bool = True
     backlog: int = 1024
+    # Websockets open at the stop get close code 1001 with this reason text, and this long
+    # for the closing handshake before their connection is dropped.
+    websocket_close_reason: str = "server stopping"
+    websocket_close_timeout: float = 5.0
+    # Kubernetes' terminationGracePeriodSeconds, when given: the stop budget is checked
+    # against it at start (graceful/budget.py).
+    termination_grace_period: float | None = None
+    # --bind HOST:PORT / [V6]:PORT / unix:PATH and --fd N (graceful/binds.py); when any is
+    # given, host and port are not used.
+    bind: tuple[str, ...] = ()
+    fd: tuple[int, ...] = ()
+    unix_socket_mode: int | None = None  # accepts "600" (octal text) too
+    # TLS (graceful/tls.py): files are read and checked at start, and by `graceful check`.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_keyfile_password: str | None = dataclasses.field(default=None, repr=False)
+    ssl_ca_certs: Path | None = None
+    ssl_client_cert: str = "none"
+    # A restart's successor must be serving within this long, or it is ended (restart.py).
+    restart_timeout: float = 60.0
+    # Development: restart when a file under the app's folder changes (reload.py).
+    reload: bool = False
+    # Written with the pid once serving (a restart's successor writes its own: pidfile.py).
+    pid_file: Path | None = None
 
     def __post_init__(self) -> None:
+        self._check_listening()
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",
-                     "checkpoint_timeout", "startup_timeout"):
+                     "checkpoint_timeout", "startup_timeout", "websocket_close_timeout",
+                     "restart_timeout"):
             _check_seconds(name, getattr(self, name))
         if self.checkpoint_interval is not None:
             _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)
             if self.checkpoint is None:
                 raise ConfigError("checkpoint_interval needs a checkpoint path")
+        if self.termination_grace_period is not None:
+            _check_seconds("termination_grace_period", self.termination_grace_period)
+        if len(self.websocket_close_reason.encode()) > 123:  # RFC 6455 section 5.5
+            raise ConfigError("websocket_close_reason must be at most 123 bytes in UTF-8")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.backlog < 1:
@@ -73,6 +105,24 @@ class Config:
             raise ConfigError("livez_path and readyz_path must differ")
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(os.fspath(self.checkpoint)))
+
+    def _check_listening(self) -> None:
+        object.__setattr__(self, "bind", tuple(self.bind))
+        object.__setattr__(self, "fd", tuple(self.fd))
+        for spec in self.bind:
+            binds.parse(spec)
+        for fd in self.fd:
+            if fd < 0:
+                raise ConfigError(f"--fd {fd}: a file descriptor is >= 0")
+        object.__setattr__(self, "unix_socket_mode", binds.parse_mode(self.unix_socket_mode))
+        _check_choice("ssl_client_cert", self.ssl_client_cert, CLIENT_CERTS)
+        if self.ssl_certfile is None:
+            for name in ("ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} needs ssl_certfile")
+        if self.ssl_client_cert != "none" and self.ssl_ca_certs is None:
+            raise ConfigError("ssl_client_cert optional/required needs ssl_ca_certs (the CAs "
+                              "that sign client certificates)")
 
     @property
     def hooks_budget(self) -> float:

@@ -96,6 +96,23 @@ def scrub_http_errors(logger: WrappedLogger, method: str, event_dict: EventDict)
     return event_dict
 
 
+ACCESS_EVENT = "http.access"  # graceful/http/access.py logs it
+
+
+def access_line(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """`http.access` as `REMOTE - "GET /path HTTP/1.1" 200 512 0.52ms` (console only)."""
+    if event_dict.get("event") != ACCESS_EVENT or "status" not in event_dict:
+        return event_dict
+    fields = {k: event_dict.pop(k, None) for k in
+              ("method", "path", "status", "took_ms", "remote", "keep_alive", "version",
+               "bytes")}
+    size = fields["bytes"] if fields["bytes"] is not None else "-"
+    event_dict["event"] = (f'{fields["remote"] or "-"} - "{fields["method"]} {fields["path"]} '
+                           f'HTTP/{fields["version"]}" {fields["status"]} {size} '
+                           f'{fields["took_ms"]}ms')
+    return event_dict
+
+
 def dropped_lines() -> int:
     """How many log lines the configured sink has dropped so far."""
     return _sink.dropped if _sink is not None else 0
@@ -123,6 +140,8 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
     )
     # Never frame locals: they hold tokens, API keys and DSNs (structlog's default shows them).
     exc: list[Any] = [scrub_http_errors]
+    if not as_json:
+        exc.append(access_line)
     if as_json:
         exc.append(structlog.processors.ExceptionRenderer(
             ExceptionDictTransformer(show_locals=False)))

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 
 from graceful.config import Config
 from graceful.controls import PauseAction, PauseRequest
+from graceful.http import websockets
 from graceful.http.drain import ConnectionTracker
 from graceful.http.listeners import Listener
 from graceful.logs import get_logger
@@ -81,7 +82,9 @@ class Pauser:
         log.info("listeners.paused", queued_connections=queued,
                  took_s=round(time.perf_counter() - started, 4))
         self._tracker.begin_stopping()
-        self._tracker.close_websockets()
+        self._tracker.close_websockets(websockets.WebSocketClose(
+            reason=self._config.websocket_close_reason,
+            timeout=self._config.websocket_close_timeout))  # 1001, as at a stop
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.drain_timeout
         drained = await self._tracker.drain(deadline, asyncio.Event(), self._progress)

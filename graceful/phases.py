@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from graceful import hooks
+from graceful import hooks, stopnotice
 from graceful.config import Config
 from graceful.deadline import StopBudget
-from graceful.errors import ExitCode
+from graceful.errors import ExitCode, worst
 from graceful.flushing import Flusher
+from graceful.http import route_deadlines, websockets
 from graceful.logs import get_logger
 from graceful.startup import Started
 
@@ -49,7 +50,10 @@ class StopPhases:
     async def stop_accepting(self) -> ExitCode:
         """Refuse new connections; the ones already queued in the kernel are served."""
         started = time.perf_counter()
-        queued = sum([await listener.close() for listener in self._started.listeners])
+        # gathered: every listener stops accepting in the same instant (each close runs to
+        # its first await), then their queues are served together
+        queued = sum(await asyncio.gather(*(listener.close()
+                                            for listener in self._started.listeners)))
         log.info("listeners.closed", queued_connections=queued,
                  took_s=round(time.perf_counter() - started, 4))
         return ExitCode.OK
@@ -57,11 +61,24 @@ class StopPhases:
     async def drain(self) -> ExitCode:
         """aiohttp's on_shutdown, websockets 1001, then wait for the requests in flight."""
         started = time.perf_counter()
-        tracker = self._started.tracker
+        tracker, app = self._started.tracker, self._started.app
+        began, drain_until = self._budget().now(), self._budget().drain_until
+        stopnotice.fire(app, "stop", began=began, drain_until=drain_until)
+        # requests on routes with a deadline of their own are cut at it (None: no such route)
+        cutter = route_deadlines.RouteCutter.start(
+            app, tracker, began=began, drain_until=drain_until,
+            grace=self._config.cancel_grace, request_of=lambda i: i.protocol.current_request())
         on_shutdown = asyncio.ensure_future(self._on_shutdown())
-        self.drained = await tracker.drain(self._budget().drain_until, self._force,
-                                           self._on_drain_progress)
+        self.drained = False
+        try:
+            self.drained = await tracker.drain(drain_until, self._force,
+                                               self._on_drain_progress)
+        finally:
+            if cutter is not None:
+                await cutter.finish(self.drained)
         code = ExitCode.HOOK_FAILED if await on_shutdown else ExitCode.OK
+        if cutter is not None and cutter.cut:  # work was cut at a route's deadline: exit 3
+            code = worst(code, ExitCode.DRAIN_DEADLINE)
         tracker.stop_closing_websockets()
         if self.drained:
             log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
@@ -75,7 +92,9 @@ class StopPhases:
         failures = await hooks.run_steps(
             hooks.signal_steps(app, app.on_shutdown), self._config.hook_timeout,
             lambda: self._budget().left(self._budget().drain_until))
-        self._started.tracker.close_websockets()
+        self._started.tracker.close_websockets(websockets.WebSocketClose(
+            reason=self._config.websocket_close_reason,
+            timeout=self._config.websocket_close_timeout))
         return failures
 
     async def cancel(self) -> ExitCode:
@@ -85,9 +104,11 @@ class StopPhases:
         remaining = len(tracker.requests_in_flight())
         cancelled = await tracker.cancel_in_flight(grace)
         log.warning("drain.deadline", cancelled=len(cancelled), forced=self._forced(),
+                    cancelled_streams=sum(c.stream for c in cancelled),
+                    cancelled_requests=sum(not c.stream for c in cancelled),
                     open_connections=len(tracker.connections) if remaining == 0 else None,
                     requests=[{"method": c.method, "path": c.path, "age_s": c.age_s,
-                               "unwound": c.unwound} for c in cancelled])
+                               "unwound": c.unwound, "stream": c.stream} for c in cancelled])
         return ExitCode.DRAIN_DEADLINE if cancelled else ExitCode.OK
 
     async def hooks(self) -> ExitCode:

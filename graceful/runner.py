@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from graceful import loader, logs, threads
+from graceful import budget, loader, logs, threads
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
+from graceful.controls import PauseRequest
 from graceful.errors import ExitCode
 from graceful.http.aiohttp_check import ensure_supported
 from graceful.loops import loop_factory
+from graceful.pidfile import PidFile
+from graceful.reload import ReloadWatcher, app_folder
+from graceful.restart import Restarter
 from graceful.runtime import Runtime
-from graceful.stop import StopObserver, StopRequest
+from graceful.stop import RestartRequest, StopObserver, StopRequest
 from graceful.systemd import SystemdNotifier
+from graceful.takeover import SuccessorReport
 
 # Tasks still alive when the runtime has finished (a handler that swallowed its
 # cancellation, say) get this long before the loop is closed under them.
@@ -69,16 +75,37 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         # Signal handlers can only be set from the main thread; elsewhere the caller stops
         # the runtime through an observer, its own bridge, or Runtime.stop.
         bridge = default_bridge() if threading.current_thread() is threading.main_thread() else None
+    # the stop budget against the platform's limit, said at start (graceful/budget.py)
+    budget.check_at_start(config, budget.gather(
+        windows_console=type(bridge).__name__ == "WindowsConsoleBridge"))
+    loop = factory()
     notifier = SystemdNotifier.from_environment()
     observers = [*observers, notifier] if notifier else list(observers)
-    loop = factory()
+    if config.pid_file is not None:
+        observers.append(PidFile(config.pid_file))
+    if (takeover := SuccessorReport.from_environment()) is not None:  # we are a successor
+        observers.append(takeover)
+    # a restart re-runs this process's command line: only where SIGHUP reaches us
+    restarter = (Restarter.for_this_process(config.restart_timeout)
+                 if bridge is not None and sys.platform != "win32" else None)
+    if restarter is not None:
+        observers.append(restarter)
+        restarter.notifier = notifier
     executor = threads.DefaultExecutor()
     loop.set_default_executor(executor)
-    runtime = Runtime(app, config, observers=observers)
+    if restarter is not None and config.reload:
+        def restart_soon(request: RestartRequest) -> None:  # from the watcher's thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(restarter.request, request)
+
+        observers.append(ReloadWatcher(app_folder(app), restart_soon))
+    runtime = Runtime(app, config, observers=observers, takeover=takeover)
+    if restarter is not None:
+        restarter.attach(runtime)
     deadline: float | None = None
     try:
         asyncio.set_event_loop(loop)
-        code = loop.run_until_complete(_serve(runtime, bridge))
+        code = loop.run_until_complete(_serve(runtime, bridge, restarter))
         deadline = time.monotonic() + runtime.stop_time_left + threads.RESERVE_S
     finally:
         if deadline is None:  # the start failed: no stop budget
@@ -101,17 +128,30 @@ def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFA
                configure_logging=configure_logging)
 
 
-async def _serve(runtime: Runtime, bridge: StopBridge | None) -> ExitCode:
+async def _serve(runtime: Runtime, bridge: StopBridge | None,
+                 restarter: Restarter | None = None) -> ExitCode:
     loop = asyncio.get_running_loop()
 
-    def deliver(request: StopRequest) -> None:
+    def deliver(request: StopRequest | RestartRequest) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+            if isinstance(request, RestartRequest):
+                if restarter is not None:
+                    loop.call_soon_threadsafe(restarter.request, request)
+                return
+            loop.call_soon_threadsafe(stop, request)
+
+    def stop(request: StopRequest) -> None:
+        if restarter is None or not restarter.forward_stop(request):
+            runtime.request_stop(request)
+
+    def control(request: PauseRequest) -> None:  # pause and continue: the runtime's own
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(runtime.request_stop, request)
 
     if bridge is not None:
-        bridge.install(deliver)
+        bridge.install(deliver)  # type: ignore[arg-type]
         if hasattr(bridge, "install_controls"):  # pause and continue (graceful/pause.py)
-            bridge.install_controls(deliver)
+            bridge.install_controls(control)
     await runtime.start()
     return await runtime.wait_stopped()
 

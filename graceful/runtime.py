@@ -30,7 +30,7 @@ import enum
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -48,6 +48,10 @@ from graceful.pause import Pauser
 from graceful.phases import StopPhases, budget_of
 from graceful.startup import Builder, Started
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
+
+if TYPE_CHECKING:
+    from graceful import checkpoint as ckpt
+    from graceful.takeover import Takeover
 
 __all__ = ["REPEAT_IGNORED_S", "Phase", "Runtime"]
 
@@ -73,13 +77,15 @@ class Runtime:
     """
 
     def __init__(self, app: loader.AppSource, config: Config | None = None, *,
-                 observers: Iterable[StopObserver] = (), **options: Any) -> None:
+                 observers: Iterable[StopObserver] = (), takeover: Takeover | None = None,
+                 **options: Any) -> None:
         self.config = (config or Config()).replace(**options)
         self._observers = list(observers)
         self._hooks: list[hooks.ShutdownHook] = []
         self.phase = Phase.STARTING
+        # takeover: we are a restart's successor (graceful/takeover.py)
         self._builder = Builder(app, self.config, is_ready=lambda: self.phase is Phase.READY,
-                                phase=lambda: str(self.phase))
+                                phase=lambda: str(self.phase), takeover=takeover)
         self._started: Started | None = None  # the record of a start that succeeded
         self._flusher = Flusher(None, None)
         self._escalation = Escalation()
@@ -108,12 +114,16 @@ class Runtime:
         return self._builder.listeners
 
     @property
-    def addresses(self) -> list[tuple[str, int]]:
+    def checkpointer(self) -> ckpt.Checkpointer | None:
+        return self._builder.checkpointer
+
+    @property
+    def addresses(self) -> list[tuple[str, int] | str]:
         return [listener.address for listener in self.listeners]
 
     @property
     def port(self) -> int:
-        return self.addresses[0][1]
+        return self.addresses[0][1]  # type: ignore[return-value]
 
     @property
     def stop_time_left(self) -> float:
@@ -238,7 +248,8 @@ class Runtime:
     async def _start(self) -> None:
         self._started = started = await self._builder.build()
         self.phase = Phase.READY
-        host, port = started.listeners[0].address
+        first = started.listeners[0].address
+        host, port = first if isinstance(first, tuple) else (format_address(first), None)
         log.info("server.started", host=host, port=port,
                  loop=type(asyncio.get_running_loop()).__module__, pid=os.getpid(),
                  addresses=[format_address(a) for a in self.addresses])

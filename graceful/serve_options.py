@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from graceful.config import LOG_FORMATS, LOG_LEVELS, LOOPS, Config
+from graceful import config_file
+from graceful.config import CLIENT_CERTS, LOG_FORMATS, LOG_LEVELS, LOOPS, Config
 from graceful.errors import ConfigError
 
 SECONDS = click.FloatRange(min=0)
@@ -67,9 +68,41 @@ _OPTIONS = [
             help="With an optional startup check failing, readiness answers 200 "
                  "\"degraded\" (--no-degraded-ready: 503)."),
     _option("--backlog", type=click.IntRange(min=1), help="Listen backlog."),
+    _option("--websocket-close-reason",
+            help="Reason text of the close (1001) sent to websockets at a stop."),
+    _option("--websocket-close-timeout", type=SECONDS,
+            help="SECONDS each websocket gets to answer its close before it is dropped."),
+    _option("--termination-grace-period", type=SECONDS,
+            help="Kubernetes' terminationGracePeriodSeconds: warn at start when the stop "
+                 "budget exceeds it."),
+    _option("--restart-timeout", type=SECONDS,
+            help="SECONDS a restart's successor (SIGHUP, graceful restart) gets to serve "
+                 "before it is ended and this process serves on."),
+    _option("--reload/--no-reload",
+            help="Development: restart (through the hand-over) when a file under the app's "
+                 "folder changes. Needs the watchfiles package."),
+    _option("--pid-file", type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the pid here once serving (a restart's successor writes its own)."),
     click.option("--app-dir", envvar="GRACEFUL_APP_DIR", show_envvar=True, show_default=True,
                  type=click.Path(file_okay=False), default=".",
                  help="Folder to import MODULE from (put first on the import path)."),
+    _option("--bind", multiple=True, metavar="ADDRESS",
+            help="Listen on ADDRESS: HOST:PORT, [V6]:PORT or unix:PATH; repeatable. Given "
+                 "(or --fd), --host and --port are not used. Env: space-separated."),
+    _option("--fd", type=click.IntRange(min=0), multiple=True, metavar="N",
+            help="Serve the listening socket the parent opened on descriptor N; repeatable."),
+    _option("--unix-socket-mode", metavar="OCTAL",
+            help="File mode of unix: sockets (600, 660); default: the umask's."),
+    _option("--ssl-certfile", type=click.Path(dir_okay=False),
+            help="Serve HTTPS with this PEM certificate (chain)."),
+    _option("--ssl-keyfile", type=click.Path(dir_okay=False),
+            help="PEM private key of the certificate (default: in --ssl-certfile)."),
+    _option("--ssl-keyfile-password", help="Password of an encrypted key."),
+    _option("--ssl-ca-certs", type=click.Path(dir_okay=False),
+            help="PEM file of the CAs that sign client certificates."),
+    _option("--ssl-client-cert", type=click.Choice(CLIENT_CERTS),
+            help="Ask clients for a certificate signed by --ssl-ca-certs: optional or required."),
+    config_file.option(),
 ]
 
 
@@ -110,6 +143,9 @@ def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
         params["log_level"] = params["log_level"].lower()
         if params["checkpoint"] is not None:
             params["checkpoint"] = Path(os.path.abspath(params["checkpoint"]))
+        for name in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):  # the service's cwd differs
+            if params.get(name) is not None:
+                params[name] = os.path.abspath(params[name])
         config = Config(**params)
     except click.ClickException as err:
         raise ConfigError(f"serve arguments: {err.format_message()}") from None
@@ -122,11 +158,17 @@ def _explicit_options(ctx: click.Context, config: Config) -> list[str]:
     out: list[str] = []
     for param in ctx.command.params:
         name = param.name or ""
-        if not isinstance(param, click.Option) or name == "app_dir" \
+        if not isinstance(param, click.Option) or not hasattr(config, name) \
+                or not param.expose_value \
                 or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
             continue
         value = getattr(config, name)
-        if param.is_flag:
+        if name == "unix_socket_mode":
+            value = format(value, "o")  # Config keeps the number; the option reads octal
+        if param.multiple:
+            for item in value:
+                out += [param.opts[0], _text(item)]
+        elif param.is_flag:
             out.append(param.opts[0] if value else param.secondary_opts[0])
         else:
             out += [param.opts[0], _text(value)]

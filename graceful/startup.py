@@ -15,19 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from graceful import appstate, checks, hooks, loader
+from graceful import appstate, checks, hooks, loader, stopnotice, tls
 from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.flushing import log_invalid
-from graceful.http import health
+from graceful.http import activation, binding, health, route_deadlines
 from graceful.http.access import AccessLogger
 from graceful.http.drain import ConnectionTracker
-from graceful.http.listeners import Listener, bind_all
+from graceful.http.listeners import Listener
 from graceful.http.protocol import DrainingRequestHandler, handler_options
 from graceful.logs import get_logger
 
 if TYPE_CHECKING:
     from graceful import checkpoint as ckpt
+    from graceful.takeover import Takeover
 
 log = get_logger()
 
@@ -52,8 +53,10 @@ class Builder:
     undone."""
 
     def __init__(self, source: loader.AppSource, config: Config, *,
-                 is_ready: Callable[[], bool], phase: Callable[[], str]) -> None:
+                 is_ready: Callable[[], bool], phase: Callable[[], str],
+                 takeover: Takeover | None = None) -> None:
         self._source = source
+        self._takeover = takeover  # a restart's successor (graceful/takeover.py)
         self._config = config
         self._is_ready = is_ready
         self._phase = phase
@@ -69,7 +72,12 @@ class Builder:
         loop = asyncio.get_running_loop()
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
-        self.sockets = bind_all(config.host, config.port)
+        # Sockets handed to us (systemd, or a predecessor's restart) are served as they are.
+        inherited = activation.inherited_sockets()
+        self.sockets = ([sock for _, sock in inherited] if inherited
+                        else binding.open_sockets(config.host, config.port, config.bind,
+                                                  config.fd, config.unix_socket_mode))
+        ssl_context = tls.server_context(config)  # each bad file named, before the app runs
         restored = self._open_checkpoint() if config.checkpoint is not None else {}
         app = await loader.build_app(self._source)
         if app.on_startup.frozen:  # not self.app: its cleanup ran when it was last served
@@ -95,6 +103,9 @@ class Builder:
         self.tracker = tracker = ConnectionTracker(loop)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
         hooks.bound_startup(app, config.startup_timeout)
+        stopnotice.attach(app)  # graceful.stopping(request) fires when the drain begins
+        if routes := route_deadlines.routes_with_deadlines(app):
+            log.info("drain.route_deadlines", routes=routes)
         # run_app's keep-alive default; the app's handler_args still win, as under run_app
         runner = web.AppRunner(app, handle_signals=False,
                                keepalive_timeout=KEEPALIVE_TIMEOUT_S, **access)
@@ -108,8 +119,10 @@ class Builder:
         def factory() -> DrainingRequestHandler:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
+        if self._takeover is not None:  # a restart's successor: the predecessor's final state
+            await self._takeover.before_accepting(self.checkpointer, self.state)
         sockets, self.sockets = self.sockets, []
-        self.listeners += [Listener(sock, factory) for sock in sockets]
+        self.listeners += [Listener(sock, factory, ssl=ssl_context) for sock in sockets]
         for listener in self.listeners:
             await listener.start(config.backlog)
         return Started(app, self.state, tracker, runner, tuple(self.listeners),
@@ -121,7 +134,9 @@ class Builder:
         # imported here: a server without a checkpoint does not pay for it at start
         from graceful.checkpoint import Checkpointer
 
-        self.checkpointer = checkpointer = Checkpointer.open(self._config.checkpoint)
+        lock_fd = self._takeover.lock_fd if self._takeover is not None else None
+        self.checkpointer = checkpointer = Checkpointer.open(
+            self._config.checkpoint, handed_over_lock_fd=lock_fd)
         if checkpointer.fallback is not None:
             log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
         if (snapshot := checkpointer.restored) is None:

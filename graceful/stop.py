@@ -20,6 +20,7 @@ class StopSource(enum.StrEnum):
     SCM_PRESHUTDOWN = "SCM_PRESHUTDOWN"
     SCM_SHUTDOWN = "SCM_SHUTDOWN"
     API = "API"
+    RESTART = "RESTART"  # a successor took over (graceful/restart.py)
 
 
 class StopLevel(enum.IntEnum):
@@ -35,6 +36,14 @@ class StopRequest:
     source: StopSource
     reason: str = ""
     # Monotonic time of arrival, taken where the request was made (maybe another thread).
+    at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartRequest:
+    """Hand the sockets to a successor, then stop (graceful/restart.py); SIGHUP on POSIX."""
+
+    source: str
     at: float = dataclasses.field(default_factory=time.monotonic)
 
 

@@ -1,11 +1,18 @@
 """Keep systemd informed (sd_notify): READY=1 once serving, then STOPPING=1 with
 EXTEND_TIMEOUT_USEC taken from the time the stop has left, at every phase and drain tick,
-so that TimeoutStopSec does not kill a drain that is still within its budget."""
+so that TimeoutStopSec does not kill a drain that is still within its budget.
+
+A restart (graceful/restart.py) sends RELOADING=1 with MONOTONIC_USEC when it begins
+(Type=notify-reload waits for it after its SIGHUP), and once the successor is ready
+MAINPID= the successor and READY=1 (the reload is done). From then on this process is not
+the service's main process: its own stop is not reported (STOPPING=1 would stop the
+service). The successor sends its own messages, so the unit needs NotifyAccess=all."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 
 from graceful.logs import get_logger
 from graceful.stop import StopObserver
@@ -20,6 +27,7 @@ class SystemdNotifier(StopObserver):
         self._address = "\0" + address[1:] if address.startswith("@") else address
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._warned = False
+        self._handed_over = False
 
     @classmethod
     def from_environment(cls) -> SystemdNotifier | None:
@@ -28,6 +36,17 @@ class SystemdNotifier(StopObserver):
 
     def ready(self) -> None:
         self._send("READY=1", "STATUS=serving")
+
+    def reloading(self) -> None:
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=restarting")
+
+    def reload_failed(self, reason: str) -> None:
+        self._send("READY=1", f"STATUS=serving; restart failed: {reason}")
+
+    def handed_over(self, pid: int) -> None:
+        self._send(f"MAINPID={pid}", "READY=1", f"STATUS=handed over to pid {pid}")
+        self._handed_over = True
 
     def phase(self, name: str, time_left_s: float) -> None:
         self._send("STOPPING=1", f"STATUS=stopping: {name}", self._extend(time_left_s))
@@ -38,12 +57,15 @@ class SystemdNotifier(StopObserver):
     def stopped(self, exit_code: int) -> None:
         self._send(f"STATUS=stopped, exit code {exit_code}")
         self._sock.close()
+        self._handed_over = True  # closed: nothing more to send
 
     @staticmethod
     def _extend(time_left_s: float) -> str:
         return f"EXTEND_TIMEOUT_USEC={int((time_left_s + EXTEND_MARGIN_S) * 1e6)}"
 
     def _send(self, *lines: str) -> None:
+        if self._handed_over:  # the successor is the main process now
+            return
         try:
             self._sock.sendto("\n".join(lines).encode(), self._address)
         except OSError as err:

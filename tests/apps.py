@@ -717,3 +717,71 @@ def with_env() -> web.Application:
     app = basic()
     app.router.add_get("/env", _env)
     return app
+
+
+# -- per-route drain deadlines (issue 10) ----------------------------------------------------
+
+
+async def _endless_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events that never end by themselves (no graceful.stopping)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    tick = 0
+    while True:
+        await response.write(f"data: {tick}\n\n".encode())
+        tick += 1
+        await asyncio.sleep(0.1)
+
+
+def with_route_deadlines() -> web.Application:
+    """Stream routes cut after 0.5 s, marked every way a user would: on add_get's route,
+    above and below a route table's decorator, on a class-based view, in a sub-app."""
+    routes = web.RouteTableDef()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    @graceful.drain_deadline(0.5)
+    @routes.get("/table-events")
+    async def table_events(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    @routes.get("/table-events-below")
+    @graceful.drain_deadline(0.5)
+    async def table_events_below(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    @routes.view("/report")
+    @graceful.drain_deadline(0.5)
+    class Report(web.View):
+        async def get(self) -> web.Response:
+            await asyncio.sleep(3600)  # no response started: a request, not a stream
+            return web.Response(text="never")
+
+    async def sub_events(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    app = web.Application()
+    app.add_routes(routes)
+    graceful.drain_deadline(0.5, app.router.add_get("/events", events))
+    app.router.add_get("/slow", slow)  # keeps the whole drain budget
+    app.router.add_get("/endless", _endless_events)  # so does this stream
+    sub = web.Application()
+    graceful.drain_deadline(0.5, sub.router.add_get("/events", sub_events))
+    app.add_subapp("/sub", sub)
+    return app
+
+
+async def _slow_ws(request: web.Request) -> web.WebSocketResponse:
+    """A websocket whose handler takes a while over each message (a slow lookup)."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for message in ws:
+        await asyncio.sleep(float(message.data))
+        if not ws.closed:
+            await ws.send_str("done")
+    return ws
+
+
+def with_slow_ws() -> web.Application:
+    return _basic_with_route("/slow-ws", _slow_ws)

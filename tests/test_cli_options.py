@@ -1,6 +1,7 @@
 """The CLI's serve options come from Config: one option per field, with the field's default.
 
-1. Every Config field has a serve option, and every serve option but --app-dir is a field.
+1. Every Config field has a serve option, and every serve option but --app-dir is a field
+   (--config is not a value: it reads a file of them).
 2. Each option's default is its field's default, and reads GRACEFUL_<FIELD>.
 3. `graceful serve` with no option builds exactly Config().
 """
@@ -17,7 +18,8 @@ from graceful.serve_options import parse_serve
 
 
 def options() -> dict[str, click.Option]:
-    return {p.name: p for p in serve.params if isinstance(p, click.Option) and p.name}
+    return {p.name: p for p in serve.params
+            if isinstance(p, click.Option) and p.name and p.expose_value}
 
 
 def test_one_option_per_field() -> None:

@@ -52,6 +52,20 @@ def parsed(monkeypatch):
     (["--backlog", "16"], "backlog", 16),
     (["--no-health"], "health", False),
     ([], "health", True),
+    (["--websocket-close-reason", "deploying"], "websocket_close_reason", "deploying"),
+    (["--websocket-close-timeout", "0.5"], "websocket_close_timeout", 0.5),
+    (["--termination-grace-period", "30"], "termination_grace_period", 30.0),
+    ([], "termination_grace_period", None),
+    (["--bind", "127.0.0.1:1", "--bind", "[::1]:2", "--bind", "unix:/a.sock"], "bind",
+     ("127.0.0.1:1", "[::1]:2", "unix:/a.sock")),
+    (["--fd", "3", "--fd", "4"], "fd", (3, 4)),
+    (["--unix-socket-mode", "660"], "unix_socket_mode", 0o660),
+    (["--ssl-certfile", "c.pem"], "ssl_certfile", "c.pem"),
+    (["--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], "ssl_keyfile", "k.pem"),
+    (["--ssl-certfile", "c.pem", "--ssl-keyfile-password", "pw"], "ssl_keyfile_password",
+     "pw"),
+    (["--ssl-certfile", "c.pem", "--ssl-ca-certs", "ca.pem", "--ssl-client-cert",
+      "required"], "ssl_client_cert", "required"),
 ])
 def test_flag_to_config(parsed, args, field, value):
     assert getattr(parsed(*args), field) == value
@@ -70,6 +84,8 @@ def test_flag_to_config(parsed, args, field, value):
     ({"GRACEFUL_ACCESS_LOG": "1"}, "access_log", True),
     ({"GRACEFUL_HEALTH": "0"}, "health", False),
     ({"GRACEFUL_HEALTH": "false"}, "health", False),
+    ({"GRACEFUL_BIND": "127.0.0.1:1 unix:/a.sock"}, "bind", ("127.0.0.1:1", "unix:/a.sock")),
+    ({"GRACEFUL_UNIX_SOCKET_MODE": "600"}, "unix_socket_mode", 0o600),
 ])
 def test_environment_to_config(parsed, env, field, value):
     assert getattr(parsed(env=env), field) == value
@@ -89,6 +105,8 @@ def test_defaults():
     {"drain_timeout": -1}, {"pre_stop_delay": float("nan")}, {"port": 70000},
     {"loop": "tokio"}, {"log_format": "xml"}, {"checkpoint_interval": 1},
     {"livez_path": "livez"}, {"readyz_path": "/livez"}, {"backlog": 0},
+    {"websocket_close_reason": "x" * 124}, {"websocket_close_timeout": -1},
+    {"termination_grace_period": float("nan")},
     {"checkpoint": "x", "checkpoint_interval": 0},
 ])
 def test_invalid_config(changes):
@@ -104,3 +122,8 @@ def test_loop_choice():
         loop_factory("winloop")
     with pytest.raises(ConfigError, match="unknown loop"):
         loop_factory("tokio")
+
+
+def test_key_password_not_in_the_config_repr():
+    config = Config(ssl_certfile=Path("c.pem"), ssl_keyfile_password="s3cret")
+    assert "s3cret" not in repr(config)

@@ -7,12 +7,18 @@
 2. A stop while paused is a normal stop: the connection waiting in the queue is served,
    on_shutdown and the hooks run, the checkpoint is written; exit 0.
 3. The library: runtime.pause() and resume() from another thread; observers are told.
+4. Over TLS, on a Unix socket and TCP at once (--bind, issue 9): a client that connects
+   while paused gets its TLS handshake and its answer after continue, on both; at the stop
+   the socket file is removed as without a pause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import signal
+import socket
+import ssl
 import threading
 
 import aiohttp
@@ -120,3 +126,52 @@ async def test_pause_and_resume_from_the_library():
             assert await response.text() == "hello"
     assert told == ["paused", "resumed"]
     assert runtime.phase is graceful.Phase.STOPPED
+
+
+def test_pause_and_continue_over_tls_on_a_unix_socket_and_tcp(tmp_path):
+    """4."""
+    import trustme
+
+    from tests.test_bind_e2e import start
+
+    authority = trustme.CA()
+    cert, key, path = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "app.sock"
+    issued = authority.issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(cert)
+    issued.private_key_pem.write_to_path(key)
+    client_tls = ssl.create_default_context()
+    authority.configure_trust(client_tls)
+    server = start("tests.apps:basic", "--bind", f"unix:{path}", "--bind", "127.0.0.1:0",
+                   "--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
+    try:
+        tcp = server.wait_for("server.started")["addresses"][1]
+        port = int(tcp.rpartition(":")[2])
+
+        def ask(family: int, address: object) -> bytes:
+            raw = socket.socket(family, socket.SOCK_STREAM)
+            raw.settimeout(10)
+            raw.connect(address)  # the kernel completes it, paused or not
+            with client_tls.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                conn.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := conn.recv(4096):
+                    data += chunk
+            return data
+
+        assert ask(socket.AF_INET, ("127.0.0.1", port)).startswith(b"HTTP/1.1 200")
+        server.signal(signal.SIGUSR1)
+        server.wait_for("pause.done")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            waiting = [pool.submit(ask, socket.AF_INET, ("127.0.0.1", port)),
+                       pool.submit(ask, socket.AF_UNIX, str(path))]
+            done, _ = concurrent.futures.wait(waiting, timeout=UNANSWERED_S)
+            assert not done  # no handshake while paused
+            server.signal(signal.SIGUSR2)
+            answers = [future.result(timeout=10) for future in waiting]
+        assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
+        server.wait_for("resume.done")
+        server.signal()
+        assert server.wait() == 0
+        assert not path.exists()
+    finally:
+        server.kill()

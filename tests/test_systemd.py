@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import signal
 import socket
+import struct
+import subprocess
+import sys
+import time
 
+import pytest
+
+from tests.conftest import ROOT, ServerProcess
 from tests.rawhttp import Connection
 
 
@@ -41,3 +52,92 @@ async def test_notify_ready_then_stopping_with_extension(serve, tmp_path):
     ticks = [m for m in messages if m.get("STATUS", "").startswith("draining:")]
     assert ticks and int(ticks[0]["EXTEND_TIMEOUT_USEC"]) < first
     assert messages[-1]["STATUS"] == "stopped, exit code 0"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed")
+async def test_socket_activation_serves_the_sockets_systemd_passes():
+    """Socket activation, with systemd's own tool: it listens, execs graceful on the first
+    connection with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES; graceful serves that socket
+    instead of binding (its --port is ignored), and the connection that woke it is
+    answered."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", f"--listen=127.0.0.1:{port}", "--fdname=web",
+         sys.executable, "-m", "graceful", "serve", "tests.apps:basic", "--port", "1",
+         "--log-format", "json"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = ServerProcess.__new__(ServerProcess)
+    server._attach(proc)
+    try:
+        for _ in range(200):  # the tool is listening once it says so
+            with contextlib.suppress(AssertionError):
+                server.wait_for("raw", timeout=0.05)
+                break
+        conn = None
+        for _ in range(100):
+            try:
+                conn = await Connection.open(port)
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.05)
+        assert conn is not None
+        response = await asyncio.wait_for(conn.request("GET", "/fast"), 20)
+        assert response.status == 200
+        started = server.wait_for("server.started")
+        assert (started["port"], started["pid"]) == (port, proc.pid)  # exec'd in place
+        server.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait) == 0
+    finally:
+        server.kill()
+
+
+async def test_restart_tells_systemd_reloading_then_the_new_main_pid(serve, tmp_path):
+    """Type=notify-reload: on SIGHUP RELOADING=1 with MONOTONIC_USEC, then MAINPID= the
+    successor with READY=1; after that the old process, draining, sends nothing that would
+    read as the service stopping (STOPPING=1)."""
+    address = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    successor = 0
+    try:
+        server = serve("tests.apps:basic", env={"NOTIFY_SOCKET": address})
+        messages = [_receive(listener)]
+        assert messages[0][1]["READY"] == "1"
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        server.signal(signal.SIGHUP)
+        successor = (await asyncio.to_thread(server.wait_for, "restart.ready")
+                     )["successor_pid"]
+        assert await asyncio.to_thread(server.proc.wait, 30) == 0
+        listener.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(_receive(listener))
+    finally:
+        listener.close()
+        if successor:
+            os.killpg(successor, signal.SIGKILL)
+    old = [fields for pid, fields in messages if pid == server.proc.pid]
+    reloading = next(fields for fields in old if fields.get("RELOADING") == "1")
+    assert before <= int(reloading["MONOTONIC_USEC"]) <= before + 10e6
+    handed = next(i for i, fields in enumerate(old) if "MAINPID" in fields)
+    assert old[handed]["MAINPID"] == str(successor) and old[handed]["READY"] == "1"
+    assert not any("STOPPING" in fields for fields in old[handed:])
+    assert any(fields.get("READY") == "1" for pid, fields in messages if pid == successor)
+
+
+def _receive(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    """A notify message and the pid that sent it (SCM_CREDENTIALS)."""
+    data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+    pid = 0
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = struct.unpack("iII", value[:12])[0]
+    return pid, dict(line.split("=", 1) for line in data.decode().split("\n") if line)

@@ -12,6 +12,8 @@
 7. `stop` exits with the service's own exit code (3, 4...), 1 for a crash (1067).
 8. `remove` on a running service refuses (exit 1, still installed); `remove --stop` stops
    it first and exits with its exit code.
+9. `restart` stops the service (its drain) and starts it again; a stop that exited 3 is
+   said, and the start goes on; a stopped service is just started.
 """
 
 from __future__ import annotations
@@ -159,3 +161,39 @@ def test_remove_a_running_service():
     assert removed.exit_code == 3
     assert removed.output.splitlines()[-1] == "removed Web"
     assert "Web" not in fake.services and not fake.marked_for_deletion
+
+
+def test_install_keeps_listening_and_tls_options(tmp_path, monkeypatch):
+    """Repeated --bind kept in order, --unix-socket-mode written back in octal, TLS files
+    made absolute (the service does not start in this folder), options from --config
+    written out: what `graceful service install` puts on the service's command line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "graceful.toml").write_text("drain-timeout = 7\n")
+    parsed = parse_serve(["app:x", "--config", "graceful.toml", "--bind", "127.0.0.1:80",
+                          "--bind", "unix:/run/a.sock", "--unix-socket-mode", "660",
+                          "--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], environ=False)
+    assert parsed.options == [
+        "--drain-timeout", "7", "--bind", "127.0.0.1:80", "--bind", "unix:/run/a.sock",
+        "--unix-socket-mode", "660", "--ssl-certfile", str(tmp_path / "c.pem"),
+        "--ssl-keyfile", str(tmp_path / "k.pem")]
+    assert parse_serve(["app:x", *parsed.options], environ=False).config == parsed.config
+
+
+def test_restart_stops_then_starts():
+    """9."""
+    fake = FakeWin32()
+    invoke(fake, "install", "Web", *SERVE)
+    invoke(fake, "start", "Web")
+    restarted = invoke(fake, "restart", "Web")
+    assert restarted.exit_code == 0, restarted.output
+    assert restarted.output.splitlines() == [
+        "Web: STOP_PENDING checkpoint=1 wait_hint_ms=1000", "Web: STOPPED", "Web: RUNNING pid=42"]
+    fake.stop_results["Web"] = w.ServiceStatus(w.SERVICE_STOPPED, 0,
+                                               w.ERROR_SERVICE_SPECIFIC_ERROR, 3)
+    cut = invoke(fake, "restart", "Web")
+    assert cut.exit_code == 0
+    assert "Web: the stop exited with 3" in cut.output
+    assert cut.output.splitlines()[-1] == "Web: RUNNING pid=42"
+    fake.stop_results.pop("Web")
+    invoke(fake, "stop", "Web")
+    assert invoke(fake, "restart", "Web").output.splitlines() == ["Web: RUNNING pid=42"]

@@ -1,4 +1,4 @@
-"""POSIX signals as stop requests: SIGTERM, SIGINT, SIGQUIT. SIGHUP is reserved for restart.
+"""POSIX signals as stop requests: SIGTERM, SIGINT, SIGQUIT; SIGHUP as a restart request.
 SIGUSR1 pauses and SIGUSR2 continues (graceful/pause.py): two signals rather than a toggle,
 so that a repeat is harmless and a script says what it wants; not SIGTSTP/SIGCONT, which
 belong to job control (Ctrl+Z must still suspend, and every `fg` or debugger detach sends
@@ -16,7 +16,7 @@ from types import FrameType
 
 from graceful.bridge import Deliver, Handover
 from graceful.controls import PauseAction, PauseRequest
-from graceful.stop import StopRequest, StopSource
+from graceful.stop import RestartRequest, StopRequest, StopSource
 
 STOP_SIGNALS = {
     signal.SIGTERM: StopSource.SIGTERM,
@@ -45,7 +45,7 @@ class PosixSignalBridge:
     def capture(self) -> None:
         if self._previous:
             return
-        for signum in [*STOP_SIGNALS, *PAUSE_SIGNALS]:
+        for signum in (*STOP_SIGNALS, signal.SIGHUP, *PAUSE_SIGNALS):
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def install(self, deliver: Deliver) -> None:
@@ -73,5 +73,8 @@ class PosixSignalBridge:
         signum = signal.Signals(signum)
         if signum in PAUSE_SIGNALS:
             self._controls(PauseRequest(PAUSE_SIGNALS[signum], signum.name))  # type: ignore[arg-type]
+            return
+        if signum == signal.SIGHUP:  # the loop's deliver hands it to graceful/restart.py
+            self._handover(RestartRequest("SIGHUP"))  # type: ignore[arg-type]
             return
         self._handover(StopRequest(STOP_SIGNALS[signum]))

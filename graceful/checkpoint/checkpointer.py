@@ -80,6 +80,24 @@ class Checkpointer:
             raise
         return cls(path, held, restored, fallback)
 
+    @property
+    def lock_fd(self) -> int:
+        """The descriptor holding PATH.lock: a restart's successor inherits and adopts it."""
+        return self._lock.fd
+
+    def reload(self) -> fileformat.Snapshot | None:
+        """Read the newest valid generation again and write on from it: for a restart's
+        successor, once its predecessor has written its final state (graceful/restart.py).
+        Raises CheckpointError as `open` does."""
+        restored, fallback = fileformat.load(self.path)
+        self.restored, self.fallback = restored, fallback
+        self.generation = restored.generation if restored else 0
+        state = restored.state if restored else {}
+        self._written = {key: fileformat.dumps(value) for key, value in state.items()}
+        self._seen = {}
+        self._on_disk = _identity(self.path)
+        return restored
+
     def check(self) -> list[values.Problem]:
         """The values of the state the checkpoint cannot keep (a full walk); the next
         periodic flush does not report them again."""

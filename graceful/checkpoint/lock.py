@@ -33,13 +33,21 @@ class CheckpointLock:
     def acquire(cls, checkpoint: Path, *, handed_over_fd: int | None = None) -> CheckpointLock:
         """Take the lock, or raise CheckpointError naming the pid that holds it.
 
-        `handed_over_fd` is the seam for the restart hand-over (DESIGN.md, not built yet):
-        the successor, given the predecessor's lock file descriptor (inherited like the
-        listening sockets), adopts that lock instead of taking its own, and the predecessor
-        stops writing once the successor is READY. Nothing passes it today.
+        `handed_over_fd` is the restart hand-over's (graceful/restart.py): the successor,
+        given the predecessor's lock descriptor (inherited like the listening sockets, so
+        the same open file and the same lock), adopts that lock instead of taking its own,
+        and writes its pid for whoever is refused next; it writes only after the
+        predecessor's final flush.
         """
         path = lock_path(checkpoint)
         if handed_over_fd is not None:
+            with contextlib.suppress(OSError):
+                writable = os.open(path, os.O_WRONLY | _O_NOFOLLOW)
+                try:
+                    os.ftruncate(writable, 0)
+                    os.write(writable, f"{os.getpid()}\n".encode())
+                finally:
+                    os.close(writable)
             return cls(path, handed_over_fd)
         try:
             writable = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o600)

@@ -28,9 +28,11 @@ import time
 import weakref
 from collections.abc import Callable
 
-from aiohttp import WSCloseCode, hdrs, web
+from aiohttp import hdrs, web
 
+from graceful.http import websockets
 from graceful.http.protocol import DrainingRequestHandler, InFlight
+from graceful.http.route_deadlines import is_stream
 from graceful.logs import get_logger
 
 IDLE_QUIET_S = 0.05
@@ -46,6 +48,7 @@ class Cancelled:
     path: str
     age_s: float
     unwound: bool  # False: the handler ignored the cancellation past the grace
+    stream: bool = False  # its response had started (SSE, chunked, websocket)
 
 
 class ConnectionTracker:
@@ -58,7 +61,7 @@ class ConnectionTracker:
         self.orphans: dict[asyncio.Task[None], InFlight] = {}
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.stopping = False  # responses say Connection: close, idle connections close
-        self._websockets_closing = False
+        self._websockets_closing: websockets.WebSocketClose | None = None
         self._closing: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -87,8 +90,8 @@ class ConnectionTracker:
         stopping)."""
         if isinstance(response, web.WebSocketResponse):
             self.websockets.add(response)
-            if self._websockets_closing:
-                task = _going_away(response)
+            if self._websockets_closing is not None:
+                task = websockets.close(response, self._websockets_closing)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         elif self.stopping and not _has_queued_requests(request):
@@ -112,14 +115,16 @@ class ConnectionTracker:
     def end_stopping(self) -> None:
         """A pause is over (graceful/pause.py): responses keep connections alive again."""
         self.stopping = False
-        self._websockets_closing = False
+        self._websockets_closing = None
         self._closing.clear()
 
-    def close_websockets(self) -> None:
-        """Send 1001 (going away) to every open websocket; their handlers then return. A
-        websocket opened from now on gets it as soon as its handshake is done."""
-        self._websockets_closing = True
-        self._closing.update(_going_away(ws) for ws in list(self.websockets) if not ws.closed)
+    def close_websockets(self, how: websockets.WebSocketClose = websockets.GOING_AWAY
+                         ) -> None:
+        """Close every open websocket as `how` says (1001 at a stop); their handlers then
+        return. A websocket opened from now on gets it as soon as its handshake is done."""
+        self._websockets_closing = how
+        self._closing.update(websockets.close(ws, how) for ws in list(self.websockets)
+                             if not ws.closed)
 
     def stop_closing_websockets(self) -> None:
         """The drain is over: closes still waiting for a client's reply are abandoned."""
@@ -159,6 +164,7 @@ class ConnectionTracker:
         the connections left over."""
         now = time.monotonic()
         items = self.requests_in_flight()
+        streams = [is_stream(item.protocol.current_request()) for item in items]
         waits: list[asyncio.Future[None]] = []
         for item in items:
             if item.task is not None and item.task in self.orphans:
@@ -169,7 +175,8 @@ class ConnectionTracker:
         if waits:
             await asyncio.wait(waits, timeout=grace)
         cancelled = [Cancelled(item.method, item.path, round(now - item.started, 3),
-                               unwound=item.done) for item in items]
+                               unwound=item.done, stream=stream)
+                     for item, stream in zip(items, streams, strict=True)]
         self.abort_all()
         return cancelled
 
@@ -208,25 +215,6 @@ class ConnectionTracker:
             self._timer = None
         if next_due is not None:
             self._timer = self._event_loop.call_later(next_due - now, self._touch)
-
-
-WEBSOCKET_HANDSHAKE_WAIT_S = 1.0
-
-
-def _going_away(ws: web.WebSocketResponse) -> asyncio.Task[bool]:
-    """Close `ws` with 1001; one whose handshake is still being written is closed as soon
-    as it is done (aiohttp refuses to close it before)."""
-    async def close() -> bool:
-        deadline = time.monotonic() + WEBSOCKET_HANDSHAKE_WAIT_S
-        while True:
-            try:
-                return await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
-            except RuntimeError:  # "Call .prepare() first"
-                if time.monotonic() > deadline:
-                    return False
-                await asyncio.sleep(0.01)
-
-    return asyncio.ensure_future(close())
 
 
 def _has_queued_requests(request: web.BaseRequest) -> bool:

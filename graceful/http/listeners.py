@@ -12,13 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
+import ssl
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from graceful.errors import ConfigError
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
+# A client in the accept queue sent its ClientHello long ago: its handshake takes a round
+# trip. This bounds one that does not (asyncio's default would be 60 s).
+QUEUED_TLS_HANDSHAKE_S = 5.0
 
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -53,7 +59,7 @@ def bind_all(host: str, port: int) -> list[socket.socket]:
                 if not host and err.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                     continue  # every interface: a family this machine lacks is skipped
                 raise ConfigError(f"cannot listen on {format_address(address)}: "
-                                  f"{err.strerror or err}") from err
+                                  f"{_reason(err, address[1])}") from err
     except BaseException:
         for sock in socks:
             sock.close()
@@ -87,7 +93,31 @@ def _bound(family: int, address: tuple[Any, ...]) -> socket.socket:
     return sock
 
 
-def format_address(address: tuple[Any, ...]) -> str:
+def _reason(err: OSError, port: int) -> str:
+    if err.errno == errno.EACCES and 0 < port < 1024:
+        return ("permission denied: ports below 1024 are privileged (run as root, grant "
+                "CAP_NET_BIND_SERVICE, or pick a port >= 1024)")
+    return err.strerror or str(err)
+
+
+# Unix socket files this process created, removed when their listener closes.
+_UNLINK_AT_CLOSE: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDictionary()
+
+
+def unlink_at_close(sock: socket.socket, path: str) -> None:
+    _UNLINK_AT_CLOSE[sock] = path
+
+
+def _unlink(sock: socket.socket) -> None:
+    path = _UNLINK_AT_CLOSE.pop(sock, None)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def format_address(address: tuple[Any, ...] | str) -> str:
+    if isinstance(address, str):  # a Unix socket's path
+        return f"unix:{address}"
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -95,11 +125,15 @@ def format_address(address: tuple[Any, ...]) -> str:
 class Listener:
     """One listening socket served by the loop."""
 
-    def __init__(self, sock: socket.socket, factory: ProtocolFactory) -> None:
+    def __init__(self, sock: socket.socket, factory: ProtocolFactory, *,
+                 ssl: ssl.SSLContext | None = None) -> None:
         self.sock = sock
-        self.address: tuple[str, int] = sock.getsockname()[:2]
+        name = sock.getsockname()
+        # (host, port), or a Unix socket's path
+        self.address: tuple[str, int] | str = name if isinstance(name, str) else name[:2]
         self._family = sock.family
         self._factory = factory
+        self._ssl = ssl
         self._rebind = False  # paused on Windows: resume binds the address again
         self._server: asyncio.AbstractServer | None = None
         self._keeper: socket.socket | None = None
@@ -107,12 +141,14 @@ class Listener:
     async def start(self, backlog: int) -> None:
         loop = asyncio.get_running_loop()
         self._keeper = self.sock.dup()
-        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog)
+        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog,
+                                                ssl=self._ssl)
 
     async def close(self) -> int:
         """Stop accepting; serve what the accept queue held. Returns how many it held."""
         if self._keeper is None:
             self.sock.close()  # never started (the start failed): nothing was queued
+            _unlink(self.sock)
             return 0
         if self._server is not None:
             self._server.close()  # the loop stops accepting; our duplicate keeps the queue
@@ -122,6 +158,7 @@ class Listener:
         queued = _accept_all(self._keeper)
         self._keeper.close()  # from here on the kernel refuses new connections
         self._keeper = None
+        _unlink(self.sock)
         await self._serve(queued)
         return len(queued)
 
@@ -138,7 +175,8 @@ class Listener:
             # The Proactor loop cannot serve a listening socket again once it has stopped
             # serving it (its handle is tied to the loop's completion port: WinError 87 at
             # every accept): close it, and bind the address again at resume. Connections
-            # made while paused are refused on Windows.
+            # made while paused are refused on Windows. (No Unix sockets there: binding one
+            # is refused, graceful/http/binding.py, so the address is always (host, port).)
             self._keeper.close()
             self._keeper, self._rebind = None, True
         await self._serve(queued)
@@ -151,19 +189,37 @@ class Listener:
         if self._keeper is None:
             if not self._rebind:
                 return  # closed for good
+            assert not isinstance(self.address, str)
             self._keeper = _bound(self._family, self.address)  # OSError: the port is taken
             self._rebind = False
         loop = asyncio.get_running_loop()
+        path = _UNLINK_AT_CLOSE.pop(self.sock, None)
         self.sock, self._keeper = self._keeper, self._keeper.dup()
-        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog)
+        if path is not None:  # the socket file goes at close, whichever descriptor serves it
+            unlink_at_close(self.sock, path)
+        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog,
+                                                ssl=self._ssl)
 
     async def _serve(self, queued: list[socket.socket]) -> None:
+        if self._ssl is None:
+            loop = asyncio.get_running_loop()
+            for conn in queued:
+                try:
+                    await loop.connect_accepted_socket(self._factory, conn)
+                except OSError:
+                    conn.close()
+        else:
+            # Over TLS connect_accepted_socket returns after the handshake: all at once,
+            # each bounded, so that one slow client in the queue does not hold the others.
+            await asyncio.gather(*(self._handshake(conn) for conn in queued))
+
+    async def _handshake(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        for conn in queued:
-            try:
-                await loop.connect_accepted_socket(self._factory, conn)
-            except OSError:
-                conn.close()
+        try:
+            await loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl,
+                                               ssl_handshake_timeout=QUEUED_TLS_HANDSHAKE_S)
+        except (OSError, ssl.SSLError, TimeoutError):
+            conn.close()
 
 
 def _accept_all(sock: socket.socket) -> list[socket.socket]:

@@ -48,6 +48,8 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
 _base_data_received = RequestHandler.data_received
 _base_log_access = RequestHandler.log_access
+# An idle TLS connection is dropped this long after our close_notify (see close_idle).
+TLS_IDLE_CLOSE_WAIT_S = 0.05
 
 
 class Tracker(Protocol):
@@ -163,6 +165,10 @@ class DrainingRequestHandler(RequestHandler):
         if self.tracker.stopping:
             self.tracker.finished()
 
+    def current_request(self) -> web.BaseRequest | None:
+        """The latest request made on this connection, while it lives."""
+        return self._request() if self._request is not None else None
+
     def in_flight(self) -> InFlight | None:
         if not internals.request_in_progress(self):
             return None
@@ -210,8 +216,16 @@ class DrainingRequestHandler(RequestHandler):
         return now - self._idle_since if quiet else None
 
     def close_idle(self) -> None:
-        """Close a quiet connection (see drain.py for why only a quiet one)."""
+        """Close a quiet connection (see drain.py for why only a quiet one).
+
+        Over TLS the close sends close_notify, then the transport would wait up to 30 s
+        (ssl_shutdown_timeout) for the peer's: an idle pooled client never reads to send it,
+        and would hold the drain. RFC 8446 6.1 lets the closer not wait: after
+        TLS_IDLE_CLOSE_WAIT_S the connection is dropped, our close_notify long sent."""
+        transport = self.transport
         self.force_close()
+        if transport is not None and transport.get_extra_info("sslcontext") is not None:
+            asyncio.get_running_loop().call_later(TLS_IDLE_CLOSE_WAIT_S, transport.abort)
 
     def abort(self) -> None:
         """Drop the connection now (the drain deadline has passed)."""

@@ -1,0 +1,377 @@
+"""Restart in place on SIGHUP: the successor takes the listening sockets, and no connection
+is refused, reset or left unanswered at any instant (issue 15).
+
+Every process a test starts is ended by its pid: the predecessor by the `serve` fixture,
+each successor (its own process group) by the `successors` fixture, read from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.rawhttp import Connection
+
+TARGET = "tests.deployed:create_app"
+
+
+@pytest.fixture
+def successors() -> Iterator[list[int]]:
+    """Successor pids the test learnt from the log: each process group killed at the end."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    path = tmp_path / "release"
+    path.write_text("v1\n")
+    return path
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def ended(pid: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+class Load:
+    """Clients that keep sending /slow?s=0.3 until told to stop: half on a new connection
+    each time, half on keep-alive connections (reopened when the server closes one)."""
+
+    def __init__(self, port: int, clients: int = 20) -> None:
+        self.port, self.clients = port, clients
+        self.outcomes: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self.bodies: Counter[str] = Counter()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> Load:
+        self._tasks = [asyncio.create_task(self._client(keep_alive=i % 2 == 0))
+                       for i in range(self.clients)]
+        return self
+
+    async def answered(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.outcomes["ok"] < count:
+            assert time.monotonic() < deadline, self.outcomes
+            await asyncio.sleep(0.01)
+
+    async def finish(self) -> Counter[str]:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        return self.outcomes
+
+    async def _client(self, keep_alive: bool) -> None:
+        conn: Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = await Connection.open(self.port)
+                conn.send("GET", "/slow?s=0.3",
+                          headers={} if keep_alive else {"Connection": "close"})
+                response = await asyncio.wait_for(conn.read_response(), 10)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as err:
+                kind = ("refused" if isinstance(err, ConnectionRefusedError) else
+                        "reset" if isinstance(err, ConnectionResetError) else
+                        "unanswered")
+                self.outcomes[kind] += 1
+                self.errors.append(f"{time.time():.3f} keep_alive={keep_alive} {err!r}")
+                if conn is not None:
+                    conn.writer.close()
+                conn = None
+                continue
+            self.outcomes["ok" if response.status == 200 else str(response.status)] += 1
+            self.bodies[response.body.decode().split()[0]] += 1
+            if not keep_alive or response.closes:
+                conn.writer.close()
+                conn = None
+        if conn is not None:
+            conn.writer.close()
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    conn = await Connection.open(port)
+    try:
+        response = await conn.request("GET", path)
+        return response.status, response.body.decode()
+    finally:
+        conn.writer.close()
+
+
+async def stop_successor(server: Any, pid: int) -> None:
+    """SIGTERM the successor and read the rest of the shared log (its end closes the pipe)."""
+    os.kill(pid, signal.SIGTERM)
+    assert await ended(pid)
+    await asyncio.to_thread(server.wait)
+
+
+async def test_sighup_hands_the_sockets_to_a_successor_without_losing_a_request(
+        serve, successors, release):
+    """1. Under load (keep-alive and new connections), SIGHUP: the successor imports the new
+    release, reports ready, and only then does the predecessor drain and exit 0. No request
+    is refused, reset or left unanswered; the successor answers from then on."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    load = Load(server.port).start()
+    await load.answered(20)
+    release.write_text("v2\n")
+    server.signal(signal.SIGHUP)
+    # the log is read on a thread: the clients must keep running meanwhile
+    spawned = await asyncio.to_thread(server.wait_for, "restart.spawned")
+    successors.append(spawned["successor_pid"])
+    ready = await asyncio.to_thread(server.wait_for, "restart.ready")
+    assert ready["successor_pid"] == spawned["successor_pid"]
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    answered = load.outcomes["ok"]
+    await load.answered(answered + 40)  # the successor alone now
+    outcomes = await load.finish()
+    assert set(outcomes) == {"ok"}, (outcomes, load.errors[:5])
+    assert load.bodies["v1"] > 0 and load.bodies["v2"] > 0
+    assert await get(server.port, "/readyz") == (200, "ready\n")
+    status, body = await get(server.port, "/release")
+    assert (status, body) == (200, f"v2 {spawned['successor_pid']}\n")
+    assert server.wait_for("stop.requested")["source"] == "RESTART"
+    server.wait_for("process.exit", code=0)
+    names = server.names()
+    assert names.index("restart.ready") < names.index("listeners.closed")
+    await stop_successor(server, spawned["successor_pid"])
+
+
+async def test_graceful_restart_command_reports_the_hand_over(
+        serve, successors, release, tmp_path):
+    """2. `graceful restart --pid-file PATH` sends the request and exits 0 once the successor
+    took over; the predecessor then exits 0 and the pid file names the successor. A restart
+    that fails exits 1 with the reason."""
+    pid_file = tmp_path / "app.pid"
+    server = serve(TARGET, "--pid-file", str(pid_file), env={"RELEASE_FILE": str(release)})
+    for _ in range(500):  # written just after server.started
+        if pid_file.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert pid_file.read_text() == f"{server.proc.pid}\n"
+    command = [sys.executable, "-m", "graceful", "restart", "--pid-file", str(pid_file)]
+    release.write_text("startup-error")
+    failed = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, capture_output=True,
+                                     text=True, timeout=60)
+    assert failed.returncode == 1, failed.stderr
+    assert "exited before it was ready (exit code 1)" in failed.stderr
+    successors.append(server.wait_for("restart.spawned")["successor_pid"])
+    release.write_text("v2\n")
+    restart = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, capture_output=True,
+                                      text=True, timeout=60)
+    del successors[:]
+    successors.append(server.wait_for("restart.ready")["successor_pid"])
+    assert restart.returncode == 0, restart.stderr
+    assert f"pid {successors[0]}" in restart.stdout
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert pid_file.read_text() == f"{successors[0]}\n"
+    assert (await get(server.port, "/release"))[1].startswith("v2 ")
+    await stop_successor(server, successors[0])
+
+
+async def serves_on(server: Any, release: str = "v1") -> None:
+    """The predecessor still serves, ready, from its own release."""
+    assert await get(server.port, "/readyz") == (200, "ready\n")
+    assert await get(server.port, "/release") == (200, f"{release} {server.proc.pid}\n")
+
+
+async def restart_fails(server: Any, successors: list[int]) -> dict[str, Any]:
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    failed = await asyncio.to_thread(server.wait_for, "restart.failed", 30)
+    assert failed["successor_pid"] == successors[-1]
+    assert await ended(successors[-1], 5)
+    return failed
+
+
+async def stops_with_0(server: Any) -> None:
+    """A later stop is the ordinary one: exit 0, whatever the failed restart was."""
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+@pytest.mark.parametrize(("deployed", "exit_code", "said"), [
+    ("import-error", 2, "cannot import name 'Settings'"),
+    ("startup-error", 1, "the database refused the connection"),
+    ("exit", 7, None),
+])
+async def test_a_successor_that_fails_leaves_the_old_one_serving(
+        serve, successors, release, deployed, exit_code, said):
+    """3. A successor that fails to import, raises in on_startup or exits: restart.failed
+    gives its exit code and last log lines; the old process serves on, ready, and stops
+    later with exit 0."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text(deployed)
+    failed = await restart_fails(server, successors)
+    assert failed["exit_code"] == exit_code
+    assert failed["reason"] == "exited before it was ready"
+    if said is not None:
+        assert any(said in line for line in failed["last_lines"]), failed["last_lines"]
+    await serves_on(server)
+    await stops_with_0(server)
+
+
+async def test_a_successor_not_ready_in_time_is_ended(serve, successors, release):
+    """4. A successor whose on_startup hangs is ended at --restart-timeout (its process
+    group); a second SIGHUP meanwhile is coalesced, not stacked."""
+    server = serve(TARGET, "--restart-timeout", "1.5", env={"RELEASE_FILE": str(release)})
+    release.write_text("hang")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    server.signal(signal.SIGHUP)
+    coalesced = await asyncio.to_thread(server.wait_for, "restart.coalesced")
+    assert coalesced["successor_pid"] == successors[0]
+    failed = await asyncio.to_thread(server.wait_for, "restart.failed", 30)
+    assert failed["reason"] == "not ready within 1.5s"
+    assert await ended(successors[0], 5)
+    assert server.names().count("restart.spawned") == 1
+    await serves_on(server)
+    await stops_with_0(server)
+
+
+async def test_a_successor_killed_mid_hand_over_leaves_the_old_one_serving(
+        serve, successors, release):
+    """5. The successor is killed (SIGKILL) while it starts: restart.failed, exit code -9;
+    the old process serves on."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text("hang")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    os.kill(successors[0], signal.SIGKILL)
+    failed = await asyncio.to_thread(server.wait_for, "restart.failed", 30)
+    assert failed["exit_code"] == -signal.SIGKILL
+    await serves_on(server)
+    await stops_with_0(server)
+
+
+async def test_sigterm_while_the_successor_starts_ends_it(serve, successors, release):
+    """6. SIGTERM during a restart, the successor not yet ready: the successor (its group) is
+    ended at once, the old process stops the normal way with exit 0."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text("hang")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    conn = await Connection.open(server.port)
+    conn.send("GET", "/slow?s=0.5")
+    await asyncio.sleep(0.1)
+    server.signal(signal.SIGTERM)
+    assert (await conn.read_response()).status == 200
+    assert await asyncio.to_thread(server.wait) == 0
+    assert "restart.abandoned" in server.names()
+    assert await ended(successors[0], 5)
+
+
+async def test_sigterm_after_the_hand_over_stops_both(serve, successors, release):
+    """7. SIGTERM to the old process while it drains after the hand-over: the successor,
+    already serving, is stopped the normal way too (SIGTERM), and both answer what they
+    had in flight."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    conn = await Connection.open(server.port)
+    conn.send("GET", "/slow?s=1.5")
+    await asyncio.sleep(0.1)
+    release.write_text("v2")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.ready")
+                       )["successor_pid"])
+    await asyncio.to_thread(server.wait_for, "listeners.closed")
+    server.signal(signal.SIGTERM)
+    forwarded = await asyncio.to_thread(server.wait_for, "restart.stop_forwarded")
+    assert forwarded["successor_pid"] == successors[0]
+    assert await ended(successors[0], 15)
+    response = await conn.read_response()
+    assert (response.status, response.body) == (200, f"v1 {server.proc.pid}\n".encode())
+    assert await asyncio.to_thread(server.wait) == 0  # its own drain was not forced
+
+
+async def test_a_predecessor_killed_mid_hand_over_leaves_the_successor_serving(
+        serve, successors, release):
+    """8. The old process is killed (SIGKILL) while its successor starts: the successor
+    finishes its start and serves; a connection made in between waits in the kernel's
+    queue, which the successor holds, and is answered."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    release.write_text("slow")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    server.proc.kill()
+    server.proc.wait(10)
+    conn = await Connection.open(server.port)  # not refused: the successor holds the socket
+    response = await asyncio.wait_for(conn.request("GET", "/release"), 10)
+    assert (response.status, response.body) == (200, f"slow {successors[0]}\n".encode())
+    conn.writer.close()
+    assert await get(server.port, "/readyz") == (200, "ready\n")
+    os.kill(successors[0], signal.SIGTERM)
+    assert await ended(successors[0])
+
+
+async def test_with_a_checkpoint_the_successor_starts_from_the_final_state(
+        serve, successors, release, tmp_path):
+    """9. With --checkpoint: the successor is prepared (app built, on_startup run) while the
+    old process serves, but accepts only once the old one has drained and flushed its final
+    state, which it then takes as its own. Under load, the counter each request increments
+    is never lost nor applied twice: the answers are 1..N, each once, and the file holds N."""
+    checkpoint = tmp_path / "state.ckpt"
+    server = serve(TARGET, "--checkpoint", str(checkpoint), "--checkpoint-interval", "0.05",
+                   env={"RELEASE_FILE": str(release)})
+    counts: list[int] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            status, body = await get(server.port, "/count?s=0.05")
+            assert status == 200
+            counts.append(int(body))
+
+    clients = [asyncio.create_task(client()) for _ in range(10)]
+    while len(counts) < 50:
+        await asyncio.sleep(0.01)
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.ready")
+                       )["successor_pid"])
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    took_over = await asyncio.to_thread(server.wait_for, "restart.took_over")
+    assert took_over["generation"] >= 1
+    lock = checkpoint.with_name("state.ckpt.lock")  # the lock, adopted, names its holder
+    assert lock.read_text() == f"{successors[0]}\n"
+    at_exit = len(counts)
+    while len(counts) < at_exit + 50:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert sorted(counts) == list(range(1, len(counts) + 1))
+    await stop_successor(server, successors[0])
+    shown = subprocess.run([sys.executable, "-m", "graceful", "checkpoint", "show",
+                            str(checkpoint)], capture_output=True, text=True, check=True)
+    assert f'"count": {len(counts)}' in shown.stdout
