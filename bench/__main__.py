@@ -63,7 +63,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
                      help="plain: graceful vs run_app; tls: both over HTTPS; access-log: "
                           "graceful --access-log vs graceful; metrics: graceful "
                           "--metrics-bind vs graceful")
-    for p in (drain, thr):
+    st = sub.add_parser("startup", help="exec to READY of each server, same app")
+    st.add_argument("--servers", type=_csv, default=["graceful", "graceful-uvloop", "aiohttp",
+                                                     "uvicorn", "hypercorn", "granian"])
+    st.add_argument("--starts", type=int, default=11, help="timed starts per server")
+    crash = sub.add_parser("crash", help="kill -9 under load, restart, time to READY, "
+                                         "state lost")
+    crash.add_argument("--interval", type=_csv, default=["0.1", "1", "off"],
+                       help="--checkpoint-interval values (seconds, or off)")
+    crash.add_argument("--restart-delay", type=lambda v: [float(x) for x in _csv(v)],
+                       default=[0.0, 1.0], help="seconds between the kill and the restart")
+    crash.add_argument("--repeat", type=int, default=3, help="kills per combination "
+                       "(the soak mode: --repeat 100)")
+    crash.add_argument("--connections", type=int, default=20)
+    for p in (drain, thr, st, crash):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
     rep.add_argument("--drain", type=Path, action="append", required=True,
@@ -71,6 +84,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
     rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
     rep.add_argument("--stream", type=Path, help="a stream.json")
+    rep.add_argument("--startup", type=Path, help="a startup.json")
+    rep.add_argument("--crash", type=Path, help="a crash.json")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
     args = parser.parse_args(argv)
     if args.mode == "stream":
@@ -128,6 +143,28 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     return 0
 
 
+async def startup_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    from bench import startup
+
+    results = await startup.run(args.servers, args.starts, args.out)
+    (args.out / "startup.json").write_text(json.dumps(
+        {"env": env, "rows": [r.summary() | {"seconds": r.seconds} for r in results]}))
+    print(f"raw results: {args.out / 'startup.json'}", file=sys.stderr)
+    print(startup.table(results))
+    return 0
+
+
+async def crash_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    from bench import crash
+
+    runs = await crash.run(args.interval, args.restart_delay, args.repeat, args.connections,
+                           args.out)
+    (args.out / "crash.json").write_text(json.dumps({"env": env, "runs": runs}))
+    print(f"raw results: {args.out / 'crash.json'}", file=sys.stderr)
+    print(crash.table(runs))
+    return 0
+
+
 async def stream_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import stream
 
@@ -160,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import results
 
         for path in results.write(args.drain, args.throughput, args.write, args.notes,
-                                   args.stream):
+                                  args.stream, args.startup, args.crash):
             print(f"plot: {path}", file=sys.stderr)
         print(f"wrote {args.write}", file=sys.stderr)
         return 0
@@ -168,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     # A write to a connection the server already closed is an expected event here.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     env = environment(argv)
-    run = {"drain": drain_main, "stream": stream_main}.get(args.mode, throughput_main)
+    run = {"drain": drain_main, "stream": stream_main, "startup": startup_main,
+           "crash": crash_main}.get(args.mode, throughput_main)
     try:
         import uvloop  # the harness's own loop: cheaper, so the servers get the CPU
     except ImportError:

@@ -16,6 +16,34 @@ def _env_lines(env: dict[str, Any]) -> list[str]:
             f"{env['platform']}, {env['cpus']} CPUs", f"  - {versions}"]
 
 
+def startup_section(doc: dict[str, Any]) -> list[str]:
+    from bench import startup
+
+    rows = [startup.StartTimes(r["server"], r["seconds"],
+                               [c / 1000 for c in [r["cpu_median_ms"]] if c is not None])
+            for r in doc["rows"]]
+    return ["## Start time (exec to the first 200)", "", *_env_lines(doc["env"]), "",
+            "Each server started in turn, the same app; wall time from the exec to the first "
+            "`GET /` answered 200, and the CPU time the process had used by then (its median "
+            "over the starts; steadier than the wall time on a shared machine). The CPU is "
+            "the first process's only: hypercorn and granian serve from child processes, "
+            "whose CPU it does not count.", "",
+            startup.table(rows), ""]
+
+
+def crash_section(doc: dict[str, Any]) -> list[str]:
+    from bench import crash
+
+    return ["## Crash recovery (kill -9 under load)", "", *_env_lines(doc["env"]), "",
+            "graceful serving a counter kept in its checkpoint, 20 clients sending "
+            "increments back to back for 2.5 s, then SIGKILL and a restart on the same "
+            "port and checkpoint, at once or 1 s later. *in flight at kill*: requests sent "
+            "and never answered (unavoidable). *increments lost*: the highest value a "
+            "client was answered minus the value restored, also as the time of load it "
+            "stands for. *restored file's age*: from its write to the restore.", "",
+            crash.table(doc["runs"]), ""]
+
+
 STREAM_ABOUT = (
     "Clients hold server-sent-event streams (`GET /events`, an event every 100 ms) and 20 "
     "more loop keep-alive GETs (100 ms handler); once every stream is open and has had "
@@ -38,7 +66,8 @@ def stream_section(doc: dict[str, Any]) -> list[str]:
 
 
 def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
-          notes: Path | None, stream_file: Path | None = None) -> list[Path]:
+          notes: Path | None, stream_file: Path | None = None,
+          startup_file: Path | None = None, crash_file: Path | None = None) -> list[Path]:
     images = target.parent / "results"
     images.mkdir(parents=True, exist_ok=True)
     docs = [json.loads(p.read_text()) for p in drain_files]
@@ -68,6 +97,10 @@ def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
         lines += ["## Throughput (no stop)", "", report.throughput_table(thr["rows"]), ""]
     if streams:
         lines += stream_section(streams)
+    if startup_file:
+        lines += startup_section(json.loads(startup_file.read_text()))
+    if crash_file:
+        lines += crash_section(json.loads(crash_file.read_text()))
     made = [plots.summary_grid(runs, images), plots.loss_bars(runs, images),
             *plots.timelines(runs, images)]
     lines += ["## Plots", ""]

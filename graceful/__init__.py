@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from graceful.appstate import STATE, state
     from graceful.checkpoint import StateError, check_state
+    from graceful.checks import add_check, degraded
     from graceful.config import Config
     from graceful.errors import (
         CheckpointError,
@@ -42,8 +43,10 @@ __all__ = [
     "StopRequest",
     "StopSource",
     "Stopping",
+    "add_check",
     "add_hook",
     "check_state",
+    "degraded",
     "drain_deadline",
     "run",
     "state",
@@ -65,8 +68,10 @@ _WHERE = {
     "StopRequest": "graceful.stop",
     "StopSource": "graceful.stop",
     "Stopping": "graceful.stopnotice",
+    "add_check": "graceful.checks",
     "add_hook": "graceful.hooks",
     "check_state": "graceful.checkpoint",
+    "degraded": "graceful.checks",
     "drain_deadline": "graceful.http.route_deadlines",
     "run": "graceful.runner",
     "state": "graceful.appstate",

@@ -19,7 +19,8 @@ from graceful.serve_options import SECONDS, serve_options
 
 class _OneLineErrors(click.Group):
     """Usage errors (a bad value, an unknown option) in one line, `graceful: error: ...`,
-    exit 2, like every other error of the command line: click's own form takes four."""
+    exit 2, like every other error of the command line: click's own form takes four.
+    `service` is imported when asked for: `graceful serve` does not pay for it at start."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _one_line_usage_errors():
@@ -28,6 +29,16 @@ class _OneLineErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         with _one_line_usage_errors():
             return super().invoke(ctx)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "service"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "service":
+            from graceful.service_cli import service
+
+            return service
+        return super().get_command(ctx, name)
 
 
 @contextlib.contextmanager
@@ -271,7 +282,5 @@ def timeline(logfile: Path, run_number: int | None, png: Path | None) -> None:
         _fail(err)
 
 
-from graceful.service_cli import service  # noqa: E402  (Windows service commands)
 
 main.add_command(restart)
-main.add_command(service)

@@ -48,6 +48,9 @@ class Config:
     health: bool = True
     livez_path: str = "/livez"
     readyz_path: str = "/readyz"
+    # With an optional startup check failing (graceful.add_check), readiness answers 200
+    # "degraded"; False: 503 "degraded".
+    degraded_ready: bool = True
     backlog: int = 1024
     # Websockets open at the stop get close code 1001 with this reason text, and this long
     # for the closing handshake before their connection is dropped.

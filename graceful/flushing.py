@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from graceful import checkpoint as ckpt
 from graceful.errors import CheckpointError, ExitCode
 from graceful.logs import get_logger
+
+if TYPE_CHECKING:  # a server without a checkpoint does not import it at start
+    from graceful import checkpoint as ckpt
 
 log = get_logger()
 

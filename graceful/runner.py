@@ -14,6 +14,7 @@ from typing import Any
 from graceful import budget, loader, logs, threads
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
+from graceful.controls import PauseRequest
 from graceful.errors import ExitCode
 from graceful.http.aiohttp_check import ensure_supported
 from graceful.loops import loop_factory
@@ -143,8 +144,14 @@ async def _serve(runtime: Runtime, bridge: StopBridge | None,
         if restarter is None or not restarter.forward_stop(request):
             runtime.request_stop(request)
 
+    def control(request: PauseRequest) -> None:  # pause and continue: the runtime's own
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(runtime.request_stop, request)
+
     if bridge is not None:
         bridge.install(deliver)  # type: ignore[arg-type]
+        if hasattr(bridge, "install_controls"):  # pause and continue (graceful/pause.py)
+            bridge.install_controls(control)
     await runtime.start()
     return await runtime.wait_stopped()
 

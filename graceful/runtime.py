@@ -37,12 +37,14 @@ from aiohttp import web
 from graceful import hooks, loader
 from graceful.bridge import Handover
 from graceful.config import Config
+from graceful.controls import PauseAction, PauseRequest
 from graceful.deadline import StopBudget
 from graceful.errors import ExitCode, GracefulError, StartupError, worst
 from graceful.escalation import REPEAT_IGNORED_S, Escalation
 from graceful.flushing import Flusher
 from graceful.http.listeners import Listener, format_address
 from graceful.logs import get_logger
+from graceful.pause import Pauser
 from graceful.phases import StopPhases, budget_of
 from graceful.startup import Builder, Started
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
@@ -59,6 +61,8 @@ log = get_logger()
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
+    PAUSING = "pausing"  # graceful/pause.py
+    PAUSED = "paused"
     DRAINING = "draining"
     STOPPED = "stopped"
 
@@ -98,6 +102,7 @@ class Runtime:
             from graceful.metrics import Metrics
             self._metrics = Metrics(self, self.config.metrics_bind)
             self._observers.append(self._metrics)
+        self._pauser: Pauser | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -152,6 +157,15 @@ class Runtime:
         Before `start()` it is kept, and the start is abandoned (as for an early signal)."""
         self._early(StopRequest(source, reason))
 
+    def pause(self, source: str = "API") -> None:
+        """Stop accepting and drain, keeping the process and its state (graceful/pause.py);
+        safe from any thread. Ignored unless READY."""
+        self._early(PauseRequest(PauseAction.PAUSE, source))  # type: ignore[arg-type]
+
+    def resume(self, source: str = "API") -> None:
+        """Accept again after `pause()`; safe from any thread."""
+        self._early(PauseRequest(PauseAction.RESUME, source))  # type: ignore[arg-type]
+
     async def start(self) -> None:
         """Start serving; returns once READY. Raises what made the start fail."""
         loop = asyncio.get_running_loop()
@@ -189,7 +203,15 @@ class Runtime:
 
     def request_stop(self, request: StopRequest) -> None:
         """Handle a stop request on the loop thread: the first drains, the second forces,
-        the third abandons (graceful/escalation.py)."""
+        the third abandons (graceful/escalation.py). A PauseRequest from the same bridges
+        goes to the pauser."""
+        if isinstance(request, PauseRequest):
+            if self._pauser is None or self.phase not in (Phase.READY, Phase.PAUSING,
+                                                          Phase.PAUSED):
+                log.info(f"{request.action}.ignored", phase=str(self.phase))
+            else:
+                self._pauser.handle(request, str(self.phase))
+            return
         level = self._escalation.accept(request, str(self.phase))
         if level is not None:
             self._notify("stop_requested", str(request.source), level.name.lower())
@@ -258,6 +280,10 @@ class Runtime:
         self._flusher = Flusher(started.checkpointer, self.config.checkpoint_interval,
                                 on_flushed=self._flushed)
         self._flusher.start()
+        self._observers.append(started.checks)  # retries failing optional checks till the stop
+        self._pauser = Pauser(started.listeners, started.tracker, self.config,
+                              set_phase=lambda name: setattr(self, "phase", Phase(name)),
+                              notify=self._notify)
         self._notify("ready")
         self._ready.set()
 
@@ -268,6 +294,8 @@ class Runtime:
         self.phase = Phase.STOPPED
 
     def _begin_stop(self) -> None:
+        if self._pauser is not None:
+            self._pauser.cancel()  # a pause's drain or resume: the stop takes over
         self.phase = Phase.DRAINING  # readiness answers 503 from this instant
         # anchored at the request's own timestamp, on the one clock (time.monotonic)
         self._budget = StopBudget.starting_at(self._escalation.first.at, self.config)

@@ -64,6 +64,9 @@ _OPTIONS = [
                  "routes; --no-health leaves every path to the app."),
     _option("--livez-path", help="Liveness path."),
     _option("--readyz-path", help="Readiness path (503 once stopping)."),
+    _option("--degraded-ready/--no-degraded-ready",
+            help="With an optional startup check failing, readiness answers 200 "
+                 "\"degraded\" (--no-degraded-ready: 503)."),
     _option("--backlog", type=click.IntRange(min=1), help="Listen backlog."),
     _option("--websocket-close-reason",
             help="Reason text of the close (1001) sent to websockets at a stop."),

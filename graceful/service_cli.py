@@ -23,6 +23,8 @@ from graceful.errors import ExitCode, GracefulError
 from graceful.serve_options import parse_serve
 from graceful.windows.service_host import log_file_for, parse_host_args
 
+ACCOUNTS = {"localsystem": None, "localservice": "NT AUTHORITY\\LocalService",
+            "networkservice": "NT AUTHORITY\\NetworkService"}
 STARTUPS = {"auto": (w.SERVICE_AUTO_START, False), "delayed": (w.SERVICE_AUTO_START, True),
             "manual": (w.SERVICE_DEMAND_START, False)}
 HOST_MODULE = "graceful.windows.service_host"
@@ -32,12 +34,15 @@ POLL_S = 0.25
 
 
 def host_command(name: str, serve_args: Sequence[str], *, app_dir: str,
-                 log_file: Path | None = None) -> list[str]:
+                 log_file: Path | None = None,
+                 log_retention_days: float | None = None) -> list[str]:
     """The command line the SCM runs. In a venv, the venv's python.exe is a launcher that
     starts the real interpreter as a child, which then cannot reach the SCM (error 1063):
     run the base interpreter and add the venv's site-packages (with its .pth files)."""
     tail = [name, "--app-dir", app_dir]
     tail += ["--log-file", str(log_file)] if log_file else []
+    if log_retention_days is not None:
+        tail += ["--log-retention-days", f"{log_retention_days:g}"]
     tail += ["--", *serve_args]
     if sys.prefix == sys.base_prefix:
         return [sys.executable, "-m", HOST_MODULE, *tail]
@@ -65,15 +70,34 @@ def service(ctx: click.Context) -> None:
 @click.option("--restart-on-failure", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Restart after SECONDS when the service fails (reset after a day).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON log, rotated by size; default: next to the checkpoint.")
+              help="JSON log, rotated by size and daily, gzipped; default: next to the "
+                   "checkpoint.")
+@click.option("--log-retention-days", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Delete rotated logs older than this  [default: 14].")
 @click.option("--app-dir", type=click.Path(file_okay=False, exists=True),
-              help="Folder the MODULE is imported from; default: the current one.")
+              help="The service's working directory, and the folder MODULE is imported "
+                   "from; default: the current one.")
+@click.option("--env", "environment", multiple=True, metavar="KEY=VALUE",
+              help="An environment variable of the service (repeatable).")
+@click.option("--account", default="LocalSystem", show_default=True,
+              help="LocalSystem, LocalService, NetworkService, or a user (DOMAIN\\user, "
+                   ".\\user) with the 'Log on as a service' right.")
+@click.option("--password", envvar="GRACEFUL_SERVICE_PASSWORD",
+              help="A user account's password; asked for when not given (never echoed).")
+@click.option("--depends-on", "dependencies", multiple=True, metavar="SERVICE",
+              help="A service to start first (repeatable).")
 @click.argument("serve_args", nargs=-1, type=click.UNPROCESSED, required=True)
 @click.pass_obj
 def install(win32: w.Win32, name: str, display_name: str | None, description: str,
             startup: str, restart_on_failure: float | None, log_file: Path | None,
-            app_dir: str | None, serve_args: tuple[str, ...]) -> None:
+            log_retention_days: float | None, app_dir: str | None,
+            environment: tuple[str, ...], account: str, password: str | None,
+            dependencies: tuple[str, ...], serve_args: tuple[str, ...]) -> None:
     """Install service NAME that runs `graceful serve SERVE_ARGS` (after a `--`)."""
+    env = _environment(environment)
+    user = ACCOUNTS.get(account.lower(), account)
+    if user is not None and user not in ACCOUNTS.values() and password is None:
+        password = click.prompt(f"password of {user}", hide_input=True)
     try:
         parsed = parse_serve(serve_args)
         app_dir = os.path.abspath(app_dir or parsed.app_dir or os.getcwd())
@@ -86,13 +110,15 @@ def install(win32: w.Win32, name: str, display_name: str | None, description: st
     # service with the system's environment, and the host reads none (issue 19).
     log_path = Path(os.path.abspath(log_file or log_file_for(name, config)))
     command = host_command(name, [parsed.target, *parsed.options], app_dir=app_dir,
-                           log_file=log_path)
+                           log_file=log_path, log_retention_days=log_retention_days)
     spec = w.ServiceSpec(
         name=name, display_name=display_name or f"graceful {name}",
         description=description or f"graceful serve {parsed.target}",
         argv=tuple(command), start_type=start_type,
         delayed_start=delayed, restart_delay_s=restart_on_failure,
-        preshutdown_timeout_ms=int((config.stop_budget + PRESHUTDOWN_SLACK_S) * 1000))
+        preshutdown_timeout_ms=int((config.stop_budget + PRESHUTDOWN_SLACK_S) * 1000),
+        account=user, password=password if user not in ACCOUNTS.values() else None,
+        dependencies=dependencies, environment=env)
     _call(win32.create_service, spec)
     click.echo(f"installed {name}: {spec.command_line}")
     click.echo(f"  stop budget {config.stop_budget:g}s, preshutdown timeout "
@@ -150,6 +176,43 @@ def stop(win32: w.Win32, name: str, timeout: float) -> None:
 
 @service.command()
 @click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True)
+@click.pass_obj
+def pause(win32: w.Win32, name: str, timeout: float) -> None:
+    """Pause service NAME: it stops accepting and drains, keeping its process and state;
+    waits until PAUSED. Connections made while paused wait in the accept queue."""
+    _pause_or_continue(win32, name, timeout, w.SERVICE_CONTROL_PAUSE)
+
+
+@service.command(name="continue")
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True)
+@click.pass_obj
+def continue_(win32: w.Win32, name: str, timeout: float) -> None:
+    """Continue paused service NAME; waits until it runs (accepting again)."""
+    _pause_or_continue(win32, name, timeout, w.SERVICE_CONTROL_CONTINUE)
+
+
+def _pause_or_continue(win32: w.Win32, name: str, timeout: float, control: int) -> None:
+    pause = control == w.SERVICE_CONTROL_PAUSE
+    status = _call(win32.query_service, name)
+    before, after = ((w.SERVICE_RUNNING, w.SERVICE_PAUSED) if pause
+                     else (w.SERVICE_PAUSED, w.SERVICE_RUNNING))
+    if status.state == after:
+        _print(name, status)
+        return
+    if status.state != before:
+        _fail(f"{name} is {status.state_name}, not {'running' if pause else 'paused'}",
+              ExitCode.ERROR)
+    _print(name, _call(win32.control_service, name, control))
+    status = _wait(win32, name, {after, w.SERVICE_STOPPED}, timeout)
+    _print(name, status)
+    if status.state != after:
+        sys.exit(ExitCode.ERROR)
+
+
+@service.command()
+@click.argument("name")
 @click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
               help="SECONDS for the stop, and again for the start.")
 @click.pass_obj
@@ -191,6 +254,33 @@ def status(win32: w.Win32, name: str) -> None:
     click.echo(f"  serve {serve.target} {options}")
     click.echo(f"  stop budget {serve.config.stop_budget:g}s, app dir {host.app_dir}, "
                f"logs {host.log_file or log_file_for(host.name, serve.config)}")
+    _print_config(_call(win32.query_service_config, name), _call(win32.query_service, name))
+
+
+START_NAMES = {w.SERVICE_AUTO_START: "auto", w.SERVICE_DEMAND_START: "manual", 4: "disabled"}
+
+
+def _print_config(config: w.ServiceConfig, status: w.ServiceStatus) -> None:
+    start = START_NAMES.get(config.start_type, str(config.start_type))
+    start += " (delayed)" if config.delayed_start else ""
+    click.echo(f"  start: {start}, account {config.account}, depends on "
+               f"{', '.join(config.dependencies) or '-'}")
+    if config.failure_actions is None:
+        click.echo("  recovery: not readable from this SCM")
+        restarts = []
+    else:
+        restarts = [delay for action, delay in config.failure_actions
+                    if action == w.SC_ACTION_RESTART]
+    if restarts:
+        click.echo(f"  recovery: restart after {restarts[0] / 1000:g}s, {len(restarts)} times; "
+                   f"counts reset after {config.failure_reset_s}s")
+    elif config.failure_actions is not None:
+        click.echo("  recovery: none")
+    if status.win32_exit_code == w.ERROR_SERVICE_SPECIFIC_ERROR:
+        click.echo(f"  last exit: {status.service_exit_code} (service-specific; win32 "
+                   f"{status.win32_exit_code})")
+    else:
+        click.echo(f"  last exit: win32 {status.win32_exit_code}")
 
 
 def _stop(win32: w.Win32, name: str, timeout: float) -> w.ServiceStatus:
@@ -216,7 +306,8 @@ def _wait(win32: w.Win32, name: str, states: set[int], timeout: float) -> w.Serv
         status = _call(win32.query_service, name)
         if status.state in states or time.monotonic() >= deadline:
             return status
-        if status != last and status.state == w.SERVICE_STOP_PENDING:
+        if status != last and status.state in (w.SERVICE_STOP_PENDING,
+                                               w.SERVICE_PAUSE_PENDING):
             _print(name, status)
         last = status
         time.sleep(POLL_S)
@@ -231,6 +322,16 @@ def _print(name: str, status: w.ServiceStatus) -> None:
     if status.win32_exit_code:
         line += f" win32_exit={status.win32_exit_code} exit_code={status.service_exit_code}"
     click.echo(line)
+
+
+def _environment(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    env = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--env {pair!r}: expected KEY=VALUE", ExitCode.USAGE)
+        env.append((key, value))
+    return tuple(env)
 
 
 def _check_target(target: str, app_dir: str) -> None:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from graceful import appstate, hooks, loader, stopnotice, tls
-from graceful import checkpoint as ckpt
+from graceful import appstate, checks, hooks, loader, stopnotice, tls
 from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.flushing import log_invalid
@@ -28,6 +27,7 @@ from graceful.http.protocol import DrainingRequestHandler, handler_options
 from graceful.logs import get_logger
 
 if TYPE_CHECKING:
+    from graceful import checkpoint as ckpt
     from graceful.takeover import Takeover
 
 log = get_logger()
@@ -45,6 +45,7 @@ class Started:
     runner: web.AppRunner
     listeners: tuple[Listener, ...]
     checkpointer: ckpt.Checkpointer | None
+    checks: checks.Monitor  # startup checks; retries optional ones from READY to the stop
 
 
 class Builder:
@@ -89,10 +90,15 @@ class Builder:
         if self.checkpointer is not None:
             self.checkpointer.state = self.state
             log_invalid(self.checkpointer.check())
+        # startup checks (graceful.add_check): required ones must pass, optional ones degrade
+        monitor = checks.Monitor(app)
+        await monitor.start(config.startup_timeout)
         probes = None
         if config.health:
             probes = health.Health(config.livez_path, config.readyz_path,
-                                   is_ready=self._is_ready, phase=self._phase)
+                                   is_ready=self._is_ready, phase=self._phase,
+                                   degraded=monitor.degraded,
+                                   degraded_ready=config.degraded_ready)
             probes.refuse_taken_paths(app)
         self.tracker = tracker = ConnectionTracker(loop)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
@@ -120,13 +126,16 @@ class Builder:
         for listener in self.listeners:
             await listener.start(config.backlog)
         return Started(app, self.state, tracker, runner, tuple(self.listeners),
-                       self.checkpointer)
+                       self.checkpointer, monitor)
 
     def _open_checkpoint(self) -> dict[str, Any]:
         assert self._config.checkpoint is not None
         # probe the folder, take the lock, then read: refused now rather than at the stop
+        # imported here: a server without a checkpoint does not pay for it at start
+        from graceful.checkpoint import Checkpointer
+
         lock_fd = self._takeover.lock_fd if self._takeover is not None else None
-        self.checkpointer = checkpointer = ckpt.Checkpointer.open(
+        self.checkpointer = checkpointer = Checkpointer.open(
             self._config.checkpoint, handed_over_lock_fd=lock_fd)
         if checkpointer.fallback is not None:
             log.warning("checkpoint.fallback", error=str(checkpointer.fallback))

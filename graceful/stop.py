@@ -75,5 +75,11 @@ class StopObserver:
         """The checkpoint holds `generation`, written at `written_at` (time.time()); took_s
         is None for the generation restored at start."""
 
+    def paused(self) -> None:
+        """A pause has drained: not accepting, the process and its state kept."""
+
+    def resumed(self) -> None:
+        """Accepting again after a pause."""
+
     def stopped(self, exit_code: int) -> None:
         """The stop finished (or the start was abandoned) with this exit code."""

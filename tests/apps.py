@@ -650,6 +650,76 @@ def large_state() -> web.Application:
 _PROBE: web.AppKey[asyncio.Task[None]] = web.AppKey("probe", asyncio.Task)
 
 
+async def _tcp_reachable(port: int) -> None:
+    """A dependency's health check as users write it: can we open a connection?"""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _page(request: web.Request) -> web.Response:
+    missing = graceful.degraded(request)
+    return web.Response(text=f"placeholder ({', '.join(sorted(missing))})\n" if missing
+                        else "live\n")
+
+
+def with_dependencies() -> web.Application:
+    """A database that must be there (DB_PORT) and a cache that may be missing
+    (CACHE_PORT), each a TCP server on 127.0.0.1 the test starts and stops."""
+    app = web.Application()
+    app.router.add_get("/page", _page)
+    if "DB_PORT" in os.environ:
+        db_port = int(os.environ["DB_PORT"])
+
+        async def database(app: web.Application) -> None:
+            await _tcp_reachable(db_port)
+
+        graceful.add_check(app, "database", database, required=True, timeout=1.0,
+                           backoff=0.05)
+    if "CACHE_PORT" in os.environ:
+        cache_port = int(os.environ["CACHE_PORT"])
+
+        async def cache(app: web.Application) -> None:
+            await _tcp_reachable(cache_port)
+
+        graceful.add_check(app, "cache", cache, required=False, timeout=1.0, backoff=0.05)
+    if "HANGING_CHECK" in os.environ:
+        async def hangs(app: web.Application) -> None:
+            await asyncio.sleep(3600)
+
+        graceful.add_check(app, "hangs", hangs, required=os.environ["HANGING_CHECK"] == "required",
+                           timeout=float(os.environ.get("HANGING_TIMEOUT", "2")), backoff=0.05)
+    return app
+
+
+def with_traced_hooks() -> web.Application:
+    """basic, with a graceful hook and an on_shutdown that write to $TRACE_FILE: a pause
+    must run neither, a stop both."""
+    app = basic()
+
+    async def hook(app: web.Application) -> None:
+        _trace("hook")
+
+    async def on_shutdown(app: web.Application) -> None:
+        _trace("on_shutdown")
+
+    graceful.add_hook(app, hook)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def _env(request: web.Request) -> web.Response:
+    return web.Response(text=os.environ.get(request.query["name"], "(unset)"))
+
+
+def with_env() -> web.Application:
+    """basic, and GET /env?name=X answering the process' environment variable X: what a
+    service was given with `graceful service install --env`."""
+    app = basic()
+    app.router.add_get("/env", _env)
+    return app
+
+
 # -- per-route drain deadlines (issue 10) ----------------------------------------------------
 
 

@@ -14,11 +14,19 @@ from graceful.bridge.win32 import (
     ERROR_SERVICE_EXISTS,
     ERROR_SERVICE_NOT_ACTIVE,
     ERROR_SHARING_VIOLATION,
+    SC_ACTION_RESTART,
+    SERVICE_ACCEPT_PAUSE_CONTINUE,
     SERVICE_ACCEPT_STOP,
+    SERVICE_CONTINUE_PENDING,
+    SERVICE_CONTROL_CONTINUE,
+    SERVICE_CONTROL_PAUSE,
+    SERVICE_PAUSE_PENDING,
+    SERVICE_PAUSED,
     SERVICE_RUNNING,
     SERVICE_STOP_PENDING,
     SERVICE_STOPPED,
     ConsoleHandler,
+    ServiceConfig,
     ServiceSpec,
     ServiceStatus,
     Win32Error,
@@ -97,9 +105,19 @@ class FakeWin32:
         self.service_states[name] = ServiceStatus(SERVICE_RUNNING, SERVICE_ACCEPT_STOP, pid=42)
 
     def control_service(self, name: str, control: int) -> ServiceStatus:
-        if self._status("OpenService", name).state != SERVICE_RUNNING:
+        state = self._status("OpenService", name).state
+        if state not in (SERVICE_RUNNING, SERVICE_PAUSED):
             raise Win32Error("ControlService", ERROR_SERVICE_NOT_ACTIVE,
                              "The service has not been started.")
+        pid, accepted = 42, SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_PAUSE_CONTINUE
+        if control == SERVICE_CONTROL_PAUSE:  # the service pauses at once
+            self.service_states[name] = ServiceStatus(SERVICE_PAUSED, accepted, pid=pid)
+            return ServiceStatus(SERVICE_PAUSE_PENDING, accepted, checkpoint=1,
+                                 wait_hint_ms=1000, pid=pid)
+        if control == SERVICE_CONTROL_CONTINUE:
+            self.service_states[name] = ServiceStatus(SERVICE_RUNNING, accepted, pid=pid)
+            return ServiceStatus(SERVICE_CONTINUE_PENDING, accepted, checkpoint=1,
+                                 wait_hint_ms=1000, pid=pid)
         self.service_states[name] = self.stop_results.get(name, ServiceStatus(SERVICE_STOPPED))
         return ServiceStatus(SERVICE_STOP_PENDING, checkpoint=1, wait_hint_ms=1000)
 
@@ -109,6 +127,19 @@ class FakeWin32:
     def query_service_command(self, name: str) -> list[str]:
         self._status("OpenService", name)
         return list(self.services[name].argv)
+
+    def query_service_environment(self, name: str) -> tuple[tuple[str, str], ...]:
+        spec = self.services.get(name)
+        return spec.environment if spec else ()
+
+    def query_service_config(self, name: str) -> ServiceConfig:
+        self._status("OpenService", name)
+        spec = self.services[name]
+        actions = (((SC_ACTION_RESTART, int(spec.restart_delay_s * 1000)),) * 3
+                   if spec.restart_delay_s is not None else ())
+        return ServiceConfig(spec.start_type, spec.delayed_start,
+                             spec.account or "LocalSystem", spec.dependencies,
+                             spec.description, actions, spec.restart_reset_s)
 
     def report_event(self, kind: str, message: str) -> None:
         self.events.append((kind, message))

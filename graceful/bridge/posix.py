@@ -1,4 +1,8 @@
 """POSIX signals as stop requests: SIGTERM, SIGINT, SIGQUIT; SIGHUP as a restart request.
+SIGUSR1 pauses and SIGUSR2 continues (graceful/pause.py): two signals rather than a toggle,
+so that a repeat is harmless and a script says what it wants; not SIGTSTP/SIGCONT, which
+belong to job control (Ctrl+Z must still suspend, and every `fg` or debugger detach sends
+SIGCONT).
 
 `signal.signal` rather than `loop.add_signal_handler`, so that the same bridge works before
 the loop exists (a SIGTERM that arrives during imports is kept, not fatal) and on any loop.
@@ -11,6 +15,7 @@ import signal
 from types import FrameType
 
 from graceful.bridge import Deliver, Handover
+from graceful.controls import PauseAction, PauseRequest
 from graceful.stop import RestartRequest, StopRequest, StopSource
 
 STOP_SIGNALS = {
@@ -18,6 +23,7 @@ STOP_SIGNALS = {
     signal.SIGINT: StopSource.SIGINT,
     signal.SIGQUIT: StopSource.SIGQUIT,
 }
+PAUSE_SIGNALS = {signal.SIGUSR1: PauseAction.PAUSE, signal.SIGUSR2: PauseAction.RESUME}
 
 
 class PosixSignalBridge:
@@ -33,12 +39,13 @@ class PosixSignalBridge:
     def __init__(self) -> None:
         self._previous: dict[int, object] = {}
         self._handover = Handover()
+        self._controls = Handover()  # pause and continue: to the runtime only
         self._release_on_uninstall = False
 
     def capture(self) -> None:
         if self._previous:
             return
-        for signum in (*STOP_SIGNALS, signal.SIGHUP):
+        for signum in (*STOP_SIGNALS, signal.SIGHUP, *PAUSE_SIGNALS):
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def install(self, deliver: Deliver) -> None:
@@ -46,8 +53,13 @@ class PosixSignalBridge:
         self.capture()
         self._handover.connect(deliver)
 
+    def install_controls(self, deliver: Deliver) -> None:
+        """Pause and continue signals to `deliver` (the runtime's); until then, kept."""
+        self._controls.connect(deliver)
+
     def uninstall(self) -> None:
         self._handover.disconnect()  # later signals are kept, never delivered: ignored
+        self._controls.disconnect()
         if self._release_on_uninstall:
             self.release()
 
@@ -58,7 +70,11 @@ class PosixSignalBridge:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        signum = signal.Signals(signum)
+        if signum in PAUSE_SIGNALS:
+            self._controls(PauseRequest(PAUSE_SIGNALS[signum], signum.name))  # type: ignore[arg-type]
+            return
         if signum == signal.SIGHUP:  # the loop's deliver hands it to graceful/restart.py
             self._handover(RestartRequest("SIGHUP"))  # type: ignore[arg-type]
             return
-        self._handover(StopRequest(STOP_SIGNALS[signal.Signals(signum)]))
+        self._handover(StopRequest(STOP_SIGNALS[signum]))

@@ -27,6 +27,9 @@ SERVICE_STOPPED, SERVICE_START_PENDING, SERVICE_STOP_PENDING, SERVICE_RUNNING = 
 SERVICE_CONTROL_STOP, SERVICE_CONTROL_INTERROGATE, SERVICE_CONTROL_SHUTDOWN = 1, 4, 5
 SERVICE_CONTROL_PRESHUTDOWN = 0x0F
 SERVICE_ACCEPT_STOP, SERVICE_ACCEPT_SHUTDOWN, SERVICE_ACCEPT_PRESHUTDOWN = 0x1, 0x4, 0x100
+SERVICE_CONTINUE_PENDING, SERVICE_PAUSE_PENDING, SERVICE_PAUSED = 5, 6, 7
+SERVICE_CONTROL_PAUSE, SERVICE_CONTROL_CONTINUE = 2, 3
+SERVICE_ACCEPT_PAUSE_CONTINUE = 0x2
 SERVICE_AUTO_START, SERVICE_DEMAND_START = 2, 3
 SC_ACTION_NONE, SC_ACTION_RESTART = 0, 1
 ERROR_SERVICE_SPECIFIC_ERROR = 1066
@@ -38,7 +41,9 @@ ERROR_PROCESS_ABORTED = 1067  # the SCM's code for a service that ended without 
 ERROR_SHARING_VIOLATION = 32
 
 STATE_NAMES = {SERVICE_STOPPED: "STOPPED", SERVICE_START_PENDING: "START_PENDING",
-               SERVICE_STOP_PENDING: "STOP_PENDING", SERVICE_RUNNING: "RUNNING"}
+               SERVICE_STOP_PENDING: "STOP_PENDING", SERVICE_RUNNING: "RUNNING",
+               SERVICE_CONTINUE_PENDING: "CONTINUE_PENDING",
+               SERVICE_PAUSE_PENDING: "PAUSE_PENDING", SERVICE_PAUSED: "PAUSED"}
 
 ConsoleHandler = Callable[[int], bool]
 SignalHandler = Callable[[int, Any], None]
@@ -75,10 +80,31 @@ class ServiceSpec:
     restart_delay_s: float | None = None
     restart_reset_s: int = 86400
     preshutdown_timeout_ms: int = 0
+    # nssm parity (issue 12): the account (None: LocalSystem), its password (a user
+    # account's), the services it needs started first, its own environment variables.
+    account: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    dependencies: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
 
     @property
     def command_line(self) -> str:
         return subprocess.list2cmdline(self.argv)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """What `graceful service status` reads back of an installed service."""
+
+    start_type: int
+    delayed_start: bool
+    account: str  # "LocalSystem" for the SCM's default
+    dependencies: tuple[str, ...]
+    description: str
+    # (action, delay in ms) per failure, and the seconds after which the count resets;
+    # None: this SCM cannot say (Wine)
+    failure_actions: tuple[tuple[int, int], ...] | None
+    failure_reset_s: int
 
 
 class Win32Error(GracefulError):
@@ -103,6 +129,10 @@ class Win32(Protocol):
     def query_service(self, name: str) -> ServiceStatus: ...
     def query_service_command(self, name: str) -> list[str]:
         """The service's command line (QueryServiceConfig), split as Windows splits it."""
+    def query_service_config(self, name: str) -> ServiceConfig:
+        """Start type, account, dependencies, description, recovery actions."""
+    def query_service_environment(self, name: str) -> tuple[tuple[str, str], ...]:
+        """The service's own environment variables (its registry `Environment` value)."""
     def report_event(self, kind: str, message: str) -> None:
         """A line in the Windows Event Log (Application): kind is error, warning or info."""
     def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
@@ -155,8 +185,11 @@ class RealWin32:
             handle = ws.CreateService(
                 scm, spec.name, spec.display_name, ws.SERVICE_ALL_ACCESS,
                 ws.SERVICE_WIN32_OWN_PROCESS, spec.start_type, ws.SERVICE_ERROR_NORMAL,
-                spec.command_line, None, 0, None, None, None)
+                spec.command_line, None, 0, list(spec.dependencies) or None, spec.account,
+                spec.password)
             try:
+                if spec.environment:  # the SCM's per-service environment (as nssm sets it)
+                    _set_environment(spec.name, spec.environment)
                 ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_DESCRIPTION, spec.description)
                 if spec.delayed_start:
                     ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_DELAYED_AUTO_START_INFO, True)
@@ -198,6 +231,31 @@ class RealWin32:
                              info["Win32ExitCode"], info["ServiceSpecificExitCode"],
                              info["CheckPoint"], info["WaitHint"], info["ProcessId"])
 
+    def query_service_environment(self, name: str) -> tuple[tuple[str, str], ...]:
+        import winreg
+
+        path = f"SYSTEM\\CurrentControlSet\\Services\\{name}"
+        try:
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path) as key:
+                values, _ = winreg.QueryValueEx(key, "Environment")
+        except OSError:
+            return ()
+        return tuple((k, v) for k, _, v in (pair.partition("=") for pair in values) if k)
+
+    def query_service_config(self, name: str) -> ServiceConfig:
+        import win32service as ws
+
+        with _errors(), _service(name) as handle:
+            config = ws.QueryServiceConfig(handle)
+            description = _config2(handle, ws.SERVICE_CONFIG_DESCRIPTION, "") or ""
+            delayed = _config2(handle, ws.SERVICE_CONFIG_DELAYED_AUTO_START_INFO, False)
+            failure = _config2(handle, ws.SERVICE_CONFIG_FAILURE_ACTIONS, None)
+        actions = None if failure is None else tuple(
+            tuple(a) for a in failure.get("Actions") or ())
+        return ServiceConfig(config[1], bool(delayed), config[7] or "LocalSystem",
+                             tuple(config[6] or ()), description, actions,
+                             int((failure or {}).get("ResetPeriod") or 0))
+
     def query_service_command(self, name: str) -> list[str]:
         from ctypes import wintypes
 
@@ -223,6 +281,33 @@ class RealWin32:
 
     def replace_file(self, src: os.PathLike[str], dst: os.PathLike[str]) -> None:
         os.replace(src, dst)
+
+
+def _config2(handle: Any, level: int, default: Any) -> Any:
+    """QueryServiceConfig2, or `default` where the SCM does not know `level` (Wine knows
+    few: ERROR_INVALID_LEVEL)."""
+    import pywintypes
+    import win32service as ws
+
+    try:
+        return ws.QueryServiceConfig2(handle, level)
+    except pywintypes.error as err:
+        if err.winerror != 124:
+            raise
+        return default
+
+
+def _set_environment(name: str, environment: tuple[tuple[str, str], ...]) -> None:
+    import winreg
+
+    path = f"SYSTEM\\CurrentControlSet\\Services\\{name}"
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_SET_VALUE) as key:
+            winreg.SetValueEx(key, "Environment", 0, winreg.REG_MULTI_SZ,
+                              [f"{k}={v}" for k, v in environment])
+    except OSError as err:
+        raise Win32Error("RegSetValueEx", getattr(err, "winerror", 0) or 0,
+                         err.strerror or str(err)) from None
 
 
 def _status(raw: tuple[int, ...]) -> ServiceStatus:

@@ -1,4 +1,5 @@
-"""The Windows service's stop source: SCM controls become stop requests.
+"""The Windows service's stop source: SCM controls become stop requests; PAUSE and
+CONTINUE become pause requests (graceful/pause.py).
 
 The process the SCM starts, and how it reports to the SCM, are in graceful/windows/.
 """
@@ -9,15 +10,20 @@ from typing import Protocol
 
 from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
+from graceful.controls import PauseAction, PauseRequest
 from graceful.stop import StopRequest, StopSource
 
 CONTROLS = {w.SERVICE_CONTROL_STOP: StopSource.SCM_STOP,
             w.SERVICE_CONTROL_SHUTDOWN: StopSource.SCM_SHUTDOWN,
             w.SERVICE_CONTROL_PRESHUTDOWN: StopSource.SCM_PRESHUTDOWN}
+PAUSES = {w.SERVICE_CONTROL_PAUSE: PauseAction.PAUSE,
+          w.SERVICE_CONTROL_CONTINUE: PauseAction.RESUME}
+PAUSE_SOURCES = {PauseAction.PAUSE: "SCM_PAUSE", PauseAction.RESUME: "SCM_CONTINUE"}
 
 
 class _Reporter(Protocol):
     def stop_pending(self) -> None: ...
+    def pause_pending(self, action: PauseAction) -> bool: ...
 
 
 class ServiceBridge:
@@ -27,16 +33,26 @@ class ServiceBridge:
     def __init__(self, reporter: _Reporter) -> None:
         self._reporter = reporter
         self._handover = Handover()
+        self._controls = Handover()
         self.requested = False
 
     def install(self, deliver: Deliver) -> None:
         self._handover.connect(deliver)
 
+    def install_controls(self, deliver: Deliver) -> None:
+        self._controls.connect(deliver)
+
     def uninstall(self) -> None:
         self._handover.disconnect()
+        self._controls.disconnect()
 
     def control(self, code: int) -> int:
         """The SCM's handler (its thread): answer at once, the stop runs on the loop."""
+        action = PAUSES.get(code)
+        if action is not None:
+            if self._reporter.pause_pending(action):  # else not RUNNING/PAUSED: nothing to do
+                self._controls(PauseRequest(action, PAUSE_SOURCES[action]))  # type: ignore[arg-type]
+            return 0
         source = CONTROLS.get(code)
         if source is None:
             return 0 if code == w.SERVICE_CONTROL_INTERROGATE else 120  # NOT_IMPLEMENTED

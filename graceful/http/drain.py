@@ -112,6 +112,12 @@ class ConnectionTracker:
         self.stopping = True  # every request is of the tracked class: nothing to switch
         self._touch()
 
+    def end_stopping(self) -> None:
+        """A pause is over (graceful/pause.py): responses keep connections alive again."""
+        self.stopping = False
+        self._websockets_closing = None
+        self._closing.clear()
+
     def close_websockets(self, how: websockets.WebSocketClose = websockets.GOING_AWAY
                          ) -> None:
         """Close every open websocket as `how` says (1001 at a stop); their handlers then

@@ -4,7 +4,7 @@ They are answered before the app's middlewares and router see the request: an au
 middleware must not turn a probe into a 401, and a catch-all route (a single-page app's
 fallback) must not make every path "taken". A path the app routes *exactly* is still
 refused at start rather than silently shadowed. They say only the state ("ok", "ready",
-"starting", "draining"): nothing about the app. `--no-health` turns them off.
+"starting", "draining", "degraded"): nothing about the app. `--no-health` turns them off.
 
 Cost: one function call and one dict lookup per request (bench/protocol_cost.py).
 """
@@ -24,9 +24,12 @@ _PROBE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
 
 class Health:
     def __init__(self, livez_path: str, readyz_path: str, *, is_ready: Callable[[], bool],
-                 phase: Callable[[], str]) -> None:
+                 phase: Callable[[], str], degraded: Callable[[], bool] = lambda: False,
+                 degraded_ready: bool = True) -> None:
         self.livez_path, self.readyz_path = livez_path, readyz_path
         self._is_ready, self._phase = is_ready, phase
+        # an optional startup check failing (graceful/checks.py)
+        self._degraded, self._degraded_ready = degraded, degraded_ready
 
     def refuse_taken_paths(self, app: web.Application) -> None:
         """A path the app routes exactly is a ConfigError, not shadowed."""
@@ -59,6 +62,9 @@ class Health:
 
     async def _readyz(self) -> web.Response:
         ready = self._is_ready()
+        if ready and self._degraded():
+            return web.Response(status=200 if self._degraded_ready else 503,
+                                text="degraded\n", headers=_NO_STORE)
         return web.Response(status=200 if ready else 503,
                             text=("ready" if ready else self._phase()) + "\n", headers=_NO_STORE)
 

@@ -131,8 +131,10 @@ class Listener:
         name = sock.getsockname()
         # (host, port), or a Unix socket's path
         self.address: tuple[str, int] | str = name if isinstance(name, str) else name[:2]
+        self._family = sock.family
         self._factory = factory
         self._ssl = ssl
+        self._rebind = False  # paused on Windows: resume binds the address again
         self._server: asyncio.AbstractServer | None = None
         self._keeper: socket.socket | None = None
 
@@ -144,17 +146,63 @@ class Listener:
 
     async def close(self) -> int:
         """Stop accepting; serve what the accept queue held. Returns how many it held."""
-        if self._server is None or self._keeper is None:
+        if self._keeper is None:
             self.sock.close()  # never started (the start failed): nothing was queued
             _unlink(self.sock)
             return 0
-        loop = asyncio.get_running_loop()
-        self._server.close()  # the loop stops accepting; our duplicate keeps the queue
+        if self._server is not None:
+            self._server.close()  # the loop stops accepting; our duplicate keeps the queue
+            self._server = None
+        else:  # paused (or a resume cut short by the stop): the loop accepts no more
+            self.sock.close()  # closed already, unless the resume was cut before serving it
         queued = _accept_all(self._keeper)
         self._keeper.close()  # from here on the kernel refuses new connections
         self._keeper = None
         _unlink(self.sock)
+        await self._serve(queued)
+        return len(queued)
+
+    async def pause(self) -> int:
+        """Stop accepting, serve what the accept queue held, and keep the socket listening:
+        connections made from now on wait in the kernel's queue until `resume` (see
+        graceful/pause.py). Returns how many the queue held."""
+        if self._server is None or self._keeper is None:
+            return 0
+        self._server.close()  # closes self.sock; the duplicate keeps listening
+        self._server = None
+        queued = _accept_all(self._keeper)
+        if _is_windows():
+            # The Proactor loop cannot serve a listening socket again once it has stopped
+            # serving it (its handle is tied to the loop's completion port: WinError 87 at
+            # every accept): close it, and bind the address again at resume. Connections
+            # made while paused are refused on Windows. (No Unix sockets there: binding one
+            # is refused, graceful/http/binding.py, so the address is always (host, port).)
+            self._keeper.close()
+            self._keeper, self._rebind = None, True
+        await self._serve(queued)
+        return len(queued)
+
+    async def resume(self, backlog: int) -> None:
+        """Accept again, after `pause`: first what waited in the queue."""
+        if self._server is not None:
+            return
+        if self._keeper is None:
+            if not self._rebind:
+                return  # closed for good
+            assert not isinstance(self.address, str)
+            self._keeper = _bound(self._family, self.address)  # OSError: the port is taken
+            self._rebind = False
+        loop = asyncio.get_running_loop()
+        path = _UNLINK_AT_CLOSE.pop(self.sock, None)
+        self.sock, self._keeper = self._keeper, self._keeper.dup()
+        if path is not None:  # the socket file goes at close, whichever descriptor serves it
+            unlink_at_close(self.sock, path)
+        self._server = await loop.create_server(self._factory, sock=self.sock, backlog=backlog,
+                                                ssl=self._ssl)
+
+    async def _serve(self, queued: list[socket.socket]) -> None:
         if self._ssl is None:
+            loop = asyncio.get_running_loop()
             for conn in queued:
                 try:
                     await loop.connect_accepted_socket(self._factory, conn)
@@ -163,10 +211,10 @@ class Listener:
         else:
             # Over TLS connect_accepted_socket returns after the handshake: all at once,
             # each bounded, so that one slow client in the queue does not hold the others.
-            await asyncio.gather(*(self._handshake(loop, conn) for conn in queued))
-        return len(queued)
+            await asyncio.gather(*(self._handshake(conn) for conn in queued))
 
-    async def _handshake(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    async def _handshake(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         try:
             await loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl,
                                                ssl_handshake_timeout=QUEUED_TLS_HANDSHAKE_S)

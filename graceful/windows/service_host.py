@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -38,14 +39,20 @@ from typing import Any, NoReturn
 from graceful.bridge import win32 as w
 from graceful.bridge.windows_service import ServiceBridge
 from graceful.config import Config
+from graceful.controls import PauseAction
 from graceful.errors import ConfigError, ExitCode, GracefulError
 from graceful.serve_options import parse_serve
 from graceful.stop import StopObserver
+from graceful.windows.log_retention import DAY_S, SERVICE_RETENTION, Retention
 from graceful.windows.service_log import LOG_BACKUPS, LOG_MAX_BYTES, MemoryLog, RotatingWriter
 
 HINT_SLACK_S = 2.0  # added to every wait hint: the loop closing, the process exiting
 START_TICK_S = 1.0  # START_PENDING progress while the app starts
-ACCEPTED = w.SERVICE_ACCEPT_STOP | w.SERVICE_ACCEPT_SHUTDOWN | w.SERVICE_ACCEPT_PRESHUTDOWN
+ACCEPTED_STARTING = (w.SERVICE_ACCEPT_STOP | w.SERVICE_ACCEPT_SHUTDOWN
+                     | w.SERVICE_ACCEPT_PRESHUTDOWN)
+ACCEPTED = ACCEPTED_STARTING | w.SERVICE_ACCEPT_PAUSE_CONTINUE  # RUNNING, PAUSED
+PENDING = (w.SERVICE_START_PENDING, w.SERVICE_STOP_PENDING, w.SERVICE_PAUSE_PENDING,
+           w.SERVICE_CONTINUE_PENDING)
 
 
 class ServiceReporter(StopObserver):
@@ -71,7 +78,7 @@ class ServiceReporter(StopObserver):
                 return  # nothing after STOPPED
             if only_from is not None and self.state != only_from:
                 return  # a start tick that lost the race with a stop control
-            pending = state in (w.SERVICE_START_PENDING, w.SERVICE_STOP_PENDING)
+            pending = state in PENDING
             if pending and state != self.state:
                 self._checkpoint = 0
             self._checkpoint = self._checkpoint + 1 if pending else self._checkpoint
@@ -87,7 +94,7 @@ class ServiceReporter(StopObserver):
         START_TICK_S with a wait hint from what is left of the startup budget, until the
         state changes or the budget is spent (then the SCM's own timeout shows the hang)."""
         self._started_at = self._win32.monotonic()
-        self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED,
+        self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED_STARTING,
                      hint_s=self.startup_budget_s + HINT_SLACK_S)
         threading.Thread(target=self._tick_start, name="graceful.start-progress",
                          daemon=True).start()
@@ -100,7 +107,7 @@ class ServiceReporter(StopObserver):
             left = self._start_left()
             if self.state != w.SERVICE_START_PENDING or left <= 0:
                 return
-            self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED,
+            self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED_STARTING,
                          hint_s=left + HINT_SLACK_S, only_from=w.SERVICE_START_PENDING)
 
     def end_start_progress(self) -> None:
@@ -110,6 +117,19 @@ class ServiceReporter(StopObserver):
         left = self.budget_s if time_left_s is None else time_left_s
         self._report(w.SERVICE_STOP_PENDING, hint_s=max(left, 0.0) + HINT_SLACK_S)
 
+    def pause_pending(self, action: PauseAction) -> bool:
+        """PAUSE_PENDING (from RUNNING) or CONTINUE_PENDING (from PAUSED or PAUSE_PENDING),
+        with the pause's drain as the hint; False (nothing reported) from another state."""
+        pause = action is PauseAction.PAUSE
+        state = w.SERVICE_PAUSE_PENDING if pause else w.SERVICE_CONTINUE_PENDING
+        sources = ((w.SERVICE_RUNNING,) if pause
+                   else (w.SERVICE_PAUSED, w.SERVICE_PAUSE_PENDING))
+        with self._lock:
+            if self.state not in sources:
+                return False
+        self._report(state, accepted=ACCEPTED, hint_s=self.budget_s + HINT_SLACK_S)
+        return True
+
     def final(self, code: int) -> None:
         self._ticker.set()
         self._report(w.SERVICE_STOPPED, exit_code=int(code))
@@ -118,6 +138,12 @@ class ServiceReporter(StopObserver):
     def ready(self) -> None:
         self._ticker.set()
         self._report(w.SERVICE_RUNNING, accepted=ACCEPTED)
+
+    def paused(self) -> None:
+        self._report(w.SERVICE_PAUSED, accepted=ACCEPTED, only_from=w.SERVICE_PAUSE_PENDING)
+
+    def resumed(self) -> None:
+        self._report(w.SERVICE_RUNNING, accepted=ACCEPTED, only_from=w.SERVICE_CONTINUE_PENDING)
 
     def phase(self, name: str, time_left_s: float) -> None:
         self.stop_pending(time_left_s)
@@ -136,16 +162,25 @@ class _HostArgs(argparse.ArgumentParser):
 
 
 def parse_host_args(argv: Sequence[str]) -> argparse.Namespace:
-    """`NAME [--log-file F] [--app-dir D] -- <serve arguments>`."""
+    """`NAME [--log-file F] [--log-retention-days N] [--app-dir D] -- <serve arguments>`."""
     argv = list(argv)
     split = argv.index("--") if "--" in argv else len(argv)
     parser = _HostArgs(prog="graceful-service", add_help=False)
     parser.add_argument("name")
     parser.add_argument("--log-file", type=Path)
+    parser.add_argument("--log-retention-days", type=float)
     parser.add_argument("--app-dir")
     args = parser.parse_args(argv[:split])
     args.serve = argv[split + 1:]
     return args
+
+
+def retention_for(args: argparse.Namespace) -> Retention:
+    """The log's retention: the service policy, its period from --log-retention-days."""
+    days = args.log_retention_days
+    if days is None:
+        return SERVICE_RETENTION
+    return dataclasses.replace(SERVICE_RETENTION, keep_s=days * DAY_S)
 
 
 def log_file_for(name: str, config: Config) -> Path:
@@ -173,6 +208,7 @@ class ServiceHost:
         self.bridge = ServiceBridge(self.reporter)
         self.writer: RotatingWriter | None = None
         self.config: Config | None = None
+        self.retention = SERVICE_RETENTION
 
     def run(self, run_target: Callable[..., ExitCode] | None = None) -> int:
         from graceful import logs
@@ -218,6 +254,12 @@ class ServiceHost:
 
         args = parse_host_args(self.argv)
         self.name = args.name
+        self.retention = retention_for(args)
+        # install --env: Windows' SCM sets them from the service's Environment value, Wine's
+        # does not; set what is missing (what the SCM did set is kept)
+        with contextlib.suppress(Exception):
+            for key, value in self.win32.query_service_environment(args.name):
+                os.environ.setdefault(key, value)
         if args.log_file:  # known now: what fails from here on is in the file
             self._open_log(args.log_file, early)
         if args.app_dir:
@@ -247,7 +289,8 @@ class ServiceHost:
         from graceful import logs
 
         self.writer = RotatingWriter(path, LOG_MAX_BYTES, LOG_BACKUPS,
-                                     replace=self.win32.replace_file, clock=self.win32.monotonic)
+                                     replace=self.win32.replace_file, clock=self.win32.monotonic,
+                                     retention=self.retention)
         logs.configure("json", "info", stream=self.writer)  # type: ignore[arg-type]
         early.replay(self.writer)
         if self.writer.error:

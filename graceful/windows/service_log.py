@@ -1,5 +1,6 @@
-"""Where a Windows service's log lines go: a file rotated by size that never raises into the
-runtime, and a memory buffer for the lines written before the file is known.
+"""Where a Windows service's log lines go: a file rotated by size (and by age) that never
+raises into the runtime, and a memory buffer for the lines written before the file is known.
+Rotated files are compressed and expire by the writer's Retention (log_retention.py).
 
 A service has no console (sys.stdout and sys.stderr are None), so a log call that raises
 would surface in whatever the runtime was doing (a stop request included: issue 19). Here a
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from graceful.windows.log_retention import Housekeeper, Retention, shift, started_at
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
@@ -42,9 +45,16 @@ class RotatingWriter:
 
     def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS,
                  *, replace: Replace = _default_replace,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 retention: Retention | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.path, self._max, self._backups = Path(path), max_bytes, backups
-        self._replace, self._clock = replace, clock
+        self._replace, self._clock, self._wall = replace, clock, wall
+        self.retention = retention or Retention()
+        self.housekeeper = Housekeeper(self.path, backups, self.retention, wall)
+        self._housekeeping_reported = 0
+        self._housekeeping_error: str | None = None
+        self._born = 0.0  # wall time the current file was begun
         self._lock = threading.Lock()
         self._file: Any = None
         self._size = 0
@@ -91,11 +101,24 @@ class RotatingWriter:
                 self.dropped += count
                 return
             self._dropped_reported += unreported
+        failures, error = self.housekeeper.failures, self.housekeeper.error
+        if failures > self._housekeeping_reported:
+            self._housekeeping_reported = failures
+            if error != self._housekeeping_error:  # once per cause, not at every rotation
+                self._housekeeping_error = error
+                self._put(self._note("log.housekeeping_failed", error=error,
+                                     failures=failures))
         if not self._put(line):
             self.dropped += count
             return
-        if self._size >= self._max and self._clock() >= self._rotate_at:
+        if self._rotation_due() and self._clock() >= self._rotate_at:
             self._rotate()
+
+    def _rotation_due(self) -> bool:
+        if self._size >= self._max:
+            return True
+        age = self.retention.max_age_s
+        return age is not None and self._size > 0 and self._wall() - self._born >= age
 
     def _put(self, text: str) -> bool:
         data = text.encode("utf-8", errors="replace")
@@ -123,6 +146,8 @@ class RotatingWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
             self._size = self._file.seek(0, os.SEEK_END)
+            self._born = (started_at(os.fstat(self._file.fileno()), self._wall) if self._size
+                          else self._wall())
         except OSError as err:
             self.error = f"{type(err).__name__}: {err}"
             self._file = None
@@ -140,11 +165,9 @@ class RotatingWriter:
         # Our own handle must be closed first: Windows cannot rename a file open without
         # FILE_SHARE_DELETE, which Python's open() does not give.
         self._close_file()
+        self.housekeeper.wait()  # the last rotation's compression of NAME.1, if still going
         try:
-            for n in range(self._backups - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{n}")
-                if older.exists():
-                    self._replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+            shift(self.path, self._backups, self._replace)
             self._replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         except OSError as err:
             self.rotate_failures += 1
@@ -155,6 +178,7 @@ class RotatingWriter:
                                      retry_in_s=ROTATE_RETRY_S, size=self._size))
             return
         self._open()
+        self.housekeeper.after_rotation()
 
     @staticmethod
     def _note(event: str, **fields: Any) -> str:
