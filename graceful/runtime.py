@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, health, hooks, loader
+from graceful import appstate, health, heap, hooks, loader
 from graceful import checkpoint as ckpt
 from graceful.access import AccessLogger
 from graceful.bridge import Handover
@@ -96,6 +96,7 @@ class Runtime:
         self._abandoned: asyncio.Future[ExitCode] | None = None
         self._periodic: asyncio.Task[None] | None = None
         self._codes: list[ExitCode] = []
+        self._heap = heap.Heap()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -270,6 +271,7 @@ class Runtime:
 
         sockets, self._sockets = self._sockets, []
         self.listeners += [Listener(sock, factory) for sock in sockets]
+        self._heap.settle()  # no full collection walks the startup heap under load
         for listener in self.listeners:
             await listener.start(config.backlog)
         self.phase = Phase.READY
@@ -294,6 +296,7 @@ class Runtime:
             await hooks.run_steps(hooks.cleanup_steps(self.app), self.config.hook_timeout,
                                   lambda: self.config.hook_timeout)
         self.phase = Phase.STOPPED
+        self._heap.release()
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -462,6 +465,7 @@ class Runtime:
 
     def _finish(self, code: ExitCode) -> ExitCode:
         self.phase = Phase.STOPPED
+        self._heap.release()
         self._notify("stopped", int(code))
         return code
 
