@@ -46,6 +46,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     drain.add_argument("--peer-defaults", action="store_true",
                        help="run peers without their drain-timeout option (their defaults); "
                             "graceful always gets the scenario's --drain-timeout")
+    stream = sub.add_parser("stream", help="SSE streams and keep-alive GETs under SIGTERM")
+    stream.add_argument("--servers", type=_csv, default=None,
+                        help="comma list (default: graceful, graceful-stopping and the peers)")
+    stream.add_argument("--streams", type=lambda v: [int(x) for x in _csv(v)],
+                        default=[50, 500])
+    stream.add_argument("--repeat", type=int, default=1)
+    stream.add_argument("--out", type=Path, default=OUT / "stream")
     thr = sub.add_parser("throughput", help="requests/s of graceful against bare aiohttp")
     thr.add_argument("--loop", type=_csv, default=["asyncio", "uvloop"])
     thr.add_argument("--rounds", type=int, default=5)
@@ -58,8 +65,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
                      help="a drain.json (repeatable)")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
     rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
+    rep.add_argument("--stream", type=Path, help="a stream.json")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
     args = parser.parse_args(argv)
+    if args.mode == "stream":
+        from bench.stream import STREAM_SERVERS
+
+        args.servers = args.servers or list(STREAM_SERVERS)
+        for name in args.servers:
+            if name not in STREAM_SERVERS:
+                parser.error(f"unknown server {name!r} ({', '.join(STREAM_SERVERS)})")
     if args.mode == "drain":
         for name in args.servers:
             if name not in SERVERS:
@@ -109,6 +124,16 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     return 0
 
 
+async def stream_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    from bench import stream
+
+    results = await stream.run(args.servers, args.streams, args.repeat, args.out)
+    (args.out / "stream.json").write_text(json.dumps({"env": env, "runs": results}))
+    print(f"raw results: {args.out / 'stream.json'}", file=sys.stderr)
+    print(stream.table(results))
+    return 0
+
+
 async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import throughput
 
@@ -127,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "report":
         from bench import results
 
-        for path in results.write(args.drain, args.throughput, args.write, args.notes):
+        for path in results.write(args.drain, args.throughput, args.write, args.notes,
+                                   args.stream):
             print(f"plot: {path}", file=sys.stderr)
         print(f"wrote {args.write}", file=sys.stderr)
         return 0
@@ -135,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     # A write to a connection the server already closed is an expected event here.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     env = environment(argv)
-    run = drain_main if args.mode == "drain" else throughput_main
+    run = {"drain": drain_main, "stream": stream_main}.get(args.mode, throughput_main)
     try:
         import uvloop  # the harness's own loop: cheaper, so the servers get the CPU
     except ImportError:

@@ -3,6 +3,9 @@
 Routes (same behaviour in both flavours):
   GET  /work?ms=M     sleeps M milliseconds, answers 200 "ok"
   POST /upload        reads the whole body, answers 200 with its size
+  GET  /events        server-sent events, one every 100 ms, until the client goes away;
+                      in aiohttp_app_stopping, until graceful.stopping(request) fires, then
+                      a last "bye" event and the end of the chunked body
 Any other path answers 200 "ready" (readiness probes of the harness).
 
 When the environment variable BENCH_SEEN_LOG names a file, each request carrying an
@@ -55,6 +58,33 @@ async def _upload(request: web.Request) -> web.Response:
     return web.Response(text=str(size))
 
 
+EVENT_EVERY_S = 0.1
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Never ends by itself: what an SSE endpoint looks like without the stopping API."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    tick = 0
+    while True:
+        await response.write(f"data: tick {tick}\n\n".encode())
+        tick += 1
+        await asyncio.sleep(EVENT_EVERY_S)
+
+
+async def _events_stopping(request: web.Request) -> web.StreamResponse:
+    """The same stream, ending cleanly when the stop begins (graceful.stopping)."""
+    import graceful
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    async for tick in graceful.stopping(request).every(EVENT_EVERY_S):
+        await response.write(f"data: tick {tick}\n\n".encode())
+    await response.write(b"event: bye\ndata: server stopping\n\n")
+    await response.write_eof()
+    return response
+
+
 async def _ready(request: web.Request) -> web.Response:
     return web.Response(text="ready")
 
@@ -64,7 +94,21 @@ def aiohttp_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/work", _work)
     app.router.add_post("/upload", _upload)
+    app.router.add_get("/events", _events)
     app.router.add_get("/", _ready)
+    return app
+
+
+def aiohttp_app_stopping() -> web.Application:
+    """aiohttp_app whose /events uses graceful.stopping (the stream scenario)."""
+    import graceful
+
+    app = web.Application()
+    app.router.add_get("/work", _work)
+    app.router.add_post("/upload", _upload)
+    app.router.add_get("/events", _events_stopping)
+    app.router.add_get("/", _ready)
+    graceful.stopping(app)  # fires with on_shutdown under run_app and gunicorn's worker
     return app
 
 
@@ -129,5 +173,30 @@ async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
             size += len(message.get("body", b""))
             more = message.get("more_body", False)
         await _respond(send, str(size).encode())
+    elif path == "/events" and method == "GET":
+        await _asgi_events(receive, send)
     else:
         await _respond(send, b"ready")
+
+
+async def _asgi_events(receive: Receive, send: Send) -> None:
+    """SSE until the client goes away (http.disconnect), as sse-starlette does."""
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch())
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")]})
+    tick = 0
+    try:
+        while not gone.is_set():
+            await send({"type": "http.response.body", "body": f"data: tick {tick}\n\n".encode(),
+                        "more_body": True})
+            tick += 1
+            await asyncio.sleep(EVENT_EVERY_S)
+    finally:
+        watcher.cancel()

@@ -24,9 +24,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from graceful.drain import ConnectionTracker
-from graceful.health import Health
-from graceful.protocol import DrainingRequestHandler, handler_options
+from graceful.http.drain import ConnectionTracker
+from graceful.http.health import Health
+from graceful.http.protocol import DrainingRequestHandler, handler_options
 
 REQUEST = b"GET /work HTTP/1.1\r\nHost: bench\r\n\r\n"
 WARM_UP = 2000

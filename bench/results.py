@@ -16,8 +16,29 @@ def _env_lines(env: dict[str, Any]) -> list[str]:
             f"{env['platform']}, {env['cpus']} CPUs", f"  - {versions}"]
 
 
+STREAM_ABOUT = (
+    "Clients hold server-sent-event streams (`GET /events`, an event every 100 ms) and 20 "
+    "more loop keep-alive GETs (100 ms handler); once every stream is open and has had "
+    "events for 1 s, the server gets SIGTERM; every server's drain timeout is 3 s (peers: "
+    "their option for it). A stream is *clean* when the terminating chunk came, *truncated* "
+    "when the connection closed without it before the deadline, *cut at deadline* when at "
+    "it (graceful logs these in `drain.deadline`), *killed* when still open 8 s after it. "
+    "*graceful-stopping* serves the same app with `/events` watching `graceful.stopping`; "
+    "*graceful* and the peers serve the stream that never ends by itself. *overhead*: exit "
+    "minus the end of the last stream or GET in flight at the signal. *drain / aiohttp*: "
+    "the drain time over aiohttp's `web.run_app` in the same repeat (the machine is "
+    "shared: a ratio within one repeat is steadier than a time).")
+
+
+def stream_section(doc: dict[str, Any]) -> list[str]:
+    from bench.stream import table
+
+    return ["## Streams at SIGTERM (`python -m bench stream`)", "", STREAM_ABOUT, "",
+            table(doc["runs"]), ""]
+
+
 def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
-          notes: Path | None) -> list[Path]:
+          notes: Path | None, stream_file: Path | None = None) -> list[Path]:
     images = target.parent / "results"
     images.mkdir(parents=True, exist_ok=True)
     docs = [json.loads(p.read_text()) for p in drain_files]
@@ -30,6 +51,9 @@ def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
     thr = json.loads(throughput_file.read_text()) if throughput_file else None
     if thr:
         lines += _env_lines(thr["env"])
+    streams = json.loads(stream_file.read_text()) if stream_file else None
+    if streams:
+        lines += _env_lines(streams["env"])
     if notes is not None:
         lines += ["", notes.read_text().rstrip()]
     lines += ["", "## Lost requests and keep-alive races, all drain runs", "",
@@ -49,6 +73,8 @@ def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
               report.latency_table(runs), ""]
     if thr:
         lines += ["## Throughput (no stop)", "", report.throughput_table(thr["rows"]), ""]
+    if streams:
+        lines += stream_section(streams)
     made = [plots.loss_bars(runs, images), *plots.timelines(runs, images)]
     lines += ["## Plots", ""]
     for path in made:

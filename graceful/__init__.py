@@ -21,9 +21,11 @@ if TYPE_CHECKING:
         StartupError,
     )
     from graceful.hooks import add_hook
+    from graceful.http.route_deadlines import drain_deadline
     from graceful.runner import run
     from graceful.runtime import Phase, Runtime
     from graceful.stop import StopObserver, StopRequest, StopSource
+    from graceful.stopnotice import Stopping, stopping
 
 __all__ = [
     "STATE",
@@ -39,10 +41,13 @@ __all__ = [
     "StopObserver",
     "StopRequest",
     "StopSource",
+    "Stopping",
     "add_hook",
     "check_state",
+    "drain_deadline",
     "run",
     "state",
+    "stopping",
 ]
 
 _WHERE = {
@@ -59,10 +64,13 @@ _WHERE = {
     "StopObserver": "graceful.stop",
     "StopRequest": "graceful.stop",
     "StopSource": "graceful.stop",
+    "Stopping": "graceful.stopnotice",
     "add_hook": "graceful.hooks",
     "check_state": "graceful.checkpoint",
+    "drain_deadline": "graceful.http.route_deadlines",
     "run": "graceful.runner",
     "state": "graceful.appstate",
+    "stopping": "graceful.stopnotice",
 }
 
 

@@ -12,16 +12,9 @@ from typing import Any
 
 import click
 
-from graceful.config import LOG_FORMATS, LOG_LEVELS, LOOPS, Config
+from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
-
-SECONDS = click.FloatRange(min=0)
-
-
-def _option(name: str, **kwargs: Any) -> Any:
-    """A serve option that also reads GRACEFUL_<NAME> from the environment."""
-    envvar = "GRACEFUL_" + name.split("/")[0].lstrip("-").replace("-", "_").upper()
-    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+from graceful.serve_options import serve_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,39 +47,7 @@ def _reserve_std_fds() -> None:
 
 
 @main.command()
-@click.argument("target", metavar="MODULE:ATTR")
-@_option("--host", default="127.0.0.1", help="Address to listen on.")
-@_option("--port", type=click.IntRange(0, 65535), default=8080,
-         help="Port to listen on; 0 picks a free one (see the server.started log line).")
-@_option("--drain-timeout", type=SECONDS, default=30.0,
-         help="SECONDS in-flight requests get to finish once the listeners close.")
-@_option("--pre-stop-delay", type=SECONDS, default=0.0,
-         help="SECONDS to keep accepting after a stop request, readiness already 503.")
-@_option("--cancel-grace", type=SECONDS, default=1.0,
-         help="SECONDS cancelled handlers get to unwind after the drain deadline.")
-@_option("--startup-timeout", type=SECONDS, default=60.0,
-         help="SECONDS each on_startup handler gets before the start fails.")
-@_option("--hook-timeout", type=SECONDS, default=5.0, help="SECONDS each shutdown hook gets.")
-@_option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-         help="File that keeps app[graceful.STATE] across restarts.")
-@_option("--checkpoint-interval", type=click.FloatRange(min=0, min_open=True), default=None,
-         help="Also flush the checkpoint every SECONDS while serving.")
-@_option("--checkpoint-timeout", type=SECONDS, default=5.0,
-         help="SECONDS reserved for the final checkpoint flush.")
-@_option("--loop", type=click.Choice(LOOPS), default="auto",
-         help="Event loop; auto takes uvloop (POSIX) or winloop (Windows) when installed.")
-@_option("--log-format", type=click.Choice(LOG_FORMATS), default="auto",
-         help="auto: console on a terminal, JSON lines otherwise.")
-@_option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info")
-@_option("--access-log/--no-access-log", default=False, help="Log every request.")
-@_option("--health/--no-health", default=True,
-         help="Answer the liveness and readiness paths before the app's middlewares and "
-              "routes; --no-health leaves every path to the app.")
-@_option("--livez-path", default="/livez", help="Liveness path.")
-@_option("--readyz-path", default="/readyz", help="Readiness path (503 once stopping).")
-@_option("--backlog", type=click.IntRange(min=1), default=1024, help="Listen backlog.")
-@_option("--app-dir", type=click.Path(file_okay=False), default=".",
-         help="Folder to import MODULE from (put first on the import path).")
+@serve_options
 def serve(target: str, **options: Any) -> None:
     """Serve the aiohttp Application (or factory) MODULE:ATTR until stopped.
 
@@ -104,10 +65,11 @@ def serve(target: str, **options: Any) -> None:
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
     config = _build(Config, options)
-    from graceful import aiohttp_internals, loader, logs
+    from graceful import loader, logs
+    from graceful.http import aiohttp_check
 
     try:
-        aiohttp_internals.ensure_supported()  # before the app's own import of aiohttp
+        aiohttp_check.ensure_supported()  # before the app's own import of aiohttp
         source = loader.import_target(target, app_dir)
     except GracefulError as err:
         _fail(err)

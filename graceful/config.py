@@ -46,15 +46,26 @@ class Config:
     livez_path: str = "/livez"
     readyz_path: str = "/readyz"
     backlog: int = 1024
+    # Websockets open at the stop get close code 1001 with this reason text, and this long
+    # for the closing handshake before their connection is dropped.
+    websocket_close_reason: str = "server stopping"
+    websocket_close_timeout: float = 5.0
+    # Kubernetes' terminationGracePeriodSeconds, when given: the stop budget is checked
+    # against it at start (graceful/budget.py).
+    termination_grace_period: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",
-                     "checkpoint_timeout", "startup_timeout"):
+                     "checkpoint_timeout", "startup_timeout", "websocket_close_timeout"):
             _check_seconds(name, getattr(self, name))
         if self.checkpoint_interval is not None:
             _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)
             if self.checkpoint is None:
                 raise ConfigError("checkpoint_interval needs a checkpoint path")
+        if self.termination_grace_period is not None:
+            _check_seconds("termination_grace_period", self.termination_grace_period)
+        if len(self.websocket_close_reason.encode()) > 123:  # RFC 6455 section 5.5
+            raise ConfigError("websocket_close_reason must be at most 123 bytes in UTF-8")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.backlog < 1:
@@ -72,10 +83,17 @@ class Config:
             object.__setattr__(self, "checkpoint", Path(os.fspath(self.checkpoint)))
 
     @property
+    def hooks_budget(self) -> float:
+        """The hooks phase's share of the stop, in seconds: one hook_timeout for graceful's
+        own hooks and one for aiohttp's on_cleanup and cleanup_ctx (each hook is bounded by
+        hook_timeout on its own, and the phase as a whole by this)."""
+        return self.hook_timeout * 2
+
+    @property
     def stop_budget(self) -> float:
         """The longest a stop may take, from the request to the exit, in seconds."""
         return (self.pre_stop_delay + self.drain_timeout + self.cancel_grace
-                + self.hook_timeout * 2 + self.checkpoint_timeout)
+                + self.hooks_budget + self.checkpoint_timeout)
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)

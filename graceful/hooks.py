@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import aiohttp_signals
 from graceful.errors import StartupError
+from graceful.http import aiohttp_signals
 from graceful.logs import get_logger
 
 Hook = Callable[[web.Application], Awaitable[None] | None]

@@ -10,11 +10,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from graceful import loader, logs, threads
-from graceful.aiohttp_internals import ensure_supported
+from graceful import budget, loader, logs, threads
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.errors import ExitCode
+from graceful.http.aiohttp_check import ensure_supported
 from graceful.loops import loop_factory
 from graceful.runtime import Runtime
 from graceful.stop import StopObserver, StopRequest
@@ -69,6 +69,9 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         # Signal handlers can only be set from the main thread; elsewhere the caller stops
         # the runtime through an observer, its own bridge, or Runtime.stop.
         bridge = default_bridge() if threading.current_thread() is threading.main_thread() else None
+    # the stop budget against the platform's limit, said at start (graceful/budget.py)
+    budget.check_at_start(config, budget.gather(
+        windows_console=type(bridge).__name__ == "WindowsConsoleBridge"))
     notifier = SystemdNotifier.from_environment()
     observers = [*observers, notifier] if notifier else list(observers)
     loop = factory()

@@ -9,7 +9,14 @@
       4. cancel       handlers still running are cancelled, given --cancel-grace, logged
       5. hooks        graceful hooks LIFO, then aiohttp's on_cleanup/cleanup_ctx, each bounded
       6. checkpoint   the state is flushed atomically, in time reserved for it
+      7. exit         the exit code is the worst of the phases' (cli/runner then wait for
+                      the threads, bounded)
     second stop: skip to 4 at once; third stop: best-effort checkpoint, return at once.
+
+Each phase is one call (graceful/phases.py) that takes its time from the one stop budget
+(graceful/deadline.py), returns its exit code, and is logged as `phase.started` and
+`phase.finished` with its budget and the time it took. The start is graceful/startup.py;
+how repeated stop requests escalate is graceful/escalation.py.
 
 Not covered: background tasks the application starts itself (stop them in a hook or a
 cleanup_ctx); a handler that blocks the loop without awaiting cannot be cancelled.
@@ -21,37 +28,28 @@ import asyncio
 import contextlib
 import enum
 import os
-import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
-from graceful import appstate, health, heap, hooks, loader
-from graceful import checkpoint as ckpt
-from graceful.access import AccessLogger
+from graceful import hooks, loader
 from graceful.bridge import Handover
 from graceful.config import Config
 from graceful.deadline import StopBudget
-from graceful.drain import ConnectionTracker
-from graceful.errors import (
-    CheckpointError,
-    ConfigError,
-    ExitCode,
-    GracefulError,
-    StartupError,
-    worst,
-)
-from graceful.listeners import Listener, bind_all, format_address
+from graceful.errors import ExitCode, GracefulError, StartupError, worst
+from graceful.escalation import REPEAT_IGNORED_S, Escalation
+from graceful.flushing import Flusher
+from graceful.http.listeners import Listener, format_address
 from graceful.logs import get_logger
-from graceful.protocol import DrainingRequestHandler, handler_options
+from graceful.phases import StopPhases, budget_of
+from graceful.startup import Builder, Started
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
-log = get_logger()
+__all__ = ["REPEAT_IGNORED_S", "Phase", "Runtime"]
 
-REPEAT_IGNORED_S = 0.5
-KEEPALIVE_TIMEOUT_S = 75.0  # web.run_app's (RequestHandler's own is 3630)
+log = get_logger()
 
 
 class Phase(enum.StrEnum):
@@ -73,19 +71,14 @@ class Runtime:
     def __init__(self, app: loader.AppSource, config: Config | None = None, *,
                  observers: Iterable[StopObserver] = (), **options: Any) -> None:
         self.config = (config or Config()).replace(**options)
-        self._source = app
         self._observers = list(observers)
         self._hooks: list[hooks.ShutdownHook] = []
         self.phase = Phase.STARTING
-        self.app: web.Application | None = None
-        self.state: dict[str, Any] = {}
-        self.listeners: list[Listener] = []
-        self._sockets: list[socket.socket] = []  # bound, not yet listening
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tracker: ConnectionTracker | None = None
-        self._runner: web.AppRunner | None = None
-        self._checkpointer: ckpt.Checkpointer | None = None
-        self._stops: list[StopRequest] = []
+        self._builder = Builder(app, self.config, is_ready=lambda: self.phase is Phase.READY,
+                                phase=lambda: str(self.phase))
+        self._started: Started | None = None  # the record of a start that succeeded
+        self._flusher = Flusher(None, None)
+        self._escalation = Escalation()
         self._early = Handover()  # stop() before start(): kept like a signal before the loop
         self._budget: StopBudget | None = None
         self._main: asyncio.Task[ExitCode] | None = None
@@ -94,11 +87,20 @@ class Runtime:
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         self._abandoned: asyncio.Future[ExitCode] | None = None
-        self._periodic: asyncio.Task[None] | None = None
-        self._codes: list[ExitCode] = []
-        self._heap = heap.Heap()
 
     # -- public API ------------------------------------------------------------------------
+
+    @property
+    def app(self) -> web.Application | None:
+        return self._builder.app
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._builder.state
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return self._builder.listeners
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -111,9 +113,7 @@ class Runtime:
     @property
     def stop_time_left(self) -> float:
         """Seconds left of the stop budget: 0 before a stop, and after a third one."""
-        if self._abandoned is not None and self._abandoned.done():
-            return 0.0
-        return self._time_left()
+        return self._budget.time_left if self._budget is not None else 0.0
 
     def add_hook(self, func: hooks.Hook, *, name: str | None = None,
                  timeout: float | None = None) -> hooks.Hook:
@@ -128,7 +128,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Start serving; returns once READY. Raises what made the start fail."""
-        self._loop = loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._abandoned = loop.create_future()
 
         def deliver(request: StopRequest) -> None:
@@ -163,318 +163,135 @@ class Runtime:
 
     def request_stop(self, request: StopRequest) -> None:
         """Handle a stop request on the loop thread: the first drains, the second forces,
-        the third abandons. A repeat within REPEAT_IGNORED_S of the last one that counted
-        is logged and ignored: one Ctrl+C can reach us twice (the terminal signals the
-        whole process group and a wrapper forwards it), and a script may send a burst."""
-        if self._stops and request.at - self._stops[-1].at < REPEAT_IGNORED_S:
-            log.info("stop.repeated", source=str(request.source), ignored=True)
-            return
-        self._stops.append(request)
-        level = StopLevel(min(len(self._stops), StopLevel.ABANDON))
-        log.info("stop.requested", source=str(request.source), reason=request.reason,
-                 mode=level.name.lower(), attempt=len(self._stops), phase=str(self.phase))
-        if self.phase is Phase.STOPPED:
+        the third abandons (graceful/escalation.py)."""
+        level = self._escalation.accept(request, str(self.phase))
+        if level is None or self.phase is Phase.STOPPED:
             return
         if self.phase is Phase.STARTING:
             self._stop_requested.set()
             if self._startup is not None:
                 self._startup.cancel()
-            return
-        if level is StopLevel.GRACEFUL:
+        elif level is StopLevel.GRACEFUL:
             self._begin_stop()
         elif level is StopLevel.FORCE:
             assert self._budget is not None
-            self._budget.force(self._now(), self.config)
+            self._budget = self._budget.force(request.at)
             self._force.set()
         else:
+            assert self._budget is not None
+            self._budget = self._budget.abandon(request.at)
             self._abandon()
 
-    # -- start -----------------------------------------------------------------------------
+    # -- the lifecycle ---------------------------------------------------------------------
 
     async def _lifecycle(self) -> ExitCode:
         if self._stop_requested.is_set():  # stopped before the start began
             log.info("start.abandoned", reason="stop requested before the start")
             return self._finish(ExitCode.OK)
-        self._startup = asyncio.create_task(self._start_steps(), name="graceful.startup")
+        self._startup = asyncio.create_task(self._start(), name="graceful.startup")
         try:
             await self._startup
         except asyncio.CancelledError:
             if not self._stop_requested.is_set():
                 raise
             log.info("start.abandoned", reason="stop requested while starting")
-            await self._cleanup_after_failed_start()
+            await self._undo_start()
             return self._finish(ExitCode.OK)
         except StartupError as err:
             log.error("startup.failed", error=str(err), exc_info=err.__cause__)
-            await self._cleanup_after_failed_start()
+            await self._undo_start()
             raise
         except GracefulError:
-            await self._cleanup_after_failed_start()
+            await self._undo_start()
             raise
         except Exception as err:
             log.error("startup.failed", error=repr(err), exc_info=err)
-            await self._cleanup_after_failed_start()
+            await self._undo_start()
             raise StartupError(f"the application failed to start: {err!r}") from err
         if self._stop_requested.is_set() and self._budget is None:
             self._begin_stop()  # the stop came as the start finished, too late to cancel it
         await self._stop_requested.wait()
         return await self._shutdown()
 
-    async def _start_steps(self) -> None:
-        config = self.config
-        loop = asyncio.get_running_loop()
-        # Bind first: a port in use or a host that does not resolve is a configuration
-        # error (exit 2) before the app's factory and on_startup run.
-        self._sockets = bind_all(config.host, config.port)
-        restored: dict[str, Any] = {}
-        if config.checkpoint is not None:
-            # probe the folder, take the lock, then read: refused now rather than at the stop
-            self._checkpointer = checkpointer = ckpt.Checkpointer.open(config.checkpoint)
-            if checkpointer.fallback is not None:
-                log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
-            if (snapshot := checkpointer.restored) is not None:
-                restored = snapshot.state
-                log.info("checkpoint.restored", path=str(snapshot.path),
-                         generation=snapshot.generation, age_s=round(snapshot.age_s(), 3),
-                         keys=len(restored))
-        app = await loader.build_app(self._source)
-        if app.on_startup.frozen:  # not self.app: its cleanup ran when it was last served
-            raise ConfigError("this Application has been served already, and aiohttp ties an "
-                              "Application to the one loop that served it: to serve again, "
-                              "pass a factory that builds a new Application")
-        self.app = app
-        # the app's own dict is kept, the restored keys merged into it (graceful/appstate.py)
-        self.state = appstate.adopt(app, restored)
-        if self._checkpointer is not None:
-            self._checkpointer.state = self.state
-            self._log_invalid(self._checkpointer.check())
-        probes = health.Health(config.livez_path, config.readyz_path,
-                               is_ready=lambda: self.phase is Phase.READY,
-                               phase=lambda: str(self.phase)) if config.health else None
-        if probes is not None:
-            probes.refuse_taken_paths(app)
-        self._tracker = tracker = ConnectionTracker(loop)
-        access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
-        hooks.bound_startup(app, config.startup_timeout)
-        # run_app's keep-alive default; the app's handler_args still win, as under run_app
-        self._runner = web.AppRunner(app, handle_signals=False,
-                                     keepalive_timeout=KEEPALIVE_TIMEOUT_S, **access)
-        await self._runner.setup()  # on_startup and cleanup_ctx run here
-        server = self._runner.server
-        assert server is not None
-        options = handler_options(server)  # the runner's, the app's debug and handler_args
-        if probes is not None:
-            options["request_handler"] = probes.in_front_of(server.request_handler)
-
-        def factory() -> DrainingRequestHandler:
-            return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
-
-        sockets, self._sockets = self._sockets, []
-        self.listeners += [Listener(sock, factory) for sock in sockets]
-        self._heap.settle()  # no full collection walks the startup heap under load
-        for listener in self.listeners:
-            await listener.start(config.backlog)
+    async def _start(self) -> None:
+        self._started = started = await self._builder.build()
         self.phase = Phase.READY
-        host, port = self.listeners[0].address
-        log.info("server.started", host=host, port=port, loop=type(loop).__module__,
-                 pid=os.getpid(), addresses=[format_address(a) for a in self.addresses])
-        if self._checkpointer is not None and config.checkpoint_interval:
-            self._periodic = asyncio.create_task(self._flush_periodically())
+        host, port = started.listeners[0].address
+        log.info("server.started", host=host, port=port,
+                 loop=type(asyncio.get_running_loop()).__module__, pid=os.getpid(),
+                 addresses=[format_address(a) for a in self.addresses])
+        self._flusher = Flusher(started.checkpointer, self.config.checkpoint_interval)
+        self._flusher.start()
         self._notify("ready")
         self._ready.set()
 
-    async def _cleanup_after_failed_start(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-        for listener in self.listeners:
-            await listener.close()
-        if self._tracker is not None:
-            self._tracker.abort_all()
-        if self.app is not None and self.app.on_startup.frozen:
-            await hooks.run_steps(hooks.cleanup_steps(self.app), self.config.hook_timeout,
-                                  lambda: self.config.hook_timeout)
+    async def _undo_start(self) -> None:
+        await self._builder.undo()
         self.phase = Phase.STOPPED
-        self._heap.release()
-
-    # -- stop ------------------------------------------------------------------------------
 
     def _begin_stop(self) -> None:
         self.phase = Phase.DRAINING  # readiness answers 503 from this instant
-        self._budget = StopBudget.starting_at(self._now(), self.config)
-        assert self._tracker is not None
-        self._tracker.begin_stopping()
+        # anchored at the request's own timestamp, on the one clock (time.monotonic)
+        self._budget = StopBudget.starting_at(self._escalation.first.at, self.config)
+        assert self._started is not None
+        self._started.tracker.begin_stopping()
         self._stop_requested.set()
 
     async def _shutdown(self) -> ExitCode:
-        budget, tracker, app = self._budget, self._tracker, self.app
-        assert budget is not None and tracker is not None and app is not None
-        # 1. pre_stop: keep serving, with Connection: close, while we are deregistered
-        await self._phase("pre_stop", self._sleep_until(budget.accept_until))
-        # 2. stop_accepting: refuse new connections, serve the ones already queued
-        started = time.perf_counter()
-        queued = sum([await listener.close() for listener in self.listeners])
-        log.info("listeners.closed", queued_connections=queued,
-                 took_s=round(time.perf_counter() - started, 4))
-        # 3. drain: aiohttp's on_shutdown, websockets 1001, wait for in-flight requests
-        drained = await self._phase("drain", self._drain(app, tracker, budget))
+        assert self._started is not None
+        stop = StopPhases(self._started, self.config, budget=self._current_budget,
+                          force=self._force, hooks=self._hooks, flusher=self._flusher,
+                          forced=lambda: self._escalation.forced, notify=self._notify)
+        codes = [
+            # 1. pre_stop: keep serving, with Connection: close, while we are deregistered
+            await self._phase("pre_stop", stop.pre_stop),
+            # 2. stop_accepting: refuse new connections, serve the ones already queued
+            await self._phase("stop_accepting", stop.stop_accepting, notify=False),
+            # 3. drain: aiohttp's on_shutdown, websockets 1001, wait for in-flight requests
+            await self._phase("drain", stop.drain),
+        ]
         # 4. cancel: handlers still running at the deadline
-        if not drained:
-            self._codes.append(await self._phase("cancel", self._cancel(tracker, budget)))
+        if not stop.drained:
+            codes.append(await self._phase("cancel", stop.cancel))
         # 5. hooks: ours LIFO, then aiohttp's on_cleanup and cleanup_ctx
-        await self._phase("hooks", self._run_hooks(app, budget))
+        codes.append(await self._phase("hooks", stop.hooks))
         # 6. checkpoint: its reserved budget
-        await self._phase("checkpoint", self._final_flush(budget))
-        return self._finish(worst(*self._codes))
-
-    async def _drain(self, app: web.Application, tracker: ConnectionTracker,
-                     budget: StopBudget) -> bool:
-        started = time.perf_counter()
-        on_shutdown = asyncio.ensure_future(self._on_shutdown(app, tracker, budget))
-        drained = await tracker.drain(budget.drain_until, self._force, self._on_drain_progress)
-        if await on_shutdown:
-            self._codes.append(ExitCode.HOOK_FAILED)
-        tracker.stop_closing_websockets()
-        if drained:
-            log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
-        return drained
-
-    async def _on_shutdown(self, app: web.Application, tracker: ConnectionTracker,
-                           budget: StopBudget) -> list[hooks.HookFailure]:
-        """aiohttp's on_shutdown, each handler bounded; then 1001 to the websockets it left
-        open. Not at once: aiohttp's recipe has on_shutdown say goodbye to its websockets
-        and close them itself, and our close would cut that goodbye (issue 16)."""
-        failures = await hooks.run_steps(
-            hooks.signal_steps(app, app.on_shutdown), self.config.hook_timeout,
-            lambda: max(budget.drain_until - self._now(), 0))
-        tracker.close_websockets()
-        return failures
-
-    async def _cancel(self, tracker: ConnectionTracker, budget: StopBudget) -> ExitCode:
-        grace = max(budget.cancel_until - self._now(), 0)
-        remaining = len(tracker.requests_in_flight())
-        cancelled = await tracker.cancel_in_flight(grace)
-        forced = len(self._stops) > 1
-        log.warning("drain.deadline", cancelled=len(cancelled), forced=forced,
-                    open_connections=len(tracker.connections) if remaining == 0 else None,
-                    requests=[{"method": c.method, "path": c.path, "age_s": c.age_s,
-                               "unwound": c.unwound} for c in cancelled])
-        return ExitCode.DRAIN_DEADLINE if cancelled else ExitCode.OK
-
-    async def _run_hooks(self, app: web.Application, budget: StopBudget) -> None:
-        started = time.perf_counter()
-
-        def left() -> float:
-            return max(budget.hooks_until - self._now(), 0)
-
-        failures = await hooks.run_hooks(app, [*hooks.app_hooks(app), *self._hooks],
-                                         self.config.hook_timeout, left)
-        # aiohttp's on_cleanup, each handler and each cleanup_ctx entry with its own timeout
-        failures += await hooks.run_steps(hooks.cleanup_steps(app), self.config.hook_timeout,
-                                          left)
-        if failures:
-            self._codes.append(ExitCode.HOOK_FAILED)
-        log.info("hooks.done", failed=[f.name for f in failures],
-                 took_s=round(time.perf_counter() - started, 4))
-
-    async def _final_flush(self, budget: StopBudget) -> None:
-        if self._periodic is not None:
-            self._periodic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._periodic
-        if self._checkpointer is None or self._checkpointer.closed:  # closed: abandoned
-            return
-        timeout = max(budget.final - self._now(), self.config.checkpoint_timeout)
-        try:
-            async with asyncio.timeout(timeout):
-                # waits for a periodic write still in progress on the writer thread first
-                result = await self._checkpointer.flush()
-        except (CheckpointError, TimeoutError) as err:
-            log.error("checkpoint.failed", path=str(self._checkpointer.path),
-                      error=str(err) or f"timed out after {timeout:.3g}s")
-            self._codes.append(ExitCode.CHECKPOINT_FAILED)
-            return
-        finally:
-            self._checkpointer.close()
-        self._log_invalid(result.invalid, final=True)
-        if result.invalid:  # the good keys are written; the bad ones' new values are lost
-            self._codes.append(ExitCode.CHECKPOINT_FAILED)
-        log.info("checkpoint.flushed", path=str(self._checkpointer.path),
-                 generation=result.generation, bytes=result.bytes, took_ms=round(result.took_ms, 2))
+        codes.append(await self._phase("checkpoint", stop.checkpoint))
+        # 7. exit: the worst code of the phases
+        return self._finish(worst(*codes))
 
     def _abandon(self) -> None:
         """Third stop: write what we can now, on the loop, and report at once."""
-        code = ExitCode.DRAIN_DEADLINE
-        if self._checkpointer is not None:
-            try:
-                result = self._checkpointer.flush_now(self.config.checkpoint_timeout)
-                self._log_invalid(result.invalid, final=True)
-                log.info("checkpoint.flushed", path=str(self._checkpointer.path),
-                         generation=result.generation, bytes=result.bytes,
-                         took_ms=round(result.took_ms, 2), abandoned=True)
-                if result.invalid:
-                    code = ExitCode.CHECKPOINT_FAILED
-            except CheckpointError as err:
-                log.error("checkpoint.failed", error=str(err), abandoned=True)
-                code = ExitCode.CHECKPOINT_FAILED
-            self._checkpointer.close()
-        if self._tracker is not None:
-            self._tracker.abort_all()
+        code = self._flusher.abandon(self.config.checkpoint_timeout)
+        if self._started is not None:
+            self._started.tracker.abort_all()
         if self._abandoned is not None and not self._abandoned.done():
             self._abandoned.set_result(self._finish(code))
 
-    async def _flush_periodically(self) -> None:
-        assert self._checkpointer is not None and self.config.checkpoint_interval
-        while True:
-            await asyncio.sleep(self.config.checkpoint_interval)
-            if self._checkpointer.closed:  # the third stop wrote it and left
-                return
-            try:
-                result = await self._checkpointer.flush(only_if_changed=True)
-            except CheckpointError as err:
-                log.error("checkpoint.failed", error=str(err), periodic=True)
-                continue
-            self._log_invalid(result.fresh)
-            if result.written:
-                log.debug("checkpoint.flushed", generation=result.generation,
-                          bytes=result.bytes, took_ms=round(result.took_ms, 2), periodic=True)
-
-    def _log_invalid(self, problems: Iterable[ckpt.Problem], *, final: bool = False) -> None:
-        """A value the file cannot keep: named while it can still be fixed."""
-        for problem in problems:
-            log.warning("checkpoint.invalid", path=problem.path, error=problem.error,
-                        final=final)
-
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _phase(self, name: str, work: Any) -> Any:
-        self._notify("phase", name, self._time_left())
-        return await work
+    async def _phase(self, name: str, run: Callable[[], Awaitable[ExitCode]], *,
+                     notify: bool = True) -> ExitCode:
+        budget = self._current_budget()
+        if notify:
+            self._notify("phase", name, budget.time_left)
+        budget_s = round(budget_of(name, budget), 3)
+        log.debug("phase.started", phase=name, budget_s=budget_s)
+        started = time.perf_counter()
+        code = await run()
+        log.info("phase.finished", phase=name, budget_s=budget_s,
+                 took_s=round(time.perf_counter() - started, 4), code=int(code))
+        return code
 
-    async def _sleep_until(self, when: float) -> None:
-        delay = when - self._now()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._force.wait()
-
-    def _on_drain_progress(self, in_flight: int, left: float) -> None:
-        log.info("drain.progress", in_flight=in_flight, time_left_s=round(left, 3))
-        self._notify("drain_progress", in_flight, self._time_left())
+    def _current_budget(self) -> StopBudget:
+        assert self._budget is not None
+        return self._budget
 
     def _finish(self, code: ExitCode) -> ExitCode:
         self.phase = Phase.STOPPED
-        self._heap.release()
+        self._builder.heap.release()
         self._notify("stopped", int(code))
         return code
-
-    def _time_left(self) -> float:
-        return max(self._budget.final - self._now(), 0) if self._budget else 0.0
-
-    def _now(self) -> float:
-        assert self._loop is not None
-        return self._loop.time()
 
     def _notify(self, method: str, *args: Any) -> None:
         for observer in self._observers:

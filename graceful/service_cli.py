@@ -7,104 +7,28 @@ it is Windows only and exits 2.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
 import sysconfig
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from graceful.bridge import win32 as w
-from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
+from graceful.serve_options import parse_serve
+from graceful.windows.service_host import log_file_for, parse_host_args
 
 STARTUPS = {"auto": (w.SERVICE_AUTO_START, False), "delayed": (w.SERVICE_AUTO_START, True),
             "manual": (w.SERVICE_DEMAND_START, False)}
-HOST_MODULE = "graceful.bridge.windows_service"
+HOST_MODULE = "graceful.windows.service_host"
 # The SCM waits this much longer than our stop budget before it gives up on PRESHUTDOWN.
 PRESHUTDOWN_SLACK_S = 5.0
 POLL_S = 0.25
-
-
-@dataclasses.dataclass(frozen=True)
-class Serve:
-    """Serve arguments read as `graceful serve` reads them."""
-
-    target: str
-    config: Config
-    app_dir: str | None  # serve's own --app-dir, when given
-    # Every option that is not a default, from the command line or the environment, as
-    # arguments (paths absolute): what the service's command line carries.
-    options: list[str]
-
-
-def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
-    """The serve arguments as `graceful serve` reads them; with environ=False, GRACEFUL_*
-    environment variables are not read (the service host, `service status`)."""
-    from graceful.cli import serve
-
-    try:
-        with contextlib.nullcontext() if environ else _without_graceful_env():
-            ctx = serve.make_context("graceful serve", list(args))
-        params = dict(ctx.params)
-        target = params.pop("target")
-        app_dir = params.pop("app_dir")
-        params["log_level"] = params["log_level"].lower()
-        if params["checkpoint"] is not None:
-            params["checkpoint"] = Path(os.path.abspath(params["checkpoint"]))
-        config = Config(**params)
-    except click.ClickException as err:
-        raise _usage(f"serve arguments: {err.format_message()}") from None
-    given = ctx.get_parameter_source("app_dir") is not ParameterSource.DEFAULT
-    return Serve(target, config, os.path.abspath(app_dir) if given else None,
-                 _explicit_options(ctx, config))
-
-
-def _explicit_options(ctx: click.Context, config: Config) -> list[str]:
-    out: list[str] = []
-    for param in ctx.command.params:
-        name = param.name or ""
-        if not isinstance(param, click.Option) or name == "app_dir" \
-                or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
-            continue
-        value = getattr(config, name)
-        if param.is_flag:
-            out.append(param.opts[0] if value else param.secondary_opts[0])
-        else:
-            out += [param.opts[0], _text(value)]
-    return out
-
-
-def _text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-@contextlib.contextmanager
-def _without_graceful_env() -> Iterator[None]:
-    saved = {k: v for k, v in os.environ.items() if k.startswith("GRACEFUL_")}
-    for key in saved:
-        del os.environ[key]
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-
-
-def log_file_for(name: str, config: Config) -> Path:
-    """Where a service logs when not told: next to its checkpoint, else under ProgramData."""
-    if config.checkpoint is not None:
-        return config.checkpoint.parent / f"{name}.log"
-    base = os.environ.get("PROGRAMDATA") or tempfile.gettempdir()
-    return Path(base) / "graceful" / f"{name}.log"
 
 
 def host_command(name: str, serve_args: Sequence[str], *, app_dir: str,
@@ -232,7 +156,6 @@ def status(win32: w.Win32, name: str) -> None:
     _print(name, _call(win32.query_service, name))
     argv = _call(win32.query_service_command, name)
     try:
-        from graceful.bridge.windows_service import parse_host_args
 
         host = parse_host_args(argv[3:])
         serve = parse_serve(host.serve, environ=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 import graceful
@@ -23,6 +25,16 @@ async def slow(request: web.Request) -> web.Response:
     state = request.app[graceful.STATE]
     state["served"] = state.get("served", 0) + 1
     return web.Response(text=f"slept {seconds}\n")
+
+
+_handlers_started = itertools.count(1)
+
+
+async def traced(request: web.Request) -> web.Response:
+    """`slow`, logging `app.handler_started` (`n`: how many have started so far) as it
+    begins: a test signals once its requests are in their handlers, not after a sleep."""
+    structlog.get_logger().info("app.handler_started", n=next(_handlers_started))
+    return await slow(request)
 
 
 async def fast(request: web.Request) -> web.Response:
@@ -74,6 +86,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 def _routes(app: web.Application) -> web.Application:
     app.router.add_get("/slow", slow)
     app.router.add_get("/fast", fast)
+    app.router.add_get("/traced", traced)
     app.router.add_post("/upload", upload)
     app.router.add_get("/stubborn", stubborn)
     app.router.add_get("/count", counter)
@@ -655,3 +668,71 @@ def large_heap() -> web.Application:
 
 
 LARGE_HEAP = web.AppKey("large_heap", list)
+
+
+# -- per-route drain deadlines (issue 10) ----------------------------------------------------
+
+
+async def _endless_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events that never end by themselves (no graceful.stopping)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    tick = 0
+    while True:
+        await response.write(f"data: {tick}\n\n".encode())
+        tick += 1
+        await asyncio.sleep(0.1)
+
+
+def with_route_deadlines() -> web.Application:
+    """Stream routes cut after 0.5 s, marked every way a user would: on add_get's route,
+    above and below a route table's decorator, on a class-based view, in a sub-app."""
+    routes = web.RouteTableDef()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    @graceful.drain_deadline(0.5)
+    @routes.get("/table-events")
+    async def table_events(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    @routes.get("/table-events-below")
+    @graceful.drain_deadline(0.5)
+    async def table_events_below(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    @routes.view("/report")
+    @graceful.drain_deadline(0.5)
+    class Report(web.View):
+        async def get(self) -> web.Response:
+            await asyncio.sleep(3600)  # no response started: a request, not a stream
+            return web.Response(text="never")
+
+    async def sub_events(request: web.Request) -> web.StreamResponse:
+        return await _endless_events(request)
+
+    app = web.Application()
+    app.add_routes(routes)
+    graceful.drain_deadline(0.5, app.router.add_get("/events", events))
+    app.router.add_get("/slow", slow)  # keeps the whole drain budget
+    app.router.add_get("/endless", _endless_events)  # so does this stream
+    sub = web.Application()
+    graceful.drain_deadline(0.5, sub.router.add_get("/events", sub_events))
+    app.add_subapp("/sub", sub)
+    return app
+
+
+async def _slow_ws(request: web.Request) -> web.WebSocketResponse:
+    """A websocket whose handler takes a while over each message (a slow lookup)."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for message in ws:
+        await asyncio.sleep(float(message.data))
+        if not ws.closed:
+            await ws.send_str("done")
+    return ws
+
+
+def with_slow_ws() -> web.Application:
+    return _basic_with_route("/slow-ws", _slow_ws)

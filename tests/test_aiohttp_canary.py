@@ -22,9 +22,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 import graceful
-from graceful import aiohttp_internals, aiohttp_probes
-from graceful.aiohttp_internals import SUPPORTED, check, ensure_supported
 from graceful.errors import ConfigError, ExitCode
+from graceful.http import aiohttp_check, aiohttp_internals, aiohttp_probes
+from graceful.http.aiohttp_check import check, ensure_supported
+from graceful.http.aiohttp_internals import SUPPORTED
 from tests.conftest import ROOT
 
 REFUSAL = (f"aiohttp 3.10.11 is installed; graceful supports aiohttp{SUPPORTED} "
@@ -43,7 +44,7 @@ def test_supported_range_is_pyprojects() -> None:
     with open(ROOT / "pyproject.toml", "rb") as file:
         deps = tomllib.load(file)["project"]["dependencies"]
     assert f"aiohttp{SUPPORTED}" in deps
-    assert aiohttp_internals.in_range(aiohttp.__version__)
+    assert aiohttp_check.in_range(aiohttp.__version__)
 
 
 def test_probes_check_exactly_the_listed_behaviours() -> None:

@@ -58,7 +58,7 @@ async def test_default_keepalive_timeout_is_run_apps():
     async with graceful.Runtime(app, graceful.Config(port=0)) as runtime:
         conn = await Connection.open(runtime.port)
         assert (await conn.request("GET", "/")).status == 200
-        protocols = list(runtime._tracker.connections)  # type: ignore[union-attr]
+        protocols = list(runtime._started.tracker.connections)  # type: ignore[union-attr]
         assert [p._keepalive_timeout for p in protocols] == [75.0]
         conn.close()
 

@@ -52,6 +52,10 @@ def parsed(monkeypatch):
     (["--backlog", "16"], "backlog", 16),
     (["--no-health"], "health", False),
     ([], "health", True),
+    (["--websocket-close-reason", "deploying"], "websocket_close_reason", "deploying"),
+    (["--websocket-close-timeout", "0.5"], "websocket_close_timeout", 0.5),
+    (["--termination-grace-period", "30"], "termination_grace_period", 30.0),
+    ([], "termination_grace_period", None),
 ])
 def test_flag_to_config(parsed, args, field, value):
     assert getattr(parsed(*args), field) == value
@@ -89,6 +93,8 @@ def test_defaults():
     {"drain_timeout": -1}, {"pre_stop_delay": float("nan")}, {"port": 70000},
     {"loop": "tokio"}, {"log_format": "xml"}, {"checkpoint_interval": 1},
     {"livez_path": "livez"}, {"readyz_path": "/livez"}, {"backlog": 0},
+    {"websocket_close_reason": "x" * 124}, {"websocket_close_timeout": -1},
+    {"termination_grace_period": float("nan")},
     {"checkpoint": "x", "checkpoint_interval": 0},
 ])
 def test_invalid_config(changes):

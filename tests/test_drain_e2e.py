@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from graceful.listeners import Listener, bind
+from graceful.http.listeners import Listener, bind
 from graceful.loops import loop_factory
 from tests.rawhttp import Connection
 
@@ -41,12 +41,13 @@ async def test_half_sent_request_at_stop_is_served(serve):
     """2. The drain is kept open by a slow request; the half-sent one completes later."""
     server = serve("tests.apps:basic", "--drain-timeout", "10")
     slow = await Connection.open(server.port)
-    slow.send("GET", "/slow?s=1.5")
+    slow.send("GET", "/traced?s=1.5")
     half = await Connection.open(server.port)
     assert (await half.request("GET", "/fast")).status == 200  # now a keep-alive connection
     half.writer.write(b"GET /fast HTTP/1.1\r\nHost: t\r\n")
     await half.writer.drain()
-    await asyncio.sleep(0.2)
+    await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
+    await asyncio.sleep(0.2)  # the half-sent bytes reach the server (no event says so)
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
     await asyncio.sleep(0.3)  # far longer than the quiet time for idle connections
@@ -166,9 +167,9 @@ async def test_websocket_opened_during_the_drain_gets_going_away(serve):
     """6. The connection was accepted before the stop; the upgrade is sent after it."""
     server = serve("tests.apps:basic", "--drain-timeout", "10")
     slow = await Connection.open(server.port)
-    slow.send("GET", "/slow?s=1.5")  # keeps the drain going
+    slow.send("GET", "/traced?s=1.5")  # keeps the drain going
     late = await Connection.open(server.port)
-    await asyncio.sleep(0.2)
+    await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
     late.writer.write(WS_HANDSHAKE)

@@ -75,8 +75,8 @@ async def test_five_thousand_idle_connections(serve):
         idle.extend(conns)
     busy = [await Connection.open(server.port) for _ in range(20)]
     for conn in busy:
-        conn.send("GET", "/slow?s=1")
-    await asyncio.sleep(0.3)
+        conn.send("GET", "/traced?s=1")
+    await asyncio.to_thread(server.wait_for, "app.handler_started", n=20)
     started = time.monotonic()
     server.signal()
     closed = await asyncio.gather(*(c.at_eof(5) for c in idle))
@@ -197,8 +197,8 @@ async def test_sigterm_then_sigkill_keeps_last_flushed_generation(serve, tmp_pat
         await get(server.port, "/count")
     await asyncio.sleep(0.3)  # several intervals: the count is flushed
     conn = await Connection.open(server.port)
-    conn.send("GET", "/slow?s=30")
-    await asyncio.sleep(0.1)
+    conn.send("GET", "/traced?s=30")
+    await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
     server.proc.kill()

@@ -54,11 +54,11 @@ def test_bad_timeout_refused():
 
 
 async def test_aiohttp_signal_wiring_is_still_what_the_adapter_reads():
-    """graceful/aiohttp_signals.py reads how aiohttp wires sub-apps and cleanup_ctx; if
+    """graceful/http/aiohttp_signals.py reads how aiohttp wires sub-apps and cleanup_ctx; if
     aiohttp changes it, this fails here rather than hooks silently not running."""
     from contextlib import AbstractAsyncContextManager
 
-    from graceful import aiohttp_signals
+    from graceful.http import aiohttp_signals
 
     async def entry(app):
         yield

@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from graceful import logs
-from graceful.bridge.windows_service import RotatingWriter
+from graceful.windows.service_host import RotatingWriter
 
 
 @pytest.fixture(autouse=True)

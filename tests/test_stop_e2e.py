@@ -30,8 +30,8 @@ async def test_in_flight_requests_complete(serve, signum, loop):
     server = serve("tests.apps:basic", "--loop", loop, "--drain-timeout", "10")
     conns = [await Connection.open(server.port) for _ in range(10)]
     for conn in conns:
-        conn.send("GET", "/slow?s=0.8")
-    await asyncio.sleep(0.2)  # the requests reach their handlers
+        conn.send("GET", "/traced?s=0.8")
+    await asyncio.to_thread(server.wait_for, "app.handler_started", n=10)
     server.signal(signum)
     responses = await asyncio.gather(*(conn.read_response() for conn in conns))
     assert [r.status for r in responses] == [200] * 10
@@ -60,10 +60,10 @@ async def test_pipelined_requests_at_stop_are_answered(serve):
     """4. Three requests pipelined behind a slow one: all four answered, the last closes."""
     server = serve("tests.apps:basic")
     conn = await Connection.open(server.port)
-    conn.send("GET", "/slow?s=0.6")
+    conn.send("GET", "/traced?s=0.6")
     for _ in range(3):
         conn.send("GET", "/fast")
-    await asyncio.sleep(0.2)
+    await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
     server.signal()
     responses = [await conn.read_response() for _ in range(4)]
     assert [r.status for r in responses] == [200] * 4

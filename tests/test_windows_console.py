@@ -22,6 +22,7 @@ from graceful.errors import ExitCode
 from graceful.runner import run
 from graceful.stop import StopRequest, StopSource
 from tests import apps
+from tests.fake_win32 import FakeWin32
 from tests.test_windows_harness import Background, Recorder, free_port, get
 
 
@@ -59,7 +60,7 @@ def in_flight(base: str, seconds: float) -> Background:
 def test_ctrl_break_drains_like_sigterm():
     """1."""
     results = []
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     posix = OneShotBridge()
     for bridge, fire in [(WindowsConsoleBridge(fake), lambda: fake.raise_signal("SIGBREAK")),
                          (posix, lambda: posix.fire(StopSource.SIGTERM))]:
@@ -74,7 +75,7 @@ def test_ctrl_break_drains_like_sigterm():
 
 def test_second_ctrl_c_forces():
     """2."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     runner, recorder, base = serve(WindowsConsoleBridge(fake))
     request = in_flight(base, 30)
     fake.raise_signal("SIGINT")
@@ -87,7 +88,7 @@ def test_second_ctrl_c_forces():
 
 def test_ctrl_close_waits_for_the_stop():
     """3."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     runner, recorder, base = serve(WindowsConsoleBridge(fake))
     request = in_flight(base, 0.8)
     handler = Background(lambda: (fake.console_event(w.CTRL_CLOSE_EVENT), time.monotonic()))
@@ -100,7 +101,7 @@ def test_ctrl_close_waits_for_the_stop():
 
 def test_ctrl_close_switches_to_fast_stop_before_the_os_limit():
     """4."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     bridge = WindowsConsoleBridge(fake, limits_s={w.CTRL_CLOSE_EVENT: 2.0}, margin_s=0.25,
                                   force_lead_s=0.75)
     runner, recorder, base = serve(bridge, drain_timeout=30)
@@ -117,7 +118,7 @@ def test_ctrl_close_switches_to_fast_stop_before_the_os_limit():
 
 def test_ctrl_c_and_break_console_events_go_to_the_c_runtime():
     """5."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     delivered: list[StopRequest] = []
     bridge = WindowsConsoleBridge(fake)
     bridge.install(delivered.append)
@@ -129,7 +130,7 @@ def test_ctrl_c_and_break_console_events_go_to_the_c_runtime():
 
 def test_early_event_is_kept_and_handlers_restored():
     """6."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     before = dict(fake.signals)
     bridge = WindowsConsoleBridge(fake)
     bridge.capture()

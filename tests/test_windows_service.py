@@ -33,22 +33,23 @@ import structlog
 
 from graceful import checkpoint as ckpt
 from graceful.bridge import win32 as w
-from graceful.bridge.windows_service import (
+from graceful.errors import ExitCode
+from graceful.windows.service_host import (
     ACCEPTED,
     HINT_SLACK_S,
     RotatingWriter,
     ServiceHost,
     ServiceReporter,
 )
-from graceful.errors import ExitCode
+from tests.fake_win32 import FakeWin32
 from tests.test_windows_harness import Background, free_port, get, logged, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_service(tmp_path: Path, *serve: str) -> tuple[w.FakeWin32, ServiceHost, Background,
+def start_service(tmp_path: Path, *serve: str) -> tuple[FakeWin32, ServiceHost, Background,
                                                          str]:
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     port = free_port()
     argv = ["GracefulTest", "--app-dir", str(ROOT), "--log-file", str(tmp_path / "svc.log"),
             "--", "tests.apps:basic", "--port", str(port), "--loop", "asyncio",
@@ -125,7 +126,7 @@ def test_preshutdown_then_shutdown_forces(tmp_path):
 
 def test_stop_while_starting(tmp_path):
     """4."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     argv = ["GracefulTest", "--app-dir", str(ROOT), "--log-file", str(tmp_path / "svc.log"),
             "--", "tests.apps:slow_startup", "--port", str(free_port()), "--loop", "asyncio"]
     host = ServiceHost(argv, fake, handle="ssh")
@@ -138,7 +139,7 @@ def test_stop_while_starting(tmp_path):
 
 def test_unrequested_failure_reports_no_stopped(tmp_path):
     """5."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     argv = ["GracefulTest", "--app-dir", str(ROOT), "--log-file", str(tmp_path / "svc.log"),
             "--", "tests.apps:failing_startup", "--port", str(free_port())]
     host = ServiceHost(argv, fake, handle="ssh")
@@ -167,8 +168,8 @@ def no_console(monkeypatch):
     structlog.reset_defaults()
 
 
-def run_host(argv: list[str]) -> tuple[w.FakeWin32, ServiceHost, int]:
-    fake = w.FakeWin32()
+def run_host(argv: list[str]) -> tuple[FakeWin32, ServiceHost, int]:
+    fake = FakeWin32()
     host = ServiceHost(argv, fake, handle="ssh")
     return fake, host, Background(host.run).outcome()
 
@@ -207,7 +208,7 @@ def test_log_folder_cannot_be_created(tmp_path, no_console):
     always. (A checkpoint folder that cannot be created is refused at start: exit 4.)"""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the folder should be")
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     port = free_port()
     log_file = blocker / "sub" / "GracefulTest.log"
     host = ServiceHost(["GracefulTest", "--app-dir", str(ROOT), "--log-file", str(log_file),
@@ -227,8 +228,8 @@ def test_log_folder_cannot_be_created(tmp_path, no_console):
         w.SERVICE_STOPPED, 0, 0)
 
 
-def slow_start(tmp_path: Path) -> tuple[w.FakeWin32, ServiceHost, Background]:
-    fake = w.FakeWin32()
+def slow_start(tmp_path: Path) -> tuple[FakeWin32, ServiceHost, Background]:
+    fake = FakeWin32()
     argv = ["GracefulTest", "--app-dir", str(ROOT), "--log-file", str(tmp_path / "svc.log"),
             "--", "tests.apps:slow_startup", "--port", str(free_port()), "--loop", "asyncio",
             "--startup-timeout", "40"]
@@ -273,7 +274,7 @@ def test_stop_during_start_pending(tmp_path):
 
 def test_nothing_after_stopped():
     """11."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     reporter = ServiceReporter(fake, "ssh", stop_budget_s=10)
     reporter.ready()
     reporter.stop_pending()

@@ -22,9 +22,10 @@ import pytest
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
-from graceful.bridge.windows_service import parse_host_args
 from graceful.cli import main
 from graceful.service_cli import parse_serve, service
+from graceful.windows.service_host import parse_host_args
+from tests.fake_win32 import FakeWin32
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = ["--", "tests.apps:basic", "--port", "9000", "--drain-timeout", "12"]
@@ -44,7 +45,7 @@ def test_windows_only_on_linux():
 
 def test_install_spec():
     """2."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     result = invoke(fake, "install", "Web", "--startup", "delayed", "--restart-on-failure", "10",
                     *SERVE)
     assert result.exit_code == 0, result.output
@@ -52,7 +53,7 @@ def test_install_spec():
     assert (spec.start_type, spec.delayed_start, spec.restart_delay_s) == (
         w.SERVICE_AUTO_START, True, 10.0)
     assert spec.display_name == "graceful Web"
-    assert "graceful.bridge.windows_service" in spec.command_line  # -m, or -c in a venv
+    assert "graceful.windows.service_host" in spec.command_line  # -m, or -c in a venv
     assert " Web --app-dir " in spec.command_line
     assert spec.command_line.endswith("-- tests.apps:basic --port 9000 --drain-timeout 12")
     budget = 12 + 1 + 5 * 2 + 5
@@ -61,7 +62,7 @@ def test_install_spec():
 
 def test_exists_and_missing_are_one_line_errors():
     """3."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     assert invoke(fake, "install", "Web", *SERVE).exit_code == 0
     again = invoke(fake, "install", "Web", *SERVE)
     assert again.exit_code == 1
@@ -75,7 +76,7 @@ def test_exists_and_missing_are_one_line_errors():
 
 def test_bad_target():
     """4."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     result = invoke(fake, "install", "Web", "--", "no_such_module:app")
     assert result.exit_code == 2
     assert result.output.strip() == ("graceful service: error: cannot install Web: cannot "
@@ -86,7 +87,7 @@ def test_bad_target():
 
 def test_start_status_stop():
     """5."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     invoke(fake, "install", "Web", *SERVE)
     assert invoke(fake, "start", "Web").output.strip() == "Web: RUNNING pid=42"
     assert invoke(fake, "status", "Web").output.splitlines()[0] == "Web: RUNNING pid=42"
@@ -98,7 +99,7 @@ def test_start_status_stop():
 
 def test_install_resolves_the_shell_settings(monkeypatch, tmp_path):
     """6."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     monkeypatch.setenv("GRACEFUL_DRAIN_TIMEOUT", "120")
     monkeypatch.setenv("GRACEFUL_PRE_STOP_DELAY", "3")
     monkeypatch.chdir(tmp_path.parent)
@@ -134,7 +135,7 @@ def test_install_resolves_the_shell_settings(monkeypatch, tmp_path):
 ], ids=["clean", "drain-deadline", "checkpoint", "crash"])
 def test_stop_exits_with_the_service_code(stopped, code):
     """7."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     invoke(fake, "install", "Web", *SERVE)
     invoke(fake, "start", "Web")
     fake.stop_results["Web"] = stopped
@@ -144,7 +145,7 @@ def test_stop_exits_with_the_service_code(stopped, code):
 
 def test_remove_a_running_service():
     """8."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     invoke(fake, "install", "Web", *SERVE)
     invoke(fake, "start", "Web")
     refused = invoke(fake, "remove", "Web")

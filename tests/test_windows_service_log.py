@@ -20,10 +20,11 @@ import json
 import time
 from pathlib import Path
 
-from graceful.bridge import service_log
 from graceful.bridge import win32 as w
-from graceful.bridge import windows_service as ws
-from graceful.bridge.service_log import ROTATE_RETRY_S, RotatingWriter
+from graceful.windows import service_host as ws
+from graceful.windows import service_log
+from graceful.windows.service_log import ROTATE_RETRY_S, RotatingWriter
+from tests.fake_win32 import FakeWin32
 from tests.test_windows_harness import Background, free_port, get, logged, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ def events(path: Path) -> list[dict]:
 
 def test_rotation_while_another_process_holds_the_file(tmp_path):
     """1."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     path = tmp_path / "x.log"
     writer = RotatingWriter(path, max_bytes=300, backups=10, replace=fake.replace_file,
                             clock=fake.monotonic)
@@ -75,7 +76,7 @@ def test_full_disk_drops_and_counts():
 
 def test_reopen_and_report_dropped(tmp_path):
     """3."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     blocker = tmp_path / "logs"
     blocker.write_text("a file where the folder should be")
     writer = RotatingWriter(blocker / "x.log", clock=fake.monotonic)
@@ -91,7 +92,7 @@ def test_reopen_and_report_dropped(tmp_path):
     assert got[0]["dropped"] == 2
 
 
-def service(tmp_path: Path, fake: w.FakeWin32, log: str) -> tuple[ws.ServiceHost, Background,
+def service(tmp_path: Path, fake: FakeWin32, log: str) -> tuple[ws.ServiceHost, Background,
                                                                   str]:
     port = free_port()
     host = ws.ServiceHost(["GracefulTest", "--app-dir", str(ROOT), "--log-file", log, "--",
@@ -106,7 +107,7 @@ def service(tmp_path: Path, fake: w.FakeWin32, log: str) -> tuple[ws.ServiceHost
 def test_service_stops_with_its_log_held_open(tmp_path, monkeypatch):
     """4."""
     monkeypatch.setattr(ws, "LOG_MAX_BYTES", 2000)
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     log = tmp_path / "svc.log"
     fake.open_elsewhere.add(str(log))
     host, runner, base = service(tmp_path, fake, str(log))
@@ -123,7 +124,7 @@ def test_service_stops_with_its_log_held_open(tmp_path, monkeypatch):
 
 def test_service_with_a_full_log_disk(tmp_path):
     """5."""
-    fake = w.FakeWin32()
+    fake = FakeWin32()
     host, runner, base = service(tmp_path, fake, "/dev/full")
     assert get(f"{base}/fast")[0] == 200
     started = time.monotonic()

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from graceful.bridge.service_log import ROTATE_RETRY_S, RotatingWriter
+from graceful.windows.service_log import ROTATE_RETRY_S, RotatingWriter
 
 folder = Path(sys.argv[1])
 path = folder / "x.log"

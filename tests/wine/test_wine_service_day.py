@@ -215,6 +215,9 @@ def test_5_stop_during_start_pending(tmp_path, removed):
             "tests.apps:slow_startup", "--port", "0", "--loop", "winloop")
     started = graceful("service", "start", NAME, "--timeout", "3")
     assert started.returncode == 1 and "START_PENDING" in started.stdout, started
+    deadline = time.monotonic() + 20  # the host reports once it runs (slow under load)
+    while int(query()["CHECKPOINT"], 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
     seen = [query()]
     time.sleep(1.5)
     seen.append(query())

@@ -76,7 +76,7 @@ class RotatingWriter:
 
     def close(self) -> None:
         with self._lock:
-            self._close()
+            self._close_file()
 
     # -- under the lock ----------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class RotatingWriter:
             with contextlib.suppress(OSError):
                 self._torn = self._torn or os.fstat(self._file.fileno()).st_size > before
             self.error = f"{type(err).__name__}: {err}"
-            self._close()
+            self._close_file()
             self._reopen_at = self._clock() + REOPEN_RETRY_S
             return False
         return True
@@ -130,7 +130,7 @@ class RotatingWriter:
             return False
         return True
 
-    def _close(self) -> None:
+    def _close_file(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
@@ -139,7 +139,7 @@ class RotatingWriter:
     def _rotate(self) -> None:
         # Our own handle must be closed first: Windows cannot rename a file open without
         # FILE_SHARE_DELETE, which Python's open() does not give.
-        self._close()
+        self._close_file()
         try:
             for n in range(self._backups - 1, 0, -1):
                 older = self.path.with_name(f"{self.path.name}.{n}")

@@ -1,14 +1,11 @@
-"""What graceful relies on inside aiohttp, checked against the aiohttp that is installed.
+"""The adapter for aiohttp's internals: the one module of graceful that touches a private
+aiohttp name (aiohttp_probes.py aside, which probes them for the canary).
 
 REQUIREMENTS below lists every private attribute, method, signature and behaviour of aiohttp
-that graceful uses, and why. `check()` verifies each one against the installed aiohttp and
-returns a line per thing that moved (tests/test_aiohttp_canary.py runs it on every aiohttp
-of the CI matrix, scripts/test-matrix). `ensure_supported()` runs at the start of
-`graceful serve` and `graceful.run`: an aiohttp outside SUPPORTED, or one whose names or
-signatures moved, is a one-line ConfigError (exit 2) rather than an AttributeError at the
-first connection or in the middle of a stop. At start only the names and signatures are
-checked (a few microseconds each); the behaviour probes, which drive a RequestHandler over
-a fake transport, run in the canary.
+that graceful uses, and why; the functions after it are how the rest of graceful reaches
+them (tests/test_aiohttp_adapter.py fails if a listed private name appears anywhere else).
+aiohttp_check.py checks the list against the installed aiohttp: the canary in the tests and
+the CI matrix, and the refusal of an unsupported aiohttp at start.
 """
 
 from __future__ import annotations
@@ -16,15 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import importlib
-import inspect
-import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
-
-from graceful.errors import ConfigError
+from aiohttp import web, web_app
+from aiohttp.web_protocol import RequestHandler
 
 # Keep equal to pyproject's dependency (a test compares them): the minors scripts/test-matrix
 # runs the canary and the end-to-end tests on.
@@ -71,7 +64,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _attr(_HANDLER, "_task_handler", "the connection's task, awaiting the handler: cancelled "
           "at the drain deadline, and kept when the client goes away (orphans)"),
     _attr(_HANDLER, "_request_factory", "replaced per connection to make requests of "
-          "graceful's observed/tracked classes"),
+          "graceful's tracked class"),
     _attr(_HANDLER, "_request_count", "0 until a request has been parsed: a connection that "
           "never sent one gets NEW_CONNECTION_GRACE_S"),
     _attr(_HANDLER, "_handler_waiter", "a future aiohttp resolves when _handle_request ends: "
@@ -79,6 +72,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _attr(_HANDLER, "_force_close", "read (never set) to know the connection is ending"),
     _attr(_HANDLER, "_close", "read (never set by the drain) to know the connection is ending"),
     _attr(_HANDLER, "_loop", "the loop, for the future cancel_request returns"),
+    _attr(_HANDLER, "_request_handler", "replaced per connection by the app's handler behind "
+          "the health answers"),
     _attr(_HANDLER, "transport", "aborted at the drain deadline"),
     _method(_HANDLER, "data_received", ("data",), "counted: a byte received since the last "
             "response means the connection is not quiet", coroutine=False),
@@ -92,14 +87,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _method(_HANDLER, "force_close", (), "closes a quiet idle connection"),
     # -- the request -------------------------------------------------------------------------
     _attr(_REQUEST, "_protocol", "a clone tells its connection it exists"),
-    _method(_REQUEST, "clone", (), "overridden so that clones made by middlewares are "
-            "tracked at the stop"),
+    _method(_REQUEST, "clone", (), "a clone (a middleware's request.clone()) is "
+            "of the request's class, so tracked like it"),
     _method("aiohttp.web_request.Request", "_prepare_hook", ("response",), "overridden: runs "
             "after the Connection header is chosen and before the headers are written; sets "
             "Connection: close while stopping and registers websockets", coroutine=True),
     _method("aiohttp.web_app.Application", "_make_request",
             ("message", "payload", "protocol", "writer", "task", "_cls"),
             "the app's request factory; _cls makes requests of graceful's class directly"),
+    _attr("aiohttp.web_server.Server", "_kwargs", "the keyword arguments the runner gives each "
+          "RequestHandler (keepalive_timeout, access_log, handler_args): graceful makes its "
+          "handlers with the same"),
     _attr("aiohttp.web_server.Server", "request_factory", "runner.server.request_factory is "
           "the app's bound _make_request"),
     _attr("aiohttp.web_runner.AppRunner", "server", "the Server the runtime's handlers serve"),
@@ -112,6 +110,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
             "health.install refuses a probe path a dynamic route already catches"),
     Requirement("aiohttp.web_app.CleanupContext", "CleanupContext", "class",
                 "hooks.bound_startup names a cleanup_ctx step by its bound method's owner"),
+    _attr("aiohttp.web_app.CleanupContext", "_exits", "the cleanup_ctx entries entered so far: "
+          "hooks.py exits them one at a time, each bounded"),
+    _method("aiohttp.web_app.Application", "_reg_subapp_signals", ("subapp",),
+            "its relay closure (SUBAPP_RELAY_QUALNAME) is how a sub-app's signals reach the "
+            "parent: hooks.py runs the sub-app's handlers one at a time instead"),
     # -- behaviours (probed over a fake transport by check(), not at start) ------------------
     _behaviour(_HANDLER, "_waiter is set while waiting for the next request",
                "the drain's quiet test; also again after a keep-alive response"),
@@ -122,7 +125,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _behaviour(_HANDLER, "_request_count is 0 until a request is parsed",
                "never_used connections"),
     _behaviour(_HANDLER, "_request_factory is read from the instance for each request, "
-               "called (message, payload, protocol, writer, task)", "observed/tracked requests"),
+               "called (message, payload, protocol, writer, task)", "tracked requests"),
     _behaviour(_HANDLER, "_task_handler is the connection's task, running while its handler "
                "runs", "what the drain cancels, and what outlives a client that went away"),
     _behaviour(_HANDLER, "log_access is called once per request, after its response is "
@@ -132,7 +135,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                "the stop's Connection: close"),
     _behaviour(_REQUEST, "clone() keeps _protocol", "clones are tracked"),
     _behaviour(_REQUEST, "a live request's __class__ can be switched to a subclass, and a "
-               "request can be weakly referenced", "track_current_request at the stop"),
+               "request can be weakly referenced", "an Application subclass's own request "
+               "factory: its request is made tracked as soon as it is made, before its handler "
+               "sees it (never at the stop)"),
     _behaviour(_HANDLER, "_handler_waiter is resolved when a cancelled handler has unwound",
                "cancel_request"),
     _behaviour(_HANDLER, "force_close() on an idle connection closes its transport",
@@ -146,127 +151,108 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 )
 
 
-def installed_version() -> str:
-    return aiohttp.__version__
+# -- the connection (protocol.DrainingRequestHandler) ------------------------------------------
+
+# The closure aiohttp appends to a parent's signals for each sub-app (aiohttp/web_app.py).
+SUBAPP_RELAY_QUALNAME = (
+    "Application._reg_subapp_signals.<locals>.reg_handler.<locals>.handler")
 
 
-def supported_range() -> tuple[tuple[int, int], tuple[int, int]]:
-    low, high = SUPPORTED.removeprefix(">=").split(",<")
-    return _minor(low), _minor(high)
+def server_handler_kwargs(server: web.Server) -> dict[str, Any]:
+    """The keyword arguments aiohttp's Server gives each RequestHandler it makes."""
+    return dict(server._kwargs)
 
 
-def in_range(version: str) -> bool:
-    low, high = supported_range()
-    return low <= _minor(version) < high
+def set_request_handler(handler: RequestHandler, request_handler: Any) -> None:
+    handler._request_handler = request_handler
 
 
-def ensure_supported() -> None:
-    """Raise ConfigError (exit 2), one line, unless the installed aiohttp is in SUPPORTED
-    and every name and signature graceful relies on is where it expects it."""
-    _ensure(installed_version())
+def set_request_factory(handler: RequestHandler, factory: Callable[..., web.BaseRequest]
+                        ) -> None:
+    """aiohttp calls `factory(message, payload, protocol, writer, task)` for each request."""
+    handler._request_factory = factory
 
 
-@functools.cache  # graceful serve and graceful.run both ask, in the same process
-def _ensure(version: str) -> None:
-    if not in_range(version):
-        raise ConfigError(f"aiohttp {version} is installed; graceful supports "
-                          f"aiohttp{SUPPORTED} (pip install 'aiohttp{SUPPORTED}')")
-    moved = check(behaviours=False)
-    if moved:
-        raise ConfigError(f"aiohttp {version} is installed and its internals moved "
-                          f"({'; '.join(moved)}); graceful supports aiohttp{SUPPORTED}")
-
-
-def check(behaviours: bool = True) -> list[str]:
-    """One line per requirement the installed aiohttp does not meet (empty: all met)."""
-    moved = []
-    for req in REQUIREMENTS:
-        if req.kind != "behaviour":
-            problem = _check_name(req)
-            if problem:
-                moved.append(f"{req.owner}.{req.name}: {problem} (needed: {req.why})")
-    if behaviours:
-        failed = _run_probes()
-        for req in REQUIREMENTS:
-            if req.kind == "behaviour" and req.name in failed:
-                moved.append(f"{req.owner}: no longer true: {req.name}: {failed[req.name]} "
-                             f"(needed: {req.why})")
-        moved += [f"probe: {name}: {error}" for name, error in failed.items()
-                  if not any(req.name == name for req in REQUIREMENTS)]
-    return moved
-
-
-# -- names and signatures --------------------------------------------------------------------
-
-
-def _check_name(req: Requirement) -> str | None:
-    module_name, _, class_name = req.owner.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        return f"{req.owner} is gone"
-    if req.kind == "class":
-        return None
-    if req.kind == "attribute":
-        return None if _has_attribute(cls, req.name) else "attribute is gone"
-    func = getattr(cls, req.name, None)
-    if not callable(func):
-        return "method is gone"
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return None  # a builtin without a signature: nothing to compare
-    missing = [p for p in req.params if p not in params]
-    if missing:
-        return f"parameters {', '.join(missing)} are gone"
-    if req.coroutine is not None and inspect.iscoroutinefunction(func) != req.coroutine:
-        return "is now async" if not req.coroutine else "is no longer async"
+def factory_making(factory: Any, cls: type[web.BaseRequest]
+                   ) -> Callable[..., web.BaseRequest] | None:
+    """`factory` (a Server's request_factory) made to build `cls`, when it is aiohttp's own
+    Application._make_request (which takes the class); None for an Application subclass's
+    own factory."""
+    if getattr(factory, "__func__", None) is web.Application._make_request:
+        return functools.partial(factory, _cls=cls)
     return None
 
 
-def _has_attribute(cls: type, name: str) -> bool:
-    """On the class (a slot, a method, a property, a namedtuple field) or assigned by one of
-    its __init__ methods."""
-    if hasattr(cls, name):
-        return True
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        code = getattr(init, "__code__", None)
-        if code is not None and name in code.co_names:
-            return True
-    return False
+def set_class(request: web.BaseRequest, cls: type[web.BaseRequest]) -> None:
+    """Make a request just made (by an app's own factory) of `cls`, a subclass of its class
+    adding no slots; object.__setattr__ because aiohttp's DEBUG-mode Request.__setattr__
+    warns on it."""
+    object.__setattr__(request, "__class__", cls)
 
 
-def _minor(version: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", version)
-    if match is None:
-        raise ConfigError(f"cannot read aiohttp's version {version!r}")
-    return int(match[1]), int(match[2])
+def request_in_progress(handler: RequestHandler) -> bool:
+    return handler._request_in_progress
 
 
-# -- behaviours ------------------------------------------------------------------------------
+def queued_requests(handler: RequestHandler) -> int:
+    """Pipelined requests already parsed and waiting behind the one in progress."""
+    return len(handler._messages)
 
 
-def _run_probes() -> dict[str, str]:
-    """Drive aiohttp's RequestHandler over a fake transport; return {behaviour: what
-    happened instead} for each that does not hold."""
-    from graceful import aiohttp_probes  # imported only when probing
-
-    failed: dict[str, str] = {}
-    loop = asyncio.new_event_loop()
-    try:
-        for probe in aiohttp_probes.PROBES:
-            _run_one(loop, probe, failed)
-    finally:
-        loop.close()
-    return failed
+def waiting_for_request(handler: RequestHandler) -> bool:
+    return handler._waiter is not None
 
 
-def _run_one(loop: asyncio.AbstractEventLoop,
-             probe: Callable[[dict[str, str]], Coroutine[Any, Any, None]],
-             failed: dict[str, str]) -> None:
-    try:
-        loop.run_until_complete(asyncio.wait_for(probe(failed), 5))
-    except Exception as err:  # a probe that crashes is itself a change to report
-        failed[probe.__name__] = f"{type(err).__name__}: {err}"
+def closing(handler: RequestHandler) -> bool:
+    return bool(handler._force_close or handler._close)
 
+
+def requests_parsed(handler: RequestHandler) -> int:
+    return handler._request_count
+
+
+def connection_task(handler: RequestHandler) -> asyncio.Task[None] | None:
+    return handler._task_handler
+
+
+def handler_unwound(handler: RequestHandler) -> asyncio.Future[None]:
+    """A future aiohttp resolves when the handler running now has unwound."""
+    waiter: asyncio.Future[None] = handler._loop.create_future()
+    handler._handler_waiter = waiter
+    return waiter
+
+
+# -- the request -------------------------------------------------------------------------------
+
+
+def showing_responses(cls: type[web.BaseRequest], name: str, module: str,
+                      ) -> type[web.BaseRequest]:
+    """A subclass of `cls` (no new slots) whose responses are shown to its connection's
+    `tracker` (`tracker.preparing(request, response)`) before their headers are written:
+    websockets always, others while `tracker.stopping`."""
+    base: Callable[[Any, web.StreamResponse], Awaitable[None]] = cls._prepare_hook
+
+    # Deliberately not `async`: it returns aiohttp's coroutine, so a response costs one
+    # function call here rather than one more coroutine.
+    def _prepare_hook(self: web.Request, response: web.StreamResponse) -> Awaitable[None]:
+        tracker = self._protocol.tracker  # type: ignore[union-attr]
+        if tracker.stopping or isinstance(response, web.WebSocketResponse):
+            tracker.preparing(self, response)
+        return base(self, response)
+
+    return type(name, (cls,), {"_prepare_hook": _prepare_hook, "_graceful_tracked": True,
+                               "__module__": module})
+
+
+# -- hooks.py and aiohttp_signals.py -------------------------------------------------------------
+
+
+def cleanup_context(callback: Any) -> web_app.CleanupContext | None:
+    """The app's cleanup_ctx list when `callback` is how aiohttp runs it."""
+    owner = getattr(callback, "__self__", None)
+    return owner if isinstance(owner, web_app.CleanupContext) else None
+
+
+def entered(contexts: web_app.CleanupContext) -> list[Any]:
+    """The cleanup_ctx entries entered so far (aiohttp exits them last first)."""
+    return contexts._exits

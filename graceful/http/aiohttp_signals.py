@@ -1,12 +1,12 @@
-"""How aiohttp wires an Application's signals, read from its objects: the one place that
-knows (hooks.py runs each handler on its own, bounded and named).
+"""How aiohttp wires an Application's signals, read from its objects (hooks.py runs each
+handler on its own, bounded and named). The private names it needs (CleanupContext's
+entered list, the relay closure a parent holds for each sub-app's signals) are reached
+through aiohttp_internals.py; tests/test_hooks.py fails if they move.
 
-What it relies on, all in aiohttp/web_app.py (tests/test_hooks.py fails if they move):
-- `Application._reg_subapp_signals` appends to the parent's on_startup/on_shutdown/
-  on_cleanup one closure `handler` per signal, holding `subsig` (the sub-app's signal)
-  and `subapp`;
-- the cleanup_ctx list (`CleanupContext`) is registered as its bound methods `_on_startup`
-  and `_on_cleanup`, and keeps the entered context managers in `_exits`;
+- a parent's on_startup/on_shutdown/on_cleanup holds one relay closure `handler` per
+  sub-app signal, holding `subsig` (the sub-app's signal) and `subapp`;
+- the cleanup_ctx list (`CleanupContext`) is registered as its bound methods, and keeps
+  the entered context managers;
 - a cleanup_ctx entry returns an async context manager or is an async generator function;
 - a sub-app's resource answers `get_info()` with its `app`.
 """
@@ -16,9 +16,12 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from aiohttp import web, web_app
+from aiohttp import web
 
-_RELAY_QUALNAME = "Application._reg_subapp_signals.<locals>.reg_handler.<locals>.handler"
+from graceful.http import aiohttp_internals as internals
+from graceful.http.aiohttp_internals import cleanup_context, entered
+
+__all__ = ["cleanup_context", "context_of", "entered", "subapp_relay", "subapps"]
 
 
 def subapps(app: web.Application) -> list[web.Application]:
@@ -33,22 +36,11 @@ def subapps(app: web.Application) -> list[web.Application]:
 
 def subapp_relay(callback: Any) -> tuple[web.Application, Any] | None:
     """(sub-app, its signal) when `callback` is aiohttp's relay of a sub-app's signal."""
-    if getattr(callback, "__qualname__", None) != _RELAY_QUALNAME:
+    if getattr(callback, "__qualname__", None) != internals.SUBAPP_RELAY_QUALNAME:
         return None
     cells = dict(zip(callback.__code__.co_freevars,
                      (cell.cell_contents for cell in callback.__closure__ or ()), strict=True))
     return cells["subapp"], cells["subsig"]
-
-
-def cleanup_context(callback: Any) -> web_app.CleanupContext | None:
-    """The app's cleanup_ctx list when `callback` is how aiohttp runs it."""
-    owner = getattr(callback, "__self__", None)
-    return owner if isinstance(owner, web_app.CleanupContext) else None
-
-
-def entered(contexts: web_app.CleanupContext) -> list[Any]:
-    """The cleanup_ctx entries entered so far (aiohttp exits them last first)."""
-    return contexts._exits
 
 
 def context_of(factory: Any, app: web.Application) -> AbstractAsyncContextManager[None]:

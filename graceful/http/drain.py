@@ -28,10 +28,12 @@ import time
 import weakref
 from collections.abc import Callable
 
-from aiohttp import WSCloseCode, hdrs, web
+from aiohttp import hdrs, web
 
+from graceful.http import websockets
+from graceful.http.protocol import DrainingRequestHandler, InFlight
+from graceful.http.route_deadlines import is_stream
 from graceful.logs import get_logger
-from graceful.protocol import DrainingRequestHandler, InFlight
 
 IDLE_QUIET_S = 0.05
 NEW_CONNECTION_GRACE_S = 1.0
@@ -46,19 +48,20 @@ class Cancelled:
     path: str
     age_s: float
     unwound: bool  # False: the handler ignored the cancellation past the grace
+    stream: bool = False  # its response had started (SSE, chunked, websocket)
 
 
 class ConnectionTracker:
     """Every connection and every request in flight, and the drain over them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._event_loop = loop
         self.connections: set[DrainingRequestHandler] = set()
         # Handlers still running after their client went away, by the connection's task.
         self.orphans: dict[asyncio.Task[None], InFlight] = {}
         self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self.stopping = False  # responses say Connection: close, idle connections close
-        self._websockets_closing = False
+        self._websockets_closing: websockets.WebSocketClose | None = None
         self._closing: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -87,8 +90,8 @@ class ConnectionTracker:
         stopping)."""
         if isinstance(response, web.WebSocketResponse):
             self.websockets.add(response)
-            if self._websockets_closing:
-                task = _going_away(response)
+            if self._websockets_closing is not None:
+                task = websockets.close(response, self._websockets_closing)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         elif self.stopping and not _has_queued_requests(request):
@@ -106,19 +109,16 @@ class ConnectionTracker:
 
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
-        self.stopping = True
+        self.stopping = True  # every request is of the tracked class: nothing to switch
         self._touch()
-        for protocol in list(self.connections):
-            try:
-                protocol.track_current_request()
-            except Exception:  # one odd request class must not stop the stop
-                log.exception("drain.track_failed")
 
-    def close_websockets(self) -> None:
-        """Send 1001 (going away) to every open websocket; their handlers then return. A
-        websocket opened from now on gets it as soon as its handshake is done."""
-        self._websockets_closing = True
-        self._closing.update(_going_away(ws) for ws in list(self.websockets) if not ws.closed)
+    def close_websockets(self, how: websockets.WebSocketClose = websockets.GOING_AWAY
+                         ) -> None:
+        """Close every open websocket as `how` says (1001 at a stop); their handlers then
+        return. A websocket opened from now on gets it as soon as its handshake is done."""
+        self._websockets_closing = how
+        self._closing.update(websockets.close(ws, how) for ws in list(self.websockets)
+                             if not ws.closed)
 
     def stop_closing_websockets(self) -> None:
         """The drain is over: closes still waiting for a client's reply are abandoned."""
@@ -129,15 +129,15 @@ class ConnectionTracker:
                     progress: Callable[[int, float], None]) -> bool:
         """Wait until no request is in flight and every connection is closed.
 
-        Returns False when `deadline` (loop time) passed or `force` was set first. Reports
+        Returns False when `deadline` (time.monotonic()) passed or `force` was set first. Reports
         progress about once a second.
         """
-        next_tick = self._loop.time() + PROGRESS_EVERY_S
+        next_tick = time.monotonic() + PROGRESS_EVERY_S
         while True:
             self._close_quiet_connections()
             if not self.connections and not self.orphans:
                 return True
-            now = self._loop.time()
+            now = time.monotonic()
             if now >= deadline or force.is_set():
                 return False
             if now >= next_tick:
@@ -158,6 +158,7 @@ class ConnectionTracker:
         the connections left over."""
         now = time.monotonic()
         items = self.requests_in_flight()
+        streams = [is_stream(item.protocol.current_request()) for item in items]
         waits: list[asyncio.Future[None]] = []
         for item in items:
             if item.task is not None and item.task in self.orphans:
@@ -168,7 +169,8 @@ class ConnectionTracker:
         if waits:
             await asyncio.wait(waits, timeout=grace)
         cancelled = [Cancelled(item.method, item.path, round(now - item.started, 3),
-                               unwound=item.done) for item in items]
+                               unwound=item.done, stream=stream)
+                     for item, stream in zip(items, streams, strict=True)]
         self.abort_all()
         return cancelled
 
@@ -206,26 +208,7 @@ class ConnectionTracker:
             self._timer.cancel()
             self._timer = None
         if next_due is not None:
-            self._timer = self._loop.call_later(next_due - now, self._touch)
-
-
-WEBSOCKET_HANDSHAKE_WAIT_S = 1.0
-
-
-def _going_away(ws: web.WebSocketResponse) -> asyncio.Task[bool]:
-    """Close `ws` with 1001; one whose handshake is still being written is closed as soon
-    as it is done (aiohttp refuses to close it before)."""
-    async def close() -> bool:
-        deadline = time.monotonic() + WEBSOCKET_HANDSHAKE_WAIT_S
-        while True:
-            try:
-                return await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
-            except RuntimeError:  # "Call .prepare() first"
-                if time.monotonic() > deadline:
-                    return False
-                await asyncio.sleep(0.01)
-
-    return asyncio.ensure_future(close())
+            self._timer = self._event_loop.call_later(next_due - now, self._touch)
 
 
 def _has_queued_requests(request: web.BaseRequest) -> bool:

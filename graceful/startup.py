@@ -1,0 +1,140 @@
+"""The start: what it builds, in order, and the one record of what was built.
+
+Bind first (a port in use is a configuration error before the app's code runs), then the
+checkpoint (folder probed, lock taken, state read), the app, its health probes, aiohttp's
+on_startup, and the listeners. A start that fails or is cancelled is undone by `undo`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from graceful import appstate, heap, hooks, loader, stopnotice
+from graceful import checkpoint as ckpt
+from graceful.config import Config
+from graceful.errors import ConfigError
+from graceful.flushing import log_invalid
+from graceful.http import health, route_deadlines
+from graceful.http.access import AccessLogger
+from graceful.http.drain import ConnectionTracker
+from graceful.http.listeners import Listener, bind_all
+from graceful.http.protocol import DrainingRequestHandler, handler_options
+from graceful.logs import get_logger
+
+log = get_logger()
+
+KEEPALIVE_TIMEOUT_S = 75.0  # web.run_app's (RequestHandler's own is 3630)
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """Everything a successful start built; the stop works on this."""
+
+    app: web.Application
+    state: dict[str, Any]
+    tracker: ConnectionTracker
+    runner: web.AppRunner
+    listeners: tuple[Listener, ...]
+    checkpointer: ckpt.Checkpointer | None
+
+
+class Builder:
+    """Builds a `Started`, keeping what it has built so far so that a failed start can be
+    undone."""
+
+    def __init__(self, source: loader.AppSource, config: Config, *,
+                 is_ready: Callable[[], bool], phase: Callable[[], str]) -> None:
+        self._source = source
+        self._config = config
+        self._is_ready = is_ready
+        self._phase = phase
+        self.sockets: list[socket.socket] = []  # bound, not yet listening
+        self.checkpointer: ckpt.Checkpointer | None = None
+        self.app: web.Application | None = None
+        self.state: dict[str, Any] = {}
+        self.tracker: ConnectionTracker | None = None
+        self.listeners: list[Listener] = []
+        self.heap = heap.Heap()  # released by the runtime once the serve is over
+
+    async def build(self) -> Started:
+        config = self._config
+        loop = asyncio.get_running_loop()
+        # Bind first: a port in use or a host that does not resolve is a configuration
+        # error (exit 2) before the app's factory and on_startup run.
+        self.sockets = bind_all(config.host, config.port)
+        restored = self._open_checkpoint() if config.checkpoint is not None else {}
+        app = await loader.build_app(self._source)
+        if app.on_startup.frozen:  # not self.app: its cleanup ran when it was last served
+            raise ConfigError("this Application has been served already, and aiohttp ties an "
+                              "Application to the one loop that served it: to serve again, "
+                              "pass a factory that builds a new Application")
+        self.app = app
+        # the app's own dict is kept, the restored keys merged into it (graceful/appstate.py)
+        self.state = appstate.adopt(app, restored)
+        if self.checkpointer is not None:
+            self.checkpointer.state = self.state
+            log_invalid(self.checkpointer.check())
+        probes = None
+        if config.health:
+            probes = health.Health(config.livez_path, config.readyz_path,
+                                   is_ready=self._is_ready, phase=self._phase)
+            probes.refuse_taken_paths(app)
+        self.tracker = tracker = ConnectionTracker(loop)
+        access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
+        hooks.bound_startup(app, config.startup_timeout)
+        stopnotice.attach(app)  # graceful.stopping(request) fires when the drain begins
+        if routes := route_deadlines.routes_with_deadlines(app):
+            log.info("drain.route_deadlines", routes=routes)
+        # run_app's keep-alive default; the app's handler_args still win, as under run_app
+        runner = web.AppRunner(app, handle_signals=False,
+                               keepalive_timeout=KEEPALIVE_TIMEOUT_S, **access)
+        await runner.setup()  # on_startup and cleanup_ctx run here
+        server = runner.server
+        assert server is not None
+        options = handler_options(server)  # the runner's, the app's debug and handler_args
+        if probes is not None:
+            options["request_handler"] = probes.in_front_of(server.request_handler)
+
+        def factory() -> DrainingRequestHandler:
+            return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
+
+        sockets, self.sockets = self.sockets, []
+        self.listeners += [Listener(sock, factory) for sock in sockets]
+        self.heap.settle()  # no full collection walks the startup heap under load
+        for listener in self.listeners:
+            await listener.start(config.backlog)
+        return Started(app, self.state, tracker, runner, tuple(self.listeners),
+                       self.checkpointer)
+
+    def _open_checkpoint(self) -> dict[str, Any]:
+        assert self._config.checkpoint is not None
+        # probe the folder, take the lock, then read: refused now rather than at the stop
+        self.checkpointer = checkpointer = ckpt.Checkpointer.open(self._config.checkpoint)
+        if checkpointer.fallback is not None:
+            log.warning("checkpoint.fallback", error=str(checkpointer.fallback))
+        if (snapshot := checkpointer.restored) is None:
+            return {}
+        log.info("checkpoint.restored", path=str(snapshot.path), generation=snapshot.generation,
+                 age_s=round(snapshot.age_s(), 3), keys=len(snapshot.state))
+        return snapshot.state
+
+    async def undo(self) -> None:
+        """Undo a start that failed or was cancelled, whatever it had reached."""
+        self.heap.release()
+        for sock in self.sockets:
+            sock.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+        for listener in self.listeners:
+            await listener.close()
+        if self.tracker is not None:
+            self.tracker.abort_all()
+        if self.app is not None and self.app.on_startup.frozen:
+            timeout = self._config.hook_timeout
+            await hooks.run_steps(hooks.cleanup_steps(self.app), timeout, lambda: timeout)

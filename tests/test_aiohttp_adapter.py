@@ -1,0 +1,56 @@
+"""aiohttp's internals are fenced in one adapter (graceful/http/aiohttp_internals.py).
+
+1. No private aiohttp name from REQUIREMENTS appears in graceful's sources outside the
+   adapter (and the canary's probes, which exercise them).
+2. Requests are made of the tracked class from the start: a subclass of the app's own
+   request class (isinstance holds), and nothing in graceful switches a live request's class.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from aiohttp import web
+
+import graceful
+from graceful.http.aiohttp_internals import REQUIREMENTS
+from graceful.http.protocol import tracked_class
+
+PACKAGE = Path(graceful.__file__).parent
+FENCE = {PACKAGE / "http" / "aiohttp_internals.py", PACKAGE / "http" / "aiohttp_probes.py"}
+
+
+def private_names() -> set[str]:
+    names = {req.name for req in REQUIREMENTS if req.kind != "behaviour"}
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_private_names_only_in_the_adapter() -> None:
+    """1."""
+    names = private_names()
+    assert {"_waiter", "_messages", "_prepare_hook", "_kwargs", "_exits"} <= names
+    alternatives = "|".join(sorted(names))
+    pattern = re.compile(r"""[.'"]""" + f"({alternatives})" + r"\b")
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path in FENCE:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if (match := pattern.search(line)) and not line.lstrip().startswith("#"):
+                found.append(f"{path.relative_to(PACKAGE)}:{number}: {match[1]}")
+    assert found == []
+
+
+def test_requests_are_tracked_from_the_start() -> None:
+    """2."""
+    class AppRequest(web.Request):
+        pass
+
+    assert issubclass(tracked_class(web.Request), web.Request)
+    assert issubclass(tracked_class(AppRequest), AppRequest)
+    assert tracked_class(tracked_class(AppRequest)) is tracked_class(AppRequest)
+    assert "__slots__" not in vars(tracked_class(AppRequest))  # same layout
+    switching = [p.name for p in PACKAGE.rglob("*.py")
+                 if p not in FENCE and "__class__" in p.read_text()]
+    assert switching == []

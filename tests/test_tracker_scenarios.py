@@ -1,0 +1,121 @@
+"""The connection tracker in process: a Runtime on 127.0.0.1, raw sockets, the tracker read
+directly (no subprocess), one scenario each.
+
+1. An idle keep-alive connection is not in flight, and is closed by the drain.
+2. Pipelined requests behind a running one: queued, answered, the last says close.
+3. An upload in progress at the stop is in flight, completes, and says close.
+4. A websocket is registered as it opens and gets 1001 at the stop.
+5. A request cloned by a middleware is of the tracked class, and its response says close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+import graceful
+from graceful.http.protocol import tracked_class
+from tests.apps import basic
+from tests.rawhttp import Connection
+
+WS_HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def runtime(app: web.Application | None = None) -> graceful.Runtime:
+    return graceful.Runtime(app or basic(), graceful.Config(port=0, drain_timeout=5))
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_idle_connection() -> None:
+    """1."""
+    async with runtime() as rt:
+        conn = await Connection.open(rt.port)
+        assert (await conn.request("GET", "/fast")).status == 200
+        tracker = rt._started.tracker
+        await until(lambda: len(tracker.connections) == 1)
+        assert tracker.requests_in_flight() == []
+        rt.stop("test")
+        assert await conn.at_eof()
+        assert await rt.wait_stopped() == 0
+
+
+async def test_pipelined_requests() -> None:
+    """2."""
+    async with runtime() as rt:
+        conn = await Connection.open(rt.port)
+        conn.send("GET", "/slow?s=0.3")
+        for _ in range(2):
+            conn.send("GET", "/fast")
+        tracker = rt._started.tracker
+        await until(lambda: any(p.has_queued_requests for p in tracker.connections))
+        [in_flight] = tracker.requests_in_flight()
+        assert in_flight.path == "/slow" and not in_flight.done
+        rt.stop("test")
+        responses = [await conn.read_response() for _ in range(3)]
+        assert [r.status for r in responses] == [200] * 3
+        assert responses[-1].closes and not responses[0].closes
+        assert await rt.wait_stopped() == 0
+
+
+async def test_upload_in_progress() -> None:
+    """3."""
+    async with runtime() as rt:
+        conn = await Connection.open(rt.port)
+        conn.writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+        tracker = rt._started.tracker
+        await until(lambda: len(tracker.requests_in_flight()) == 1)
+        rt.stop("test")
+        await asyncio.sleep(0.1)  # the drain is waiting on the upload
+        assert [r.path for r in tracker.requests_in_flight()] == ["/upload"]
+        conn.writer.write(b"world")
+        response = await conn.read_response()
+        assert response.status == 200 and response.closes
+        assert await rt.wait_stopped() == 0
+
+
+async def test_websocket() -> None:
+    """4."""
+    async with runtime() as rt:
+        reader, writer = await asyncio.open_connection("127.0.0.1", rt.port)
+        writer.write(WS_HANDSHAKE)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        tracker = rt._started.tracker
+        await until(lambda: len(tracker.websockets) == 1)
+        rt.stop("test")
+        frame = await asyncio.wait_for(reader.readexactly(4), 5)
+        assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
+        writer.close()
+        assert await rt.wait_stopped() == 0
+
+
+async def test_clone() -> None:
+    """5."""
+    seen: list[type] = []
+
+    @web.middleware
+    async def cloning(request: web.Request, handler):
+        clone = request.clone(rel_url=request.rel_url)
+        seen.append(type(clone))
+        return await handler(clone)
+
+    app = basic()
+    app.middlewares.append(cloning)
+    async with runtime(app) as rt:
+        conn = await Connection.open(rt.port)
+        conn.send("GET", "/slow?s=0.3")
+        tracker = rt._started.tracker
+        await until(lambda: len(tracker.requests_in_flight()) == 1)
+        rt.stop("test")
+        response = await conn.read_response()
+        assert response.status == 200 and response.closes
+        assert seen == [tracked_class(web.Request)]
+        assert await rt.wait_stopped() == 0

@@ -1,0 +1,92 @@
+"""Websockets at the stop: close code, reason text, and the closing handshake's bound.
+
+1. The close carries 1001 and the reason given by --websocket-close-reason.
+2. A client that never answers the close is dropped after --websocket-close-timeout, well
+   before the drain deadline (aiohttp's own close would wait 10 s); exit 0.
+3. The close code is a parameter: a restart's close sends 1012 (service restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+from aiohttp import WSCloseCode, web
+
+from graceful.http import websockets
+
+
+async def test_close_carries_the_configured_reason(serve):
+    """1."""
+    server = serve("tests.apps:basic", "--websocket-close-reason", "deploying, reconnect")
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+        f"http://127.0.0.1:{server.port}/ws"
+    ) as ws:
+        await ws.send_str("hi")
+        assert (await ws.receive(5)).data == "hi"
+        server.signal()
+        message = await ws.receive(5)
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert (message.data, message.extra) == (WSCloseCode.GOING_AWAY, "deploying, reconnect")
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+WS_HANDSHAKE = (b"GET /slow-ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _masked_text(text: str) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    data = text.encode()
+    return (bytes([0x81, 0x80 | len(data)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+
+async def test_client_ignoring_the_close_is_dropped_after_its_own_timeout(serve):
+    """2. The handler is busy with a message for 3 s when the stop comes; the client (a raw
+    socket) never answers the close: its connection is dropped after 0.3 s, not when the
+    handler returns (aiohttp's close waits for the reply as long as that, up to 10 s)."""
+    server = serve("tests.apps:with_slow_ws", "--websocket-close-timeout", "0.3",
+                   "--drain-timeout", "20")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(WS_HANDSHAKE)
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    writer.write(_masked_text("3"))
+    await asyncio.sleep(0.2)  # the handler is busy with it
+    started = time.monotonic()
+    server.signal()
+    head = await asyncio.wait_for(reader.readexactly(4), 5)
+    assert head[0] == 0x88 and int.from_bytes(head[2:4]) == 1001  # close, going away
+    await asyncio.wait_for(reader.read(), 5)  # the rest, up to the drop
+    dropped_in = time.monotonic() - started
+    writer.close()
+    assert dropped_in < 1.5
+    assert await asyncio.to_thread(server.wait) == 0
+    event = server.wait_for("websocket.close_timeout")
+    assert (event["code"], event["timeout_s"]) == (1001, 0.3)
+    assert "drain.deadline" not in server.names()
+
+
+async def test_restart_closes_with_service_restart(aiohttp_client):
+    """3."""
+    opened: asyncio.Future[web.WebSocketResponse] = asyncio.get_running_loop().create_future()
+
+    async def chat(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        opened.set_result(ws)
+        async for _ in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", chat)
+    client = await aiohttp_client(app)
+    async with client.ws_connect("/ws") as ws:
+        how = websockets.restart_close(websockets.WebSocketClose(reason="new version"))
+        closing = websockets.close(await opened, how)
+        message = await ws.receive(5)
+        assert (message.data, message.extra) == (WSCloseCode.SERVICE_RESTART, "new version")
+    assert await asyncio.wait_for(closing, 5) is True
