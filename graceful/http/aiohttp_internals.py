@@ -195,6 +195,7 @@ def factory_making(factory: Any, cls: type[web.BaseRequest]
     return types.MethodType(made, factory.__self__)
 
 
+@functools.cache  # one copy per class, not per connection
 def _with_default(func: Any, name: str, value: Any) -> Any:
     """A copy of the plain function `func` whose parameter `name` defaults to `value`; None
     when `name` has no default to replace."""
