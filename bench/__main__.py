@@ -140,6 +140,8 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     print(report.drain_table(results))
     print()
     print(report.loss_summary(results))
+    print()
+    print(report.latency_table(results))
     return 0
 
 

@@ -84,6 +84,42 @@ def drain_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def latency_table(results: list[dict[str, Any]], base: str = "aiohttp") -> str:
+    """Latency before the signal per server (medians over repeats): all requests, the
+    first on each connection (its connect included) and the later ones; and the p99's
+    overhead over the handler's own time against ``base``'s in the same repeat."""
+    lines = ["| scenario | conns | signal | server | p50 | p99 | max | first p99 | later p99 "
+             f"| unfinished | p99 overhead ms | overhead / {base}'s |",
+             "|" + "---|" * 12]
+    for (scenario, conns, sig), servers in groups(results).items():
+        ref = {r["repeat"]: r for r in servers.get(base, [])}
+        for server, runs in servers.items():
+            over = [_p99_overhead(r) for r in runs]
+            ratios = [o / b for r, o in zip(runs, over, strict=True)
+                      if o is not None and (b := _p99_overhead(ref.get(r["repeat"]))) and b > 0]
+            lines.append(
+                f"| {scenario} | {conns} | {sig} | {server} "
+                f"| {_median([r['p50_ms'] for r in runs], '.1f')} "
+                f"| {_median([r['p99_ms'] for r in runs], '.1f')} "
+                f"| {_median([r.get('max_ms') for r in runs], '.1f')} "
+                f"| {_median([_phase(r, 'first') for r in runs], '.1f')} "
+                f"| {_median([_phase(r, 'later') for r in runs], '.1f')} "
+                f"| {_per_run([r.get('unfinished_before', 0) for r in runs])} "
+                f"| {_per_run([None if o is None else round(o, 1) for o in over])} "
+                f"| {_median(ratios, '.2f')} |")
+    return "\n".join(lines)
+
+
+def _phase(r: dict[str, Any], name: str) -> float | None:
+    return r.get("latency_ms", {}).get(name, {}).get("p99")
+
+
+def _p99_overhead(r: dict[str, Any] | None) -> float | None:
+    if r is None or r.get("p99_ms") is None or r.get("nominal_ms") is None:
+        return None
+    return float(r["p99_ms"] - r["nominal_ms"])
+
+
 def loss_summary(results: list[dict[str, Any]], base: str = "graceful") -> str:
     """Per server over all its runs: lost, races, drain overhead, and its drain time and
     overhead against ``base``'s in the same scenario, connections, signal and repeat."""
@@ -125,13 +161,28 @@ def _protocol(row: dict[str, Any]) -> str:
 
 def throughput_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| loop | graceful rps (median) | aiohttp rps (median) | ratio median "
-             "| ratio min-max | CPU µs/req graceful | CPU µs/req aiohttp | CPU ratio "
+             "| ratio min-max | CPU µs/req graceful | CPU µs/req aiohttp | CPU ratio (min-max) "
+             "| p50/p99/max ms graceful | p50/p99/max ms aiohttp "
              "| in-process µs/req graceful | aiohttp | ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
             f"| {row['loop']} | {row['graceful_rps']:.0f} | {row['aiohttp_rps']:.0f} "
             f"| {row['ratio_median']:.3f} | {row['ratio_min']:.3f}-{row['ratio_max']:.3f} "
             f"| {row['graceful_cpu_us']:.1f} | {row['aiohttp_cpu_us']:.1f} "
-            f"| {row['cpu_ratio']:.3f} | {_protocol(row)} |")
+            f"| {row['cpu_ratio']:.3f}{_spread(row, 'cpu_ratio')} "
+            f"| {_latencies(row, 'graceful')} | {_latencies(row, 'aiohttp')} "
+            f"| {_protocol(row)} |")
     return "\n".join(lines)
+
+
+def _spread(row: dict[str, Any], key: str) -> str:
+    if f"{key}_min" not in row:
+        return ""
+    return f" ({row[f'{key}_min']:.3f}-{row[f'{key}_max']:.3f})"
+
+
+def _latencies(row: dict[str, Any], server: str) -> str:
+    if f"{server}_p99_ms" not in row:  # results from before the latencies were recorded
+        return "-"
+    return "/".join(f"{row[f'{server}_{f}']:.1f}" for f in ("p50_ms", "p99_ms", "max_ms"))

@@ -92,7 +92,14 @@ def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
               "in-flight work at the signal; negative when the server quit before its "
               "in-flight work could finish. *stops accepting*: first connect refused after "
               "the signal. *`Connection: close`*: responses completed after the signal "
-              "that carried it.", "", report.drain_table(runs), ""]
+              "that carried it.", "", report.drain_table(runs), "",
+              "## Latency before the signal", "",
+              "Milliseconds, medians over repeats. *first*: each connection's first request, "
+              "its connect included; *later*: the requests after it on the same connection; "
+              "*unfinished*: requests written more than one handler time (+0.2 s) before the "
+              "signal and not answered by it, counted at the age they had reached. *p99 "
+              "overhead*: p99 minus the handler's own time, per repeat.", "",
+              report.latency_table(runs), ""]
     if thr:
         lines += ["## Throughput (no stop)", "", report.throughput_table(thr["rows"]), ""]
     if streams:

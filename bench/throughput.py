@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from bench.figures import percentile
 from bench.progress import Progress
 from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, Launch, client_tls, start
 
@@ -42,13 +43,17 @@ REQUEST = b"GET /work?ms=0 HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
 class _Pump(asyncio.Protocol):
-    def __init__(self, counter: list[int]) -> None:
+    def __init__(self, counter: list[int], latencies: list[float] | None = None) -> None:
         self.counter, self.buf, self.running = counter, b"", True
         self.transport: asyncio.Transport | None = None
+        # Seconds from writing each request to its whole response, while not None.
+        self.latencies = latencies
+        self.sent = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
+        self.sent = time.perf_counter()
         self.transport.write(REQUEST)
 
     def data_received(self, data: bytes) -> None:
@@ -61,7 +66,11 @@ class _Pump(asyncio.Protocol):
                 return
             self.buf = self.buf[end + 4 + length:]
             self.counter[0] += 1
+            now = time.perf_counter()
+            if self.latencies is not None:
+                self.latencies.append(now - self.sent)
             if self.running and self.transport is not None:
+                self.sent = now
                 self.transport.write(REQUEST)
 
 
@@ -104,6 +113,7 @@ async def measure(server: str, loop: str, connections: int, seconds: float,
     proc = await start(SERVERS[server], launch,
                        logs / f"throughput-{server}-{loop}.log", None)
     counter = [0]
+    latencies: list[float] = []
     ev = asyncio.get_running_loop()
     pumps: list[_Pump] = []
     try:
@@ -112,9 +122,13 @@ async def measure(server: str, loop: str, connections: int, seconds: float,
                                                  proc.port, ssl=client_tls() if tls else None)
             pumps.append(pump)
         await asyncio.sleep(0.5)  # warm-up
+        for pump in pumps:
+            pump.latencies = latencies
         n0, c0, t0 = counter[0], _cpu_s(proc.pid), time.monotonic()
         await asyncio.sleep(seconds)
         n1, c1, t1 = counter[0], _cpu_s(proc.pid), time.monotonic()
+        for pump in pumps:
+            pump.latencies = None
     finally:
         for pump in pumps:
             pump.running = False
@@ -125,7 +139,10 @@ async def measure(server: str, loop: str, connections: int, seconds: float,
             await asyncio.wait_for(proc.process.wait(), 15)
         await proc.kill_group()
     requests = n1 - n0
-    return {"rps": requests / (t1 - t0), "cpu_us": (c1 - c0) * 1e6 / max(requests, 1)}
+    ms = [v * 1000 for v in latencies]
+    return {"rps": requests / (t1 - t0), "cpu_us": (c1 - c0) * 1e6 / max(requests, 1),
+            "p50_ms": percentile(ms, 0.50) or 0.0, "p99_ms": percentile(ms, 0.99) or 0.0,
+            "max_ms": max(ms, default=0.0)}
 
 
 async def run(loops: list[str], rounds: int, connections: int, seconds: float,
@@ -153,7 +170,9 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
                 raw.append({"server": server, "args": list(args), "variant": variant,
                             "loop": loop, "round": i + 1, **m})
                 progress.finish(f"{label} {loop} round {i + 1}",
-                                f"{m['rps']:.0f} rps, {m['cpu_us']:.1f} µs CPU/req")
+                                f"{m['rps']:.0f} rps, {m['cpu_us']:.1f} µs CPU/req, "
+                                f"p50/p99/max {m['p50_ms']:.1f}/{m['p99_ms']:.1f}/"
+                                f"{m['max_ms']:.1f} ms")
             ratios.append(per["a"][-1]["rps"] / per["b"][-1]["rps"])
             cpu_ratios.append(per["a"][-1]["cpu_us"] / per["b"][-1]["cpu_us"])
         a, b = "a", "b"
@@ -167,6 +186,10 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
             "graceful_cpu_us": statistics.median(m["cpu_us"] for m in per[a]),
             "aiohttp_cpu_us": statistics.median(m["cpu_us"] for m in per[b]),
             "cpu_ratio": statistics.median(cpu_ratios),
+            "cpu_ratio_min": min(cpu_ratios), "cpu_ratio_max": max(cpu_ratios),
+            **{f"{name}_{figure}": statistics.median(m[figure] for m in per[side])
+               for side, name in (("a", "graceful"), ("b", "aiohttp"))
+               for figure in ("p50_ms", "p99_ms", "max_ms")},
             "protocol": cost, "variant": variant,
             "a": " ".join([sides["a"][0], *sides["a"][1]]),
             "b": " ".join([sides["b"][0], *sides["b"][1]]),

@@ -355,6 +355,7 @@ class Runtime:
 
     def _finish(self, code: ExitCode) -> ExitCode:
         self.phase = Phase.STOPPED
+        self._builder.heap.release()
         self._notify("stopped", int(code))
         return code
 

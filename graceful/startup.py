@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from graceful import appstate, checks, hooks, loader, stopnotice, tls
+from graceful import appstate, checks, heap, hooks, loader, stopnotice, tls
 from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.flushing import log_invalid
@@ -66,6 +66,7 @@ class Builder:
         self.state: dict[str, Any] = {}
         self.tracker: ConnectionTracker | None = None
         self.listeners: list[Listener] = []
+        self.heap = heap.Heap()  # released by the runtime once the serve is over
 
     async def build(self) -> Started:
         config = self._config
@@ -123,6 +124,7 @@ class Builder:
             await self._takeover.before_accepting(self.checkpointer, self.state)
         sockets, self.sockets = self.sockets, []
         self.listeners += [Listener(sock, factory, ssl=ssl_context) for sock in sockets]
+        self.heap.settle()  # no full collection walks the startup heap under load
         for listener in self.listeners:
             await listener.start(config.backlog)
         return Started(app, self.state, tracker, runner, tuple(self.listeners),
@@ -147,6 +149,7 @@ class Builder:
 
     async def undo(self) -> None:
         """Undo a start that failed or was cancelled, whatever it had reached."""
+        self.heap.release()
         for sock in self.sockets:
             sock.close()
         if self.checkpointer is not None:

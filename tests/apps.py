@@ -719,6 +719,26 @@ def with_env() -> web.Application:
     app.router.add_get("/env", _env)
     return app
 
+async def heap_figures(request: web.Request) -> web.Response:
+    import gc
+
+    return web.json_response({"frozen": gc.get_freeze_count(), "walked": len(gc.get_objects())})
+
+
+def large_heap() -> web.Application:
+    """Builds 200,000 container objects at startup (caches, a restored state) and answers
+    /heap with how many objects are frozen and how many a full collection walks."""
+    app = _basic_with_route("/heap", heap_figures)
+
+    async def fill(app: web.Application) -> None:
+        app[LARGE_HEAP] = [[n] for n in range(200_000)]
+
+    app.on_startup.append(fill)
+    return app
+
+
+LARGE_HEAP = web.AppKey("large_heap", list)
+
 
 # -- per-route drain deadlines (issue 10) ----------------------------------------------------
 

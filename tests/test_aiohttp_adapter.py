@@ -4,17 +4,21 @@
    adapter (and the canary's probes, which exercise them).
 2. Requests are made of the tracked class from the start: a subclass of the app's own
    request class (isinstance holds), and nothing in graceful switches a live request's class.
+3. They are made by aiohttp's own factory function, bound to the app, with the tracked class
+   for its default: no keyword dict built per request (a functools.partial did), and
+   aiohttp's own default untouched.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 from aiohttp import web
 
 import graceful
-from graceful.http.aiohttp_internals import REQUIREMENTS
+from graceful.http.aiohttp_internals import REQUIREMENTS, factory_making
 from graceful.http.protocol import tracked_class
 
 PACKAGE = Path(graceful.__file__).parent
@@ -54,3 +58,22 @@ def test_requests_are_tracked_from_the_start() -> None:
     switching = [p.name for p in PACKAGE.rglob("*.py")
                  if p not in FENCE and "__class__" in p.read_text()]
     assert switching == []
+
+
+async def test_tracked_requests_cost_aiohttp_own_call() -> None:
+    """3."""
+    app = web.Application()
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        assert runner.server is not None
+        factory = runner.server.request_factory
+        made = factory_making(factory, tracked_class(web.Request))
+        assert getattr(made, "__self__", None) is app
+        assert made.__func__.__code__ is web.Application._make_request.__code__
+        default = inspect.signature(made.__func__).parameters["_cls"].default
+        assert default is tracked_class(web.Request)
+        untouched = inspect.signature(web.Application._make_request).parameters["_cls"].default
+        assert untouched is web.Request
+    finally:
+        await runner.cleanup()

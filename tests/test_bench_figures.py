@@ -88,3 +88,31 @@ def test_6_summary_figure_is_drawn(tmp_path) -> None:
     plots = pytest.importorskip("bench.plots")  # matplotlib: the bench extra
     path = plots.summary_grid(_summary_runs(), tmp_path)
     assert path.name == "summary.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_7_latency_counts_what_was_still_waiting_at_the_signal() -> None:
+    """A connect left to the client's SYN retries (a full accept queue) and unanswered at
+    the signal counts at the age it had reached: leaving it out would make that server's
+    p99 look better than one that accepted everything."""
+    first = Attempt(req_id="a", reused=False, start=8.0, end=8.31, outcome="ok")
+    waiting = Attempt(req_id="b", reused=False, start=8.0, end=10.4, outcome="ok")
+    later = [attempt(8.4 + n * 0.01, 8.7 + n * 0.01, "ok") for n in range(3)]
+    f = run_figures([first, waiting, *later], 10.0, 10.5, 0.3, None, None)
+    assert f["unfinished_before"] == 1
+    assert f["max_ms"] == 2000.0  # 10.0 - 8.0, a lower bound
+    assert f["latency_ms"]["first"] == {"n": 2, "p50": 310.0, "p99": 2000.0, "max": 2000.0}
+    assert f["latency_ms"]["later"]["n"] == 3
+
+
+def test_8_latency_table_compares_the_p99_overhead_in_the_same_repeat() -> None:
+    from bench.report import latency_table
+
+    runs = []
+    for server, p99 in (("graceful", 306.0), ("aiohttp", 304.0)):
+        runs.append({"server": server, "scenario": "short", "connections": 500,
+                     "signal": "SIGTERM", "repeat": 1, "p50_ms": 301.0, "p99_ms": p99,
+                     "max_ms": p99 + 1, "nominal_ms": 300.0, "unfinished_before": 0,
+                     "latency_ms": {"first": {"p99": p99}, "later": {"p99": p99}}})
+    table = latency_table(runs)
+    assert ("| short | 500 | SIGTERM | graceful | 301.0 | 306.0 | 307.0 | 306.0 | 306.0 | 0 "
+            "| 6.0 | 1.50 |") in table

@@ -159,7 +159,8 @@ class DrainingRequestHandler(RequestHandler):
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse,
                    time: float | None) -> None:
         # aiohttp calls this once per request, after its response is written.
-        _base_log_access(self, request, response, time)
+        if self.access_logger is not None:  # None: no access log, and one call less
+            _base_log_access(self, request, response, time)
         self._idle_since = _monotonic()
         self._idle_rx = self._rx
         if self.tracker.stopping:
