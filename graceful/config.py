@@ -52,6 +52,8 @@ class Config:
     # "degraded"; False: 503 "degraded".
     degraded_ready: bool = True
     backlog: int = 1024
+    # SO_REUSEPORT on the TCP listeners (run_app's reuse_port): several processes share a port.
+    reuse_port: bool = False
     # Websockets open at the stop get close code 1001 with this reason text, and this long
     # for the closing handshake before their connection is dropped.
     websocket_close_reason: str = "server stopping"

@@ -68,6 +68,9 @@ _OPTIONS = [
             help="With an optional startup check failing, readiness answers 200 "
                  "\"degraded\" (--no-degraded-ready: 503)."),
     _option("--backlog", type=click.IntRange(min=1), help="Listen backlog."),
+    _option("--reuse-port/--no-reuse-port",
+            help="Set SO_REUSEPORT on the TCP listeners, so that several processes can "
+                 "listen on one port (as run_app's reuse_port)."),
     _option("--websocket-close-reason",
             help="Reason text of the close (1001) sent to websockets at a stop."),
     _option("--websocket-close-timeout", type=SECONDS,

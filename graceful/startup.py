@@ -77,7 +77,8 @@ class Builder:
         inherited = activation.inherited_sockets()
         self.sockets = ([sock for _, sock in inherited] if inherited
                         else binding.open_sockets(config.host, config.port, config.bind,
-                                                  config.fd, config.unix_socket_mode))
+                                                  config.fd, config.unix_socket_mode,
+                                                  config.reuse_port))
         ssl_context = tls.server_context(config)  # each bad file named, before the app runs
         restored = self._open_checkpoint() if config.checkpoint is not None else {}
         app = await loader.build_app(self._source)

@@ -284,3 +284,37 @@ def test_accept_queue_served_on_unix_and_tls_listeners(tmp_path, kind):
     assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b"hello") for a, _ in answers)
     # TLS: the silent client does not hold the others' handshakes (it gets 5 s, alone)
     assert max(took for _, took in answers) < 3, answers
+
+
+def test_reuse_port_lets_two_processes_share_a_port(tmp_path):
+    """--reuse-port (run_app's reuse_port, issue 16 item 3): a second process listens on the
+    same port and both stop cleanly; without it the second is refused (exit 2)."""
+    from tests.conftest import ServerProcess
+
+    def serve(*extra: str) -> ServerProcess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "graceful", "serve", "tests.apps:basic", "--host",
+             "127.0.0.1", "--log-format", "json", *extra],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server = ServerProcess.__new__(ServerProcess)
+        ServerProcess._attach(server, proc)
+        return server
+
+    first = serve("--port", "0", "--reuse-port")
+    servers = [first]
+    try:
+        port = first.wait_for("server.started")["port"]
+        second = serve("--port", str(port), "--reuse-port")
+        servers.append(second)
+        assert second.wait_for("server.started")["port"] == port
+        refused = serve("--port", str(port))
+        servers.append(refused)
+        assert refused.proc.wait(timeout=30) == 2
+        for server in (first, second):
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(timeout=30) == 0
+    finally:
+        for server in servers:
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait()

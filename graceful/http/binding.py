@@ -23,10 +23,10 @@ _LIVE_PROBE_TIMEOUT_S = 1.0
 
 
 def open_sockets(host: str, port: int, binds: tuple[str, ...], fds: tuple[int, ...],
-                 unix_mode: int | None) -> list[socket.socket]:
+                 unix_mode: int | None, reuse_port: bool = False) -> list[socket.socket]:
     """Bound sockets for every address (not yet listening, except inherited ones)."""
     if not binds and not fds:
-        return bind_all(host, port)
+        return bind_all(host, port, reuse_port)
     socks: list[socket.socket] = []
     try:
         for spec in binds:
@@ -34,7 +34,7 @@ def open_sockets(host: str, port: int, binds: tuple[str, ...], fds: tuple[int, .
             if isinstance(parsed, Unix):
                 socks.append(bind_unix(parsed.path, unix_mode))
             else:
-                socks += bind_all(parsed.host, parsed.port)
+                socks += bind_all(parsed.host, parsed.port, reuse_port)
         socks += [adopt_fd(fd) for fd in fds]
     except BaseException:
         for sock in socks:

@@ -35,14 +35,17 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def bind_all(host: str, port: int) -> list[socket.socket]:
+def bind_all(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Bound (not yet listening) sockets on every address `host` resolves to, as asyncio's
     create_server and so run_app do: "" is every interface, IPv4 and IPv6 where the machine
     has it. With port 0 they all share the port the first one got. Listening starts when the
     app is ready (`Listener.start`): until then a connection is refused, not left waiting.
 
     Raises ConfigError naming the address: a host that does not resolve, a port in use.
+    `reuse_port` sets SO_REUSEPORT (run_app's reuse_port): several processes share the port.
     """
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("--reuse-port: SO_REUSEPORT is not available on this platform")
     try:
         addresses = _addresses(host, port)
     except socket.gaierror as err:
@@ -54,7 +57,7 @@ def bind_all(host: str, port: int) -> list[socket.socket]:
             if socks and port == 0:
                 address = (address[0], socks[0].getsockname()[1], *address[2:])
             try:
-                socks.append(_bound(family, address))
+                socks.append(_bound(family, address, reuse_port))
             except OSError as err:
                 if not host and err.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                     continue  # every interface: a family this machine lacks is skipped
@@ -78,11 +81,13 @@ def _addresses(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
     return [(family, address) for address, family in unique.items()]
 
 
-def _bound(family: int, address: tuple[Any, ...]) -> socket.socket:
+def _bound(family: int, address: tuple[Any, ...], reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if hasattr(socket, "SO_REUSEADDR") and not _is_windows():
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
