@@ -110,24 +110,16 @@ class Successor:
         return list(self._tail)
 
     def _on_ready_pipe(self) -> None:
-        try:
-            data = os.read(self._ready_fd, 64)
-        except BlockingIOError:
+        if (data := _read_ready(self._ready_fd, 64)) is None:
             return
-        except OSError:
-            data = b""
         if b"ready" in data or not data:
             self._close_reader(self._ready_fd)
             if not self._ready.done():
                 self._ready.set_result(bool(data))
 
     def _on_log_pipe(self) -> None:
-        try:
-            chunk = os.read(self._log_fd, 65536)
-        except BlockingIOError:
+        if (chunk := _read_ready(self._log_fd, 65536)) is None:
             return
-        except OSError:
-            chunk = b""
         data = self._partial + chunk
         lines, _, self._partial = data.rpartition(b"\n") if chunk else (data, b"", b"")
         if lines:
@@ -169,3 +161,14 @@ def _forward(data: bytes) -> None:
     """The successor's log lines, whole, into ours (a write error drops them, as our own)."""
     with contextlib.suppress(OSError):
         os.write(2, data)
+
+
+def _read_ready(fd: int, size: int) -> bytes | None:
+    """What a readable pipe holds: None when nothing is there after all, b"" at its end (or
+    when it broke: the successor is gone either way)."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
