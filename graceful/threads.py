@@ -65,14 +65,16 @@ def join_all(deadline: float) -> list[str]:
     if not supported():
         return []
     hooks: list[Callable[[], object]] = list(threading._threading_atexits)  # type: ignore[attr-defined]
-    if not (pending := _non_daemon_threads()):
+    # The caller is not always the main thread: the Windows service exits from SvcRun's.
+    caller = threading.current_thread()
+    if not (pending := _non_daemon_threads(caller)):
         _run_exit_hooks(hooks)  # no thread for them to wait on: they return at once
         return []
     done = _stop_waiting  # the joiner sets it when every thread is done; so does a stop
 
     def join() -> None:
         _run_exit_hooks(hooks)  # _python_exit joins executor threads without a timeout
-        while rest := _non_daemon_threads():
+        while rest := _non_daemon_threads(caller):
             for thread in rest:
                 thread.join()
         done.set()
@@ -87,7 +89,7 @@ def join_all(deadline: float) -> list[str]:
         done.wait(_left(deadline))
     except KeyboardInterrupt:
         pass
-    return [thread.name for thread in _non_daemon_threads()]
+    return [thread.name for thread in _non_daemon_threads(caller)]
 
 
 def run_atexit_handlers() -> None:
@@ -153,11 +155,11 @@ def _run_exit_hooks(hooks: list[Callable[[], object]]) -> None:
             get_logger().error("exit.thread_hook_failed", hook=repr(hook), error=repr(err))
 
 
-def _non_daemon_threads() -> list[threading.Thread]:
-    me, main = threading.current_thread(), threading.main_thread()
+def _non_daemon_threads(caller: threading.Thread) -> list[threading.Thread]:
+    """The threads the exit waits for: not the caller's, the joiner's or the main one."""
+    skip = {caller, threading.current_thread(), threading.main_thread()}
     return [thread for thread in threading.enumerate()
-            if not thread.daemon and thread is not me and thread is not main
-            and thread.is_alive()]
+            if not thread.daemon and thread not in skip and thread.is_alive()]
 
 
 def _left(deadline: float) -> float:

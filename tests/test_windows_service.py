@@ -34,13 +34,8 @@ import structlog
 from graceful import checkpoint as ckpt
 from graceful.bridge import win32 as w
 from graceful.errors import ExitCode
-from graceful.windows.service_host import (
-    ACCEPTED,
-    HINT_SLACK_S,
-    RotatingWriter,
-    ServiceHost,
-    ServiceReporter,
-)
+from graceful.windows.service_host import RotatingWriter, ServiceHost
+from graceful.windows.service_status import ACCEPTED, HINT_SLACK_S, ServiceReporter
 from tests.fake_win32 import FakeWin32
 from tests.test_windows_harness import Background, free_port, get, logged, wait_until
 
