@@ -21,6 +21,7 @@ import click
 from graceful.bridge import win32 as w
 from graceful.errors import ExitCode, GracefulError
 from graceful.serve_options import parse_serve
+from graceful.windows import scm_text
 from graceful.windows.service_host import log_file_for, parse_host_args
 
 ACCOUNTS = {"localsystem": None, "localservice": "NT AUTHORITY\\LocalService",
@@ -254,33 +255,9 @@ def status(win32: w.Win32, name: str) -> None:
     click.echo(f"  serve {serve.target} {options}")
     click.echo(f"  stop budget {serve.config.stop_budget:g}s, app dir {host.app_dir}, "
                f"logs {host.log_file or log_file_for(host.name, serve.config)}")
-    _print_config(_call(win32.query_service_config, name), _call(win32.query_service, name))
-
-
-START_NAMES = {w.SERVICE_AUTO_START: "auto", w.SERVICE_DEMAND_START: "manual", 4: "disabled"}
-
-
-def _print_config(config: w.ServiceConfig, status: w.ServiceStatus) -> None:
-    start = START_NAMES.get(config.start_type, str(config.start_type))
-    start += " (delayed)" if config.delayed_start else ""
-    click.echo(f"  start: {start}, account {config.account}, depends on "
-               f"{', '.join(config.dependencies) or '-'}")
-    if config.failure_actions is None:
-        click.echo("  recovery: not readable from this SCM")
-        restarts = []
-    else:
-        restarts = [delay for action, delay in config.failure_actions
-                    if action == w.SC_ACTION_RESTART]
-    if restarts:
-        click.echo(f"  recovery: restart after {restarts[0] / 1000:g}s, {len(restarts)} times; "
-                   f"counts reset after {config.failure_reset_s}s")
-    elif config.failure_actions is not None:
-        click.echo("  recovery: none")
-    if status.win32_exit_code == w.ERROR_SERVICE_SPECIFIC_ERROR:
-        click.echo(f"  last exit: {status.service_exit_code} (service-specific; win32 "
-                   f"{status.win32_exit_code})")
-    else:
-        click.echo(f"  last exit: win32 {status.win32_exit_code}")
+    for line in scm_text.config_lines(_call(win32.query_service_config, name),
+                                      _call(win32.query_service, name)):
+        click.echo(line)
 
 
 def _stop(win32: w.Win32, name: str, timeout: float) -> w.ServiceStatus:
@@ -314,14 +291,7 @@ def _wait(win32: w.Win32, name: str, states: set[int], timeout: float) -> w.Serv
 
 
 def _print(name: str, status: w.ServiceStatus) -> None:
-    line = f"{name}: {status.state_name}"
-    if status.pid:
-        line += f" pid={status.pid}"
-    if status.checkpoint or status.wait_hint_ms:
-        line += f" checkpoint={status.checkpoint} wait_hint_ms={status.wait_hint_ms}"
-    if status.win32_exit_code:
-        line += f" win32_exit={status.win32_exit_code} exit_code={status.service_exit_code}"
-    click.echo(line)
+    click.echo(scm_text.status_line(name, status))
 
 
 def _environment(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
