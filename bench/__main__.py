@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import plots, report
+from bench import report
 from bench.drain import SIGNALS, RunSpec, run_one
 from bench.progress import Progress
 from bench.scenarios import NAMES, build
@@ -133,6 +133,8 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     for spec in specs:
         results.append(await run_one(spec, args.out, progress))
     (args.out / "drain.json").write_text(json.dumps({"env": env, "runs": results}))
+    from bench import plots  # matplotlib (the bench extra): only the modes that draw need it
+
     for path in [plots.summary_grid(results, args.out), *plots.timelines(results, args.out),
                  plots.loss_bars(results, args.out)]:
         print(f"plot: {path}", file=sys.stderr)
