@@ -20,7 +20,8 @@ from graceful.serve_options import SECONDS, serve_options
 class _OneLineErrors(click.Group):
     """Usage errors (a bad value, an unknown option) in one line, `graceful: error: ...`,
     exit 2, like every other error of the command line: click's own form takes four.
-    `service` is imported when asked for: `graceful serve` does not pay for it at start."""
+    `service` and `restart` are imported when asked for: `graceful serve` does not pay for
+    them at start."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _one_line_usage_errors():
@@ -31,13 +32,17 @@ class _OneLineErrors(click.Group):
             return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "service"])
+        return sorted([*super().list_commands(ctx), "restart", "service"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "service":
             from graceful.service_cli import service
 
             return service
+        if name == "restart":
+            from graceful.restart_cli import restart
+
+            return restart
         return super().get_command(ctx, name)
 
 
@@ -260,9 +265,6 @@ main.add_command(click.Command(
          "bind), validate the options, and print the stop budget: each phase and the worst "
          "case from the stop signal to the exit."))
 
-from graceful.restart_cli import restart  # noqa: E402
-
-
 @main.command()
 @click.argument("logfile", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--run", "run_number", type=click.IntRange(min=1), default=None,
@@ -284,6 +286,3 @@ def timeline(logfile: Path, run_number: int | None, png: Path | None) -> None:
     except GracefulError as err:
         _fail(err)
 
-
-
-main.add_command(restart)

@@ -10,6 +10,8 @@ bare aiohttp's plus 20 %). Not a timed test: it reads `sys.modules` in the serve
 2. The start does not walk the whole heap: the collection before listening is of the young
    generations only (a full one was 10 to 18 ms of the bench app's start, 73 ms with the
    200,000-object test app, and found nothing to free).
+3. A numeric host is bound without the resolver (as asyncio's create_server does), at the
+   address the resolver gives; names and the other spellings still go to the resolver.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from graceful.heap import Heap
+from graceful.http import listeners
 from tests.conftest import ROOT, ServerProcess
 from tests.rawhttp import get
 
@@ -43,8 +49,9 @@ def create_app():
     return app
 '''
 
-NOT_IMPORTED = {"rich", "better_exceptions", "tomllib", "graceful.checkpoint", "graceful.metrics", "prometheus_client", "watchfiles",
-                "graceful.service_cli", "graceful.timeline", "graceful.check",
+NOT_IMPORTED = {"rich", "better_exceptions", "tomllib", "encodings.idna", "graceful.checkpoint",
+                "graceful.metrics", "prometheus_client", "watchfiles", "graceful.service_cli",
+                "graceful.restart_cli", "graceful.timeline", "graceful.check",
                 "graceful.windows"}
 
 
@@ -97,3 +104,17 @@ def test_the_start_collects_the_young_generations_only():
     finally:
         heap.release()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "0:0:0:0:0:0:0:1", "::",
+                                  "::ffff:127.0.0.1"])
+def test_a_numeric_host_is_bound_where_the_resolver_would_bind_it(host):
+    """3."""
+    infos = socket.getaddrinfo(host, 8080, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    assert listeners._numeric(host, 8080) == (infos[0][0], infos[0][4])
+
+
+@pytest.mark.parametrize("host", ["", "localhost", "127.1", "127.000.000.001", "fe80::1%lo"])
+def test_other_hosts_go_to_the_resolver(host):
+    """3."""
+    assert listeners._numeric(host, 8080) is None
