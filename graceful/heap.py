@@ -22,11 +22,40 @@ the 200,000-object test app, and found nothing to free in either; the old genera
 garbage, if an app leaves some, is frozen with the rest (memory, never a pause). The next
 full collection then comes sooner (its counters were not reset), but walks only what was
 made since the freeze.
+
+`imports_frozen()` does the same earlier for `graceful serve`'s own imports (aiohttp,
+structlog, graceful's runtime: 60,000 objects, most of the heap), before the app is
+imported: with the collector off while they are imported, and frozen without a walk. The
+young collections that would have run meanwhile (90 of them, each walking what the last
+ones left) were 10 ms of the start; the garbage they would have found, 1,400 objects (about
+0.2 MB), is kept until the serve ends. The app is imported, built and started with the
+collector on, as under run_app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
+
+_imports_frozen = False  # the frozen objects are graceful's imports (imports_frozen())
+
+
+@contextlib.contextmanager
+def imports_frozen() -> Iterator[None]:
+    """The imports in the block with the collector off, then frozen (CLI only: a program
+    embedding graceful has its own heap)."""
+    global _imports_frozen
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        _imports_frozen = True
+        gc.enable()
 
 
 class Heap:
@@ -38,15 +67,15 @@ class Heap:
     def settle(self) -> None:
         # An application that disabled the collector manages its heap itself; one that
         # froze it already is left as it set it (release would undo its freeze).
-        if not gc.isenabled() or gc.get_freeze_count():
+        if not gc.isenabled() or (gc.get_freeze_count() and not _imports_frozen):
             return
         gc.collect(1)
         gc.freeze()
         self._froze = True
 
     def release(self) -> None:
-        """Unfreeze what settle() froze, so that a process that serves again (tests, an
-        embedding program) can collect what the last serve left behind."""
+        """Unfreeze what settle() froze (and imports_frozen()), so that a process that serves
+        again (tests, an embedding program) can collect what the last serve left behind."""
         if self._froze:
             self._froze = False
             gc.unfreeze()

@@ -7,6 +7,8 @@ bare aiohttp's plus 20 %). Not a timed test: it reads `sys.modules` in the serve
    rich alone was 45 to 80 ms of a 250 ms start), tomllib, the checkpoint package, the
    metrics, the service and timeline commands. A `rich` and a `better_exceptions` are put
    on the path here, so that the test does not depend on what the venv has installed.
+   What it imports is imported with the collector off and frozen before the app's import
+   (no young collection walks it: 10 ms); the app is imported with the collector on.
 2. The start does not walk the whole heap: the collection before listening is of the young
    generations only (a full one was 10 to 18 ms of the bench app's start, 73 ms with the
    200,000-object test app, and found nothing to free).
@@ -34,13 +36,16 @@ from tests.conftest import ROOT, ServerProcess
 from tests.rawhttp import get
 
 APP = '''\
+import gc
 import sys
 
 from aiohttp import web
 
+AT_IMPORT = {"collector_on": gc.isenabled(), "frozen": gc.get_freeze_count()}
+
 
 async def modules(request):
-    return web.json_response(sorted(sys.modules))
+    return web.json_response({"modules": sorted(sys.modules), "at_import": AT_IMPORT})
 
 
 def create_app():
@@ -79,7 +84,8 @@ def test_a_plain_serve_imports_nothing_it_does_not_use(tmp_path):
         server.started()
         response = asyncio.run(get(server.port, "/modules"))
         assert response.status == 200
-        imported = set(json.loads(response.body))
+        figures = json.loads(response.body)
+        imported = set(figures["modules"])
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
     finally:
@@ -90,6 +96,9 @@ def test_a_plain_serve_imports_nothing_it_does_not_use(tmp_path):
               if any(name == lazy or name.startswith(f"{lazy}.") for lazy in NOT_IMPORTED)}
     assert not loaded
     assert "structlog" in imported and "aiohttp" in imported  # what it does need
+    # graceful's own imports were frozen before the app's, which runs with the collector on
+    assert figures["at_import"]["collector_on"]
+    assert figures["at_import"]["frozen"] > 20_000
 
 
 def test_the_start_collects_the_young_generations_only():
