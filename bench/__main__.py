@@ -79,15 +79,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for p in (drain, thr, st, crash):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
-    rep.add_argument("--drain", type=Path, action="append", required=True,
-                     help="a drain.json (repeatable)")
+    rep.add_argument("--drain", type=Path, action="append",
+                     help="a drain.json (repeatable; required unless --update)")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
     rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
     rep.add_argument("--stream", type=Path, help="a stream.json")
     rep.add_argument("--startup", type=Path, help="a startup.json")
     rep.add_argument("--crash", type=Path, help="a crash.json")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
+    rep.add_argument("--update", action="store_true",
+                     help="rewrite only the sections of the files given (--startup, --crash) "
+                          "in the existing --write file")
     args = parser.parse_args(argv)
+    if args.mode == "report" and not args.update and not args.drain:
+        parser.error("report needs --drain (or --update with --startup/--crash)")
     if args.mode == "stream":
         from bench.stream import STREAM_SERVERS
 
@@ -200,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "report":
         from bench import results
 
+        if args.update:
+            results.update(args.write, args.startup, args.crash)
+            print(f"updated {args.write}", file=sys.stderr)
+            return 0
         for path in results.write(args.drain, args.throughput, args.write, args.notes,
                                   args.stream, args.startup, args.crash):
             print(f"plot: {path}", file=sys.stderr)
