@@ -119,11 +119,14 @@ def serve(target: str, **options: Any) -> None:
             _fail(err)
         importlib.import_module("graceful.runner")  # the runtime, before the app's import
     try:
-        source = loader.import_target(target, app_dir)
-    except GracefulError as err:
-        _fail(err)
-    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
-    code = _run(source, config, bridge)
+        try:
+            source = loader.import_target(target, app_dir)
+        except GracefulError as err:
+            _fail(err)
+        logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+        code = _run(source, config, bridge)
+    finally:
+        heap.thaw_imports()  # where the process outlives the serve (a test's CliRunner)
     _exit_now(code)
 
 

@@ -52,10 +52,21 @@ def imports_frozen() -> Iterator[None]:
     gc.disable()
     try:
         yield
-    finally:
-        gc.freeze()
-        _imports_frozen = True
+    except BaseException:  # the start fails here (exit 2): nothing to freeze for
         gc.enable()
+        raise
+    gc.freeze()
+    _imports_frozen = True
+    gc.enable()
+
+
+def thaw_imports() -> None:
+    """Undo imports_frozen() where the process goes on (a start that failed, run in-process
+    by a test); a serve that ran ends the process, or Heap.release() thawed them already."""
+    global _imports_frozen
+    if _imports_frozen:
+        _imports_frozen = False
+        gc.unfreeze()
 
 
 class Heap:
@@ -77,6 +88,8 @@ class Heap:
     def release(self) -> None:
         """Unfreeze what settle() froze (and imports_frozen()), so that a process that serves
         again (tests, an embedding program) can collect what the last serve left behind."""
+        global _imports_frozen
         if self._froze:
             self._froze = False
+            _imports_frozen = False
             gc.unfreeze()

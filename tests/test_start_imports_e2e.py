@@ -12,6 +12,7 @@ bare aiohttp's plus 20 %). Not a timed test: it reads `sys.modules` in the serve
 2. The start does not walk the whole heap: the collection before listening is of the young
    generations only (a full one was 10 to 18 ms of the bench app's start, 73 ms with the
    200,000-object test app, and found nothing to free).
+   A serve run in-process (a test's CliRunner) leaves the collector as it found it.
 3. A numeric host is bound without the resolver (as asyncio's create_server does), at the
    address the resolver gives; names and the other spellings still go to the resolver.
 """
@@ -29,7 +30,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from graceful import cli
 from graceful.heap import Heap
 from graceful.http import listeners
 from tests.conftest import ROOT, ServerProcess
@@ -113,6 +116,17 @@ def test_the_start_collects_the_young_generations_only():
     finally:
         heap.release()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_serve_in_process_leaves_the_collector_as_it_found_it(monkeypatch):
+    """2."""
+    monkeypatch.setattr(cli, "_run", lambda source, config, bridge: 0)
+    monkeypatch.setattr(cli, "_exit_now", cli._exit)  # os._exit would end pytest itself
+    monkeypatch.setattr("graceful.bridge.default_bridge", lambda: None)  # no signals taken
+    for target, code in (("tests.apps:basic", 0), ("no_such_module:app", 2)):
+        result = CliRunner().invoke(cli.main, ["serve", target])
+        assert result.exit_code == code, result.output
+        assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "0:0:0:0:0:0:0:1", "::",
