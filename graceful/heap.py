@@ -46,7 +46,8 @@ def imports_frozen() -> Iterator[None]:
     """The imports in the block with the collector off, then frozen (CLI only: a program
     embedding graceful has its own heap)."""
     global _imports_frozen
-    if not gc.isenabled() or gc.get_freeze_count():
+    # Not get_freeze_count() once graceful froze its imports: it walks every frozen object.
+    if not gc.isenabled() or (not _imports_frozen and gc.get_freeze_count()):
         yield
         return
     gc.disable()
