@@ -22,7 +22,7 @@ from bench.servers import SERVERS
 
 OUT = Path(__file__).resolve().parent / "out"
 PACKAGES = ("aiohttp-graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
-            "httptools")
+            "httptools", "structlog", "rich")  # rich: structlog imports it where installed
 
 
 def _csv(value: str) -> list[str]:
