@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import plots, report
+from bench import report
 from bench.drain import SIGNALS, RunSpec, run_one
 from bench.progress import Progress
 from bench.scenarios import NAMES, build
@@ -22,7 +22,7 @@ from bench.servers import SERVERS
 
 OUT = Path(__file__).resolve().parent / "out"
 PACKAGES = ("aiohttp-graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
-            "httptools")
+            "httptools", "structlog", "rich")  # rich: structlog imports it where installed
 
 
 def _csv(value: str) -> list[str]:
@@ -79,15 +79,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for p in (drain, thr, st, crash):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
-    rep.add_argument("--drain", type=Path, action="append", required=True,
-                     help="a drain.json (repeatable)")
+    rep.add_argument("--drain", type=Path, action="append",
+                     help="a drain.json (repeatable; required unless --update)")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
     rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
     rep.add_argument("--stream", type=Path, help="a stream.json")
     rep.add_argument("--startup", type=Path, help="a startup.json")
     rep.add_argument("--crash", type=Path, help="a crash.json")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
+    rep.add_argument("--update", action="store_true",
+                     help="rewrite only the sections of the files given (--startup, --crash) "
+                          "in the existing --write file")
     args = parser.parse_args(argv)
+    if args.mode == "report" and not args.update and not args.drain:
+        parser.error("report needs --drain (or --update with --startup/--crash)")
     if args.mode == "stream":
         from bench.stream import STREAM_SERVERS
 
@@ -133,6 +138,8 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     for spec in specs:
         results.append(await run_one(spec, args.out, progress))
     (args.out / "drain.json").write_text(json.dumps({"env": env, "runs": results}))
+    from bench import plots  # matplotlib (the bench extra): only the modes that draw need it
+
     for path in [plots.summary_grid(results, args.out), *plots.timelines(results, args.out),
                  plots.loss_bars(results, args.out)]:
         print(f"plot: {path}", file=sys.stderr)
@@ -198,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "report":
         from bench import results
 
+        if args.update:
+            results.update(args.write, args.startup, args.crash)
+            print(f"updated {args.write}", file=sys.stderr)
+            return 0
         for path in results.write(args.drain, args.throughput, args.write, args.notes,
                                   args.stream, args.startup, args.crash):
             print(f"plot: {path}", file=sys.stderr)

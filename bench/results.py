@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import plots, report
+from bench import report
 
 
 def _env_lines(env: dict[str, Any]) -> list[str]:
@@ -23,11 +23,12 @@ def startup_section(doc: dict[str, Any]) -> list[str]:
                                [c / 1000 for c in [r["cpu_median_ms"]] if c is not None])
             for r in doc["rows"]]
     return ["## Start time (exec to the first 200)", "", *_env_lines(doc["env"]), "",
-            "Each server started in turn, the same app; wall time from the exec to the first "
-            "`GET /` answered 200, and the CPU time the process had used by then (its median "
-            "over the starts; steadier than the wall time on a shared machine). The CPU is "
-            "the first process's only: hypercorn and granian serve from child processes, "
-            "whose CPU it does not count.", "",
+            "Each server started in turn, the order reversed every other round (A B C C B "
+            "A ...), the same app; wall time from the exec to the first `GET /` answered "
+            "200, and the CPU time the process had used by then (the scheduler's count, its "
+            "median over the starts; steadier than the wall time on a shared machine). The "
+            "CPU is the first process's only: hypercorn and granian serve from child "
+            "processes, whose CPU it does not count.", "",
             startup.table(rows), ""]
 
 
@@ -65,9 +66,36 @@ def stream_section(doc: dict[str, Any]) -> list[str]:
             table(doc["runs"]), ""]
 
 
+def update(target: Path, startup_file: Path | None = None,
+           crash_file: Path | None = None) -> None:
+    """Rewrite only these sections of an existing RESULTS.md, from their JSON files; the
+    others (and their JSON files, which need not be at hand) are left as they are."""
+    text = target.read_text()
+    for file, section in ((startup_file, startup_section), (crash_file, crash_section)):
+        if file is not None:
+            text = _replace_section(text, section(json.loads(file.read_text())))
+    target.write_text(text)
+
+
+def _replace_section(text: str, lines: list[str]) -> str:
+    """`text` with the section headed `lines[0]` (up to the next `## ` heading) replaced by
+    `lines`; appended before the plots when there is none."""
+    heading = lines[0]
+    new = "\n".join(lines) + "\n"
+    start = text.find(heading + "\n")
+    if start < 0:
+        start = end = text.find("## Plots\n") if "## Plots\n" in text else len(text)
+    else:
+        end = text.find("\n## ", start + len(heading))
+        end = len(text) if end < 0 else end + 1
+    return text[:start] + new + text[end:]
+
+
 def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
           notes: Path | None, stream_file: Path | None = None,
           startup_file: Path | None = None, crash_file: Path | None = None) -> list[Path]:
+    from bench import plots  # matplotlib: update() does without it
+
     images = target.parent / "results"
     images.mkdir(parents=True, exist_ok=True)
     docs = [json.loads(p.read_text()) for p in drain_files]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -119,10 +120,17 @@ def serve_options(func: F) -> F:
     return func
 
 
-@click.command("serve")
-@serve_options
-def _parser(**options: Any) -> None:
-    """serve's arguments, for reading them outside the serve command."""
+@functools.cache
+def _parser() -> click.Command:
+    """serve's arguments, for reading them outside the serve command (built when first asked
+    for: `graceful serve` itself does not pay for a second set of options at start)."""
+
+    @click.command("serve")
+    @serve_options
+    def parser(**options: Any) -> None:
+        pass
+
+    return parser
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +150,7 @@ def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
     environment variables are not read (the service host, `service status`)."""
     try:
         with contextlib.nullcontext() if environ else _without_graceful_env():
-            ctx = _parser.make_context("graceful serve", list(args))
+            ctx = _parser().make_context("graceful serve", list(args))
         params = dict(ctx.params)
         target = params.pop("target")
         app_dir = params.pop("app_dir")
