@@ -19,7 +19,8 @@ import sys
 import threading
 
 READY_FD_ENV = "GRACEFUL_RESTART_READY_FD"  # set for a restart's successor (successor.py)
-NICE = 10  # the niced thread gets about a tenth of the CPU the old process's thread gets
+NICE = 10  # more than the process's own: the thread gets about a tenth of the CPU the old
+# process's thread gets
 MODULES = ("graceful.cli", "graceful.runner", "graceful.logs", "graceful.http.aiohttp_check",
            "aiohttp.web", "uvloop")
 
@@ -34,8 +35,10 @@ def in_successor() -> None:
 
 
 def _import_niced() -> None:
-    with contextlib.suppress(OSError):  # on Linux, PRIO_PROCESS with a thread id: that thread
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    thread = threading.get_native_id()  # on Linux, PRIO_PROCESS with a thread id: that thread
+    with contextlib.suppress(OSError):
+        nice = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(nice + NICE, 19))
     for name in MODULES:
         with contextlib.suppress(Exception):  # the main thread imports it again, and fails loud
             importlib.import_module(name)
