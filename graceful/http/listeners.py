@@ -131,8 +131,9 @@ class Listener:
     """One listening socket served by the loop."""
 
     def __init__(self, sock: socket.socket, factory: ProtocolFactory, *,
-                 ssl: ssl.SSLContext | None = None) -> None:
+                 ssl: ssl.SSLContext | None = None, name: str = "") -> None:
         self.sock = sock
+        self.name = name  # LISTEN_FDNAMES: a restart and systemd's fd store pass it on
         name = sock.getsockname()
         # (host, port), or a Unix socket's path
         self.address: tuple[str, int] | str = name if isinstance(name, str) else name[:2]
