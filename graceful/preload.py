@@ -25,10 +25,17 @@ MODULES = ("graceful.cli", "graceful.runner", "graceful.logs", "graceful.http.ai
            "aiohttp.web", "uvloop")
 
 
+_done = False
+
+
 def in_successor() -> None:
-    """In a restart's successor (Linux): import MODULES on a niced thread, then return."""
-    if READY_FD_ENV not in os.environ or not sys.platform.startswith("linux"):
+    """In a restart's successor (Linux): import MODULES on a niced thread, then return.
+    Called by `python -m graceful` before anything else, and by `graceful serve` (the
+    console script's way in) once the stop signals are taken over; the second call is free."""
+    global _done
+    if _done or READY_FD_ENV not in os.environ or not sys.platform.startswith("linux"):
         return
+    _done = True
     thread = threading.Thread(target=_import_niced, name="graceful-preload", daemon=True)
     thread.start()
     thread.join()

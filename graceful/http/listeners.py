@@ -134,9 +134,9 @@ class Listener:
                  ssl: ssl.SSLContext | None = None, name: str = "") -> None:
         self.sock = sock
         self.name = name  # LISTEN_FDNAMES: a restart and systemd's fd store pass it on
-        name = sock.getsockname()
+        bound = sock.getsockname()
         # (host, port), or a Unix socket's path
-        self.address: tuple[str, int] | str = name if isinstance(name, str) else name[:2]
+        self.address: tuple[str, int] | str = bound if isinstance(bound, str) else bound[:2]
         self._family = sock.family
         self._factory = factory
         self._ssl = ssl
