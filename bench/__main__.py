@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.drain import SIGNALS, RunSpec, run_one
+from bench.drain import RESTART_SIGNAL, SIGNALS, RunSpec, run_one
 from bench.progress import Progress
 from bench.scenarios import NAMES, build
-from bench.servers import SERVERS
+from bench.servers import DRAIN_SERVERS, RESTART_SERVERS, SERVERS
 
 OUT = Path(__file__).resolve().parent / "out"
 PACKAGES = ("aiohttp-graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
@@ -33,19 +33,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="mode", required=True)
     drain = sub.add_parser("drain", help="request loss and drain cost under a stop signal")
-    drain.add_argument("--servers", type=_csv, default=list(SERVERS),
-                       help=f"comma list of: {', '.join(SERVERS)}")
+    drain.add_argument("--servers", type=_csv, default=None,
+                       help=f"comma list of: {', '.join(SERVERS)} (default: "
+                            f"{', '.join(RESTART_SERVERS)} for the restart scenarios, the "
+                            "others for the rest)")
     drain.add_argument("--scenario", type=_csv, default=["short"],
                        help=f"comma list of: {', '.join(NAMES)}")
     drain.add_argument("--connections", type=lambda v: [int(x) for x in _csv(v)],
                        default=[50])
     drain.add_argument("--latency-ms", type=float, default=300.0,
                        help="handler time of the short and prestop scenarios")
-    drain.add_argument("--signal", type=_csv, default=["TERM"], help="TERM, INT or both")
+    drain.add_argument("--signal", type=_csv, default=["TERM"],
+                       help="TERM, INT or both (the restart scenarios: always HUP)")
     drain.add_argument("--repeat", type=int, default=1)
     drain.add_argument("--peer-defaults", action="store_true",
                        help="run peers without their drain-timeout option (their defaults); "
                             "graceful always gets the scenario's --drain-timeout")
+    drain.add_argument("--checkpoint", action="store_true",
+                       help="restart scenarios: graceful keeps a counter of the 200s in a "
+                            "checkpoint, checked against the clients' count")
     stream = sub.add_parser("stream", help="SSE streams and keep-alive GETs under SIGTERM")
     stream.add_argument("--servers", type=_csv, default=None,
                         help="comma list (default: graceful, graceful-stopping and the peers)")
@@ -101,7 +107,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
             if name not in STREAM_SERVERS:
                 parser.error(f"unknown server {name!r} ({', '.join(STREAM_SERVERS)})")
     if args.mode == "drain":
-        for name in args.servers:
+        for name in args.servers or ():
             if name not in SERVERS:
                 parser.error(f"unknown server {name!r}")
         for name in args.signal:
@@ -128,11 +134,22 @@ def environment(argv: list[str]) -> dict[str, Any]:
     }
 
 
+def drain_specs(args: argparse.Namespace) -> list[RunSpec]:
+    """Every run, the servers of a repeat one after the other (A B C A B C: a load change on
+    the shared machine falls on all of them alike)."""
+    specs = []
+    for scenario in (build(name, args.latency_ms) for name in args.scenario):
+        default = RESTART_SERVERS if scenario.restart else DRAIN_SERVERS
+        signals = [RESTART_SIGNAL] if scenario.restart else args.signal
+        specs += [RunSpec(SERVERS[server], scenario, conns, sig, rep, args.peer_defaults,
+                          args.checkpoint)
+                  for conns in args.connections for sig in signals
+                  for rep in range(args.repeat) for server in args.servers or default]
+    return specs
+
+
 async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
-    specs = [RunSpec(SERVERS[server], build(scenario, args.latency_ms), conns, sig, rep,
-                     args.peer_defaults)
-             for scenario in args.scenario for conns in args.connections
-             for sig in args.signal for rep in range(args.repeat) for server in args.servers]
+    specs = drain_specs(args)
     progress = Progress(len(specs))
     results = []
     for spec in specs:
@@ -144,11 +161,16 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
                  plots.loss_bars(results, args.out)]:
         print(f"plot: {path}", file=sys.stderr)
     print(f"raw results: {args.out / 'drain.json'}", file=sys.stderr)
-    print(report.drain_table(results))
-    print()
-    print(report.loss_summary(results))
-    print()
-    print(report.latency_table(results))
+    restarts = [r for r in results if r["signal"] == f"SIG{RESTART_SIGNAL}"]
+    if restarts:
+        print(report.restart_table(restarts))
+        print()
+    if stops := [r for r in results if r not in restarts]:
+        print(report.drain_table(stops))
+        print()
+        print(report.loss_summary(stops))
+        print()
+        print(report.latency_table(stops))
     return 0
 
 

@@ -18,9 +18,10 @@ from bench.figures import run_figures, timeline
 from bench.load import LoadConfig, LoadState, finish_clients, probe_listener, start_clients
 from bench.progress import Progress
 from bench.scenarios import Scenario
-from bench.servers import Launch, Server, start
+from bench.servers import Launch, Proc, Server, start
 
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
+RESTART_SIGNAL = "HUP"  # the restart scenario's (bench/restart.py)
 if hasattr(signal, "CTRL_BREAK_EVENT"):  # Windows: the console event graceful maps to a stop
     SIGNALS = {"BREAK": signal.CTRL_BREAK_EVENT}
 
@@ -33,6 +34,7 @@ class RunSpec:
     sig: str
     repeat: int
     peer_defaults: bool = False
+    checkpoint: bool = False  # restart scenario: graceful keeps a counter in a checkpoint
 
     @property
     def label(self) -> str:
@@ -45,25 +47,65 @@ class RunSpec:
                 f"-{self.repeat + 1}")
 
 
-async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
-                  attempt_timeout_s: float | None = None) -> dict[str, Any]:
+@dataclasses.dataclass
+class Loaded:
+    """A server started and under load: what a run's signal and figures work on."""
+
+    proc: Proc
+    state: LoadState
+    tasks: list[asyncio.Task[None]]
+    seen_log: Path
+
+
+async def start_under_load(spec: RunSpec, out: Path, launch: Launch,
+                           attempt_timeout_s: float, progress: Progress | None) -> Loaded:
+    """Start the server, start the clients, and return after the scenario's warm-up."""
     sc = spec.scenario
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     seen_log = logs / f"{spec.slug}.seen"
     seen_log.unlink(missing_ok=True)
-    launch = Launch(port=0, drain_timeout_s=sc.drain_timeout_s,
-                    peer_defaults=spec.peer_defaults, pre_stop_s=sc.pre_stop_s)
     proc = await start(spec.server, launch, logs / f"{spec.slug}.log", seen_log)
-    kill_after = sc.drain_timeout_s + sc.pre_stop_s + sc.nominal_s + 8.0
     cfg = LoadConfig(port=proc.port, connections=spec.connections, request=sc.request,
-                     stagger_s=sc.nominal_s,
-                     attempt_timeout_s=attempt_timeout_s or kill_after + sc.nominal_s + 5)
+                     stagger_s=sc.nominal_s, attempt_timeout_s=attempt_timeout_s)
     state = LoadState()
-    killed = orphans = False
-    tasks = start_clients(cfg, state)
+    loaded = Loaded(proc, state, start_clients(cfg, state), seen_log)
     try:
         await _warm_up(sc.warmup_s, state, spec.label, progress)
+    except BaseException:
+        await stop_load(loaded)
+        raise
+    return loaded
+
+
+async def stop_load(loaded: Loaded, grace_s: float = 1.0) -> set[str]:
+    """Stop the clients, kill what is left of the server's group, classify every attempt;
+    the request ids the app saw."""
+    loaded.state.stopped = True
+    await loaded.proc.kill_group()
+    await finish_clients(loaded.tasks, grace_s=grace_s)
+    seen = _read_seen(loaded.seen_log)
+    for a in loaded.state.attempts:
+        a.outcome = classify(a, seen).value
+    return seen
+
+
+async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
+                  attempt_timeout_s: float | None = None) -> dict[str, Any]:
+    sc = spec.scenario
+    if sc.restart:
+        from bench.restart import run_restart
+
+        return await run_restart(spec, out, progress)
+    launch = Launch(port=0, drain_timeout_s=sc.drain_timeout_s,
+                    peer_defaults=spec.peer_defaults, pre_stop_s=sc.pre_stop_s)
+    kill_after = sc.drain_timeout_s + sc.pre_stop_s + sc.nominal_s + 8.0
+    loaded = await start_under_load(spec, out, launch,
+                                    attempt_timeout_s or kill_after + sc.nominal_s + 5,
+                                    progress)
+    proc, state = loaded.proc, loaded.state
+    killed = orphans = False
+    try:
         t_signal, wall_signal = time.monotonic(), time.time()
         proc.signal(SIGNALS[spec.sig])
         prober = asyncio.create_task(probe_listener(proc.port, state))
@@ -77,30 +119,30 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
         orphans = await _outlived(proc.pid, 0.2)
         await proc.kill_group()
         last_accept, refused_first = await prober
-        await finish_clients(tasks, grace_s=5.0)
+        await finish_clients(loaded.tasks, grace_s=5.0)
     finally:
-        state.stopped = True
-        await proc.kill_group()
-        await finish_clients(tasks, grace_s=1.0)
-    seen = _read_seen(seen_log)
-    for a in state.attempts:
-        a.outcome = classify(a, seen).value
+        seen = await stop_load(loaded)
     logged_exit = _logged_exit(proc.log, wall_signal)
     figures = run_figures(state.attempts, t_signal, t_exit, sc.nominal_s, refused_first,
                           last_accept, sc.pre_stop_s if spec.server.pre_stop else 0.0,
                           logged_exit)
     result = {
-        "server": spec.server.name, "scenario": sc.name, "connections": spec.connections,
-        "signal": f"SIG{spec.sig}", "repeat": spec.repeat + 1,
-        "peer_defaults": spec.peer_defaults, "exit_code": proc.process.returncode,
-        "killed": killed, "orphans": orphans, "seen_by_app": len(seen),
-        "nominal_ms": round(sc.nominal_s * 1000, 1), **figures,
+        **run_head(spec), "exit_code": proc.process.returncode,
+        "killed": killed, "orphans": orphans, "seen_by_app": len(seen), **figures,
         "logged_exit_s": logged_exit,
         "timeline": timeline(state.attempts, t_signal, t_exit),
     }
     if progress is not None:
         progress.finish(spec.label, one_line(result))
     return result
+
+
+def run_head(spec: RunSpec) -> dict[str, Any]:
+    """What identifies a run in its result."""
+    return {"server": spec.server.name, "scenario": spec.scenario.name,
+            "connections": spec.connections, "signal": f"SIG{spec.sig}",
+            "repeat": spec.repeat + 1, "peer_defaults": spec.peer_defaults,
+            "nominal_ms": round(spec.scenario.nominal_s * 1000, 1)}
 
 
 def one_line(r: dict[str, Any]) -> str:
@@ -124,12 +166,22 @@ async def _warm_up(seconds: float, state: LoadState, label: str,
 def _logged_exit(log: Path, wall_signal: float) -> float | None:
     """Seconds from the signal to the server's own ``process.exit`` log event (graceful's
     JSON log): what is left of the drain time after it is the interpreter's teardown."""
-    for line in reversed(log.read_text(errors="replace").splitlines()):
-        if '"process.exit"' in line:
-            with contextlib.suppress(ValueError, KeyError):
-                stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+    for event in reversed(log_events(log)):
+        if event.get("event") == "process.exit":
+            with contextlib.suppress(AttributeError, KeyError, ValueError):
+                stamp = event["timestamp"].replace("Z", "+00:00")
                 return round(datetime.datetime.fromisoformat(stamp).timestamp() - wall_signal, 4)
     return None
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a server's log (graceful's), in order."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+    return found
 
 
 async def _outlived(pgid: int, grace_s: float) -> bool:

@@ -6,7 +6,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
-from bench.client import OUTCOMES, Attempt, Outcome
+from bench.client import OUTCOMES, RESET, Attempt, Outcome
 
 BIN_S = 0.02
 
@@ -75,6 +75,32 @@ def run_figures(attempts: list[Attempt], t_signal: float, t_exit: float, nominal
     }
 
 
+def restart_figures(attempts: list[Attempt], t_signal: float, window_s: float,
+                    hand_over_s: float | None, nominal_s: float) -> dict[str, Any]:
+    """A restart run's own figures (bench/restart.py): resets, the 200s after the signal,
+    latency of the requests started in the window (and in the hand-over, when the server
+    says when it ended), and the pause: the longest of those beyond the nominal time."""
+    def started_within(seconds: float) -> list[float]:
+        return [(a.end - a.start) * 1000 for a in attempts if a.outcome == Outcome.OK
+                and t_signal <= a.start <= t_signal + seconds]
+
+    window = started_within(window_s)
+    return {
+        "reset": sum(a.error == RESET for a in attempts),
+        "ok_after_signal": sum(a.outcome == Outcome.OK and a.start >= t_signal
+                               for a in attempts),
+        "window_s": window_s,
+        "window_ms": _spread(window),
+        "hand_over_ms": None if hand_over_s is None else _spread(started_within(hand_over_s)),
+        "pause_ms": None if not window else round(max(window) - nominal_s * 1000, 1),
+    }
+
+
+def _spread(ms: list[float]) -> dict[str, Any]:
+    return {"n": len(ms), "p50": _round(percentile(ms, 0.50)),
+            "p99": _round(percentile(ms, 0.99)), "max": _round(max(ms, default=None))}
+
+
 STRAGGLER_MARGIN_S = 0.2
 
 
@@ -94,9 +120,7 @@ def _before_signal(attempts: list[Attempt], t_signal: float, nominal_s: float) -
 
 
 def _latency(attempts: list[Attempt], t_signal: float, nominal_s: float) -> dict[str, Any]:
-    ms = _before_signal(attempts, t_signal, nominal_s)
-    return {"n": len(ms), "p50": _round(percentile(ms, 0.50)),
-            "p99": _round(percentile(ms, 0.99)), "max": _round(max(ms, default=None))}
+    return _spread(_before_signal(attempts, t_signal, nominal_s))
 
 
 def _round(value: float | None) -> float | None:

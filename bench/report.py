@@ -152,6 +152,41 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["scenario"], r["connections"], r["signal"], r["repeat"], r["peer_defaults"])
 
 
+def restart_table(results: list[dict[str, Any]]) -> str:
+    """The restart runs (bench/restart.py) per scenario, connections and server: outcomes
+    summed, latencies as the range over the runs."""
+    lines = ["| scenario | conns | server | runs | ok | lost / refused / reset / race | 5xx "
+             "| p99 before | window p50 | window p99 | window max | pause | hand-over s "
+             "| hand-over p99 | serving after | count exact |", "|" + "---|" * 16]
+    for (scenario, conns, _), servers in groups(results).items():
+        for server, runs in servers.items():
+            c = [r["counts"] for r in runs]
+            failed = "/".join(str(sum(v)) for v in (
+                [r["lost"] for r in runs], [x["refused"] for x in c],
+                [r["reset"] for r in runs], [r["race"] for r in runs]))
+            counted = [r["count_exact"] for r in runs if "count_exact" in r]
+            lines.append(
+                f"| {scenario} | {conns} | {server} | {len(runs)} | {sum(x['ok'] for x in c)} "
+                f"| {failed} | {sum(x['5xx'] for x in c)} "
+                f"| {_range([r['p99_ms'] for r in runs])} | "
+                + " | ".join(_range([r["window_ms"].get(k) for r in runs])
+                             for k in ("p50", "p99", "max"))
+                + f" | {_range([r['pause_ms'] for r in runs])} "
+                f"| {_range([r['hand_over_s'] for r in runs], '.2f', '')} "
+                f"| {_range([(r['hand_over_ms'] or {}).get('p99') for r in runs])} "
+                f"| {sum(bool(r['serving_after']) for r in runs)} of {len(runs)} "
+                f"| {f'{sum(counted)} of {len(counted)}' if counted else 'n/a'} |")
+    return "\n".join(lines)
+
+
+def _range(values: list[float | None], fmt: str = ".0f", unit: str = " ms") -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    low, high = format(min(present), fmt), format(max(present), fmt)
+    return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+
 def _protocol(row: dict[str, Any]) -> str:
     cost = row.get("protocol")
     if not cost:

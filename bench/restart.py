@@ -1,184 +1,122 @@
-"""Restart runs (issue 15): clients under load, SIGHUP, the hand-over, every attempt
-classified as in the drain runs.
+"""The restart scenarios of `bench drain` (issue 15): clients under load, SIGHUP, each
+server's own restart, every attempt classified as in the drain runs.
 
-    python -m bench.restart --connections 50,500 --runs 10 [--checkpoint] [--close]
+    python -m bench drain --scenario restart,restart-close --connections 50,500 --repeat 10
+        [--servers graceful-uvloop,uvicorn-workers2,...] [--checkpoint]
 
-`--servers` adds the peers, each restarted with its own SIGHUP (gunicorn's HUP with
-aiohttp's and uvicorn's worker, uvicorn --workers 2 and with one worker, granian,
-hypercorn); their window is the PEER_WINDOW_S after the signal. Per run: the outcomes;
-latency (p50, p99, max) of requests answered before the signal and of those that started in
-the hand-over window (from the signal to the old process's exit); the pause, the longest
-time an attempt in the window waited beyond the handler's own time; with --checkpoint,
-whether the counter the app keeps equals the 200s the clients got.
+graceful hands its sockets to a successor and exits once the successor serves
+(graceful/restart.py); each peer restarts the way its own SIGHUP does (gunicorn's HUP,
+uvicorn's rolling restart of --workers 2, granian, hypercorn; uvicorn with one worker
+exits). The window is the same WINDOW_S after the signal for every server; graceful's
+hand-over (the signal to the old process's exit) lies within it and is also given alone.
+Per run, beside the drain run's figures: the resets among the outcomes; latency (p50, p99,
+max) of the requests started in the window and in the hand-over; the pause (the longest of
+those beyond the handler's time); with --checkpoint, whether the counter the app keeps
+(bench/restart_app.py) equals the 200s the clients got.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.client import Outcome, Request, classify
-from bench.load import LoadConfig, LoadState, finish_clients, start_clients
+from bench.drain import RunSpec, log_events, run_head, start_under_load, stop_load
+from bench.figures import restart_figures, run_figures, timeline
+from bench.load import finish_clients
+from bench.progress import Progress
+from bench.servers import ROOT, Launch, answers
 
-ROOT = Path(__file__).resolve().parent.parent
-HANDLER_MS = 300
-
-
-PEER_WINDOW_S = 4.0
-PEERS = {
-    "gunicorn-aiohttp": ("gunicorn-aiohttp", []),
-    "gunicorn-uvicorn": ("gunicorn-uvicorn", []),
-    "uvicorn-workers2": ("uvicorn", ["--workers", "2"]),
-    "uvicorn": ("uvicorn", []),
-    "granian": ("granian", []),
-    "hypercorn": ("hypercorn", ["-w", "1"]),
-}
+WINDOW_S = 4.0
+AFTER_S = 1.0  # the load goes on this long after the window: the restarted server serves
+ATTEMPT_TIMEOUT_S = 30.0
 
 
-async def run_peer(name: str, connections: int, close: bool, folder: Path) -> dict[str, Any]:
-    from bench.servers import SERVERS, Launch, start
-
-    server_name, extra = PEERS[name]
-    server = SERVERS[server_name]
-    base = server.argv
-    server = dataclasses.replace(server, argv=lambda ln: [*base(ln), *extra])
-    seen, log = folder / "seen", folder / "log"
-    seen.unlink(missing_ok=True)
-    proc = await start(server, Launch(port=0, drain_timeout_s=10.0), log, seen)
+async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> dict[str, Any]:
+    sc = spec.scenario
+    graceful = spec.server.port_from_log
+    checkpoint = out / "logs" / f"{spec.slug}.ckpt"
+    launch = Launch(port=0, drain_timeout_s=sc.drain_timeout_s,
+                    peer_defaults=spec.peer_defaults)
+    if graceful and spec.checkpoint:
+        for path in (checkpoint, checkpoint.with_name(checkpoint.name + ".prev")):
+            path.unlink(missing_ok=True)
+        launch = dataclasses.replace(launch, graceful_app="bench.restart_app:counting_app",
+                                     graceful_args=("--checkpoint", str(checkpoint)))
+    loaded = await start_under_load(spec, out, launch, ATTEMPT_TIMEOUT_S, progress)
+    proc, state = loaded.proc, loaded.state
+    successor, hand_over_s = 0, None
     try:
-        cfg = LoadConfig(port=proc.port, connections=connections,
-                         request=Request(f"/work?ms={HANDLER_MS}", close=close),
-                         stagger_s=HANDLER_MS / 1000, attempt_timeout_s=30)
-        state = LoadState()
-        tasks = start_clients(cfg, state)
-        await asyncio.sleep(HANDLER_MS / 1000 + 1.0)
         t_signal = time.monotonic()
         proc.signal(signal.SIGHUP)
-        await asyncio.sleep(PEER_WINDOW_S + 1.0)
-        t_end = t_signal + PEER_WINDOW_S
-        alive = proc.process.returncode is None
+        if graceful:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.process.wait(), WINDOW_S + sc.drain_timeout_s)
+            if proc.process.returncode is not None:
+                hand_over_s = time.monotonic() - t_signal
+            successor = _successor(proc.log)
+        await asyncio.sleep(max(0.0, t_signal + WINDOW_S + AFTER_S - time.monotonic()))
+        serving = await answers(proc.port)
+        exit_code = proc.process.returncode
         state.stopped = True
-        await finish_clients(tasks, grace_s=10.0)
+        await finish_clients(loaded.tasks, grace_s=10.0)
+        if successor:
+            await _stop(successor)
     finally:
-        await proc.kill_group()
-    return _figures(name, connections, close, False, state, seen, t_signal, t_end,
-                    {"alive_after": alive})
-
-
-def _figures(name: str, connections: int, close: bool, checkpoint: bool, state: LoadState,
-             seen: Path, t_signal: float, t_end: float, extra: dict[str, Any]
-             ) -> dict[str, Any]:
-    ids = set(seen.read_text().split()) if seen.exists() else set()
-    for a in state.attempts:
-        a.outcome = classify(a, ids).value
-    ok = [a for a in state.attempts if a.outcome == Outcome.OK]
-    before = [(a.end - a.start) * 1000 for a in ok if a.end < t_signal]
-    window = [(a.end - a.start) * 1000 for a in ok if t_signal <= a.start <= t_end]
-    after = [a for a in state.attempts if a.start >= t_signal]
-    return {
-        "server": name, "connections": connections, "checkpoint": checkpoint,
-        "clients": "new connection" if close else "keep-alive",
-        "counts": dict(Counter(a.outcome for a in state.attempts)),
-        "ok_after_signal": sum(a.outcome == Outcome.OK for a in after),
-        "window_s": round(t_end - t_signal, 3),
-        "before_ms": _spread(before), "window_ms": _spread(window),
-        "pause_ms": round(max(window, default=HANDLER_MS) - HANDLER_MS, 1), **extra,
+        if successor:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(successor, signal.SIGKILL)
+        seen = await stop_load(loaded)
+    t_end = t_signal + (hand_over_s or WINDOW_S)
+    result = {
+        **run_head(spec), "signal": "SIGHUP", "checkpoint": spec.checkpoint and graceful,
+        "exit_code": exit_code, "killed": False, "orphans": False, "seen_by_app": len(seen),
+        "serving_after": serving, "successor_pid": successor or None,
+        "hand_over_s": None if hand_over_s is None else round(hand_over_s, 4),
+        **run_figures(state.attempts, t_signal, t_end, sc.nominal_s, None, None),
+        **restart_figures(state.attempts, t_signal, WINDOW_S, hand_over_s, sc.nominal_s),
+        "timeline": timeline(state.attempts, t_signal, t_end),
     }
-
-
-async def run(connections: int, checkpoint: bool, close: bool, folder: Path) -> dict[str, Any]:
-    seen, log = folder / "seen", folder / "log"
-    seen.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "graceful", "serve", "bench.restart_app:counting_app",
-            "--port", "0", "--log-format", "json", "--backlog", "4096"]
-    state_file = folder / "state.ckpt"
-    for path in (state_file, folder / "state.ckpt.prev"):
-        path.unlink(missing_ok=True)
-    if checkpoint:
-        args += ["--checkpoint", str(state_file)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_SEEN_LOG=str(seen))
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=out,
-                                start_new_session=True)
-    successor = 0
-    try:
-        port = await _event(log, "server.started", proc.pid)
-        cfg = LoadConfig(port=port["port"], connections=connections,
-                         request=Request(f"/work?ms={HANDLER_MS}", close=close),
-                         stagger_s=HANDLER_MS / 1000, attempt_timeout_s=30)
-        state = LoadState()
-        tasks = start_clients(cfg, state)
-        await asyncio.sleep(HANDLER_MS / 1000 + 1.0)
-        t_signal = time.monotonic()
-        proc.send_signal(signal.SIGHUP)
-        successor = (await _event(log, "restart.ready"))["successor_pid"]
-        while proc.poll() is None:
-            await asyncio.sleep(0.005)
-        t_exit = time.monotonic()
-        await asyncio.sleep(1.0)
-        state.stopped = True
-        await finish_clients(tasks, grace_s=10.0)
-        os.kill(successor, signal.SIGTERM)
-        while _alive(successor):
-            await asyncio.sleep(0.01)
-    finally:
-        for pid in (proc.pid, successor):
-            if pid:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-        proc.wait(10)
-    result = _figures("graceful", connections, close, checkpoint, state, seen, t_signal,
-                      t_exit, {"hand_over_s": round(t_exit - t_signal, 3)})
-    ok = [a for a in state.attempts if a.outcome == Outcome.OK]
-    if checkpoint:
-        shown = subprocess.run([sys.executable, "-m", "graceful", "checkpoint", "show",
-                                str(state_file)], capture_output=True, text=True, cwd=ROOT)
-        result["count_exact"] = json.loads(shown.stdout).get("count") == len(ok)
-        took = [e for e in _events(log) if e.get("event") == "restart.took_over"]
-        result["took_over_waited_ms"] = round(took[0]["waited_s"] * 1000, 1) if took else None
+    if result["checkpoint"]:
+        result |= _counted(checkpoint, proc.log, result["counts"]["ok"])
+    if progress is not None:
+        progress.finish(spec.label, one_line(result))
     return result
 
 
-def _spread(ms: list[float]) -> dict[str, float]:
-    if not ms:
-        return {}
-    ms = sorted(ms)
-    return {"p50": round(statistics.median(ms), 1),
-            "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),
-            "max": round(ms[-1], 1), "n": len(ms)}
+def one_line(r: dict[str, Any]) -> str:
+    c, w = r["counts"], r["window_ms"]
+    return (f"ok={c['ok']} lost={r['lost']} race={r['race']} refused={c['refused']} "
+            f"reset={r['reset']} window p99={w.get('p99')} max={w.get('max')} "
+            f"pause={r['pause_ms']}ms hand-over={r['hand_over_s']}s"
+            + (f" count_exact={r['count_exact']}" if r["checkpoint"] else "")
+            + ("" if r["serving_after"] else " NOT SERVING AFTER"))
 
 
-def _events(log: Path) -> list[dict[str, Any]]:
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
-    return found
+def _successor(log: Path) -> int:
+    """The pid graceful handed over to (the run's one restart.ready event), 0 if none."""
+    for event in log_events(log):
+        if event.get("event") == "restart.ready":
+            return int(event["successor_pid"])
+    return 0
 
 
-async def _event(log: Path, name: str, pid: int | None = None,
-                 timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in _events(log):
-            if event.get("event") == name and (pid is None or event.get("pid") == pid):
-                return event
+async def _stop(pid: int, timeout_s: float = 15.0) -> None:
+    """SIGTERM a successor (not our child: the old process started it) and wait until it
+    has gone; the SIGKILL after is in the caller's finally."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < end:
         await asyncio.sleep(0.01)
-    raise RuntimeError(f"no {name} in {log}:\n{log.read_text()[-2000:]}")
 
 
 def _alive(pid: int) -> bool:
@@ -189,26 +127,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.restart")
-    parser.add_argument("--connections", default="50,500")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--checkpoint", action="store_true")
-    parser.add_argument("--close", action="store_true", help="a new connection per request")
-    parser.add_argument("--servers", default="graceful",
-                        help=f"comma list of: graceful, {', '.join(PEERS)}")
-    options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        for connections in (int(c) for c in options.connections.split(",")):
-            for name in options.servers.split(","):
-                for _ in range(options.runs):
-                    if name == "graceful":
-                        work = run(connections, options.checkpoint, options.close,
-                                   Path(folder))
-                    else:
-                        work = run_peer(name, connections, options.close, Path(folder))
-                    print(json.dumps(asyncio.run(work)), flush=True)
-
-
-if __name__ == "__main__":
-    main()
+def _counted(checkpoint: Path, log: Path, ok: int) -> dict[str, Any]:
+    """The counter in the successor's final checkpoint against the 200s, and the pause the
+    successor logged (restart.took_over waited_s: the old process's drain and flush)."""
+    shown = subprocess.run([sys.executable, "-m", "graceful", "checkpoint", "show",
+                            str(checkpoint)], capture_output=True, text=True, cwd=ROOT,
+                           check=False)
+    count = None
+    with contextlib.suppress(ValueError):
+        count = json.loads(shown.stdout).get("count")
+    took = [e["waited_s"] for e in log_events(log) if e.get("event") == "restart.took_over"]
+    return {"count": count, "count_exact": count == ok,
+            "took_over_waited_ms": round(took[0] * 1000, 1) if took else None}

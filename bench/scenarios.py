@@ -1,4 +1,4 @@
-"""The drain scenarios of issue 4."""
+"""The drain scenarios of issue 4, and the restart scenarios of issue 15."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class Scenario:
     drain_timeout_s: float
     pre_stop_s: float = 0.0
     about: str = ""
+    restart: bool = False  # SIGHUP, each server's own restart (bench/restart.py)
 
     @property
     def nominal_s(self) -> float:
@@ -47,7 +48,14 @@ def build(name: str, latency_ms: float) -> Scenario:
                         pre_stop_s=1.0,
                         about=f"GET, {latency_ms:g} ms, a new connection per request; "
                               "graceful with --pre-stop-delay 1")
-    raise ValueError(f"unknown scenario {name!r} (short, long, upload, prestop)")
+    if name in ("restart", "restart-close"):
+        close = name == "restart-close"
+        return Scenario(name, Request(f"/work?ms={latency_ms:g}", close=close), short_s, 10.0,
+                        restart=True,
+                        about=f"GET, {latency_ms:g} ms, "
+                              f"{'a new connection per request' if close else 'keep-alive'}; "
+                              "SIGHUP: each server's own restart")
+    raise ValueError(f"unknown scenario {name!r} ({', '.join(NAMES)})")
 
 
-NAMES = ("short", "long", "upload", "prestop")
+NAMES = ("short", "long", "upload", "prestop", "restart", "restart-close")

@@ -47,6 +47,7 @@ class Launch:
     loop: str = "asyncio"  # for graceful and aiohttp's run_app (throughput mode)
     tls: tuple[str, str] | None = None  # (certfile, keyfile): graceful and run_app serve HTTPS
     graceful_args: tuple[str, ...] = ()  # more graceful serve options (--access-log)
+    graceful_app: str = "bench.apps:aiohttp_app"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _opt(launch: Launch, *flag: str) -> list[str]:
 
 def _graceful(loop: str, *extra: str) -> Callable[[Launch], list[str]]:
     def argv(ln: Launch) -> list[str]:
-        cmd = [PY, "-m", "graceful", "serve", "bench.apps:aiohttp_app", "--host", "127.0.0.1",
+        cmd = [PY, "-m", "graceful", "serve", ln.graceful_app, "--host", "127.0.0.1",
                "--port", "0", "--log-format", "json", "--drain-timeout",
                f"{ln.drain_timeout_s:g}", "--loop", loop or ln.loop, *extra, *ln.graceful_args]
         if ln.tls:
@@ -79,10 +80,13 @@ def _aiohttp(ln: Launch) -> list[str]:
             *_opt(ln, "--shutdown-timeout", f"{ln.drain_timeout_s:g}")]
 
 
-def _uvicorn(ln: Launch) -> list[str]:
-    return [PY, "-m", "uvicorn", "bench.apps:asgi", "--host", "127.0.0.1", "--port",
-            str(ln.port), "--no-access-log", "--log-level", "warning",
-            *_opt(ln, "--timeout-graceful-shutdown", str(max(1, round(ln.drain_timeout_s))))]
+def _uvicorn(*extra: str) -> Callable[[Launch], list[str]]:
+    def argv(ln: Launch) -> list[str]:
+        return [PY, "-m", "uvicorn", "bench.apps:asgi", "--host", "127.0.0.1", "--port",
+                str(ln.port), "--no-access-log", "--log-level", "warning", *extra,
+                *_opt(ln, "--timeout-graceful-shutdown",
+                      str(max(1, round(ln.drain_timeout_s))))]
+    return argv
 
 
 def _hypercorn(ln: Launch) -> list[str]:
@@ -110,7 +114,9 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("graceful-uvloop", _graceful("uvloop"), port_from_log=True,
            pre_stop=True),
     Server("aiohttp", _aiohttp, default_timeout="shutdown_timeout=60 s"),
-    Server("uvicorn", _uvicorn, default_timeout="no limit"),
+    Server("uvicorn", _uvicorn(), default_timeout="no limit"),
+    # the multi-process uvicorn: its SIGHUP is a rolling restart of the workers (0.51)
+    Server("uvicorn-workers2", _uvicorn("--workers", "2"), default_timeout="no limit"),
     Server("hypercorn", _hypercorn, default_timeout="graceful_timeout=3 s"),
     Server("granian", _granian, default_timeout="no limit"),
     Server("gunicorn-aiohttp", _gunicorn("aiohttp.GunicornWebWorker",
@@ -119,6 +125,11 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("gunicorn-uvicorn", _gunicorn("uvicorn.workers.UvicornWorker", "bench.apps:asgi"),
            default_timeout="graceful_timeout=30 s"),
 )}
+# What `bench drain` runs when --servers is not given: the restart scenarios (each server's
+# own SIGHUP, issue 15) and the others.
+RESTART_SERVERS = ("graceful-uvloop", "uvicorn-workers2", "gunicorn-uvicorn", "gunicorn-aiohttp",
+                   "uvicorn", "granian", "hypercorn")
+DRAIN_SERVERS = tuple(name for name in SERVERS if name != "uvicorn-workers2")
 # Throughput mode compares graceful with the same app under aiohttp's run_app.
 THROUGHPUT_PAIR = ("graceful", "aiohttp")
 
@@ -197,7 +208,7 @@ async def _wait_ready(proc: Proc, timeout_s: float, tls: ssl.SSLContext | None =
                              f"{_tail(proc.log)}")
         if proc.port == 0:
             proc.port = _port_from_log(proc.log)
-        if proc.port and await _answers(proc.port, tls):
+        if proc.port and await answers(proc.port, tls):
             return
         await asyncio.sleep(0.02)
     raise StartError(f"{proc.server.name} not ready after {timeout_s:g} s: {_tail(proc.log)}")
@@ -213,7 +224,7 @@ def _port_from_log(log: Path) -> int:
     return 0
 
 
-async def _answers(port: int, tls: ssl.SSLContext | None = None) -> bool:
+async def answers(port: int, tls: ssl.SSLContext | None = None) -> bool:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     except OSError:

@@ -101,6 +101,9 @@ def serve(target: str, **options: Any) -> None:
     bridge = default_bridge()
     if hasattr(bridge, "capture"):
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
+    from graceful import preload
+
+    preload.in_successor()  # a restart's successor: the imports below at a lower priority
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
     config = _build(Config, options)

@@ -141,8 +141,7 @@ class Restarter(StopObserver):
         log.info("restart.requested", source=request.source, timeout_s=self._timeout)
         if self.notifier is not None:
             self.notifier.reloading()
-        sockets = [(f"graceful:{i}", listener.sock) for i, listener in
-                   enumerate(runtime.listeners)]
+        sockets = [(listener.name, listener.sock) for listener in runtime.listeners]
         passed: list[tuple[str, int]] = []
         go_r = go_w = None
         checkpointer = runtime.checkpointer

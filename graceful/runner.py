@@ -100,6 +100,8 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
 
         observers.append(ReloadWatcher(app_folder(app), restart_soon))
     runtime = Runtime(app, config, observers=observers, takeover=takeover)
+    if notifier is not None:
+        notifier.listeners = lambda: runtime.listeners
     if restarter is not None:
         restarter.attach(runtime)
     deadline: float | None = None

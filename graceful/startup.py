@@ -75,10 +75,11 @@ class Builder:
         # error (exit 2) before the app's factory and on_startup run.
         # Sockets handed to us (systemd, or a predecessor's restart) are served as they are.
         inherited = activation.inherited_sockets()
-        self.sockets = ([sock for _, sock in inherited] if inherited
-                        else binding.open_sockets(config.host, config.port, config.bind,
-                                                  config.fd, config.unix_socket_mode,
-                                                  config.reuse_port))
+        if not inherited:
+            inherited = activation.own_names(binding.open_sockets(
+                config.host, config.port, config.bind, config.fd, config.unix_socket_mode,
+                config.reuse_port))
+        self.sockets = [sock for _, sock in inherited]
         ssl_context = tls.server_context(config)  # each bad file named, before the app runs
         restored = self._open_checkpoint() if config.checkpoint is not None else {}
         app = await loader.build_app(self._source)
@@ -124,7 +125,8 @@ class Builder:
         if self._takeover is not None:  # a restart's successor: the predecessor's final state
             await self._takeover.before_accepting(self.checkpointer, self.state)
         sockets, self.sockets = self.sockets, []
-        self.listeners += [Listener(sock, factory, ssl=ssl_context) for sock in sockets]
+        self.listeners += [Listener(sock, factory, ssl=ssl_context, name=name)
+                           for sock, (name, _) in zip(sockets, inherited, strict=True)]
         self.heap.settle()  # no full collection walks the startup heap under load
         for listener in self.listeners:
             await listener.start(config.backlog)

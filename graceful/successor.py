@@ -13,8 +13,8 @@ import socket
 from collections.abc import Sequence
 
 from graceful.http.activation import FIRST_FD
+from graceful.preload import READY_FD_ENV
 
-READY_FD_ENV = "GRACEFUL_RESTART_READY_FD"
 LOG_FD_ENV = "GRACEFUL_RESTART_LOG_FD"
 PREDECESSOR_ENV = "GRACEFUL_PREDECESSOR_PID"
 LOG_TAIL = 20  # lines of a failed successor's log repeated in restart.failed

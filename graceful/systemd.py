@@ -6,16 +6,31 @@ A restart (graceful/restart.py) sends RELOADING=1 with MONOTONIC_USEC when it be
 (Type=notify-reload waits for it after its SIGHUP), and once the successor is ready
 MAINPID= the successor and READY=1 (the reload is done). From then on this process is not
 the service's main process: its own stop is not reported (STOPPING=1 would stop the
-service). The successor sends its own messages, so the unit needs NotifyAccess=all."""
+service). The successor sends its own messages, so the unit needs NotifyAccess=all.
+
+The file-descriptor store: where the unit allows it (FileDescriptorStoreMax=, which systemd
+254 and later announce in $FDSTORE), once serving we hand systemd a copy of each listening
+socket we bound ourselves (FDSTORE=1, FDNAME=graceful-N, the descriptor in SCM_RIGHTS).
+systemd keeps them across a `systemctl restart` and passes them to the new process as
+LISTEN_FDS, so the socket never closes: connections wait in its queue, none is refused.
+Sockets from a socket unit are systemd's already and are not stored again; Unix sockets
+are not stored (graceful removes their path at stop, so a kept one would serve no one)."""
 
 from __future__ import annotations
 
+import array
 import os
 import socket
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
+from graceful.http.activation import OWN_NAME
 from graceful.logs import get_logger
 from graceful.stop import StopObserver
+
+if TYPE_CHECKING:
+    from graceful.http.listeners import Listener
 
 # Sent on top of the time left, so that the next message arrives before the extension ends.
 EXTEND_MARGIN_S = 2.0
@@ -28,6 +43,7 @@ class SystemdNotifier(StopObserver):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._warned = False
         self._handed_over = False
+        self.listeners: Callable[[], Sequence[Listener]] | None = None  # for the fd store
 
     @classmethod
     def from_environment(cls) -> SystemdNotifier | None:
@@ -35,7 +51,29 @@ class SystemdNotifier(StopObserver):
         return cls(address) if address and hasattr(socket, "AF_UNIX") else None
 
     def ready(self) -> None:
+        self._store_sockets()
         self._send("READY=1", "STATUS=serving")
+
+    def _store_sockets(self) -> None:
+        room = os.environ.get("FDSTORE", "")
+        if self.listeners is None or not room.isdigit() or int(room) == 0:
+            return
+        kept = [listener for listener in self.listeners()
+                if OWN_NAME.fullmatch(listener.name)
+                and listener.sock.family in (socket.AF_INET, socket.AF_INET6)][:int(room)]
+        for listener in kept:
+            message = f"FDSTORE=1\nFDNAME={listener.name}".encode()
+            try:
+                # not socket.send_fds: before Python 3.13 it drops the address
+                self._sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                array.array("i", [listener.sock.fileno()]))],
+                                   0, self._address)
+            except OSError as err:
+                get_logger().warning("systemd.fdstore_failed", name=listener.name,
+                                     error=str(err))
+                return
+        if kept:
+            get_logger().info("systemd.fds_stored", names=[lst.name for lst in kept])
 
     def reloading(self) -> None:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000

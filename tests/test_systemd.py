@@ -141,3 +141,99 @@ def _receive(sock: socket.socket) -> tuple[int, dict[str, str]]:
         if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
             pid = struct.unpack("iII", value[:12])[0]
     return pid, dict(line.split("=", 1) for line in data.decode().split("\n") if line)
+
+
+# exec graceful with `fd` as descriptor 3, LISTEN_PID its own pid (exec keeps the pid)
+_EXEC_WITH_FD_3 = """import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.executable, [sys.executable, "-m", "graceful", *sys.argv[2:]])
+"""
+
+
+def _started_as_systemd_does(fd: int, name: str, env: dict[str, str]) -> ServerProcess:
+    """graceful serving the listening socket `fd`, passed as systemd passes it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EXEC_WITH_FD_3, str(fd), "serve", "tests.apps:basic",
+         "--port", "1", "--log-format", "json"],
+        cwd=ROOT, pass_fds=[fd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **env, "LISTEN_FDS": "1", "LISTEN_FDNAMES": name})
+    server = ServerProcess.__new__(ServerProcess)
+    server._attach(proc)
+    return server
+
+
+def _stored(sock: socket.socket) -> tuple[dict[str, str], list[int]]:
+    """One notify message and the descriptors it carried (SCM_RIGHTS)."""
+    data, fds, _, _ = socket.recv_fds(sock, 4096, 8)
+    return dict(line.split("=", 1) for line in data.decode().split("\n") if line), fds
+
+
+async def test_the_fd_store_keeps_the_socket_for_the_next_process(serve, tmp_path):
+    """FileDescriptorStoreMax= (systemd announces it as $FDSTORE): once serving, graceful
+    hands systemd its listening socket (FDSTORE=1, FDNAME=graceful-0, SCM_RIGHTS). Here the
+    fake notify socket keeps it, as systemd does across `systemctl restart`: a connection
+    made after the first process exited waits in the queue (not refused), and a second
+    process started with that descriptor as systemd starts it (LISTEN_FDS=1, LISTEN_PID,
+    LISTEN_FDNAMES=graceful-0) answers it, and stores the same socket again."""
+    address = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(10)
+    kept: list[int] = []
+    second = None
+    env = {"NOTIFY_SOCKET": address, "FDSTORE": "4"}
+    try:
+        first = serve("tests.apps:basic", env=env)
+        fields, kept = _stored(listener)
+        assert fields == {"FDSTORE": "1", "FDNAME": "graceful-0"} and len(kept) == 1
+        stored = socket.socket(fileno=os.dup(kept[0]))
+        assert stored.getsockname()[1] == first.port
+        assert stored.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        stored.close()
+        assert _stored(listener)[0]["READY"] == "1"
+        first.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(first.wait) == 0
+        while not _stored(listener)[0].get("STATUS", "").startswith("stopped"):
+            pass  # its stop's messages (the queue of a datagram socket is short)
+        waiting = await Connection.open(first.port)  # queued: the store holds the socket
+        waiting.send("GET", "/fast")
+        second = _started_as_systemd_does(kept[0], "graceful-0", env)
+        response = await asyncio.wait_for(waiting.read_response(), 20)
+        assert response.status == 200
+        assert second.wait_for("server.started")["port"] == first.port
+        fields, again = _stored(listener)
+        assert fields == {"FDSTORE": "1", "FDNAME": "graceful-0"} and len(again) == 1
+        for fd in again:
+            os.close(fd)
+        second.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(second.wait) == 0
+    finally:
+        listener.close()
+        for fd in kept:
+            os.close(fd)
+        if second is not None:
+            second.kill()
+
+
+async def test_sockets_from_a_socket_unit_are_not_stored(tmp_path):
+    """A socket systemd passed from a socket unit (its own name) is systemd's already: it
+    is served, and not stored again (READY=1 is the first message)."""
+    address = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(10)
+    unit = socket.create_server(("127.0.0.1", 0))
+    server = None
+    try:
+        server = _started_as_systemd_does(unit.fileno(), "web",
+                                          {"NOTIFY_SOCKET": address, "FDSTORE": "4"})
+        fields, fds = _stored(listener)
+        assert fields["READY"] == "1" and fds == []
+        server.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait) == 0
+    finally:
+        listener.close()
+        unit.close()
+        if server is not None:
+            server.kill()

@@ -9,12 +9,20 @@ inherits the environment does not take them too) and LISTEN_FDNAMES (colon-separ
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import MutableMapping
 
 from graceful.errors import ConfigError
 
 FIRST_FD = 3  # SD_LISTEN_FDS_START
+OWN_NAME = re.compile(r"graceful-[0-9]+")  # sockets graceful bound (not a socket unit's)
+
+
+def own_names(sockets: list[socket.socket]) -> list[tuple[str, socket.socket]]:
+    """Sockets this process bound, named as a restart and systemd's fd store pass them on
+    (an FDNAME has no colon)."""
+    return [(f"graceful-{i}", sock) for i, sock in enumerate(sockets)]
 
 
 def inherited_sockets(environ: MutableMapping[str, str] = os.environ

@@ -148,11 +148,12 @@ class Listener:
     """One listening socket served by the loop."""
 
     def __init__(self, sock: socket.socket, factory: ProtocolFactory, *,
-                 ssl: ssl.SSLContext | None = None) -> None:
+                 ssl: ssl.SSLContext | None = None, name: str = "") -> None:
         self.sock = sock
-        name = sock.getsockname()
+        self.name = name  # LISTEN_FDNAMES: a restart and systemd's fd store pass it on
+        bound = sock.getsockname()
         # (host, port), or a Unix socket's path
-        self.address: tuple[str, int] | str = name if isinstance(name, str) else name[:2]
+        self.address: tuple[str, int] | str = bound if isinstance(bound, str) else bound[:2]
         self._family = sock.family
         self._factory = factory
         self._ssl = ssl
