@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
 
 from graceful import hooks, loader
 from graceful.bridge import Handover
@@ -42,15 +39,15 @@ from graceful.deadline import StopBudget
 from graceful.errors import ExitCode, GracefulError, StartupError, worst
 from graceful.escalation import REPEAT_IGNORED_S, Escalation
 from graceful.flushing import Flusher
-from graceful.http.listeners import Listener, format_address
+from graceful.http.listeners import format_address
 from graceful.logs import get_logger
 from graceful.pause import Pauser
 from graceful.phases import StopPhases, budget_of
+from graceful.runtime_view import Phase, RuntimeView
 from graceful.startup import Builder, Started
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 if TYPE_CHECKING:
-    from graceful import checkpoint as ckpt
     from graceful.takeover import Takeover
 
 __all__ = ["REPEAT_IGNORED_S", "Phase", "Runtime"]
@@ -58,16 +55,7 @@ __all__ = ["REPEAT_IGNORED_S", "Phase", "Runtime"]
 log = get_logger()
 
 
-class Phase(enum.StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    PAUSING = "pausing"  # graceful/pause.py
-    PAUSED = "paused"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-
-
-class Runtime:
+class Runtime(RuntimeView):
     """Serves one aiohttp application and stops it without losing requests or state.
 
     `async with Runtime(app_or_factory, config) as runtime:` starts it (listeners bound,
@@ -104,47 +92,7 @@ class Runtime:
             self._observers.append(self._metrics)
         self._pauser: Pauser | None = None
 
-    # -- public API ------------------------------------------------------------------------
-
-    @property
-    def app(self) -> web.Application | None:
-        return self._builder.app
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self._builder.state
-
-    @property
-    def listeners(self) -> list[Listener]:
-        return self._builder.listeners
-
-    @property
-    def checkpointer(self) -> ckpt.Checkpointer | None:
-        return self._builder.checkpointer
-
-    @property
-    def addresses(self) -> list[tuple[str, int] | str]:
-        return [listener.address for listener in self.listeners]
-
-    @property
-    def port(self) -> int:
-        return self.addresses[0][1]  # type: ignore[return-value]
-
-    @property
-    def requests_in_flight(self) -> int:
-        """Requests whose handler or response is not done (read on the loop)."""
-        tracker = self._builder.tracker
-        return len(tracker.requests_in_flight()) if tracker is not None else 0
-
-    @property
-    def open_connections(self) -> int:
-        tracker = self._builder.tracker
-        return len(tracker.connections) if tracker is not None else 0
-
-    @property
-    def stop_time_left(self) -> float:
-        """Seconds left of the stop budget: 0 before a stop, and after a third one."""
-        return self._budget.time_left if self._budget is not None else 0.0
+    # -- public API (what it shows: runtime_view.py) --------------------------------------
 
     def add_hook(self, func: hooks.Hook, *, name: str | None = None,
                  timeout: float | None = None) -> hooks.Hook:
