@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import os
 import resource
+import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
@@ -61,32 +63,72 @@ async def test_slow_clients_cannot_hold_the_drain(serve):
 
 
 async def test_five_thousand_idle_connections(serve):
-    """2."""
+    """2. Timed from the signal to the last idle socket's end as the kernel reports it to one
+    selector on a thread: graceful's part. (Reading 5,000 EOFs through this test's own
+    event loop costs the client about as much again on a loaded 2-core box.) The sockets
+    and the raised file limit are given back whatever happens, so a failure here leaves no
+    descriptor past 1024 to the tests after it."""
+    with _file_limit(12000):
+        idle: list[Connection] = []
+        busy: list[Connection] = []
+        try:
+            server = serve("tests.apps:basic", "--drain-timeout", "10")
+            for batch in range(50):
+                conns = await asyncio.gather(*(Connection.open(server.port)
+                                               for _ in range(100)))
+                idle.extend(conns)
+                responses = await asyncio.gather(*(c.request("GET", "/fast") for c in conns))
+                assert all(r.status == 200 for r in responses), batch
+            busy.extend([await Connection.open(server.port) for _ in range(20)])
+            for conn in busy:
+                conn.send("GET", "/traced?s=1")
+            await asyncio.to_thread(server.wait_for, "app.handler_started", n=20)
+            for conn in idle:
+                conn.writer.transport.pause_reading()  # their ends are the selector's
+            fds = [conn.writer.transport.get_extra_info("socket").fileno() for conn in idle]
+            closed, took = await asyncio.to_thread(_closed_by_peer, fds, server.signal, 5.0)
+            answers = await asyncio.gather(*(c.read_response() for c in busy))
+            assert closed == len(idle) and took < 1.0, (closed, took)
+            assert [a.status for a in answers] == [200] * 20
+            assert await asyncio.to_thread(server.wait, 20) == 0
+        finally:
+            for conn in idle + busy:
+                conn.close()
+            await asyncio.sleep(0)  # the transports close their sockets on the next turn
+
+
+@contextlib.contextmanager
+def _file_limit(wanted: int) -> Iterator[None]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < 12000:
+    if hard < wanted:
         pytest.skip(f"the file limit ({hard}) is too low for 5,000 connections")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 12000), hard))
-    server = serve("tests.apps:basic", "--drain-timeout", "10")
-    idle: list[Connection] = []
-    for batch in range(50):
-        conns = await asyncio.gather(*(Connection.open(server.port) for _ in range(100)))
-        responses = await asyncio.gather(*(c.request("GET", "/fast") for c in conns))
-        assert all(r.status == 200 for r in responses), batch
-        idle.extend(conns)
-    busy = [await Connection.open(server.port) for _ in range(20)]
-    for conn in busy:
-        conn.send("GET", "/traced?s=1")
-    await asyncio.to_thread(server.wait_for, "app.handler_started", n=20)
-    started = time.monotonic()
-    server.signal()
-    closed = await asyncio.gather(*(c.at_eof(5) for c in idle))
-    closed_after = time.monotonic() - started
-    answers = await asyncio.gather(*(c.read_response() for c in busy))
-    assert all(closed) and closed_after < 1.0
-    assert [a.status for a in answers] == [200] * 20
-    assert await asyncio.to_thread(server.wait, 20) == 0
-    for conn in idle + busy:
-        conn.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _closed_by_peer(fds: list[int], send_stop: Callable[[], None],
+                    timeout: float) -> tuple[int, float]:
+    """Send the stop, then wait for each socket's end (EOF or reset): how many ended within
+    `timeout`, and how long after the stop the last of them did."""
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        started = last = time.monotonic()
+        send_stop()
+        deadline = started + timeout
+        ended = 0
+        while ended < len(fds) and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                selector.unregister(key.fd)
+                try:
+                    ended += os.read(key.fd, 1) == b""
+                except ConnectionResetError:
+                    ended += 1
+                last = time.monotonic()
+        return ended, last - started
 
 
 async def test_websocket_ignoring_close_cannot_hold_the_drain(serve):
