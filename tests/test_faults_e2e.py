@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from graceful import checkpoint as ckpt
-from tests.rawhttp import Connection, get, request_in_flight
+from tests.rawhttp import Connection, get
 
 
 async def test_slow_clients_cannot_hold_the_drain(serve):
@@ -37,11 +37,9 @@ async def test_slow_clients_cannot_hold_the_drain(serve):
     server = serve("tests.apps:with_big", "--drain-timeout", "1", "--cancel-grace", "0.3")
     headers = await Connection.open(server.port)
     headers.writer.write(b"GET /fast HTTP/1.1\r\n")
-    body = await Connection.open(server.port)
-    body.writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
-    deaf = await Connection.open(server.port)
-    deaf.send("GET", "/big")  # and never read
-    normal = await request_in_flight(server.port, "/slow?s=0.5")
+    body = (await server.hold("/upload", "POST", headers={"Content-Length": "1000000"})).conn
+    await server.hold("/big")  # and never read
+    normal = (await server.hold("/slow?s=0.5")).conn
     started = time.monotonic()
     server.signal()
 
@@ -222,7 +220,7 @@ async def test_symlinked_checkpoint_refused(serve, tmp_path):
 async def test_signal_burst_is_one_graceful_stop(serve):
     """6."""
     server = serve("tests.apps:basic", "--drain-timeout", "10")
-    conn = await request_in_flight(server.port, "/slow?s=1")
+    conn = (await server.hold("/slow?s=1")).conn
     for _ in range(100):
         os.kill(server.proc.pid, signal.SIGTERM)
     assert (await conn.read_response()).status == 200
@@ -280,10 +278,8 @@ async def test_logs_never_carry_headers_or_bodies(serve):
     conn.send("POST", "/upload?token=query-secret", body=b"body-secret",
               headers={"Authorization": "Bearer header-secret", "Cookie": "c=cookie-secret"})
     assert (await conn.read_response()).status == 200
-    stuck = await Connection.open(server.port)
-    stuck.send("GET", "/slow?s=30&token=query-secret",
-               headers={"Authorization": "Bearer header-secret"})
-    await asyncio.sleep(0.2)
+    await server.hold("/slow?s=30&token=query-secret",
+                      headers={"Authorization": "Bearer header-secret"})
     server.signal()
     assert await asyncio.to_thread(server.wait) == 3
     access = server.wait_for("http.access", path="/upload")
