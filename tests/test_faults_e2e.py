@@ -30,6 +30,7 @@ import pytest
 
 from graceful import checkpoint as ckpt
 from tests.rawhttp import Connection, get
+from tests.test_tracker_scenarios import until
 
 
 async def test_slow_clients_cannot_hold_the_drain(serve):
@@ -235,7 +236,7 @@ async def test_sigterm_then_sigkill_keeps_last_flushed_generation(serve, tmp_pat
                    "--checkpoint-interval", "0.05", "--drain-timeout", "30")
     for _ in range(5):
         await get(server.port, "/count")
-    await asyncio.sleep(0.3)  # several intervals: the count is flushed
+    await until(lambda: path.exists() and ckpt.read(path).state.get("count") == 5)  # flushed
     conn = await Connection.open(server.port)
     conn.send("GET", "/traced?s=30")
     await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
