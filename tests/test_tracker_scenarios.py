@@ -40,6 +40,21 @@ async def until(condition, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
+async def idle_keep_alive(port: int) -> Connection:
+    """A connection with one request answered: the drain closes it once it is quiet, so its
+    end tells that the drain has begun closing idle connections."""
+    conn = await Connection.open(port)
+    assert (await conn.request("GET", "/fast")).status == 200
+    return conn
+
+
+def server_side(rt: graceful.Runtime, conn: Connection) -> DrainingRequestHandler:
+    """The tracker's protocol object of `conn`."""
+    ours = conn.writer.get_extra_info("sockname")
+    return next(protocol for protocol in rt._started.tracker.connections
+                if protocol.transport.get_extra_info("peername") == ours)
+
+
 async def test_idle_connection() -> None:
     """1."""
     async with runtime() as rt:
@@ -74,12 +89,13 @@ async def test_pipelined_requests() -> None:
 async def test_upload_in_progress() -> None:
     """3."""
     async with runtime() as rt:
+        idle = await idle_keep_alive(rt.port)
         conn = await Connection.open(rt.port)
         conn.writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
         tracker = rt._started.tracker
         await until(lambda: len(tracker.requests_in_flight()) == 1)
         rt.stop("test")
-        await asyncio.sleep(0.1)  # the drain is waiting on the upload
+        assert await idle.at_eof()  # the drain has closed what it may close
         assert [r.path for r in tracker.requests_in_flight()] == ["/upload"]
         conn.writer.write(b"world")
         response = await conn.read_response()
@@ -125,21 +141,6 @@ async def test_clone() -> None:
         assert response.status == 200 and response.closes
         assert seen == [tracked_class(web.Request)]
         assert await rt.wait_stopped() == 0
-
-
-async def idle_keep_alive(port: int) -> Connection:
-    """A connection with one request answered: the drain closes it once it is quiet, so its
-    end tells that the drain has begun closing idle connections."""
-    conn = await Connection.open(port)
-    assert (await conn.request("GET", "/fast")).status == 200
-    return conn
-
-
-def server_side(rt: graceful.Runtime, conn: Connection) -> DrainingRequestHandler:
-    """The tracker's protocol object of `conn`."""
-    ours = conn.writer.get_extra_info("sockname")
-    return next(protocol for protocol in rt._started.tracker.connections
-                if protocol.transport.get_extra_info("peername") == ours)
 
 
 async def test_connection_with_no_request_yet() -> None:
