@@ -798,6 +798,7 @@ async def _slow_ws(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     async for message in ws:
+        structlog.get_logger().info("app.ws_lookup", seconds=float(message.data))
         await asyncio.sleep(float(message.data))
         if not ws.closed:
             await ws.send_str("done")

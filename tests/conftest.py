@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import structlog
 
+from graceful import loader
 from graceful.testing import SubprocessServer
+from tests.test_windows_harness import Handlers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +36,16 @@ def serve(graceful_server: Any) -> Iterator[Any]:
         return graceful_server(target, *args, env=env, cwd=ROOT, wait_started=wait_started)
 
     yield start
+
+
+@pytest.fixture
+def handlers() -> Iterator[Handlers]:
+    """Counts the requests that reach their handler in apps served in this process (the
+    in-process runtimes of the Windows tests): `handlers.hold(url)`."""
+    counting = Handlers()
+    loader.on_built.append(counting.add_to)
+    yield counting
+    loader.on_built.remove(counting.add_to)
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,12 @@ async def slow(request: web.Request) -> web.Response:
     return web.Response(text=f"{RELEASE} {os.getpid()}\n")
 
 
+async def upload(request: web.Request) -> web.Response:
+    """Takes a body whole, for as long as the client takes to send it."""
+    size = len(await request.read())
+    return web.Response(text=f"{RELEASE} {os.getpid()} {size}\n")
+
+
 async def count(request: web.Request) -> web.Response:
     """Counts the requests it answered, in the state the checkpoint keeps."""
     state = graceful.state(request)
@@ -55,4 +61,5 @@ def create_app() -> web.Application:
     app.router.add_get("/release", release)
     app.router.add_get("/slow", slow)
     app.router.add_get("/count", count)
+    app.router.add_post("/upload", upload)
     return app

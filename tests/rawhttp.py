@@ -1,23 +1,19 @@
-"""The raw HTTP/1.1 client of graceful's pytest plugin (graceful/testing/http.py), and the
-suite's older way to put a request in flight."""
+"""The raw HTTP/1.1 client of graceful's pytest plugin (graceful/testing/http.py), and the one
+way this suite knows the server has read what a client sent when no log line says so."""
 
 from __future__ import annotations
 
-import asyncio
-
 from graceful.testing.http import Connection, IncompleteResponse, Response, get
 
-__all__ = ["HANDLER_REACH_S", "Connection", "IncompleteResponse", "Response", "get",
-           "request_in_flight"]
-
-HANDLER_REACH_S = 0.2  # ample for a local request to reach its handler
+__all__ = ["Connection", "IncompleteResponse", "Response", "caught_up", "get"]
 
 
-async def request_in_flight(port: int, path: str) -> Connection:
-    """A GET sent on a connection of its own, given the time to reach its handler: the
-    request in flight that a test then stops the server under. New tests use the plugin's
-    `server.hold(path)`, which waits for the handler instead."""
-    conn = await Connection.open(port)
-    conn.send("GET", path)
-    await asyncio.sleep(HANDLER_REACH_S)
-    return conn
+async def caught_up(port: int, host: str = "127.0.0.1") -> None:
+    """Return once the server has read all that reached its sockets before this call: a
+    half-sent request, a client's close. An event loop reads every ready socket in one
+    turn, and a request on a new connection is answered turns later (accept, read, handle),
+    so its answer comes after. Send with `await writer.drain()` (close with
+    `wait_closed()`) first: what is still in this process's buffers has not reached them.
+    A request the server should be *running* is waited for with `server.hold(path)`."""
+    response = await get(port, "/livez", host)
+    assert response.status == 200, response

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, ServerProcess
-from tests.rawhttp import HANDLER_REACH_S, Connection
+from tests.rawhttp import Connection
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("graceful")
 
@@ -91,8 +91,8 @@ def test_every_address_served_and_drained_together(tmp_path):
         async def scenario() -> None:
             conns = [await _open(a) for a in addresses]
             for conn in conns:
-                conn.send("GET", "/slow?s=1")
-            await asyncio.sleep(HANDLER_REACH_S)
+                conn.send("GET", "/traced?s=1")
+            await asyncio.to_thread(server.wait_for, "app.handler_started", n=len(conns))
             server.signal(signal.SIGTERM)
             for conn in conns:
                 response = await conn.read_response()

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from graceful.http.listeners import Listener, bind
 from graceful.loops import loop_factory
-from tests.rawhttp import Connection
+from tests.rawhttp import Connection, caught_up
 
 
 async def test_idle_keepalive_connection_closes_promptly(serve):
@@ -47,7 +47,7 @@ async def test_half_sent_request_at_stop_is_served(serve):
     half.writer.write(b"GET /fast HTTP/1.1\r\nHost: t\r\n")
     await half.writer.drain()
     await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
-    await asyncio.sleep(0.2)  # the half-sent bytes reach the server (no event says so)
+    await caught_up(server.port)  # the half-sent bytes have been read (no event says so)
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
     await asyncio.sleep(0.3)  # far longer than the quiet time for idle connections

@@ -19,15 +19,18 @@ import asyncio
 import contextlib
 import os
 import resource
+import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
 
 from graceful import checkpoint as ckpt
-from tests.rawhttp import Connection, get, request_in_flight
+from tests.rawhttp import Connection, get
+from tests.test_tracker_scenarios import until
 
 
 async def test_slow_clients_cannot_hold_the_drain(serve):
@@ -35,11 +38,9 @@ async def test_slow_clients_cannot_hold_the_drain(serve):
     server = serve("tests.apps:with_big", "--drain-timeout", "1", "--cancel-grace", "0.3")
     headers = await Connection.open(server.port)
     headers.writer.write(b"GET /fast HTTP/1.1\r\n")
-    body = await Connection.open(server.port)
-    body.writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
-    deaf = await Connection.open(server.port)
-    deaf.send("GET", "/big")  # and never read
-    normal = await request_in_flight(server.port, "/slow?s=0.5")
+    body = (await server.hold("/upload", "POST", headers={"Content-Length": "1000000"})).conn
+    await server.hold("/big")  # and never read
+    normal = (await server.hold("/slow?s=0.5")).conn
     started = time.monotonic()
     server.signal()
 
@@ -61,32 +62,72 @@ async def test_slow_clients_cannot_hold_the_drain(serve):
 
 
 async def test_five_thousand_idle_connections(serve):
-    """2."""
+    """2. Timed from the signal to the last idle socket's end as the kernel reports it to one
+    selector on a thread: graceful's part. (Reading 5,000 EOFs through this test's own
+    event loop costs the client about as much again on a loaded 2-core box.) The sockets
+    and the raised file limit are given back whatever happens, so a failure here leaves no
+    descriptor past 1024 to the tests after it."""
+    with _file_limit(12000):
+        idle: list[Connection] = []
+        busy: list[Connection] = []
+        try:
+            server = serve("tests.apps:basic", "--drain-timeout", "10")
+            for batch in range(50):
+                conns = await asyncio.gather(*(Connection.open(server.port)
+                                               for _ in range(100)))
+                idle.extend(conns)
+                responses = await asyncio.gather(*(c.request("GET", "/fast") for c in conns))
+                assert all(r.status == 200 for r in responses), batch
+            busy.extend([await Connection.open(server.port) for _ in range(20)])
+            for conn in busy:
+                conn.send("GET", "/traced?s=1")
+            await asyncio.to_thread(server.wait_for, "app.handler_started", n=20)
+            for conn in idle:
+                conn.writer.transport.pause_reading()  # their ends are the selector's
+            fds = [conn.writer.transport.get_extra_info("socket").fileno() for conn in idle]
+            closed, took = await asyncio.to_thread(_closed_by_peer, fds, server.signal, 5.0)
+            answers = await asyncio.gather(*(c.read_response() for c in busy))
+            assert closed == len(idle) and took < 1.0, (closed, took)
+            assert [a.status for a in answers] == [200] * 20
+            assert await asyncio.to_thread(server.wait, 20) == 0
+        finally:
+            for conn in idle + busy:
+                conn.close()
+            await asyncio.sleep(0)  # the transports close their sockets on the next turn
+
+
+@contextlib.contextmanager
+def _file_limit(wanted: int) -> Iterator[None]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < 12000:
+    if hard < wanted:
         pytest.skip(f"the file limit ({hard}) is too low for 5,000 connections")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 12000), hard))
-    server = serve("tests.apps:basic", "--drain-timeout", "10")
-    idle: list[Connection] = []
-    for batch in range(50):
-        conns = await asyncio.gather(*(Connection.open(server.port) for _ in range(100)))
-        responses = await asyncio.gather(*(c.request("GET", "/fast") for c in conns))
-        assert all(r.status == 200 for r in responses), batch
-        idle.extend(conns)
-    busy = [await Connection.open(server.port) for _ in range(20)]
-    for conn in busy:
-        conn.send("GET", "/traced?s=1")
-    await asyncio.to_thread(server.wait_for, "app.handler_started", n=20)
-    started = time.monotonic()
-    server.signal()
-    closed = await asyncio.gather(*(c.at_eof(5) for c in idle))
-    closed_after = time.monotonic() - started
-    answers = await asyncio.gather(*(c.read_response() for c in busy))
-    assert all(closed) and closed_after < 1.0
-    assert [a.status for a in answers] == [200] * 20
-    assert await asyncio.to_thread(server.wait, 20) == 0
-    for conn in idle + busy:
-        conn.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _closed_by_peer(fds: list[int], send_stop: Callable[[], None],
+                    timeout: float) -> tuple[int, float]:
+    """Send the stop, then wait for each socket's end (EOF or reset): how many ended within
+    `timeout`, and how long after the stop the last of them did."""
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        started = last = time.monotonic()
+        send_stop()
+        deadline = started + timeout
+        ended = 0
+        while ended < len(fds) and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                selector.unregister(key.fd)
+                try:
+                    ended += os.read(key.fd, 1) == b""
+                except ConnectionResetError:
+                    ended += 1
+                last = time.monotonic()
+        return ended, last - started
 
 
 async def test_websocket_ignoring_close_cannot_hold_the_drain(serve):
@@ -180,7 +221,7 @@ async def test_symlinked_checkpoint_refused(serve, tmp_path):
 async def test_signal_burst_is_one_graceful_stop(serve):
     """6."""
     server = serve("tests.apps:basic", "--drain-timeout", "10")
-    conn = await request_in_flight(server.port, "/slow?s=1")
+    conn = (await server.hold("/slow?s=1")).conn
     for _ in range(100):
         os.kill(server.proc.pid, signal.SIGTERM)
     assert (await conn.read_response()).status == 200
@@ -195,7 +236,7 @@ async def test_sigterm_then_sigkill_keeps_last_flushed_generation(serve, tmp_pat
                    "--checkpoint-interval", "0.05", "--drain-timeout", "30")
     for _ in range(5):
         await get(server.port, "/count")
-    await asyncio.sleep(0.3)  # several intervals: the count is flushed
+    await until(lambda: path.exists() and ckpt.read(path).state.get("count") == 5)  # flushed
     conn = await Connection.open(server.port)
     conn.send("GET", "/traced?s=30")
     await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
@@ -238,10 +279,8 @@ async def test_logs_never_carry_headers_or_bodies(serve):
     conn.send("POST", "/upload?token=query-secret", body=b"body-secret",
               headers={"Authorization": "Bearer header-secret", "Cookie": "c=cookie-secret"})
     assert (await conn.read_response()).status == 200
-    stuck = await Connection.open(server.port)
-    stuck.send("GET", "/slow?s=30&token=query-secret",
-               headers={"Authorization": "Bearer header-secret"})
-    await asyncio.sleep(0.2)
+    await server.hold("/slow?s=30&token=query-secret",
+                      headers={"Authorization": "Bearer header-secret"})
     server.signal()
     assert await asyncio.to_thread(server.wait) == 3
     access = server.wait_for("http.access", path="/upload")

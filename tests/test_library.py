@@ -23,10 +23,11 @@ from tests.conftest import ROOT
 
 async def test_runtime_in_async_code(tmp_path):
     """1."""
-    gate = asyncio.Event()
+    gate, entered = asyncio.Event(), asyncio.Event()
     seen_ready: list[int] = []
 
     async def handler(request: web.Request) -> web.Response:
+        entered.set()
         await gate.wait()
         request.app[graceful.STATE]["done"] = True
         return web.Response(text="done")
@@ -40,7 +41,7 @@ async def test_runtime_in_async_code(tmp_path):
         base = f"http://127.0.0.1:{runtime.port}"
         assert runtime.phase is graceful.Phase.READY
         pending = asyncio.ensure_future(session.get(f"{base}/"))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(entered.wait(), 15)
         threading.Thread(target=runtime.stop, args=("test",)).start()
         while runtime.phase is graceful.Phase.READY:
             await asyncio.sleep(0.01)

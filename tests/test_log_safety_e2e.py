@@ -16,7 +16,7 @@ import asyncio
 import json
 import os
 import re
-import select
+import selectors
 import shutil
 import signal
 import subprocess
@@ -28,38 +28,61 @@ from pathlib import Path
 import pytest
 
 from graceful.runtime import REPEAT_IGNORED_S
+from graceful.testing import HOLD_HEADER
 from tests.conftest import ROOT
-from tests.rawhttp import Connection, get, request_in_flight
+from tests.rawhttp import Connection, get
 
 
 class DeadPipeServer:
-    """The CLI with its log on a pipe the test reads until server.started, then closes."""
+    """The CLI (with the plugin's marking middleware) with its log on a pipe the test reads
+    until it cuts it: every later log write is EPIPE."""
 
     def __init__(self, stdout: Path, *args: str) -> None:
         self.stdout = stdout
         with stdout.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "graceful", "serve", "tests.apps:basic", "--port", "0",
-                 "--log-format", "json", *args],
+                [sys.executable, "-m", "graceful.testing.child", "serve", "tests.apps:basic",
+                 "--port", "0", "--log-format", "json", *args],
                 cwd=ROOT, stdout=out, stderr=subprocess.PIPE)
-        self.port = self._read_port()
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()  # the reader goes away: every later log write is EPIPE
+        self._log = b""
+        self.port = json.loads(self._read_until(b'"server.started"'))["port"]
 
-    def _read_port(self, timeout: float = 15.0) -> int:
+    def _read_until(self, marker: bytes, timeout: float = 15.0) -> bytes:
+        """The first log line not read yet that holds `marker`. A selector, not select():
+        the descriptor may be past 1024."""
         assert self.proc.stderr is not None
-        fd, data = self.proc.stderr.fileno(), b""
+        fd = self.proc.stderr.fileno()
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if select.select([fd], [], [], left)[0]:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                line, newline, rest = self._log.partition(b"\n")
+                if newline:
+                    self._log = rest
+                    if marker in line:
+                        return line
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    break
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
-                data += chunk
-                for line in data.splitlines():
-                    if b"server.started" in line:
-                        return json.loads(line)["port"]
-        raise AssertionError(f"no server.started; log so far:\n{data.decode()}")
+                self._log += chunk
+        raise AssertionError(f"no {marker.decode()} in the log; unread:\n{self._log.decode()}")
+
+    async def hold(self, path: str) -> Connection:
+        """A GET on a connection of its own, returned once its handler runs (the log says
+        so: graceful/testing/marks.py)."""
+        conn = await Connection.open(self.port)
+        conn.send("GET", path, headers={HOLD_HEADER: "dead-pipe"})
+        await asyncio.to_thread(self._read_until, b'"testing.request.entered"')
+        return conn
+
+    def cut_log(self) -> None:
+        """The log's reader goes away."""
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)
@@ -96,7 +119,8 @@ async def test_sigterm_then_sigterm_with_a_dead_log_pipe(dead_pipe, tmp_path):
     path = tmp_path / "state.json"
     server = dead_pipe("--pre-stop-delay", "30", "--drain-timeout", "30",
                        "--checkpoint", str(path))
-    _conn = await request_in_flight(server.port, "/slow?s=30")  # held open to the end
+    _conn = await server.hold("/slow?s=30")  # held open to the end
+    server.cut_log()
     server.signal()
     await _until_status(server.port, "/readyz", 503)
     await asyncio.sleep(REPEAT_IGNORED_S)  # a repeat sooner than this is ignored
@@ -110,7 +134,8 @@ async def test_sigterm_then_sigterm_with_a_dead_log_pipe(dead_pipe, tmp_path):
 async def test_sigint_with_a_dead_log_pipe_drains_and_exits_0(dead_pipe):
     """1. SIGINT: the request in flight completes with Connection: close; exit 0."""
     server = dead_pipe("--drain-timeout", "10")
-    conn = await request_in_flight(server.port, "/slow?s=0.5")
+    conn = await server.hold("/slow?s=0.5")
+    server.cut_log()
     server.signal(signal.SIGINT)
     response = await conn.read_response()
     assert response.status == 200 and response.closes
@@ -120,6 +145,7 @@ async def test_sigint_with_a_dead_log_pipe_drains_and_exits_0(dead_pipe):
 async def test_access_log_to_a_dead_pipe_does_not_reset_keep_alive(dead_pipe):
     """2. Five requests on one keep-alive connection, each logged to the dead pipe."""
     server = dead_pipe("--access-log")
+    server.cut_log()
     conn = await Connection.open(server.port)
     for _ in range(5):
         response = await conn.request("GET", "/fast")

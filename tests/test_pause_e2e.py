@@ -26,7 +26,7 @@ from aiohttp import web
 
 import graceful
 from graceful import checkpoint as ckpt
-from tests.rawhttp import Connection, get, request_in_flight
+from tests.rawhttp import Connection, caught_up, get
 
 UNANSWERED_S = 0.5
 
@@ -45,10 +45,11 @@ async def test_pause_drains_and_continue_serves_the_queue(serve, tmp_path):
     server = serve("tests.apps:with_traced_hooks", "--checkpoint", str(state),
                    env={"TRACE_FILE": str(trace)})
     assert (await get(server.port, "/count")).body == b"1\n"
-    busy = await Connection.open(server.port)
-    busy.send("GET", "/slow?s=1")
+    # Well under the 1 s after which the pause would log pause.progress (not expected below).
+    busy = (await server.hold("/slow?s=0.5")).conn
     busy.send("GET", "/readyz")  # pipelined: answered once the slow one is
-    await asyncio.sleep(0.2)
+    await busy.writer.drain()
+    await caught_up(server.port)
     server.signal(signal.SIGUSR1)
     await asyncio.to_thread(server.wait_for, "listeners.paused")
     waiting = await Connection.open(server.port)  # the kernel completes the handshake
@@ -82,7 +83,7 @@ async def test_stop_while_paused_is_a_normal_stop(serve, tmp_path):
     trace, state = tmp_path / "trace", tmp_path / "state.json"
     server = serve("tests.apps:with_traced_hooks", "--checkpoint", str(state),
                    env={"TRACE_FILE": str(trace)})
-    busy = await request_in_flight(server.port, "/slow?s=0.5")
+    busy = (await server.hold("/slow?s=0.5")).conn
     server.signal(signal.SIGUSR1)
     await asyncio.to_thread(server.wait_for, "pause.done")
     assert (await busy.read_response()).status == 200

@@ -7,7 +7,6 @@ import os
 import signal
 from pathlib import Path
 
-from tests.rawhttp import Connection
 from tests.test_restart_e2e import ended, get, successors  # noqa: F401  (fixture)
 
 APP = '''
@@ -37,9 +36,7 @@ async def test_a_save_restarts_without_cutting_the_request_in_flight(
     (tmp_path / "devapp.py").write_text(APP.format(version="v1"))
     server = serve("devapp:create_app", "--reload", "--app-dir", str(tmp_path))
     await asyncio.to_thread(server.wait_for, "reload.watching")
-    conn = await Connection.open(server.port)
-    conn.send("GET", "/?s=1.5")
-    await asyncio.sleep(0.1)
+    conn = (await server.hold("/?s=1.5")).conn
     (tmp_path / "devapp.py").write_text(APP.format(version="v2"))
     ready = await asyncio.to_thread(server.wait_for, "restart.ready")
     successors.append(ready["successor_pid"])

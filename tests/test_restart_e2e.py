@@ -283,9 +283,7 @@ async def test_sigterm_while_the_successor_starts_ends_it(serve, successors, rel
     server.signal(signal.SIGHUP)
     successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
                        )["successor_pid"])
-    conn = await Connection.open(server.port)
-    conn.send("GET", "/slow?s=0.5")
-    await asyncio.sleep(0.1)
+    conn = (await server.hold("/slow?s=0.5")).conn
     server.signal(signal.SIGTERM)
     assert (await conn.read_response()).status == 200
     assert await asyncio.to_thread(server.wait) == 0
@@ -298,9 +296,10 @@ async def test_sigterm_after_the_hand_over_stops_both(serve, successors, release
     already serving, is stopped the normal way too (SIGTERM), and both answer what they
     had in flight."""
     server = serve(TARGET, env={"RELEASE_FILE": str(release)})
-    conn = await Connection.open(server.port)
-    conn.send("GET", "/slow?s=1.5")
-    await asyncio.sleep(0.1)
+    # An upload half sent: in flight until the rest comes, however long the successor
+    # takes to be ready (a request of fixed length could end before the hand-over).
+    conn = (await server.hold("/upload", "POST", b"x" * 10,
+                              headers={"Content-Length": "20"})).conn
     release.write_text("v2")
     server.signal(signal.SIGHUP)
     successors.append((await asyncio.to_thread(server.wait_for, "restart.ready")
@@ -310,8 +309,9 @@ async def test_sigterm_after_the_hand_over_stops_both(serve, successors, release
     forwarded = await asyncio.to_thread(server.wait_for, "restart.stop_forwarded")
     assert forwarded["successor_pid"] == successors[0]
     assert await ended(successors[0], 15)
+    conn.writer.write(b"y" * 10)
     response = await conn.read_response()
-    assert (response.status, response.body) == (200, f"v1 {server.proc.pid}\n".encode())
+    assert (response.status, response.body) == (200, f"v1 {server.proc.pid} 20\n".encode())
     assert await asyncio.to_thread(server.wait) == 0  # its own drain was not forced
 
 

@@ -28,7 +28,7 @@ import pytest
 import graceful
 from tests import apps
 from tests.conftest import ROOT, ServerProcess
-from tests.rawhttp import get, request_in_flight
+from tests.rawhttp import get
 
 
 def _serve_in_shell(redirects: str, *args: str) -> ServerProcess:
@@ -70,7 +70,7 @@ async def test_signal_during_the_leftover_grace_is_ignored(serve, loop, signum):
     """2."""
     server = serve("tests.apps:basic", "--loop", loop, "--drain-timeout", "0.2",
                    "--cancel-grace", "0.1")
-    _conn = await request_in_flight(server.port, "/stubborn")  # held open to the end
+    _conn = (await server.hold("/stubborn")).conn  # held open to the end
     server.signal()
     await asyncio.to_thread(server.wait_for, "loop.leftover_tasks")
     server.signal(signum)

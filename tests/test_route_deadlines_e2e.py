@@ -17,7 +17,6 @@ import pytest
 
 import graceful
 from graceful.errors import ConfigError
-from tests.rawhttp import Connection
 from tests.test_stopping_e2e import open_stream, read_chunked
 
 
@@ -34,11 +33,8 @@ async def test_streams_are_cut_at_their_routes_deadline(serve):
     marked = server.wait_for("drain.route_deadlines")["routes"]
     assert marked == {path: 0.5 for path in [*STREAMS, "/report"]}
     streams = [(await open_stream(server.port, path))[0] for path in STREAMS]
-    report = await Connection.open(server.port)
-    report.send("GET", "/report")
-    slow = await Connection.open(server.port)
-    slow.send("GET", "/slow?s=2")
-    await asyncio.sleep(0.3)
+    report = (await server.hold("/report")).conn
+    slow = (await server.hold("/slow?s=2")).conn
     server.signal()
     for conn in streams:
         body, whole = await read_chunked(conn)
@@ -63,9 +59,7 @@ async def test_the_drain_deadline_counts_streams_apart(serve):
     """2."""
     server = serve("tests.apps:with_route_deadlines", "--drain-timeout", "1")
     stream, _ = await open_stream(server.port, "/endless")
-    slow = await Connection.open(server.port)
-    slow.send("GET", "/slow?s=30")
-    await asyncio.sleep(0.3)
+    await server.hold("/slow?s=30")  # kept to the drain deadline
     server.signal()
     assert not (await read_chunked(stream))[1]
     assert await asyncio.to_thread(server.wait) == 3

@@ -20,7 +20,7 @@ import pytest
 
 from graceful import checkpoint
 from graceful.runtime import REPEAT_IGNORED_S
-from tests.rawhttp import Connection, get
+from tests.rawhttp import Connection, caught_up, get
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -72,10 +72,8 @@ async def test_uploads_in_progress_complete(serve):
     """5. Bodies still being uploaded when SIGTERM arrives are read whole and answered."""
     server = serve("tests.apps:basic", "--drain-timeout", "10")
     size, chunks = 200_000, 10
-    conns = [await Connection.open(server.port) for _ in range(5)]
-    for conn in conns:
-        conn.writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\n"
-                          + f"Content-Length: {size}\r\n\r\n".encode())
+    conns = [(await server.hold("/upload", "POST", headers={"Content-Length": str(size)})).conn
+             for _ in range(5)]
     for i in range(chunks):
         if i == chunks // 2:
             server.signal()
@@ -161,7 +159,8 @@ async def test_handler_outliving_its_client_is_waited_for(serve, tmp_path):
     server = serve("tests.apps:basic", "--drain-timeout", "10", "--checkpoint", str(path))
     conn = (await server.hold("/slow?s=1")).conn
     conn.writer.close()
-    await asyncio.sleep(0.1)
+    await conn.writer.wait_closed()
+    await caught_up(server.port)  # the server has seen the hang-up
     server.signal()
     assert await asyncio.to_thread(server.wait) == 0
     assert server.wait_for("drain.done")["took_s"] >= 0.5

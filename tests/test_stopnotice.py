@@ -49,9 +49,11 @@ async def test_fired():
 async def test_fires_with_on_shutdown_when_asked_in_the_factory(aiohttp_client):
     """3."""
     seen: list[bool] = []
+    entered = asyncio.Event()
 
     async def events(request: web.Request) -> web.Response:
         stop = graceful.stopping(request)
+        entered.set()
         seen.append(await stop.wait(5))
         return web.Response(text="ended")
 
@@ -60,7 +62,7 @@ async def test_fires_with_on_shutdown_when_asked_in_the_factory(aiohttp_client):
     graceful.stopping(app)
     client = await aiohttp_client(app)
     request = asyncio.ensure_future(client.get("/events"))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(entered.wait(), 5)
     await client.server.close()  # on_shutdown, then the wait for handlers (60 s)
     assert await (await asyncio.wait_for(request, 5)).text() == "ended"
     assert seen == [True]

@@ -89,9 +89,7 @@ async def test_sse_stream_ends_with_its_last_event_and_the_terminating_chunk(ser
 async def test_long_poll_answers_at_once(serve):
     """2."""
     server = serve("longpoll:create_app", "--app-dir", "examples", "--drain-timeout", "30")
-    conn = await Connection.open(server.port)
-    conn.send("GET", "/poll?after=0")
-    await asyncio.sleep(0.2)  # the poll reaches its handler
+    conn = (await server.hold("/poll?after=0")).conn
     signalled = time.monotonic()
     server.signal(signal.SIGTERM)
     response = await asyncio.wait_for(conn.read_response(), 5)

@@ -28,9 +28,7 @@ async def test_notify_ready_then_stopping_with_extension(serve, tmp_path):
         server = serve("tests.apps:basic", "--drain-timeout", "20",
                        env={"NOTIFY_SOCKET": address})
         assert listener.recv(4096).decode().split("\n")[0] == "READY=1"
-        conn = await Connection.open(server.port)
-        conn.send("GET", "/slow?s=1.3")
-        await asyncio.sleep(0.1)
+        conn = (await server.hold("/slow?s=1.3")).conn
         server.signal()
         assert (await conn.read_response()).status == 200
         assert await asyncio.to_thread(server.wait) == 0

@@ -14,7 +14,6 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from tests.rawhttp import HANDLER_REACH_S
 from tests.test_bind_e2e import error_lines, run, start
 
 
@@ -105,8 +104,8 @@ def test_drain_over_tls(pki, loop):
         idle, busy = TlsClient(server.port, context), TlsClient(server.port, context)
         idle.send("/fast")
         assert idle.response()[0] == 200
-        busy.send("/slow?s=1")
-        time.sleep(HANDLER_REACH_S)
+        busy.send("/traced?s=1")
+        server.wait_for("app.handler_started", n=1)
         server.signal(signal.SIGTERM)
         status, headers, body = busy.response()
         answered = time.monotonic()

@@ -6,16 +6,22 @@ directly (no subprocess), one scenario each.
 3. An upload in progress at the stop is in flight, completes, and says close.
 4. A websocket is registered as it opens and gets 1001 at the stop.
 5. A request cloned by a middleware is of the tracked class, and its response says close.
+6. A connection that has sent nothing yet is not closed with the idle ones: a request it
+   sends just after the stop is served (Go issue 22682); a silent one is closed later.
+7. A request half sent at the stop is not idle: finished after the idle ones are closed,
+   it is served, and says close.
+8. A handler whose client hung up is still in flight: the drain waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 
 import graceful
-from graceful.http.protocol import tracked_class
+from graceful.http.protocol import DrainingRequestHandler, tracked_class
 from tests.apps import basic
 from tests.rawhttp import Connection
 
@@ -32,6 +38,21 @@ async def until(condition, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+async def idle_keep_alive(port: int) -> Connection:
+    """A connection with one request answered: the drain closes it once it is quiet, so its
+    end tells that the drain has begun closing idle connections."""
+    conn = await Connection.open(port)
+    assert (await conn.request("GET", "/fast")).status == 200
+    return conn
+
+
+def server_side(rt: graceful.Runtime, conn: Connection) -> DrainingRequestHandler:
+    """The tracker's protocol object of `conn`."""
+    ours = conn.writer.get_extra_info("sockname")
+    return next(protocol for protocol in rt._started.tracker.connections
+                if protocol.transport.get_extra_info("peername") == ours)
 
 
 async def test_idle_connection() -> None:
@@ -68,12 +89,13 @@ async def test_pipelined_requests() -> None:
 async def test_upload_in_progress() -> None:
     """3."""
     async with runtime() as rt:
+        idle = await idle_keep_alive(rt.port)
         conn = await Connection.open(rt.port)
         conn.writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
         tracker = rt._started.tracker
         await until(lambda: len(tracker.requests_in_flight()) == 1)
         rt.stop("test")
-        await asyncio.sleep(0.1)  # the drain is waiting on the upload
+        assert await idle.at_eof()  # the drain has closed what it may close
         assert [r.path for r in tracker.requests_in_flight()] == ["/upload"]
         conn.writer.write(b"world")
         response = await conn.read_response()
@@ -119,3 +141,52 @@ async def test_clone() -> None:
         assert response.status == 200 and response.closes
         assert seen == [tracked_class(web.Request)]
         assert await rt.wait_stopped() == 0
+
+
+async def test_connection_with_no_request_yet() -> None:
+    """6."""
+    async with runtime() as rt:
+        idle = await idle_keep_alive(rt.port)
+        fresh, silent = await Connection.open(rt.port), await Connection.open(rt.port)
+        tracker = rt._started.tracker
+        await until(lambda: sum(p.never_used for p in tracker.connections) == 2)
+        rt.stop("test")
+        assert await idle.at_eof()
+        response = await fresh.request("GET", "/fast")
+        assert response.status == 200 and response.closes
+        assert await silent.at_eof()
+        assert await rt.wait_stopped() == 0
+
+
+async def test_half_sent_request() -> None:
+    """7."""
+    async with runtime() as rt:
+        idle = await idle_keep_alive(rt.port)
+        half = await idle_keep_alive(rt.port)
+        protocol = server_side(rt, half)
+        await until(lambda: protocol.idle_for(time.monotonic()) is not None)
+        half.writer.write(b"GET /fast HTTP/1.1\r\nHost: t\r\n")
+        await until(lambda: protocol.idle_for(time.monotonic()) is None)  # its bytes are in
+        rt.stop("test")
+        assert await idle.at_eof()
+        half.writer.write(b"\r\n")
+        response = await half.read_response()
+        assert response.status == 200 and response.closes
+        assert await rt.wait_stopped() == 0
+
+
+async def test_handler_outliving_its_client() -> None:
+    """8."""
+    app = basic()
+    async with runtime(app) as rt:
+        conn = await Connection.open(rt.port)
+        conn.send("GET", "/slow?s=0.5")
+        tracker = rt._started.tracker
+        await until(lambda: len(tracker.requests_in_flight()) == 1)
+        conn.writer.close()
+        await until(lambda: not tracker.connections)
+        [orphan] = tracker.requests_in_flight()
+        assert orphan.path == "/slow" and not orphan.done
+        rt.stop("test")
+        assert await rt.wait_stopped() == 0
+        assert app[graceful.STATE]["served"] == 1

@@ -54,7 +54,7 @@ async def test_client_ignoring_the_close_is_dropped_after_its_own_timeout(serve)
     writer.write(WS_HANDSHAKE)
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     writer.write(_masked_text("3"))
-    await asyncio.sleep(0.2)  # the handler is busy with it
+    await asyncio.to_thread(server.wait_for, "app.ws_lookup")  # the handler is busy with it
     started = time.monotonic()
     server.signal()
     head = await asyncio.wait_for(reader.readexactly(4), 5)

@@ -23,7 +23,7 @@ from graceful.runner import run
 from graceful.stop import StopRequest, StopSource
 from tests import apps
 from tests.fake_win32 import FakeWin32
-from tests.test_windows_harness import Background, Recorder, free_port, get
+from tests.test_windows_harness import Background, Recorder, free_port
 
 
 class OneShotBridge:
@@ -50,14 +50,7 @@ def serve(bridge, **options):
     return runner, recorder, f"http://127.0.0.1:{port}"
 
 
-def in_flight(base: str, seconds: float) -> Background:
-    """A request that is running in the app when this returns."""
-    request = Background(lambda: get(f"{base}/slow?s={seconds}"))
-    time.sleep(0.2)
-    return request
-
-
-def test_ctrl_break_drains_like_sigterm():
+def test_ctrl_break_drains_like_sigterm(handlers):
     """1."""
     results = []
     fake = FakeWin32()
@@ -65,7 +58,7 @@ def test_ctrl_break_drains_like_sigterm():
     for bridge, fire in [(WindowsConsoleBridge(fake), lambda: fake.raise_signal("SIGBREAK")),
                          (posix, lambda: posix.fire(StopSource.SIGTERM))]:
         runner, recorder, base = serve(bridge)
-        request = in_flight(base, 0.6)
+        [request] = handlers.hold(f"{base}/slow?s=0.6")
         fire()
         results.append((runner.outcome(), request.outcome(), recorder.phases()))
     assert results[0] == results[1]
@@ -73,11 +66,11 @@ def test_ctrl_break_drains_like_sigterm():
                           ["pre_stop", "drain", "hooks", "checkpoint"])
 
 
-def test_second_ctrl_c_forces():
+def test_second_ctrl_c_forces(handlers):
     """2."""
     fake = FakeWin32()
     runner, recorder, base = serve(WindowsConsoleBridge(fake))
-    request = in_flight(base, 30)
+    [request] = handlers.hold(f"{base}/slow?s=30")
     fake.raise_signal("SIGINT")
     time.sleep(0.6)  # the runtime ignores a repeat within 0.5 s (one Ctrl+C seen twice)
     fake.raise_signal("SIGINT")
@@ -86,11 +79,11 @@ def test_second_ctrl_c_forces():
     request.join(10)
 
 
-def test_ctrl_close_waits_for_the_stop():
+def test_ctrl_close_waits_for_the_stop(handlers):
     """3."""
     fake = FakeWin32()
     runner, recorder, base = serve(WindowsConsoleBridge(fake))
-    request = in_flight(base, 0.8)
+    [request] = handlers.hold(f"{base}/slow?s=0.8")
     handler = Background(lambda: (fake.console_event(w.CTRL_CLOSE_EVENT), time.monotonic()))
     handled, returned_at = handler.outcome(10)
     assert handled is True
@@ -99,13 +92,13 @@ def test_ctrl_close_waits_for_the_stop():
     assert recorder.stopped_at is not None and returned_at >= recorder.stopped_at
 
 
-def test_ctrl_close_switches_to_fast_stop_before_the_os_limit():
+def test_ctrl_close_switches_to_fast_stop_before_the_os_limit(handlers):
     """4."""
     fake = FakeWin32()
     bridge = WindowsConsoleBridge(fake, limits_s={w.CTRL_CLOSE_EVENT: 2.0}, margin_s=0.25,
                                   force_lead_s=0.75)
     runner, recorder, base = serve(bridge, drain_timeout=30)
-    request = in_flight(base, 30)
+    [request] = handlers.hold(f"{base}/slow?s=30")
     started = time.monotonic()
     handler = Background(lambda: fake.console_event(w.CTRL_CLOSE_EVENT))
     assert handler.outcome(5) is True

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from graceful.stop import StopObserver
 
@@ -94,3 +98,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Handlers:
+    """Requests that reached their handler, by path, in the apps this process builds (a
+    middleware each app gets through graceful.loader.on_built: the `handlers` fixture): a
+    test stops the runtime once its requests run, not after a sleep."""
+
+    def __init__(self) -> None:
+        self.entered: Counter[str] = Counter()
+        self._changed = threading.Condition()
+
+        @web.middleware
+        async def count(request: web.Request, handler: Callable[[web.Request], Awaitable[
+                web.StreamResponse]]) -> web.StreamResponse:
+            with self._changed:
+                self.entered[request.path] += 1
+                self._changed.notify_all()
+            return await handler(request)
+
+        self._middleware = count
+
+    def add_to(self, app: web.Application) -> None:
+        app.middlewares.append(self._middleware)
+
+    def hold(self, url: str, count: int = 1, timeout: float = 15.0) -> list[Background]:
+        """`count` GETs of `url`, each on a thread of its own, once all are in the handler."""
+        path = urllib.parse.urlsplit(url).path
+        with self._changed:
+            wanted = self.entered[path] + count
+        requests = [Background(lambda: get(url)) for _ in range(count)]
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.entered[path] >= wanted, timeout):
+                raise AssertionError(f"{count} GET {url} not in their handler within "
+                                     f"{timeout:g}s: {dict(self.entered)}")
+        return requests

@@ -55,11 +55,10 @@ def start_service(tmp_path: Path, *serve: str) -> tuple[FakeWin32, ServiceHost, 
     return fake, host, runner, f"http://127.0.0.1:{port}"
 
 
-def test_service_life(tmp_path):
+def test_service_life(tmp_path, handlers):
     """1."""
     fake, host, runner, base = start_service(tmp_path, "--drain-timeout", "10")
-    requests = [Background(lambda: get(f"{base}/slow?s=1.6")) for _ in range(3)]
-    time.sleep(0.3)
+    requests = handlers.hold(f"{base}/slow?s=1.6", 3)
     assert host.bridge.control(w.SERVICE_CONTROL_STOP) == 0  # answers at once
     assert runner.outcome() == 0
     assert [r.outcome() for r in requests] == [(200, "close", "slept 1.6\n")] * 3
@@ -88,12 +87,11 @@ def test_service_life(tmp_path):
     assert logged(tmp_path / "svc.log", "service.exit")["stop_requested"] is True
 
 
-def test_exit_code_is_the_service_specific_code(tmp_path):
+def test_exit_code_is_the_service_specific_code(tmp_path, handlers):
     """2."""
     fake, host, runner, base = start_service(tmp_path, "--drain-timeout", "0.3",
                                              "--cancel-grace", "0.2")
-    request = Background(lambda: get(f"{base}/slow?s=30"))
-    time.sleep(0.3)
+    [request] = handlers.hold(f"{base}/slow?s=30")
     host.bridge.control(w.SERVICE_CONTROL_STOP)
     code = runner.outcome()
     assert code == ExitCode.DRAIN_DEADLINE
@@ -104,11 +102,10 @@ def test_exit_code_is_the_service_specific_code(tmp_path):
     request.join(5)
 
 
-def test_preshutdown_then_shutdown_forces(tmp_path):
+def test_preshutdown_then_shutdown_forces(tmp_path, handlers):
     """3."""
     _, host, runner, base = start_service(tmp_path, "--drain-timeout", "30")
-    request = Background(lambda: get(f"{base}/slow?s=30"))
-    time.sleep(0.3)
+    [request] = handlers.hold(f"{base}/slow?s=30")
     host.bridge.control(w.SERVICE_CONTROL_PRESHUTDOWN)
     time.sleep(0.7)  # past the runtime's repeat filter
     assert runner.is_alive()

@@ -11,15 +11,13 @@
 
 from __future__ import annotations
 
-import time
-
 from click.testing import CliRunner
 
 from graceful import checkpoint as ckpt
 from graceful.bridge import win32 as w
 from graceful.service_cli import service
 from tests.fake_win32 import FakeWin32
-from tests.test_windows_harness import Background, get, wait_until
+from tests.test_windows_harness import get, wait_until
 from tests.test_windows_service import start_service
 
 
@@ -27,7 +25,7 @@ def _last_state(fake: FakeWin32) -> int:
     return fake.statuses[-1].state
 
 
-def test_pause_and_continue(tmp_path):
+def test_pause_and_continue(tmp_path, handlers):
     """1."""
     fake, host, runner, base = start_service(tmp_path)
     assert get(f"{base}/count")[2] == "1\n"
@@ -35,8 +33,7 @@ def test_pause_and_continue(tmp_path):
     assert running.controls_accepted & w.SERVICE_ACCEPT_PAUSE_CONTINUE
     assert not any(s.controls_accepted & w.SERVICE_ACCEPT_PAUSE_CONTINUE
                    for s in fake.statuses if s.state == w.SERVICE_START_PENDING)
-    slow = Background(lambda: get(f"{base}/slow?s=0.8"))
-    time.sleep(0.3)
+    [slow] = handlers.hold(f"{base}/slow?s=0.8")
     assert host.bridge.control(w.SERVICE_CONTROL_PAUSE) == 0
     pending = fake.statuses[-1]
     assert (pending.state, pending.checkpoint) == (w.SERVICE_PAUSE_PENDING, 1)

@@ -45,10 +45,14 @@ class Connection:
 
     def send(self, method: str, path: str, body: bytes = b"",
              headers: dict[str, str] | None = None) -> None:
+        """Write one request. A Content-Length in `headers` is sent as given, so a body can
+        be sent in part (an upload in progress: `conn.writer.write` the rest later)."""
+        headers = headers or {}
         lines = [f"{method} {path} HTTP/1.1", "Host: test"]
-        if body or method in ("POST", "PUT", "PATCH"):
+        given = any(name.lower() == "content-length" for name in headers)
+        if not given and (body or method in ("POST", "PUT", "PATCH")):
             lines.append(f"Content-Length: {len(body)}")
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
 
     async def read_response(self) -> Response:
