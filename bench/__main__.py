@@ -79,8 +79,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for p in (drain, thr, st, crash):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
-    rep.add_argument("--drain", type=Path, action="append", required=True,
-                     help="a drain.json (repeatable)")
+    rep.add_argument("--drain", type=Path, action="append",
+                     help="a drain.json (repeatable); none: only the throughput section "
+                          "(and its command) of --write is replaced by --throughput's run")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
     rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
     rep.add_argument("--stream", type=Path, help="a stream.json")
@@ -198,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "report":
         from bench import results
 
+        if not args.drain:
+            if args.throughput is None:
+                print("report needs --drain, or --throughput alone", file=sys.stderr)
+                return 2
+            results.update_throughput(args.throughput, args.write)
+            print(f"wrote {args.write} (throughput section)", file=sys.stderr)
+            return 0
         for path in results.write(args.drain, args.throughput, args.write, args.notes,
                                   args.stream, args.startup, args.crash):
             print(f"plot: {path}", file=sys.stderr)

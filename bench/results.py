@@ -65,6 +65,22 @@ def stream_section(doc: dict[str, Any]) -> list[str]:
             table(doc["runs"]), ""]
 
 
+THROUGHPUT_HEADING = "## Throughput (no stop)"
+
+
+def update_throughput(throughput_file: Path, target: Path) -> None:
+    """Replace `target`'s throughput section, and its command in the list of runs, by
+    `throughput_file`'s run; the rest (drain runs, streams, plots) is left as it was."""
+    thr = json.loads(throughput_file.read_text())
+    lines = target.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("- `python -m bench throughput"))
+    lines[at:at + 3] = _env_lines(thr["env"])  # the command, its date and versions
+    start = lines.index(THROUGHPUT_HEADING)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
+    lines[start:end] = [THROUGHPUT_HEADING, "", report.throughput_table(thr["rows"]), ""]
+    target.write_text("\n".join(lines) + "\n")
+
+
 def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
           notes: Path | None, stream_file: Path | None = None,
           startup_file: Path | None = None, crash_file: Path | None = None) -> list[Path]:
@@ -101,7 +117,7 @@ def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
               "overhead*: p99 minus the handler's own time, per repeat.", "",
               report.latency_table(runs), ""]
     if thr:
-        lines += ["## Throughput (no stop)", "", report.throughput_table(thr["rows"]), ""]
+        lines += [THROUGHPUT_HEADING, "", report.throughput_table(thr["rows"]), ""]
     if streams:
         lines += stream_section(streams)
     if startup_file:
