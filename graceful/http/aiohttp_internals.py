@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import functools
 import inspect
-import operator
 import types
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -248,9 +247,19 @@ def current_request(handler: RequestHandler) -> web.BaseRequest | None:
     return handler._current_request
 
 
-# True once the connection's parser has seen an upgrade request (a C attrgetter: called
-# after every data_received, it must cost next to nothing).
-upgrading: Callable[[RequestHandler], bool] = operator.attrgetter(UPGRADE_FLAG)
+def _upgraded(handler: RequestHandler) -> bool:
+    return handler._upgraded  # type: ignore[attr-defined]
+
+
+def _upgrade(handler: RequestHandler) -> bool:
+    return handler._upgrade  # type: ignore[attr-defined]
+
+
+# True once the connection's parser has seen an upgrade request. Called after every
+# data_received: a plain attribute read (specialised by the interpreter), not
+# operator.attrgetter, whose generic lookup missed CPython's type cache on every request.
+upgrading: Callable[[RequestHandler], bool] = (_upgraded if UPGRADE_FLAG == "_upgraded"
+                                               else _upgrade)
 
 
 def queued_requests(handler: RequestHandler) -> int:
