@@ -94,11 +94,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--crash", type=Path, help="a crash.json")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
     rep.add_argument("--update", action="store_true",
-                     help="rewrite only the sections of the files given (--startup, --crash) "
+                     help="rewrite only the sections of the files given (--startup, --crash, "
+                          "--throughput) "
                           "in the existing --write file")
     args = parser.parse_args(argv)
     if args.mode == "report" and not args.update and not args.drain:
-        parser.error("report needs --drain (or --update with --startup/--crash)")
+        parser.error("report needs --drain (or --update with --startup/--crash/--throughput)")
     if args.mode == "stream":
         from bench.stream import STREAM_SERVERS
 
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import results
 
         if args.update:
-            results.update(args.write, args.startup, args.crash)
+            results.update(args.write, args.startup, args.crash, args.throughput)
             print(f"updated {args.write}", file=sys.stderr)
             return 0
         for path in results.write(args.drain, args.throughput, args.write, args.notes,

@@ -66,8 +66,8 @@ def stream_section(doc: dict[str, Any]) -> list[str]:
             table(doc["runs"]), ""]
 
 
-def update(target: Path, startup_file: Path | None = None,
-           crash_file: Path | None = None) -> None:
+def update(target: Path, startup_file: Path | None = None, crash_file: Path | None = None,
+           throughput_file: Path | None = None) -> None:
     """Rewrite only these sections of an existing RESULTS.md, from their JSON files; the
     others (and their JSON files, which need not be at hand) are left as they are."""
     text = target.read_text()
@@ -75,6 +75,8 @@ def update(target: Path, startup_file: Path | None = None,
         if file is not None:
             text = _replace_section(text, section(json.loads(file.read_text())))
     target.write_text(text)
+    if throughput_file is not None:
+        update_throughput(throughput_file, target)
 
 
 def _replace_section(text: str, lines: list[str]) -> str:
@@ -89,6 +91,22 @@ def _replace_section(text: str, lines: list[str]) -> str:
         end = text.find("\n## ", start + len(heading))
         end = len(text) if end < 0 else end + 1
     return text[:start] + new + text[end:]
+
+
+THROUGHPUT_HEADING = "## Throughput (no stop)"
+
+
+def update_throughput(throughput_file: Path, target: Path) -> None:
+    """Replace `target`'s throughput section, and its command in the list of runs, by
+    `throughput_file`'s run; the rest (drain runs, streams, plots) is left as it was."""
+    thr = json.loads(throughput_file.read_text())
+    lines = target.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("- `python -m bench throughput"))
+    lines[at:at + 3] = _env_lines(thr["env"])  # the command, its date and versions
+    start = lines.index(THROUGHPUT_HEADING)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
+    lines[start:end] = [THROUGHPUT_HEADING, "", report.throughput_table(thr["rows"]), ""]
+    target.write_text("\n".join(lines) + "\n")
 
 
 def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
@@ -129,7 +147,7 @@ def write(drain_files: list[Path], throughput_file: Path | None, target: Path,
               "overhead*: p99 minus the handler's own time, per repeat.", "",
               report.latency_table(runs), ""]
     if thr:
-        lines += ["## Throughput (no stop)", "", report.throughput_table(thr["rows"]), ""]
+        lines += [THROUGHPUT_HEADING, "", report.throughput_table(thr["rows"]), ""]
     if streams:
         lines += stream_section(streams)
     if startup_file:

@@ -44,7 +44,8 @@ class Config:
     log_format: str = "auto"
     log_level: str = "info"
     access_log: bool = False
-    # Answer livez_path and readyz_path in front of the app (False: every path is the app's).
+    # Answer livez_path and readyz_path: routes of the app its middlewares never see (False:
+    # every path is the app's).
     health: bool = True
     livez_path: str = "/livez"
     readyz_path: str = "/readyz"

@@ -303,6 +303,8 @@ class Runtime(RuntimeView):
 
     def _finish(self, code: ExitCode) -> ExitCode:
         self.phase = Phase.STOPPED
+        if self._started is not None:
+            self._started.tracker.stop_done()
         self._builder.heap.release()
         self._notify("stopped", int(code))
         return code

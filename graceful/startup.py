@@ -96,13 +96,10 @@ class Builder:
         # startup checks (graceful.add_check): required ones must pass, optional ones degrade
         monitor = checks.Monitor(app)
         await monitor.start(config.startup_timeout)
-        probes = None
-        if config.health:
-            probes = health.Health(config.livez_path, config.readyz_path,
-                                   is_ready=self._is_ready, phase=self._phase,
-                                   degraded=monitor.degraded,
-                                   degraded_ready=config.degraded_ready)
-            probes.refuse_taken_paths(app)
+        if config.health:  # two routes of the app's router, before the runner freezes it
+            health.Health(config.livez_path, config.readyz_path, is_ready=self._is_ready,
+                          phase=self._phase, degraded=monitor.degraded,
+                          degraded_ready=config.degraded_ready).install(app)
         self.tracker = tracker = ConnectionTracker(loop)
         access = {"access_log_class": AccessLogger} if config.access_log else {"access_log": None}
         hooks.bound_startup(app, config.startup_timeout)
@@ -116,8 +113,6 @@ class Builder:
         server = runner.server
         assert server is not None
         options = handler_options(server)  # the runner's, the app's debug and handler_args
-        if probes is not None:
-            options["request_handler"] = probes.in_front_of(server.request_handler)
 
         def factory() -> DrainingRequestHandler:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)

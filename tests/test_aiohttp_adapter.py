@@ -7,10 +7,15 @@
 3. They are made by aiohttp's own factory function, bound to the app, with the tracked class
    for its default: no keyword dict built per request (a functools.partial did), and
    aiohttp's own default untouched.
+4. Outside a stop, a request costs aiohttp's own path: each connection's factory is that
+   function itself (no wrapper), the tracked class has no hook of its own, and the health
+   probes are routes of the app (nothing in front of its handler). A stopping tracker puts
+   the hook on the class for the requests already made, the end of a pause takes it off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from pathlib import Path
@@ -19,7 +24,9 @@ from aiohttp import web
 
 import graceful
 from graceful.http.aiohttp_internals import REQUIREMENTS, factory_making
-from graceful.http.protocol import tracked_class
+from graceful.http.drain import ConnectionTracker
+from graceful.http.health import Health
+from graceful.http.protocol import DrainingRequestHandler, handler_options, tracked_class
 
 PACKAGE = Path(graceful.__file__).parent
 FENCE = {PACKAGE / "http" / "aiohttp_internals.py", PACKAGE / "http" / "aiohttp_probes.py"}
@@ -75,5 +82,32 @@ async def test_tracked_requests_cost_aiohttp_own_call() -> None:
         assert default is tracked_class(web.Request)
         untouched = inspect.signature(web.Application._make_request).parameters["_cls"].default
         assert untouched is web.Request
+    finally:
+        await runner.cleanup()
+
+
+async def test_no_hook_on_the_request_path_outside_a_stop() -> None:
+    """4."""
+    app = web.Application()
+    Health("/livez", "/readyz", is_ready=lambda: True, phase=lambda: "ready").install(app)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    try:
+        server = runner.server
+        assert server is not None
+        tracker = ConnectionTracker(loop)
+        protocol = DrainingRequestHandler(server, tracker=tracker, loop=loop,
+                                          **handler_options(server))
+        factory = protocol._request_factory
+        assert getattr(factory, "__func__", None) is not None
+        assert factory.__func__.__code__ is web.Application._make_request.__code__
+        assert protocol._request_handler is server.request_handler  # aiohttp's own
+        cls = tracked_class(web.Request)
+        assert "_prepare_hook" not in vars(cls)
+        tracker.begin_stopping()
+        assert "_prepare_hook" in vars(cls)
+        tracker.end_stopping()
+        assert "_prepare_hook" not in vars(cls)
     finally:
         await runner.cleanup()

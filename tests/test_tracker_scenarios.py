@@ -11,6 +11,8 @@ directly (no subprocess), one scenario each.
 7. A request half sent at the stop is not idle: finished after the idle ones are closed,
    it is served, and says close.
 8. A handler whose client hung up is still in flight: the drain waits for it.
+9. A websocket opened on a keep-alive connection after a plain request is registered too
+   (the connection makes its requests of the websocket class once it parses an upgrade).
 """
 
 from __future__ import annotations
@@ -190,3 +192,25 @@ async def test_handler_outliving_its_client() -> None:
         rt.stop("test")
         assert await rt.wait_stopped() == 0
         assert app[graceful.STATE]["served"] == 1
+
+
+async def test_websocket_after_a_keep_alive_request() -> None:
+    """9."""
+    async with runtime() as rt:
+        reader, writer = await asyncio.open_connection("127.0.0.1", rt.port)
+        writer.write(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+        writer.write(WS_HANDSHAKE)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        tracker = rt._started.tracker
+        await until(lambda: len(tracker.websockets) == 1)
+        rt.stop("test")
+        frame = await asyncio.wait_for(reader.readexactly(4), 5)
+        assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
+        writer.close()
+        assert await rt.wait_stopped() == 0

@@ -52,6 +52,11 @@ def _behaviour(owner: str, name: str, why: str) -> Requirement:
     return Requirement(owner, name, "behaviour", why)
 
 
+# What aiohttp calls the flag its parser raises when it has parsed an upgrade request
+# (3.14: BaseProtocol._upgraded; 3.11 to 3.13: RequestHandler._upgrade).
+UPGRADE_FLAG = "_upgraded" if hasattr(RequestHandler, "_upgraded") else "_upgrade"
+
+
 REQUIREMENTS: tuple[Requirement, ...] = (
     # -- the connection: protocol.DrainingRequestHandler subclasses RequestHandler ------------
     _method(_HANDLER, "__init__", ("manager", "loop", "access_log_class", "access_log"),
@@ -66,7 +71,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _attr(_HANDLER, "_task_handler", "the connection's task, awaiting the handler: cancelled "
           "at the drain deadline, and kept when the client goes away (orphans)"),
     _attr(_HANDLER, "_request_factory", "replaced per connection to make requests of "
-          "graceful's tracked class"),
+          "graceful's tracked class (of its websocket class once an upgrade is parsed)"),
+    _attr(_HANDLER, "_current_request", "the request whose handler is running: what the "
+          "drain reports and cuts, read only when it asks (nothing recorded per request)"),
+    _attr(_HANDLER, UPGRADE_FLAG, "raised once an upgrade request is parsed: the "
+          "connection's next requests are made of the class that shows websockets"),
     _attr(_HANDLER, "_request_count", "0 until a request has been parsed: a connection that "
           "never sent one gets NEW_CONNECTION_GRACE_S"),
     _attr(_HANDLER, "_handler_waiter", "a future aiohttp resolves when _handle_request ends: "
@@ -74,11 +83,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _attr(_HANDLER, "_force_close", "read (never set) to know the connection is ending"),
     _attr(_HANDLER, "_close", "read (never set by the drain) to know the connection is ending"),
     _attr(_HANDLER, "_loop", "the loop, for the future cancel_request returns"),
-    _attr(_HANDLER, "_request_handler", "replaced per connection by the app's handler behind "
-          "the health answers"),
     _attr(_HANDLER, "transport", "aborted at the drain deadline"),
-    _method(_HANDLER, "data_received", ("data",), "counted: a byte received since the last "
-            "response means the connection is not quiet", coroutine=False),
+    _method(_HANDLER, "data_received", ("data",), "a byte received since the last "
+            "response means the connection is not quiet (and stamps a request's start)",
+            coroutine=False),
     _method(_HANDLER, "log_access", ("request", "response", "time"), "called once per request "
             "after its response is written: stamps the start of the quiet time",
             coroutine=False),
@@ -91,9 +99,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _attr(_REQUEST, "_protocol", "a clone tells its connection it exists"),
     _method(_REQUEST, "clone", (), "a clone (a middleware's request.clone()) is "
             "of the request's class, so tracked like it"),
-    _method("aiohttp.web_request.Request", "_prepare_hook", ("response",), "overridden: runs "
-            "after the Connection header is chosen and before the headers are written; sets "
-            "Connection: close while stopping and registers websockets", coroutine=True),
+    _method("aiohttp.web_request.Request", "_prepare_hook", ("response",), "overridden on "
+            "graceful's request classes while a stop is in progress (and always on the "
+            "websocket class): runs after the Connection header is chosen and before the "
+            "headers are written; sets Connection: close and registers websockets",
+            coroutine=True),
     _method("aiohttp.web_app.Application", "_make_request",
             ("message", "payload", "protocol", "writer", "task", "_cls"),
             "the app's request factory; _cls makes requests of graceful's class directly"),
@@ -135,11 +145,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _behaviour(_REQUEST, "_prepare_hook runs before the headers are written, and a "
                "Connection: close set there is sent and closes the connection",
                "the stop's Connection: close"),
+    _behaviour(_HANDLER, "_current_request is the request while its handler runs",
+               "which request is in flight, read when the drain asks"),
+    _behaviour(_HANDLER, "the upgrade flag is raised by data_received once an upgrade "
+               "request is parsed, before the request is made", "websockets are registered"),
+    _behaviour("aiohttp.web_app.Application", "a route whose match info ignores add_app "
+               "runs without the app's middlewares", "the health probes: answered by the "
+               "app's router, never seen by its middlewares"),
     _behaviour(_REQUEST, "clone() keeps _protocol", "clones are tracked"),
-    _behaviour(_REQUEST, "a live request's __class__ can be switched to a subclass, and a "
-               "request can be weakly referenced", "an Application subclass's own request "
-               "factory: its request is made tracked as soon as it is made, before its handler "
-               "sees it (never at the stop)"),
+    _behaviour(_REQUEST, "a live request's __class__ can be switched to a subclass",
+               "an Application subclass's own request factory: its request is made tracked "
+               "as soon as it is made, before its handler sees it (never at the stop)"),
     _behaviour(_HANDLER, "_handler_waiter is resolved when a cancelled handler has unwound",
                "cancel_request"),
     _behaviour(_HANDLER, "force_close() on an idle connection closes its transport",
@@ -163,10 +179,6 @@ SUBAPP_RELAY_QUALNAME = (
 def server_handler_kwargs(server: web.Server) -> dict[str, Any]:
     """The keyword arguments aiohttp's Server gives each RequestHandler it makes."""
     return dict(server._kwargs)
-
-
-def set_request_handler(handler: RequestHandler, request_handler: Any) -> None:
-    handler._request_handler = request_handler
 
 
 def set_request_factory(handler: RequestHandler, factory: Callable[..., web.BaseRequest]
@@ -229,6 +241,27 @@ def request_in_progress(handler: RequestHandler) -> bool:
     return handler._request_in_progress
 
 
+def current_request(handler: RequestHandler) -> web.BaseRequest | None:
+    """The request whose handler is running (None once it has returned, while its response
+    is still being written)."""
+    return handler._current_request
+
+
+def _upgraded(handler: RequestHandler) -> bool:
+    return handler._upgraded  # type: ignore[attr-defined]
+
+
+def _upgrade(handler: RequestHandler) -> bool:
+    return handler._upgrade  # type: ignore[attr-defined]
+
+
+# True once the connection's parser has seen an upgrade request. Called after every
+# data_received: a plain attribute read (specialised by the interpreter), not
+# operator.attrgetter, whose generic lookup missed CPython's type cache on every request.
+upgrading: Callable[[RequestHandler], bool] = (_upgraded if UPGRADE_FLAG == "_upgraded"
+                                               else _upgrade)
+
+
 def queued_requests(handler: RequestHandler) -> int:
     """Pipelined requests already parsed and waiting behind the one in progress."""
     return len(handler._messages)
@@ -260,12 +293,18 @@ def handler_unwound(handler: RequestHandler) -> asyncio.Future[None]:
 # -- the request -------------------------------------------------------------------------------
 
 
-def showing_responses(cls: type[web.BaseRequest], name: str, module: str,
-                      ) -> type[web.BaseRequest]:
-    """A subclass of `cls` (no new slots) whose responses are shown to its connection's
+def showing_responses(cls: type[web.BaseRequest], name: str, module: str, *,
+                      always: bool) -> type[web.BaseRequest]:
+    """A subclass of `cls` (no new slots) that can show its responses to its connection's
     `tracker` (`tracker.preparing(request, response)`) before their headers are written:
-    websockets always, others while `tracker.stopping`."""
-    base: Callable[[Any, web.StreamResponse], Awaitable[None]] = cls._prepare_hook
+    websockets always, others while `tracker.stopping`.
+
+    With `always`, the hook is part of the class. Without, the class is `cls`'s own until
+    show_responses(made, True): its requests then cost aiohttp's own path, not one
+    Python call more per response."""
+    # the app's own hook (never one of graceful's, even when `cls` is graceful's and shows)
+    own = next(k for k in cls.__mro__ if not vars(k).get("_graceful_tracked"))
+    base: Callable[[Any, web.StreamResponse], Awaitable[None]] = own._prepare_hook
 
     # Deliberately not `async`: it returns aiohttp's coroutine, so a response costs one
     # function call here rather than one more coroutine.
@@ -275,8 +314,21 @@ def showing_responses(cls: type[web.BaseRequest], name: str, module: str,
             tracker.preparing(self, response)
         return base(self, response)
 
-    return type(name, (cls,), {"_prepare_hook": _prepare_hook, "_graceful_tracked": True,
-                               "__module__": module})
+    namespace: dict[str, Any] = {"_graceful_tracked": True, "_graceful_hook": _prepare_hook,
+                                 "__module__": module}
+    if always:
+        namespace["_prepare_hook"] = _prepare_hook
+    return type(name, (cls,), namespace)
+
+
+def show_responses(cls: type[web.BaseRequest], on: bool) -> None:
+    """Put the hook of showing_responses(..., always=False) on `cls`, or take it off: the
+    requests already made of `cls` see the change at their next response (aiohttp looks
+    `_prepare_hook` up on the request each time)."""
+    if on:
+        type.__setattr__(cls, "_prepare_hook", vars(cls)["_graceful_hook"])
+    elif "_prepare_hook" in vars(cls):
+        type.__delattr__(cls, "_prepare_hook")
 
 
 # -- hooks.py and aiohttp_signals.py -------------------------------------------------------------

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web, web_app
 from aiohttp.web_protocol import RequestHandler
+
+from graceful.http import aiohttp_internals
 
 WAITING = "_waiter is set while waiting for the next request"
 IN_PROGRESS = "_request_in_progress is True while the handler runs"
@@ -26,8 +27,11 @@ LOG_ACCESS = "log_access is called once per request, after its response is writt
 PREPARE_HOOK = ("_prepare_hook runs before the headers are written, and a Connection: close "
                 "set there is sent and closes the connection")
 CLONE = "clone() keeps _protocol"
-SWITCH = ("a live request's __class__ can be switched to a subclass, and a request can be "
-          "weakly referenced")
+SWITCH = "a live request's __class__ can be switched to a subclass"
+CURRENT = "_current_request is the request while its handler runs"
+UPGRADE = ("the upgrade flag is raised by data_received once an upgrade request is parsed, "
+           "before the request is made")
+PROBE_MATCH = "a route whose match info ignores add_app runs without the app's middlewares"
 HANDLER_WAITER = "_handler_waiter is resolved when a cancelled handler has unwound"
 TASK = "_task_handler is the connection's task, running while its handler runs"
 FORCE_CLOSE = "force_close() on an idle connection closes its transport"
@@ -111,23 +115,27 @@ async def pipelined_requests(failed: dict[str, str]) -> None:
     hooks: list[tuple[str, int]] = []
 
     class ProbeRequest(web.Request):
-        def _prepare_hook(self, response: web.StreamResponse) -> Awaitable[None]:
-            hooks.append((self.path, len(transport.data)))
-            if self.path == "/second":
-                response.force_close()
-                response.headers["Connection"] = "close"
-            return super()._prepare_hook(response)
+        pass
+
+    # put on the class once the first request is made (graceful's hook is put on at the stop)
+    def prepare_hook(self: web.Request, response: web.StreamResponse) -> Awaitable[None]:
+        hooks.append((self.path, len(transport.data)))
+        if self.path == "/second":
+            response.force_close()
+            response.headers["Connection"] = "close"
+        return web.Request._prepare_hook(self, response)
 
     async def first(request: web.Request) -> web.Response:
         seen.update(in_progress=handler._request_in_progress, waiter=handler._waiter,
                     queued=len(handler._messages), count=handler._request_count,
                     task=handler._task_handler, written=len(transport.data),
-                    logged=len(handler.logged), clone=request.clone()._protocol)
-        ref = weakref.ref(request)
+                    logged=len(handler.logged), clone=request.clone()._protocol,
+                    current=handler._current_request is request)
         cls = type(request)
         object.__setattr__(request, "__class__", type("Switched", (cls,), {}))
+        seen["switched"] = isinstance(request, cls) and type(request) is not cls
         object.__setattr__(request, "__class__", cls)
-        seen["switched"] = ref() is request
+        ProbeRequest._prepare_hook = prepare_hook  # type: ignore[method-assign]
         entered.set()
         await release.wait()
         return web.Response(text="first-done")
@@ -168,7 +176,9 @@ async def pipelined_requests(failed: dict[str, str]) -> None:
         if seen["clone"] is not handler:
             failed[CLONE] = f"clone's _protocol is {seen['clone']!r}"
         if not seen["switched"]:
-            failed[SWITCH] = "the weak reference was lost"
+            failed[SWITCH] = "the class did not change"
+        if not seen["current"]:
+            failed[CURRENT] = "it is not the running request"
         if len(calls) != 1 or len(calls[0]) != 5 or calls[0][2] is not handler \
                 or not hasattr(calls[0][0], "upgrade"):
             failed[FACTORY] = f"called {len(calls)} times with {[len(c) for c in calls]} args"
@@ -271,4 +281,73 @@ async def websocket_and_app(failed: dict[str, str]) -> None:
         failed[MATCH] = "a dynamic resource does not match as expected"
 
 
-PROBES = (pipelined_requests, keep_alive_then_idle, cancelled_handler, websocket_and_app)
+async def upgrade_request(failed: dict[str, str]) -> None:
+    """A websocket handshake: the flag is up when data_received returns, and the request is
+    made only after (so a factory switched then makes it)."""
+    made: list[Any] = []
+
+    async def ws(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="no")
+
+    app = web.Application()
+    app.router.add_get("/ws", ws)
+    runner, handler, _ = await connection(app)
+    factory = handler._request_factory
+    assert factory is not None
+
+    def recording(*args: Any) -> web.BaseRequest:
+        made.append(args)
+        return factory(*args)
+
+    handler._request_factory = recording
+    try:
+        await until(lambda: handler._waiter is not None)
+        if aiohttp_internals.upgrading(handler):
+            failed[UPGRADE] = "raised before any request"
+        handler.data_received(b"GET /ws HTTP/1.1\r\nHost: probe\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        if not aiohttp_internals.upgrading(handler):
+            failed[UPGRADE] = "not raised once the handshake request is parsed"
+        elif made:
+            failed[UPGRADE] = "the request was made before data_received returned"
+        elif not await until(lambda: made):
+            failed[UPGRADE] = "the request was never made"
+    finally:
+        handler.connection_lost(None)
+        await runner.cleanup()
+
+
+async def probe_route(failed: dict[str, str]) -> None:
+    """graceful's health probe on an app with a middleware: answered without it."""
+    from graceful.http.health import Health  # its _ProbeMatch is what is probed
+
+    through: list[str] = []
+
+    @web.middleware
+    async def deny(request: web.Request, handler: Any) -> web.StreamResponse:
+        through.append(request.path)
+        raise web.HTTPUnauthorized()
+
+    async def anything(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application(middlewares=[deny])
+    app.router.add_get("/{tail:.*}", anything)
+    Health("/livez", "/readyz", is_ready=lambda: True, phase=lambda: "ready").install(app)
+    runner, handler, transport = await connection(app)
+    try:
+        await until(lambda: handler._waiter is not None)
+        handler.data_received(get("/livez") + get("/other"))
+        await until(lambda: len(handler.logged) >= 2)
+        data = bytes(transport.data)
+        if not data.startswith(b"HTTP/1.1 200") or through != ["/other"]:
+            failed[PROBE_MATCH] = (f"the probe went through the middleware ({through}), "
+                                   f"answered {data[:12]!r}")
+    finally:
+        handler.connection_lost(None)
+        await runner.cleanup()
+
+
+PROBES = (pipelined_requests, keep_alive_then_idle, cancelled_handler, websocket_and_app,
+          upgrade_request, probe_route)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from aiohttp import hdrs, web
 
 from graceful.http import websockets
-from graceful.http.protocol import DrainingRequestHandler, InFlight
+from graceful.http.protocol import DrainingRequestHandler, InFlight, show_responses
 from graceful.http.route_deadlines import is_stream
 from graceful.logs import get_logger
 
@@ -94,7 +94,12 @@ class ConnectionTracker:
                 task = websockets.close(response, self._websockets_closing)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-        elif self.stopping and not _has_queued_requests(request):
+        elif self.stopping:
+            protocol = request.protocol
+            if isinstance(protocol, DrainingRequestHandler):
+                protocol.prepared(request)
+                if protocol.has_queued_requests:
+                    return  # answered first; the last of them says close
             # aiohttp has already chosen the Connection header by now (it computes it
             # before this hook), so set it as well as the close itself.
             response.force_close()
@@ -110,11 +115,18 @@ class ConnectionTracker:
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
         self.stopping = True  # every request is of the tracked class: nothing to switch
+        show_responses(self, True)
         self._touch()
+
+    def stop_done(self) -> None:
+        """The stop is over (nothing more is served): the tracked classes stop asking this
+        tracker, so that a later Runtime in the same process pays nothing for it."""
+        show_responses(self, False)
 
     def end_stopping(self) -> None:
         """A pause is over (graceful/pause.py): responses keep connections alive again."""
         self.stopping = False
+        show_responses(self, False)
         self._websockets_closing = None
         self._closing.clear()
 
@@ -216,7 +228,3 @@ class ConnectionTracker:
         if next_due is not None:
             self._timer = self._event_loop.call_later(next_due - now, self._touch)
 
-
-def _has_queued_requests(request: web.BaseRequest) -> bool:
-    protocol = request.protocol
-    return isinstance(protocol, DrainingRequestHandler) and protocol.has_queued_requests

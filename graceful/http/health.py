@@ -1,25 +1,53 @@
-"""Liveness and readiness, answered by the runtime in front of the application.
+"""Liveness and readiness: two exact paths of the app's router, that its middlewares never see.
 
-They are answered before the app's middlewares and router see the request: an auth
-middleware must not turn a probe into a 401, and a catch-all route (a single-page app's
-fallback) must not make every path "taken". A path the app routes *exactly* is still
-refused at start rather than silently shadowed. They say only the state ("ok", "ready",
-"starting", "draining", "degraded"): nothing about the app. `--no-health` turns them off.
+`install` adds them to the app's router before it is frozen, as resources of their own: the
+router looks an exact path up first (a dict keyed by path), so a catch-all route (a
+single-page app's fallback) does not take them, and their match skips the app's middlewares
+(it ignores `add_app`, which is how aiohttp learns whose middlewares to run), so an auth
+middleware does not turn a probe into a 401. Only a sub-application matched by domain
+(`add_domain`) is asked before them, for its own Host. A path the app routes *exactly* is
+refused at start rather than silently shadowed; another method than GET and HEAD is the
+app's, as if the probes were not there. They say only the state ("ok", "ready", "starting",
+"draining", "degraded"): nothing about the app. `--no-health` turns them off.
 
-Cost: one function call and one dict lookup per request (bench/protocol_cost.py).
+Cost for the app's requests: none (the router's lookup of an exact path is one dict lookup
+either way; bench/protocol_cost.py measures it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import hdrs, web
 
 from graceful.errors import ConfigError
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
 _PROBE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
+
+
+class _ProbeMatch(web.UrlMappingMatchInfo):
+    """A probe's match: no app is added to it, so no app's middlewares (nor its
+    on_response_prepare) run for it."""
+
+    def add_app(self, app: web.Application) -> None:
+        pass
+
+
+class _Probe(web.PlainResource):
+    def __init__(self, path: str, answer: Callable[[], Awaitable[web.Response]]) -> None:
+        super().__init__(path)
+
+        async def probe(request: web.BaseRequest) -> web.StreamResponse:
+            return await answer()
+
+        self.probe_route = self.add_route(hdrs.METH_GET, probe)
+
+    async def resolve(self, request: web.Request) -> Any:
+        if request.method in _PROBE_METHODS and self.raw_match(request.rel_url.path_safe):
+            return _ProbeMatch({}, self.probe_route), set(_PROBE_METHODS)
+        return None, set()  # the app's router goes on as if the probe were not there
 
 
 class Health:
@@ -41,25 +69,14 @@ class Health:
                     f"with --livez-path/--readyz-path, or turn them off with --no-health"
                 )
 
-    def in_front_of(self, handler: Handler) -> Handler:
-        """`handler` (the app's), with the probes answered before it."""
-        answers = {self.livez_path: self._livez, self.readyz_path: self._readyz}.get
-
-        # A plain function, not a coroutine: the app's requests pay one call, not one more
-        # coroutine (see protocol.py). The path as aiohttp's router reads it (`path_safe`,
-        # cached on the URL, so the router does not compute it again); `request.path` would
-        # decode it once more for every request.
-        def handle(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
-            answer = answers(request.rel_url.path_safe)
-            if answer is None or request.method not in _PROBE_METHODS:
-                return handler(request)
-            return answer()
-
-        return handle
+    def install(self, app: web.Application) -> None:
+        """Add the probes to `app`'s router (before the runner freezes it)."""
+        self.refuse_taken_paths(app)
+        for path, answer in ((self.livez_path, self._livez), (self.readyz_path, self._readyz)):
+            app.router.register_resource(_Probe(path, answer))
 
     async def _livez(self) -> web.Response:
         return web.Response(text="ok\n", headers=_NO_STORE)
-
     async def _readyz(self) -> web.Response:
         ready = self._is_ready()
         if ready and self._degraded():

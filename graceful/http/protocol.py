@@ -15,14 +15,22 @@ it), and a connection that is idle is closed by the drain only when it is quiet 
 drain.py).
 
 Every request is made of the tracked class from the start (a subclass of the app's own
-request class, so `isinstance` holds): its responses are shown to the tracker before their
-headers are written, which says Connection: close once the stop has begun. Nothing is
-switched at the stop. Cost: the hooks on the request path are plain function calls, never
-an extra coroutine (an `async` wrapper around `_handle_request` plus an
-`on_response_prepare` receiver cost about 4 us a request, 0.86x bare aiohttp's requests/s
-on uvloop; see bench/protocol_cost.py for these). Which request is in flight is read from
-aiohttp's own state when the drain asks, not recorded per request. Stamps use
-time.monotonic (a C call, unlike asyncio's loop.time; and not uvloop's millisecond clock).
+request class, so `isinstance` holds), by aiohttp's own factory function: nothing wraps the
+making of a request, and nothing is switched at the stop. While a stop is in progress the
+tracked class shows each response to the tracker before its headers are written, which
+then says Connection: close; the rest of the time the class adds nothing to aiohttp's path
+(the hook is put on the class at the stop and taken off after a pause, see
+show_responses). A connection whose parser has seen an upgrade request makes its next
+requests of the websocket class, which always shows its responses: that is how the tracker
+learns of every websocket.
+
+Per request, graceful adds two overrides of aiohttp's own calls and nothing else:
+data_received notes the first byte after a response (a request's start, and "not quiet")
+and log_access the end of a response (the start of the quiet time). Which request is in
+flight is read from aiohttp's own state (`_current_request`) when the drain asks. The cost
+is measured by bench/protocol_cost.py (in process) and `python -m bench throughput`
+(end to end, against aiohttp's run_app). Stamps use time.monotonic (a C call, unlike
+asyncio's loop.time; and not uvloop's millisecond clock).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import functools
 import inspect
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -43,11 +51,10 @@ from aiohttp.web_protocol import RequestHandler
 from graceful.http import aiohttp_internals as internals
 from graceful.logs import get_logger
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
 _base_data_received = RequestHandler.data_received
 _base_log_access = RequestHandler.log_access
+_upgrading = internals.upgrading
 # An idle TLS connection is dropped this long after our close_notify (see close_idle).
 TLS_IDLE_CLOSE_WAIT_S = 0.05
 
@@ -70,7 +77,8 @@ class InFlight:
 
     method: str
     path: str
-    started: float  # time.monotonic() when its message was taken off the connection
+    started: float  # time.monotonic() of its first byte (or of the end of the response
+    # before it, when it was already queued behind that one)
     task: asyncio.Task[None] | None  # the connection's task, which awaits the handler
     protocol: DrainingRequestHandler
 
@@ -79,13 +87,68 @@ class InFlight:
         return not internals.request_in_progress(self.protocol)
 
 
+# The tracked classes made so far, and the trackers of this process that are stopping: while
+# there is one, every tracked class shows its responses (each hook asks its own tracker).
+_tracked: list[type[web.BaseRequest]] = []
+_stopping: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
 @functools.cache
 def tracked_class(cls: type[web.BaseRequest]) -> type[web.BaseRequest]:
-    """`cls` that shows the tracker each response before its headers are written. Its
-    clones (a middleware's `request.clone()`) are of it too."""
+    """`cls` that shows the tracker each response before its headers are written while a
+    stop is in progress. Its clones (a middleware's `request.clone()`) are of it too."""
     if getattr(cls, "_graceful_tracked", False):
         return cls
-    return internals.showing_responses(cls, f"Tracked{cls.__name__}", __name__)
+    made = internals.showing_responses(cls, f"Tracked{cls.__name__}", __name__, always=False)
+    _tracked.append(made)
+    internals.show_responses(made, bool(_stopping))
+    return made
+
+
+@functools.cache
+def websocket_class(cls: type[web.BaseRequest]) -> type[web.BaseRequest]:
+    """tracked_class(cls) that always shows its responses: requests that may open a
+    websocket (their connection has parsed an upgrade request)."""
+    tracked = tracked_class(cls)
+    if vars(tracked).get("_graceful_websocket"):
+        return tracked
+    made = internals.showing_responses(tracked, f"Upgrade{tracked.__name__}", __name__,
+                                       always=True)
+    made._graceful_websocket = True  # type: ignore[attr-defined]
+    return made
+
+
+def show_responses(tracker: Tracker, stopping: bool) -> None:
+    """`tracker` begins (or ends, after a pause) stopping: tracked classes show their
+    responses while any tracker of the process is stopping."""
+    if stopping:
+        _stopping.add(tracker)
+    else:
+        _stopping.discard(tracker)
+    for cls in _tracked:
+        internals.show_responses(cls, bool(_stopping))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Factories:
+    """A server's request factories: aiohttp's own function with graceful's class for its
+    default class (None: an Application subclass's own factory, wrapped per connection)."""
+
+    plain: Callable[..., web.BaseRequest] | None
+    websocket: Callable[..., web.BaseRequest] | None
+
+
+_factories: weakref.WeakKeyDictionary[web.Server, _Factories] = weakref.WeakKeyDictionary()
+
+
+def _factories_of(server: web.Server) -> _Factories:
+    found = _factories.get(server)
+    if found is None:
+        own = server.request_factory
+        found = _factories[server] = _Factories(
+            internals.factory_making(own, tracked_class(web.Request)),
+            internals.factory_making(own, websocket_class(web.Request)))
+    return found
 
 
 def handler_options(server: web.Server) -> dict[str, Any]:
@@ -109,26 +172,21 @@ class DrainingRequestHandler(RequestHandler):
     when each request starts (for the age of a cancelled one) and when its response ends
     (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_idle_rx", "_idle_since", "_new_request", "_new_tracked", "_request", "_rx",
+    __slots__ = ("_factories", "_idle_since", "_new_request", "_prepared", "_quiet",
                  "_started", "tracker")
 
     def __init__(self, manager: Any, *, tracker: Tracker,
-                 loop: asyncio.AbstractEventLoop, request_handler: Handler | None = None,
-                 **kwargs: Any) -> None:
+                 loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         self.tracker = tracker
-        if request_handler is not None:  # the app's, behind the health answers
-            internals.set_request_handler(self, request_handler)
-        self._rx = 0  # data_received calls so far
-        self._idle_rx = 0  # ... when the last response ended
-        self._idle_since = _monotonic()
-        self._started = 0.0
-        self._request: weakref.ref[web.BaseRequest] | None = None
+        self._quiet = True  # not one byte received since the last response (or the open)
+        self._idle_since = self._started = _monotonic()
+        # the request whose response was last shown to the tracker while stopping: the one
+        # in flight once its handler has returned (aiohttp then forgets it)
+        self._prepared: web.BaseRequest | None = None
         self._new_request = manager.request_factory
-        # aiohttp's own factory takes the class to make; None: an app's own factory
-        self._new_tracked = internals.factory_making(self._new_request,
-                                                     tracked_class(web.Request))
-        internals.set_request_factory(self, self._make_tracked_request)
+        self._factories = _factories_of(manager)
+        internals.set_request_factory(self, self._factories.plain or self._make_tracked)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -141,19 +199,26 @@ class DrainingRequestHandler(RequestHandler):
         self.tracker.closed(self, leftover)
 
     def data_received(self, data: bytes) -> None:
-        self._rx += 1
+        if self._quiet:  # the first byte since the last response: a request begins
+            self._quiet = False
+            self._started = _monotonic()
         _base_data_received(self, data)
+        if _upgrading(self):  # may be a websocket: made of the class that shows it
+            internals.set_request_factory(self, self._factories.websocket
+                                          or self._make_websocket)
 
-    def _make_tracked_request(self, message: RawRequestMessage, payload: Any, protocol: Any,
-                              writer: Any, task: Any) -> web.BaseRequest:
-        self._started = _monotonic()
-        if self._new_tracked is not None:
-            request = self._new_tracked(message, payload, protocol, writer, task)
-        else:  # an Application subclass with a request factory of its own: made tracked
-            # here, before anyone holds it (never at the stop)
-            request = self._new_request(message, payload, protocol, writer, task)
-            internals.set_class(request, tracked_class(type(request)))
-        self._request = weakref.ref(request)
+    def _make_tracked(self, message: RawRequestMessage, payload: Any, protocol: Any,
+                      writer: Any, task: Any) -> web.BaseRequest:
+        """An Application subclass with a request factory of its own: its request is made
+        tracked here, before anyone holds it (never at the stop)."""
+        request = self._new_request(message, payload, protocol, writer, task)
+        internals.set_class(request, tracked_class(type(request)))
+        return request
+
+    def _make_websocket(self, message: RawRequestMessage, payload: Any, protocol: Any,
+                        writer: Any, task: Any) -> web.BaseRequest:
+        request = self._new_request(message, payload, protocol, writer, task)
+        internals.set_class(request, websocket_class(type(request)))
         return request
 
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse,
@@ -161,19 +226,28 @@ class DrainingRequestHandler(RequestHandler):
         # aiohttp calls this once per request, after its response is written.
         if self.access_logger is not None:  # None: no access log, and one call less
             _base_log_access(self, request, response, time)
-        self._idle_since = _monotonic()
-        self._idle_rx = self._rx
+        # quiet from now, and a request already queued behind this one starts now
+        self._idle_since = self._started = _monotonic()
+        self._quiet = True
         if self.tracker.stopping:
+            self._prepared = None
             self.tracker.finished()
 
+    def prepared(self, request: web.BaseRequest) -> None:
+        """`request`'s response is being prepared while stopping (see _prepared)."""
+        self._prepared = request
+
     def current_request(self) -> web.BaseRequest | None:
-        """The latest request made on this connection, while it lives."""
-        return self._request() if self._request is not None else None
+        """The request in flight on this connection: the one whose handler is running, or
+        whose response was prepared while stopping; None when there is none (or when its
+        response was prepared before the stop and is still being written)."""
+        running = internals.current_request(self)
+        return running if running is not None else self._prepared
 
     def in_flight(self) -> InFlight | None:
         if not internals.request_in_progress(self):
             return None
-        request = self._request() if self._request is not None else None
+        request = self.current_request()
         return InFlight(request.method if request is not None else "?",
                         request.path if request is not None else "?", self._started,
                         internals.connection_task(self), self)
@@ -209,9 +283,9 @@ class DrainingRequestHandler(RequestHandler):
         """Seconds the connection has been quiet: no request running or queued and not one
         byte received since its last response. None when it is not quiet."""
         quiet = (
-            not internals.request_in_progress(self)
+            self._quiet
+            and not internals.request_in_progress(self)
             and not internals.queued_requests(self)
-            and self._rx == self._idle_rx
             and internals.waiting_for_request(self)
         )
         return now - self._idle_since if quiet else None
