@@ -156,11 +156,7 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     for spec in specs:
         results.append(await run_one(spec, args.out, progress))
     (args.out / "drain.json").write_text(json.dumps({"env": env, "runs": results}))
-    from bench import plots  # matplotlib (the bench extra): only the modes that draw need it
-
-    for path in [plots.summary_grid(results, args.out), *plots.timelines(results, args.out),
-                 plots.loss_bars(results, args.out)]:
-        print(f"plot: {path}", file=sys.stderr)
+    _draw(results, args.out)
     print(f"raw results: {args.out / 'drain.json'}", file=sys.stderr)
     restarts = [r for r in results if r["signal"] == f"SIG{RESTART_SIGNAL}"]
     if restarts:
@@ -173,6 +169,19 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
         print()
         print(report.latency_table(stops))
     return 0
+
+
+def _draw(results: list[dict[str, Any]], out: Path) -> None:
+    """The drain plots, where matplotlib (the bench extra) is installed; the tables do
+    without it."""
+    try:
+        from bench import plots
+    except ImportError as err:
+        print(f"no plots ({err}): pip install -e '.[bench]'", file=sys.stderr)
+        return
+    for path in [plots.summary_grid(results, out), *plots.timelines(results, out),
+                 plots.loss_bars(results, out)]:
+        print(f"plot: {path}", file=sys.stderr)
 
 
 async def startup_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
