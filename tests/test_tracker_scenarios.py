@@ -109,16 +109,7 @@ async def test_websocket() -> None:
     """4."""
     async with runtime() as rt:
         reader, writer = await asyncio.open_connection("127.0.0.1", rt.port)
-        writer.write(WS_HANDSHAKE)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 101")
-        tracker = rt._started.tracker
-        await until(lambda: len(tracker.websockets) == 1)
-        rt.stop("test")
-        frame = await asyncio.wait_for(reader.readexactly(4), 5)
-        assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
-        writer.close()
-        assert await rt.wait_stopped() == 0
+        await websocket_gets_1001(rt, reader, writer)
 
 
 async def test_clone() -> None:
@@ -204,13 +195,19 @@ async def test_websocket_after_a_keep_alive_request() -> None:
         length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                           if line.lower().startswith(b"content-length")))
         await reader.readexactly(length)
-        writer.write(WS_HANDSHAKE)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 101")
-        tracker = rt._started.tracker
-        await until(lambda: len(tracker.websockets) == 1)
-        rt.stop("test")
-        frame = await asyncio.wait_for(reader.readexactly(4), 5)
-        assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
-        writer.close()
-        assert await rt.wait_stopped() == 0
+        await websocket_gets_1001(rt, reader, writer)
+
+
+async def websocket_gets_1001(rt: graceful.Runtime, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+    """Open a websocket on this connection; the stop closes it with 1001 and completes."""
+    writer.write(WS_HANDSHAKE)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101")
+    tracker = rt._started.tracker
+    await until(lambda: len(tracker.websockets) == 1)
+    rt.stop("test")
+    frame = await asyncio.wait_for(reader.readexactly(4), 5)
+    assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
+    writer.close()
+    assert await rt.wait_stopped() == 0
