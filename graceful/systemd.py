@@ -41,6 +41,9 @@ class SystemdNotifier(StopObserver):
         # An address starting with "@" is in the abstract namespace.
         self._address = "\0" + address[1:] if address.startswith("@") else address
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # Sent from the loop: a full queue (systemd not reading) drops the notification
+        # (systemd.notify_failed, once) instead of blocking the loop, its requests and the stop.
+        self._sock.setblocking(False)
         self._warned = False
         self._handed_over = False
         self.listeners: Callable[[], Sequence[Listener]] | None = None  # for the fd store

@@ -52,6 +52,29 @@ async def test_notify_ready_then_stopping_with_extension(serve, tmp_path):
     assert messages[-1]["STATUS"] == "stopped, exit code 0"
 
 
+async def test_a_notify_socket_nobody_reads_never_blocks_the_loop(serve, tmp_path):
+    """systemd's queue full (here: a notify socket whose 10-datagram queue is filled and never
+    read): each notification is dropped, logged once; requests and the stop go on."""
+    address = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:  # the kernel's queue for it (net.unix.max_dgram_qlen) is now full
+                filler.sendto(b"STATUS=filler", address)
+        server = serve("tests.apps:basic", env={"NOTIFY_SOCKET": address})
+        response = await asyncio.wait_for(server.get("/fast"), 10)
+        assert response.status == 200
+        server.signal()
+        assert await asyncio.to_thread(server.wait) == 0
+    finally:
+        filler.close()
+        listener.close()
+    assert server.names().count("systemd.notify_failed") == 1
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
