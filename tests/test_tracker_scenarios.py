@@ -13,18 +13,22 @@ directly (no subprocess), one scenario each.
 8. A handler whose client hung up is still in flight: the drain waits for it.
 9. A websocket opened on a keep-alive connection after a plain request is registered too
    (the connection makes its requests of the websocket class once it parses an upgrade).
+10. An Application subclass with a request factory of its own: its requests are of its own
+    class and of the tracked class; one in flight at the stop says close, and a websocket
+    (made of the websocket class) gets 1001.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 
 from aiohttp import web
 
 import graceful
-from graceful.http.protocol import DrainingRequestHandler, tracked_class
-from tests.apps import basic
+from graceful.http.protocol import DrainingRequestHandler, tracked_class, websocket_class
+from tests.apps import _routes, basic
 from tests.rawhttp import Connection
 
 WS_HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -211,3 +215,51 @@ async def websocket_gets_1001(rt: graceful.Runtime, reader: asyncio.StreamReader
     assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
     writer.close()
     assert await rt.wait_stopped() == 0
+
+
+class CustomRequest(web.Request):
+    pass
+
+
+with warnings.catch_warnings():  # aiohttp discourages subclassing Application; users do it
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+    class OwnFactoryApp(web.Application):
+        """An app that makes its requests itself."""
+
+        def _make_request(self, message, payload, protocol, writer, task, _cls=CustomRequest):
+            return super()._make_request(message, payload, protocol, writer, task, _cls)
+
+
+async def test_application_with_a_request_factory_of_its_own() -> None:
+    """10."""
+    seen: list[web.BaseRequest] = []
+
+    @web.middleware
+    async def noting(request: web.Request, handler):
+        seen.append(request)
+        return await handler(request)
+
+    app = OwnFactoryApp(middlewares=[noting])
+    _routes(app)
+    async with runtime(app) as rt:
+        tracker = rt._started.tracker
+        ws_reader, ws_writer = await asyncio.open_connection("127.0.0.1", rt.port)
+        ws_writer.write(WS_HANDSHAKE)
+        head = await asyncio.wait_for(ws_reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        await until(lambda: len(tracker.websockets) == 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", rt.port)
+        writer.write(b"GET /slow?s=0.3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        await until(lambda: len(seen) == 2)  # the websocket's request, then this one
+        assert [type(request) for request in seen] == [websocket_class(CustomRequest),
+                                                        tracked_class(CustomRequest)]
+        assert all(isinstance(request, CustomRequest) for request in seen)
+        rt.stop("test")
+        frame = await asyncio.wait_for(ws_reader.readexactly(4), 5)
+        assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1001
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+        writer.close()
+        ws_writer.close()
+        assert await rt.wait_stopped() == 0

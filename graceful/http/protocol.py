@@ -186,7 +186,8 @@ class DrainingRequestHandler(RequestHandler):
         self._prepared: web.BaseRequest | None = None
         self._new_request = manager.request_factory
         self._factories = _factories_of(manager)
-        internals.set_request_factory(self, self._factories.plain or self._make_tracked)
+        internals.set_request_factory(
+            self, self._factories.plain or functools.partial(self._remade, tracked_class))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -204,21 +205,16 @@ class DrainingRequestHandler(RequestHandler):
             self._started = _monotonic()
         _base_data_received(self, data)
         if _upgrading(self):  # may be a websocket: made of the class that shows it
-            internals.set_request_factory(self, self._factories.websocket
-                                          or self._make_websocket)
+            internals.set_request_factory(self, self._factories.websocket or functools.partial(
+                self._remade, websocket_class))
 
-    def _make_tracked(self, message: RawRequestMessage, payload: Any, protocol: Any,
-                      writer: Any, task: Any) -> web.BaseRequest:
-        """An Application subclass with a request factory of its own: its request is made
-        tracked here, before anyone holds it (never at the stop)."""
+    def _remade(self, class_for: Callable[[type[web.BaseRequest]], type[web.BaseRequest]],
+                message: RawRequestMessage, payload: Any, protocol: Any, writer: Any,
+                task: Any) -> web.BaseRequest:
+        """An Application subclass with a request factory of its own: its request is made of
+        `class_for(its class)` here, before anyone holds it (never at the stop)."""
         request = self._new_request(message, payload, protocol, writer, task)
-        internals.set_class(request, tracked_class(type(request)))
-        return request
-
-    def _make_websocket(self, message: RawRequestMessage, payload: Any, protocol: Any,
-                        writer: Any, task: Any) -> web.BaseRequest:
-        request = self._new_request(message, payload, protocol, writer, task)
-        internals.set_class(request, websocket_class(type(request)))
+        internals.set_class(request, class_for(type(request)))
         return request
 
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse,
