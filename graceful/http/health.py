@@ -77,6 +77,7 @@ class Health:
 
     async def _livez(self) -> web.Response:
         return web.Response(text="ok\n", headers=_NO_STORE)
+
     async def _readyz(self) -> web.Response:
         ready = self._is_ready()
         if ready and self._degraded():
