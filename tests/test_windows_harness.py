@@ -83,13 +83,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 def logged(path: Path, name: str) -> dict[str, Any] | None:
     """The first JSON log line called `name` in `path`, if there is one yet."""
+    return next(iter(all_logged(path, name)), None)
+
+
+def all_logged(path: Path, name: str) -> list[dict[str, Any]]:
+    """Every JSON log line called `name` in `path`, in order."""
     if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        event = json.loads(line)
-        if event.get("event") == name:
-            return event
-    return None
+        return []
+    events = (json.loads(line) for line in path.read_text().splitlines())
+    return [event for event in events if event.get("event") == name]
 
 
 def free_port() -> int:

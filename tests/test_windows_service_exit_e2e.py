@@ -23,7 +23,7 @@ import pytest
 from graceful import threads
 from graceful.bridge import win32 as w
 from tests.conftest import ROOT
-from tests.test_windows_harness import free_port
+from tests.test_windows_harness import all_logged, free_port
 
 SHORT_BUDGET = ["--drain-timeout", "0.5", "--cancel-grace", "0", "--hook-timeout", "0.5",
                 "--checkpoint-timeout", "0.5"]
@@ -61,8 +61,7 @@ def run_service(tmp_path: Path, factory: str, *serve: str) -> tuple[list[w.Servi
 
 
 def logged(tmp_path: Path, event: str) -> list[dict]:
-    lines = (json.loads(line) for line in (tmp_path / "svc.log").read_text().splitlines())
-    return [line for line in lines if line.get("event") == event]
+    return all_logged(tmp_path / "svc.log", event)
 
 
 @pytest.mark.parametrize(("factory", "written"), [("cleanup_thread", "thread.txt"),
