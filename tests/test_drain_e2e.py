@@ -61,6 +61,14 @@ async def test_half_sent_request_at_stop_is_served(serve):
 async def test_websocket_gets_going_away(serve):
     """3."""
     server = serve("tests.apps:basic")
+    message = await websocket_close_at_stop(server)
+    assert message.data == aiohttp.WSCloseCode.GOING_AWAY
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def websocket_close_at_stop(server) -> aiohttp.WSMessage:
+    """Open `/ws` (the echo of tests/apps.py), echo once, stop the server: the close frame
+    the stop sent."""
     async with aiohttp.ClientSession() as session, session.ws_connect(
         f"http://127.0.0.1:{server.port}/ws"
     ) as ws:
@@ -69,8 +77,7 @@ async def test_websocket_gets_going_away(serve):
         server.signal()
         message = await ws.receive(5)
         assert message.type is aiohttp.WSMsgType.CLOSE
-        assert message.data == aiohttp.WSCloseCode.GOING_AWAY
-    assert await asyncio.to_thread(server.wait) == 0
+        return message
 
 
 async def test_streaming_response_in_progress_finishes(serve):

@@ -11,24 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 from aiohttp import WSCloseCode, web
 
 from graceful.http import websockets
+from tests.test_drain_e2e import websocket_close_at_stop
 
 
 async def test_close_carries_the_configured_reason(serve):
     """1."""
     server = serve("tests.apps:basic", "--websocket-close-reason", "deploying, reconnect")
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-        f"http://127.0.0.1:{server.port}/ws"
-    ) as ws:
-        await ws.send_str("hi")
-        assert (await ws.receive(5)).data == "hi"
-        server.signal()
-        message = await ws.receive(5)
-        assert message.type is aiohttp.WSMsgType.CLOSE
-        assert (message.data, message.extra) == (WSCloseCode.GOING_AWAY, "deploying, reconnect")
+    message = await websocket_close_at_stop(server)
+    assert (message.data, message.extra) == (WSCloseCode.GOING_AWAY, "deploying, reconnect")
     assert await asyncio.to_thread(server.wait) == 0
 
 
