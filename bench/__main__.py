@@ -52,6 +52,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     drain.add_argument("--checkpoint", action="store_true",
                        help="restart scenarios: graceful keeps a counter of the 200s in a "
                             "checkpoint, checked against the clients' count")
+    drain.add_argument("--control", action="store_true",
+                       help="restart scenarios: before each restart run, the same server "
+                            "under the same load for the same window with no signal (what "
+                            "the window's latency is without a restart)")
     stream = sub.add_parser("stream", help="SSE streams and keep-alive GETs under SIGTERM")
     stream.add_argument("--servers", type=_csv, default=None,
                         help="comma list (default: graceful, graceful-stopping and the peers)")
@@ -92,14 +96,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--stream", type=Path, help="a stream.json")
     rep.add_argument("--startup", type=Path, help="a startup.json")
     rep.add_argument("--crash", type=Path, help="a crash.json")
+    rep.add_argument("--restart", type=Path, action="append",
+                     help="a drain.json of restart runs (repeatable; with --update)")
     rep.add_argument("--write", type=Path, default=OUT.parent / "RESULTS.md")
     rep.add_argument("--update", action="store_true",
                      help="rewrite only the sections of the files given (--startup, --crash, "
-                          "--throughput) "
+                          "--throughput, --restart) "
                           "in the existing --write file")
     args = parser.parse_args(argv)
     if args.mode == "report" and not args.update and not args.drain:
-        parser.error("report needs --drain (or --update with --startup/--crash/--throughput)")
+        parser.error("report needs --drain (or --update with --startup/--crash/--throughput/"
+                     "--restart)")
     if args.mode == "stream":
         from bench.stream import STREAM_SERVERS
 
@@ -142,10 +149,12 @@ def drain_specs(args: argparse.Namespace) -> list[RunSpec]:
     for scenario in (build(name, args.latency_ms) for name in args.scenario):
         default = RESTART_SERVERS if scenario.restart else DRAIN_SERVERS
         signals = [RESTART_SIGNAL] if scenario.restart else args.signal
+        controls = (True, False) if scenario.restart and args.control else (False,)
         specs += [RunSpec(SERVERS[server], scenario, conns, sig, rep, args.peer_defaults,
-                          args.checkpoint)
+                          args.checkpoint, control)
                   for conns in args.connections for sig in signals
-                  for rep in range(args.repeat) for server in args.servers or default]
+                  for rep in range(args.repeat) for server in args.servers or default
+                  for control in controls]
     return specs
 
 
@@ -156,12 +165,15 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     for spec in specs:
         results.append(await run_one(spec, args.out, progress))
     (args.out / "drain.json").write_text(json.dumps({"env": env, "runs": results}))
-    _draw(results, args.out)
+    _draw([r for r in results if not r.get("control")], args.out)
     print(f"raw results: {args.out / 'drain.json'}", file=sys.stderr)
     restarts = [r for r in results if r["signal"] == f"SIG{RESTART_SIGNAL}"]
     if restarts:
         print(report.restart_table(restarts))
         print()
+        if any(r.get("control") for r in restarts):
+            print(report.restart_cost_table(restarts))
+            print()
     if stops := [r for r in results if r not in restarts]:
         print(report.drain_table(stops))
         print()
@@ -238,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import results
 
         if args.update:
-            results.update(args.write, args.startup, args.crash, args.throughput)
+            results.update(args.write, args.startup, args.crash, args.throughput,
+                           args.restart)
             print(f"updated {args.write}", file=sys.stderr)
             return 0
         for path in results.write(args.drain, args.throughput, args.write, args.notes,

@@ -35,16 +35,17 @@ class RunSpec:
     repeat: int
     peer_defaults: bool = False
     checkpoint: bool = False  # restart scenario: graceful keeps a counter in a checkpoint
+    control: bool = False  # restart scenario: the same load and window, no signal
 
     @property
     def label(self) -> str:
         return (f"{self.server.name} {self.scenario.name} c={self.connections} "
-                f"SIG{self.sig} #{self.repeat + 1}")
+                f"{'no signal' if self.control else 'SIG' + self.sig} #{self.repeat + 1}")
 
     @property
     def slug(self) -> str:
-        return (f"{self.server.name}-{self.scenario.name}-c{self.connections}-{self.sig}"
-                f"-{self.repeat + 1}")
+        return (f"{self.server.name}-{self.scenario.name}-c{self.connections}-"
+                f"{'control' if self.control else self.sig}-{self.repeat + 1}")
 
 
 @dataclasses.dataclass

@@ -154,11 +154,13 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 def restart_table(results: list[dict[str, Any]]) -> str:
     """The restart runs (bench/restart.py) per scenario, connections and server: outcomes
-    summed, latencies as the range over the runs."""
+    summed, latencies as the range over the runs. Control runs (`--control`: the same load,
+    no signal) are rows of their own, "(no restart)" after the server's name."""
     lines = ["| scenario | conns | server | runs | ok | lost / refused / reset / race | 5xx "
              "| p99 before | window p50 | window p99 | window max | pause | hand-over s "
              "| hand-over p99 | serving after | count exact |", "|" + "---|" * 16]
-    for (scenario, conns, _), servers in groups(results).items():
+    labelled = [r | {"server": _restart_label(r)} for r in results]
+    for (scenario, conns, _), servers in groups(labelled).items():
         for server, runs in servers.items():
             c = [r["counts"] for r in runs]
             failed = "/".join(str(sum(v)) for v in (
@@ -176,6 +178,39 @@ def restart_table(results: list[dict[str, Any]]) -> str:
                 f"| {_range([(r['hand_over_ms'] or {}).get('p99') for r in runs])} "
                 f"| {sum(bool(r['serving_after']) for r in runs)} of {len(runs)} "
                 f"| {f'{sum(counted)} of {len(counted)}' if counted else 'n/a'} |")
+    return "\n".join(lines)
+
+
+def _restart_label(r: dict[str, Any]) -> str:
+    if r.get("control"):
+        return f"{r['server']} (no restart)"
+    return f"{r['server']} `--checkpoint`" if r.get("checkpoint") else r["server"]
+
+
+def restart_cost_table(results: list[dict[str, Any]]) -> str:
+    """What the restart itself adds: per repeat, the window's p99 and max of the restart
+    run minus those of the control run just before it (same server, load and window, no
+    signal); the median over the repeats, and their range."""
+    controls = {(r["scenario"], r["connections"], r["server"], r["repeat"]): r
+                for r in results if r.get("control")}
+    lines = ["| scenario | conns | server | pairs | window p99, no restart → restart "
+             "| p99 added (median, range) | max added (median, range) |", "|" + "---|" * 7]
+    rows: dict[tuple[str, int, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for r in results:
+        control = controls.get((r["scenario"], r["connections"], r["server"], r["repeat"]))
+        if not r.get("control") and not r.get("checkpoint") and control is not None:
+            rows.setdefault((r["scenario"], r["connections"], r["server"]), []).append(
+                (control, r))
+    for (scenario, conns, server), pairs in rows.items():
+        p99 = [(r["window_ms"]["p99"], c["window_ms"]["p99"]) for c, r in pairs]
+        added = {k: [r["window_ms"][k] - c["window_ms"][k] for c, r in pairs
+                     if r["window_ms"].get(k) is not None and c["window_ms"].get(k) is not None]
+                 for k in ("p99", "max")}
+        lines.append(
+            f"| {scenario} | {conns} | {server} | {len(pairs)} "
+            f"| {_median([c for _, c in p99], '.0f')} → {_median([w for w, _ in p99], '.0f')} ms "
+            + "".join(f"| {_median(v, '+.1f')} ms ({_range(v, '+.1f', '')}) "
+                      for v in added.values()) + "|")
     return "\n".join(lines)
 
 

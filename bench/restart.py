@@ -41,6 +41,8 @@ ATTEMPT_TIMEOUT_S = 30.0
 
 
 async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> dict[str, Any]:
+    if spec.control:
+        return await run_control(spec, out, progress)
     sc = spec.scenario
     graceful = spec.server.port_from_log
     checkpoint = out / "logs" / f"{spec.slug}.ckpt"
@@ -77,7 +79,8 @@ async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> di
         seen = await stop_load(loaded)
     t_end = t_signal + (hand_over_s or WINDOW_S)
     result = {
-        **run_head(spec), "signal": "SIGHUP", "checkpoint": spec.checkpoint and graceful,
+        **run_head(spec), "signal": "SIGHUP", "control": False,
+        "checkpoint": spec.checkpoint and graceful,
         "exit_code": exit_code, "killed": False, "orphans": False, "seen_by_app": len(seen),
         "serving_after": serving, "successor_pid": successor or None,
         "hand_over_s": None if hand_over_s is None else round(hand_over_s, 4),
@@ -87,6 +90,36 @@ async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> di
     }
     if result["checkpoint"]:
         result |= _counted(checkpoint, proc.log, result["counts"]["ok"])
+    if progress is not None:
+        progress.finish(spec.label, one_line(result))
+    return result
+
+
+async def run_control(spec: RunSpec, out: Path, progress: Progress | None) -> dict[str, Any]:
+    """The same server, load and timing as a restart run, and no signal: the latency of
+    the window when nothing restarts. One process serving a new connection per request to
+    clients that all wait the same handler time gets slower by itself (the clients bunch
+    into waves it serves one after the other); this run tells that apart from what the
+    restart costs."""
+    sc = spec.scenario
+    launch = Launch(port=0, drain_timeout_s=sc.drain_timeout_s,
+                    peer_defaults=spec.peer_defaults)
+    loaded = await start_under_load(spec, out, launch, ATTEMPT_TIMEOUT_S, progress)
+    try:
+        t_mark = time.monotonic()
+        await asyncio.sleep(WINDOW_S + AFTER_S)
+        serving = await answers(loaded.proc.port)
+        loaded.state.stopped = True
+        await finish_clients(loaded.tasks, grace_s=10.0)
+    finally:
+        await stop_load(loaded)
+    attempts = loaded.state.attempts
+    result = {
+        **run_head(spec), "signal": "SIGHUP", "control": True, "checkpoint": False,
+        "exit_code": None, "serving_after": serving, "hand_over_s": None,
+        **run_figures(attempts, t_mark, t_mark + WINDOW_S, sc.nominal_s, None, None),
+        **restart_figures(attempts, t_mark, WINDOW_S, None, sc.nominal_s),
+    }
     if progress is not None:
         progress.finish(spec.label, one_line(result))
     return result

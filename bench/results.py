@@ -66,14 +66,47 @@ def stream_section(doc: dict[str, Any]) -> list[str]:
             table(doc["runs"]), ""]
 
 
+RESTART_ABOUT = (
+    "Clients under load (keep-alive, or a new connection per request: `restart-close`) on "
+    "300 ms handlers, SIGHUP 1.3 s into the load, every server restarted by its own SIGHUP "
+    "(graceful hands its sockets to a successor; gunicorn's HUP; uvicorn `--workers 2`: its "
+    "rolling restart; uvicorn with one worker exits; granian, hypercorn: their reload), the "
+    "servers of a repeat one after the other. The *window* is the same for every server: "
+    "the requests started in the 4 s after the signal; graceful's *hand-over* (the signal to "
+    "the old process's exit) lies within it. *pause*: the longest request of the window "
+    "beyond the handler's time. *reset*: the lost and raced attempts that ended in a reset. "
+    "*(no restart)* rows (`--control`): the same server, load and window just before, with "
+    "no signal; the second table is the restart run's window minus that, per repeat: what "
+    "the restart itself added. *count exact* (`--checkpoint`): the counter graceful's app "
+    "keeps in its checkpoint equals the 200s the clients got.")
+
+
+def restart_section(docs: list[dict[str, Any]]) -> list[str]:
+    """The restart runs of one or more `bench drain --scenario restart...` files."""
+    lines = ["## Restart in place (`bench drain --scenario restart,restart-close`)", ""]
+    for doc in docs:
+        lines += _env_lines(doc["env"])
+    lines += ["", RESTART_ABOUT, ""]
+    for doc in docs:
+        runs = [r for r in doc["runs"] if r["signal"] == "SIGHUP"]
+        lines += [f"`{doc['env']['command']}`:", "", report.restart_table(runs), ""]
+        if any(r.get("control") for r in runs):
+            lines += [report.restart_cost_table(runs), ""]
+    return lines
+
+
 def update(target: Path, startup_file: Path | None = None, crash_file: Path | None = None,
-           throughput_file: Path | None = None) -> None:
+           throughput_file: Path | None = None,
+           restart_files: list[Path] | None = None) -> None:
     """Rewrite only these sections of an existing RESULTS.md, from their JSON files; the
     others (and their JSON files, which need not be at hand) are left as they are."""
     text = target.read_text()
     for file, section in ((startup_file, startup_section), (crash_file, crash_section)):
         if file is not None:
             text = _replace_section(text, section(json.loads(file.read_text())))
+    if restart_files:
+        text = _replace_section(text, restart_section(
+            [json.loads(f.read_text()) for f in restart_files]))
     target.write_text(text)
     if throughput_file is not None:
         update_throughput(throughput_file, target)
