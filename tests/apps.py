@@ -201,6 +201,15 @@ def with_big() -> web.Application:
     return _basic_with_route("/big", big)
 
 
+async def big_response(request: web.Request) -> web.Response:
+    """50 MB in one Response: aiohttp writes it after the handler has returned."""
+    return web.Response(body=b"x" * 50_000_000)
+
+
+def with_big_response() -> web.Application:
+    return _basic_with_route("/big-response", big_response)
+
+
 def hanging_startup() -> web.Application:
     async def connect_database(app: web.Application) -> None:
         await asyncio.sleep(3600)

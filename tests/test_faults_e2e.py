@@ -33,6 +33,18 @@ from tests.rawhttp import Connection, get
 from tests.test_tracker_scenarios import until
 
 
+async def test_a_response_written_after_its_handler_returned_is_named_at_the_deadline(serve):
+    """A 50 MB Response to a client that reads none of it: the handler returned before the
+    stop, aiohttp is still writing at the deadline; drain.deadline names it (it said
+    "? ?": aiohttp's _current_request is None once the handler has returned)."""
+    server = serve("tests.apps:with_big_response", "--drain-timeout", "0.3")
+    await server.hold("/big-response")  # and never read
+    server.signal()
+    assert await asyncio.to_thread(server.wait, 10) == 3
+    [request] = server.wait_for("drain.deadline")["requests"]
+    assert (request["method"], request["path"]) == ("GET", "/big-response")
+
+
 async def test_slow_clients_cannot_hold_the_drain(serve):
     """1."""
     server = serve("tests.apps:with_big", "--drain-timeout", "1", "--cancel-grace", "0.3")

@@ -147,6 +147,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                "the stop's Connection: close"),
     _behaviour(_HANDLER, "_current_request is the request while its handler runs",
                "which request is in flight, read when the drain asks"),
+    _behaviour(_HANDLER, "start()'s local `request` is the request whose response is "
+               "written after its handler returned", "the drain names a response still "
+               "being written at its deadline (read then only)"),
     _behaviour(_HANDLER, "the upgrade flag is raised by data_received once an upgrade "
                "request is parsed, before the request is made", "websockets are registered"),
     _behaviour("aiohttp.web_app.Application", "a route whose match info ignores add_app "
@@ -245,6 +248,16 @@ def current_request(handler: RequestHandler) -> web.BaseRequest | None:
     """The request whose handler is running (None once it has returned, while its response
     is still being written)."""
     return handler._current_request
+
+
+def request_being_answered(handler: RequestHandler) -> web.BaseRequest | None:
+    """The request of the response aiohttp is writing after its handler returned: a local
+    of the connection task's start() (finish_response runs there, with _current_request
+    already None). A frame's locals: read only when the drain asks, never per request."""
+    task = handler._task_handler
+    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
+    request = frame.f_locals.get("request") if frame is not None else None
+    return request if isinstance(request, web.BaseRequest) else None
 
 
 def _upgraded(handler: RequestHandler) -> bool:

@@ -29,6 +29,8 @@ PREPARE_HOOK = ("_prepare_hook runs before the headers are written, and a Connec
 CLONE = "clone() keeps _protocol"
 SWITCH = "a live request's __class__ can be switched to a subclass"
 CURRENT = "_current_request is the request while its handler runs"
+ANSWERING = ("start()'s local `request` is the request whose response is written after its "
+             "handler returned")
 UPGRADE = ("the upgrade flag is raised by data_received once an upgrade request is parsed, "
            "before the request is made")
 PROBE_MATCH = "a route whose match info ignores add_app runs without the app's middlewares"
@@ -349,5 +351,29 @@ async def probe_route(failed: dict[str, str]) -> None:
         await runner.cleanup()
 
 
+async def response_after_return(failed: dict[str, str]) -> None:
+    """A 1 MB response to a connection that stopped taking writes: its handler has
+    returned, aiohttp writes (and waits) in finish_response; which request is that?"""
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 1_000_000)
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    runner, handler, transport = await connection(app)
+    try:
+        handler.pause_writing()  # the client reads nothing: aiohttp's drain waits
+        handler.data_received(get("/big"))
+        writing = await until(lambda: handler._current_request is None
+                              and handler._request_in_progress and transport.data)
+        request = aiohttp_internals.request_being_answered(handler)
+        if not writing or request is None or request.path != "/big":
+            failed[ANSWERING] = (f"found {request!r} (writing after return: "
+                                 f"{bool(writing)})")
+        handler.resume_writing()
+    finally:
+        handler.connection_lost(None)
+        await runner.cleanup()
+
+
 PROBES = (pipelined_requests, keep_alive_then_idle, cancelled_handler, websocket_and_app,
-          upgrade_request, probe_route)
+          upgrade_request, probe_route, response_after_return)

@@ -235,10 +235,17 @@ class DrainingRequestHandler(RequestHandler):
 
     def current_request(self) -> web.BaseRequest | None:
         """The request in flight on this connection: the one whose handler is running, or
-        whose response was prepared while stopping; None when there is none (or when its
-        response was prepared before the stop and is still being written)."""
+        whose response was prepared while stopping, or (read from aiohttp's frame, only
+        when asked) whose response is still being written after its handler returned; None
+        when there is none."""
         running = internals.current_request(self)
-        return running if running is not None else self._prepared
+        if running is not None:
+            return running
+        if self._prepared is not None:
+            return self._prepared
+        if not internals.request_in_progress(self):
+            return None
+        return internals.request_being_answered(self)
 
     def in_flight(self) -> InFlight | None:
         if not internals.request_in_progress(self):
