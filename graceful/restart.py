@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from graceful.http.listeners import keep_file
 from graceful.logs import get_logger
 from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
 from graceful.successor import Successor
@@ -178,6 +179,8 @@ class Restarter(StopObserver):
         took = round(time.perf_counter() - started, 4)
         if ready:
             log.info("restart.ready", successor_pid=successor.pid, took_s=took)
+            for listener in runtime.listeners:  # its socket files are the successor's now
+                keep_file(listener.sock)
             write_status({"outcome": "ready", "successor_pid": successor.pid})
             self._handed_to = successor.pid
             if self.notifier is not None:

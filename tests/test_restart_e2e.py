@@ -375,3 +375,22 @@ async def test_with_a_checkpoint_the_successor_starts_from_the_final_state(
     shown = subprocess.run([sys.executable, "-m", "graceful", "checkpoint", "show",
                             str(checkpoint)], capture_output=True, text=True, check=True)
     assert f'"count": {len(counts)}' in shown.stdout
+
+
+async def test_a_unix_socket_is_served_by_the_successor_and_removed_by_it_alone(
+        serve, successors, release, tmp_path):
+    """`--bind unix:PATH`, SIGHUP: the old process must leave the socket file to the
+    successor that now serves it (it removed the file at its exit: every later connection
+    by path failed), and the successor removes it at its own stop."""
+    path = tmp_path / "app.sock"
+    server = serve(TARGET, "--bind", f"unix:{path}", env={"RELEASE_FILE": str(release)})
+    server.signal(signal.SIGHUP)
+    ready = await asyncio.to_thread(server.wait_for, "restart.ready")
+    successors.append(ready["successor_pid"])
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    response = await Connection(reader, writer).request("GET", "/readyz")
+    writer.close()
+    assert response.status == 200
+    await stop_successor(server, ready["successor_pid"])
+    assert not path.exists()

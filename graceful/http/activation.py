@@ -14,6 +14,7 @@ import socket
 from collections.abc import MutableMapping
 
 from graceful.errors import ConfigError
+from graceful.http.listeners import unlink_at_close
 
 FIRST_FD = 3  # SD_LISTEN_FDS_START
 OWN_NAME = re.compile(r"graceful-[0-9]+")  # sockets graceful bound (not a socket unit's)
@@ -60,5 +61,8 @@ def inherited_sockets(environ: MutableMapping[str, str] = os.environ
                               "stream socket")
         sock.set_inheritable(False)
         sock.setblocking(False)
+        if OWN_NAME.fullmatch(label) and sock.family == getattr(socket, "AF_UNIX", None):
+            # a predecessor's restart passed on a file graceful made: ours to remove now
+            unlink_at_close(sock, sock.getsockname())
         sockets.append((label, sock))
     return sockets or None

@@ -130,6 +130,11 @@ def unlink_at_close(sock: socket.socket, path: str) -> None:
     _UNLINK_AT_CLOSE[sock] = path
 
 
+def keep_file(sock: socket.socket) -> None:
+    """`sock`'s file is no longer ours to remove: a restart's successor serves it now."""
+    _UNLINK_AT_CLOSE.pop(sock, None)
+
+
 def _unlink(sock: socket.socket) -> None:
     path = _UNLINK_AT_CLOSE.pop(sock, None)
     if path is not None:
