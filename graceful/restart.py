@@ -56,8 +56,9 @@ log = get_logger()
 class Restarter(StopObserver):
     """Turns restart requests into a hand-over to a successor (one at a time)."""
 
-    def __init__(self, argv: list[str], timeout: float) -> None:
+    def __init__(self, argv: list[str], timeout: float, folder: str = ".") -> None:
         self._argv = argv
+        self._folder = folder
         self._timeout = timeout
         self._runtime: Runtime | None = None
         self._attempt: asyncio.Task[None] | None = None
@@ -68,8 +69,9 @@ class Restarter(StopObserver):
 
     @classmethod
     def for_this_process(cls, timeout: float) -> Restarter:
-        """Restarts run this interpreter again with the options it was started with."""
-        return cls([sys.executable, *sys.orig_argv[1:]], timeout)
+        """Restarts run this interpreter again with the options it was started with, in the
+        folder it was started in (start_folder)."""
+        return cls([sys.executable, *sys.orig_argv[1:]], timeout, start_folder())
 
     def attach(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -151,7 +153,7 @@ class Restarter(StopObserver):
             go_r, go_w = os.pipe()
             passed = [(LOCK_FD_ENV, checkpointer.lock_fd), (GO_FD_ENV, go_r)]
         try:
-            successor = Successor.spawn(self._argv, sockets, passed)
+            successor = Successor.spawn(self._argv, sockets, passed, self._folder)
         except Exception as err:  # OSError mostly: no /bin/sh, out of processes or fds
             self._close_go(go_w)
             log.error("restart.failed", reason=f"cannot start the successor: {err}",
@@ -197,6 +199,20 @@ class Restarter(StopObserver):
                       "exit_code": code})
         if self.notifier is not None:
             self.notifier.reload_failed(reason)
+
+
+def start_folder() -> str:
+    """Where a successor starts: $PWD when it names our working directory, as a shell or
+    systemd's WorkingDirectory= sets it, else that directory. $PWD may go through a symlink
+    a deploy switches to the next release (`current -> releases/v2`): the successor then
+    starts in the release the link names at the restart. Our own working directory is the
+    release it named at our start (the kernel keeps the folder, not the path)."""
+    here = os.getcwd()
+    named = os.environ.get("PWD")
+    with contextlib.suppress(OSError):
+        if named and os.path.isabs(named) and os.path.samefile(named, here):
+            return named
+    return here
 
 
 # -- the outcome, for `graceful restart --pid` -------------------------------------------

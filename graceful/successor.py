@@ -19,8 +19,9 @@ LOG_FD_ENV = "GRACEFUL_RESTART_LOG_FD"
 PREDECESSOR_ENV = "GRACEFUL_PREDECESSOR_PID"
 LOG_TAIL = 20  # lines of a failed successor's log repeated in restart.failed
 END_GRACE_S = 3.0  # a failed successor gets this long to exit on SIGTERM before SIGKILL
-# sh sets LISTEN_PID to its own pid, which exec keeps: the successor's, unknown before.
-_SH_EXEC = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+# sh enters the folder ($1: a path, so that a symlink is followed as it is now), and sets
+# LISTEN_PID to its own pid, which exec keeps: the successor's, unknown before.
+_SH_EXEC = 'cd -- "$1" || exit 2; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 
 
 class Successor:
@@ -47,8 +48,9 @@ class Successor:
 
     @classmethod
     def spawn(cls, argv: list[str], sockets: list[tuple[str, socket.socket]],
-              passed: Sequence[tuple[str, int]] = ()) -> Successor:
-        """`passed`: more descriptors for it, each announced in the named variable."""
+              passed: Sequence[tuple[str, int]] = (), folder: str = ".") -> Successor:
+        """`passed`: more descriptors for it, each announced in the named variable; `folder`:
+        its working directory."""
         import fcntl  # POSIX only
 
         n = len(sockets)
@@ -71,7 +73,8 @@ class Successor:
                         READY_FD_ENV: str(FIRST_FD + n), LOG_FD_ENV: str(FIRST_FD + n + 1),
                         PREDECESSOR_ENV: str(os.getpid())})
             env.update({name: str(FIRST_FD + n + 2 + i) for i, (name, _) in enumerate(passed)})
-            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", *argv],
+            pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", folder,
+                                              *argv],
                                  env, file_actions=actions, setpgroup=0,
                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except BaseException:

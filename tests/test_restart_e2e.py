@@ -394,3 +394,43 @@ async def test_a_unix_socket_is_served_by_the_successor_and_removed_by_it_alone(
     assert response.status == 200
     await stop_successor(server, ready["successor_pid"])
     assert not path.exists()
+
+
+RELEASE_APP = '''from aiohttp import web
+
+
+async def version(request):
+    return web.Response(text="{release}")
+
+
+def create_app():
+    app = web.Application()
+    app.router.add_get("/version", version)
+    return app
+'''
+
+
+async def test_a_symlink_deploy_restarts_into_the_release_the_link_names_now(
+        graceful_server, successors, tmp_path):
+    """The deploy most teams script: releases/v1, releases/v2, and `current` a symlink
+    switched from one to the other, the server started in `current` (PWD says so, as a
+    shell or systemd's WorkingDirectory= sets it). SIGHUP after the switch must serve v2.
+    It served v1: the successor inherited the old process's working directory, which is
+    the physical releases/v1 the link named at the start (gunicorn re-enters PWD too)."""
+    for release in ("v1", "v2"):
+        (tmp_path / "releases" / release).mkdir(parents=True)
+        (tmp_path / "releases" / release / "relapp.py").write_text(
+            RELEASE_APP.format(release=release))
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "v1")
+    server = graceful_server("relapp:create_app", cwd=current, env={"PWD": str(current)})
+    assert await get(server.port, "/version") == (200, "v1")
+    switched = tmp_path / "current.new"
+    switched.symlink_to(tmp_path / "releases" / "v2")
+    os.replace(switched, current)  # what `ln -sfn` and deploy tools do: one rename
+    server.signal(signal.SIGHUP)
+    ready = await asyncio.to_thread(server.wait_for, "restart.ready")
+    successors.append(ready["successor_pid"])
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert await get(server.port, "/version") == (200, "v2")
+    await stop_successor(server, ready["successor_pid"])
