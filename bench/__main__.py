@@ -52,6 +52,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     drain.add_argument("--checkpoint", action="store_true",
                        help="restart scenarios: graceful keeps a counter of the 200s in a "
                             "checkpoint, checked against the clients' count")
+    drain.add_argument("--window", type=float, default=4.0,
+                       help="restart scenarios: seconds after the signal whose requests "
+                            "make the window's figures")
     drain.add_argument("--control", action="store_true",
                        help="restart scenarios: before each restart run, the same server "
                             "under the same load for the same window with no signal (what "
@@ -151,7 +154,7 @@ def drain_specs(args: argparse.Namespace) -> list[RunSpec]:
         signals = [RESTART_SIGNAL] if scenario.restart else args.signal
         controls = (True, False) if scenario.restart and args.control else (False,)
         specs += [RunSpec(SERVERS[server], scenario, conns, sig, rep, args.peer_defaults,
-                          args.checkpoint, control)
+                          args.checkpoint, control, args.window)
                   for conns in args.connections for sig in signals
                   for rep in range(args.repeat) for server in args.servers or default
                   for control in controls]

@@ -36,6 +36,7 @@ class RunSpec:
     peer_defaults: bool = False
     checkpoint: bool = False  # restart scenario: graceful keeps a counter in a checkpoint
     control: bool = False  # restart scenario: the same load and window, no signal
+    window_s: float = 4.0  # restart scenario: the requests started this long after it count
 
     @property
     def label(self) -> str:

@@ -10,6 +10,8 @@ and the fastest of the rounds is kept for each (the least disturbed by other wor
 machine).
 
     python -m bench.protocol_cost --loop asyncio --rounds 6
+    python -m bench.protocol_cost --new-connections   # a connection per request: its
+        # handler made, connection_made, the request (Connection: close), connection_lost
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from graceful.http.health import Health
 from graceful.http.protocol import DrainingRequestHandler, handler_options
 
 REQUEST = b"GET /work HTTP/1.1\r\nHost: bench\r\n\r\n"
+CLOSING = b"GET /work HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 WARM_UP = 2000
 
 
@@ -38,6 +41,7 @@ class _MemoryTransport(asyncio.Transport):
     def __init__(self, wrote: Callable[[], None]) -> None:
         super().__init__()
         self._wrote = wrote
+        self.closed = False
 
     def write(self, data: Any) -> None:
         self._wrote()
@@ -52,7 +56,7 @@ class _MemoryTransport(asyncio.Transport):
         return default
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -62,9 +66,10 @@ async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def per_request_us(kind: str, requests: int) -> float:
+async def per_request_us(kind: str, requests: int, new_connections: bool = False) -> float:
     """Process CPU µs per request through `kind`'s handler: "aiohttp", "graceful" (health
-    probes installed on the app, the default) or "graceful-no-health"."""
+    probes installed on the app, the default) or "graceful-no-health"; with
+    `new_connections`, each request on a connection (and a handler) of its own."""
     app = web.Application()
     app.router.add_get("/work", _ok)
     if kind == "graceful":  # the probes as the runtime installs them
@@ -74,13 +79,19 @@ async def per_request_us(kind: str, requests: int) -> float:
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
-    protocol: RequestHandler
+    make: Callable[[], RequestHandler]
     if kind == "aiohttp":
-        protocol = RequestHandler(server, loop=loop, access_log=None)
+        def make() -> RequestHandler:  # as aiohttp's Server makes them
+            return RequestHandler(server, loop=loop, access_log=None)
     else:
         options = handler_options(server)
-        protocol = DrainingRequestHandler(server, tracker=ConnectionTracker(loop), loop=loop,
-                                          **options)
+        tracker = ConnectionTracker(loop)
+
+        def make() -> RequestHandler:  # as graceful's startup makes them
+            return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
+    if new_connections:
+        return await _per_connection_us(make, loop, requests, runner)
+    protocol = make()
     written: asyncio.Future[None] = loop.create_future()
 
     def wrote() -> None:
@@ -103,12 +114,35 @@ async def per_request_us(kind: str, requests: int) -> float:
         await runner.cleanup()
 
 
-async def compare(rounds: int, requests: int) -> dict[str, float]:
+async def _per_connection_us(make: Callable[[], RequestHandler],
+                             loop: asyncio.AbstractEventLoop, requests: int,
+                             runner: web.AppRunner) -> float:
+    started = 0.0
+    try:
+        for index in range(WARM_UP + requests):
+            if index == WARM_UP:
+                started = time.process_time()
+            written = loop.create_future()
+            transport = _MemoryTransport(lambda w=written: w.done() or w.set_result(None))
+            protocol = make()
+            protocol.connection_made(transport)
+            protocol.data_received(CLOSING)
+            await written
+            while not transport.closed:  # aiohttp closes it once the response is out
+                await asyncio.sleep(0)
+            protocol.connection_lost(None)
+        return (time.process_time() - started) / requests * 1e6
+    finally:
+        await runner.cleanup()
+
+
+async def compare(rounds: int, requests: int,
+                  new_connections: bool = False) -> dict[str, float]:
     kinds = ["aiohttp", "graceful", "graceful-no-health"]
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     for index in range(rounds):
         for kind in kinds[index % 3:] + kinds[:index % 3]:  # each goes first in turn
-            samples[kind].append(await per_request_us(kind, requests))
+            samples[kind].append(await per_request_us(kind, requests, new_connections))
     best = {kind: min(values) for kind, values in samples.items()}
     return {"aiohttp_us": best["aiohttp"], "graceful_us": best["graceful"],
             "added_us": best["graceful"] - best["aiohttp"],
@@ -122,8 +156,10 @@ def main() -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--new-connections", action="store_true",
+                        help="a connection (and a handler) per request")
     args = parser.parse_args()
-    run = compare(args.rounds, args.requests)
+    run = compare(args.rounds, args.requests, args.new_connections)
     if args.loop == "uvloop":
         import uvloop
 

@@ -7,7 +7,7 @@ server's own restart, every attempt classified as in the drain runs.
 graceful hands its sockets to a successor and exits once the successor serves
 (graceful/restart.py); each peer restarts the way its own SIGHUP does (gunicorn's HUP,
 uvicorn's rolling restart of --workers 2, granian, hypercorn; uvicorn with one worker
-exits). The window is the same WINDOW_S after the signal for every server; graceful's
+exits). The window is the same (--window, 4 s) after the signal for every server; graceful's
 hand-over (the signal to the old process's exit) lies within it and is also given alone.
 Per run, beside the drain run's figures: the resets among the outcomes; latency (p50, p99,
 max) of the requests started in the window and in the hand-over; the pause (the longest of
@@ -35,7 +35,6 @@ from bench.load import finish_clients
 from bench.progress import Progress
 from bench.servers import ROOT, Launch, answers
 
-WINDOW_S = 4.0
 AFTER_S = 1.0  # the load goes on this long after the window: the restarted server serves
 ATTEMPT_TIMEOUT_S = 30.0
 
@@ -43,7 +42,7 @@ ATTEMPT_TIMEOUT_S = 30.0
 async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> dict[str, Any]:
     if spec.control:
         return await run_control(spec, out, progress)
-    sc = spec.scenario
+    sc, window = spec.scenario, spec.window_s
     graceful = spec.server.port_from_log
     checkpoint = out / "logs" / f"{spec.slug}.ckpt"
     launch = Launch(port=0, drain_timeout_s=sc.drain_timeout_s,
@@ -61,11 +60,11 @@ async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> di
         proc.signal(signal.SIGHUP)
         if graceful:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.process.wait(), WINDOW_S + sc.drain_timeout_s)
+                await asyncio.wait_for(proc.process.wait(), window + sc.drain_timeout_s)
             if proc.process.returncode is not None:
                 hand_over_s = time.monotonic() - t_signal
             successor = _successor(proc.log)
-        await asyncio.sleep(max(0.0, t_signal + WINDOW_S + AFTER_S - time.monotonic()))
+        await asyncio.sleep(max(0.0, t_signal + window + AFTER_S - time.monotonic()))
         serving = await answers(proc.port)
         exit_code = proc.process.returncode
         state.stopped = True
@@ -77,7 +76,7 @@ async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> di
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(successor, signal.SIGKILL)
         seen = await stop_load(loaded)
-    t_end = t_signal + (hand_over_s or WINDOW_S)
+    t_end = t_signal + (hand_over_s or window)
     result = {
         **run_head(spec), "signal": "SIGHUP", "control": False,
         "checkpoint": spec.checkpoint and graceful,
@@ -85,7 +84,7 @@ async def run_restart(spec: RunSpec, out: Path, progress: Progress | None) -> di
         "serving_after": serving, "successor_pid": successor or None,
         "hand_over_s": None if hand_over_s is None else round(hand_over_s, 4),
         **run_figures(state.attempts, t_signal, t_end, sc.nominal_s, None, None),
-        **restart_figures(state.attempts, t_signal, WINDOW_S, hand_over_s, sc.nominal_s),
+        **restart_figures(state.attempts, t_signal, window, hand_over_s, sc.nominal_s),
         "timeline": timeline(state.attempts, t_signal, t_end),
     }
     if result["checkpoint"]:
@@ -101,13 +100,13 @@ async def run_control(spec: RunSpec, out: Path, progress: Progress | None) -> di
     clients that all wait the same handler time gets slower by itself (the clients bunch
     into waves it serves one after the other); this run tells that apart from what the
     restart costs."""
-    sc = spec.scenario
+    sc, window = spec.scenario, spec.window_s
     launch = Launch(port=0, drain_timeout_s=sc.drain_timeout_s,
                     peer_defaults=spec.peer_defaults)
     loaded = await start_under_load(spec, out, launch, ATTEMPT_TIMEOUT_S, progress)
     try:
         t_mark = time.monotonic()
-        await asyncio.sleep(WINDOW_S + AFTER_S)
+        await asyncio.sleep(window + AFTER_S)
         serving = await answers(loaded.proc.port)
         loaded.state.stopped = True
         await finish_clients(loaded.tasks, grace_s=10.0)
@@ -117,8 +116,8 @@ async def run_control(spec: RunSpec, out: Path, progress: Progress | None) -> di
     result = {
         **run_head(spec), "signal": "SIGHUP", "control": True, "checkpoint": False,
         "exit_code": None, "serving_after": serving, "hand_over_s": None,
-        **run_figures(attempts, t_mark, t_mark + WINDOW_S, sc.nominal_s, None, None),
-        **restart_figures(attempts, t_mark, WINDOW_S, None, sc.nominal_s),
+        **run_figures(attempts, t_mark, t_mark + window, sc.nominal_s, None, None),
+        **restart_figures(attempts, t_mark, window, None, sc.nominal_s),
     }
     if progress is not None:
         progress.finish(spec.label, one_line(result))
