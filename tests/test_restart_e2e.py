@@ -434,3 +434,36 @@ async def test_a_symlink_deploy_restarts_into_the_release_the_link_names_now(
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
     assert await get(server.port, "/version") == (200, "v2")
     await stop_successor(server, ready["successor_pid"])
+
+
+async def test_a_checkpoint_path_that_names_another_file_in_the_successor_fails_the_restart(
+        graceful_server, successors, tmp_path):
+    """The symlink deploy with `--checkpoint state.json` relative to the release folder:
+    in the successor it names releases/v2/state.json, not the file the old process holds
+    and flushes. The successor adopted the old lock anyway and started from an empty
+    state (the old one's flushed to the other file): state lost without a word. Now the
+    successor refuses (exit 4, the checkpoint's code; `restart.failed` naming both files)
+    and the old process serves on with its state."""
+    for release in ("v1", "v2"):
+        (tmp_path / "releases" / release).mkdir(parents=True)
+        (tmp_path / "releases" / release / "relapp.py").write_text(
+            RELEASE_APP.format(release=release))
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "v1")
+    server = graceful_server("relapp:create_app", "--checkpoint", "state.json",
+                             cwd=current, env={"PWD": str(current)})
+    switched = tmp_path / "current.new"
+    switched.symlink_to(tmp_path / "releases" / "v2")
+    os.replace(switched, current)
+    server.signal(signal.SIGHUP)
+    spawned = await asyncio.to_thread(server.wait_for, "restart.spawned")
+    successors.append(spawned["successor_pid"])
+    failed = await asyncio.to_thread(server.wait_for, "restart.failed")
+    assert failed["exit_code"] == 4
+    assert any("state.json" in line and "another file" in line
+               for line in failed["last_lines"]), failed["last_lines"]
+    assert await get(server.port, "/version") == (200, "v1")
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert (tmp_path / "releases" / "v1" / "state.json").exists()
+    assert not (tmp_path / "releases" / "v2" / "state.json").exists()

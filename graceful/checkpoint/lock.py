@@ -41,6 +41,7 @@ class CheckpointLock:
         """
         path = lock_path(checkpoint)
         if handed_over_fd is not None:
+            _ensure_same_file(path, handed_over_fd)
             with contextlib.suppress(OSError):
                 writable = os.open(path, os.O_WRONLY | _O_NOFOLLOW)
                 try:
@@ -99,3 +100,26 @@ else:
 
     def _lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _ensure_same_file(path: Path, handed_over_fd: int) -> None:
+    """The lock the predecessor handed over must be the one at `path`: a relative checkpoint
+    path can name another file in the successor (started in the folder a deploy switched a
+    symlink to), and adopting the old lock for it would start from an empty state while the
+    old process flushes its state elsewhere."""
+    held = os.fstat(handed_over_fd)
+    try:
+        here = os.stat(path)
+    except OSError:
+        here = None
+    if here is None or (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
+        raise CheckpointError(
+            f"the checkpoint's lock {path} is another file than the one the old process "
+            f"holds ({_fd_path(handed_over_fd)}): a relative --checkpoint in a folder a deploy "
+            "switched? Give it an absolute path outside the release")
+
+
+def _fd_path(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        return os.readlink(f"/proc/self/fd/{fd}")
+    return f"descriptor {fd}"
