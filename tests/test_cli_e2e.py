@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,3 +57,46 @@ def test_missing_app_dir_is_one_line_exit_2(tmp_path):
                             text=True, timeout=30)
     assert result.returncode == 2
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr
+
+
+VERSIONED_APP = ("from aiohttp import web\n\n"
+                 "async def version(request):\n    return web.Response(text={version!r})\n\n"
+                 "def create_app():\n    app = web.Application()\n"
+                 "    app.router.add_get('/version', version)\n    return app\n")
+
+
+def _get(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_readme_restart_lines_as_typed(tmp_path):
+    """README's restart usage as a user types it, with the console script, in the app's
+    folder, no PYTHONPATH: `graceful serve app:create_app --pid-file PATH`, the code
+    changed, `graceful restart --pid-file PATH` exits 0 and the new code answers."""
+    (tmp_path / "app.py").write_text(VERSIONED_APP.format(version="one"))
+    pid_file = tmp_path / "app.pid"
+    server = _serve(tmp_path, "app:create_app", "--pid-file", str(pid_file))
+    successor = None
+    try:
+        port = server.wait_for("server.started")["port"]
+        assert _get(port, "/version") == "one"
+        (tmp_path / "app.py").write_text(VERSIONED_APP.format(version="two"))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        restart = subprocess.run([str(CONSOLE_SCRIPT), "restart", "--pid-file", str(pid_file)],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True,
+                                 timeout=60)
+        assert restart.returncode == 0, restart.stderr
+        successor = server.wait_for("restart.ready")["successor_pid"]
+        assert server.proc.wait(timeout=30) == 0
+        assert _get(port, "/version") == "two"
+        assert int(pid_file.read_text()) == successor
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+        if successor is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(successor, signal.SIGKILL)
