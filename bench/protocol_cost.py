@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -89,51 +90,53 @@ async def per_request_us(kind: str, requests: int, new_connections: bool = False
 
         def make() -> RequestHandler:  # as graceful's startup makes them
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
-    if new_connections:
-        return await _per_connection_us(make, loop, requests, runner)
-    protocol = make()
-    written: asyncio.Future[None] = loop.create_future()
-
-    def wrote() -> None:
-        if not written.done():
-            written.set_result(None)
-
-    protocol.connection_made(_MemoryTransport(wrote))
-    started = 0.0
     try:
-        for index in range(WARM_UP + requests):
-            if index == WARM_UP:
-                started = time.process_time()
-            written = loop.create_future()
+        if new_connections:
+            return await _cpu_us(functools.partial(_on_a_new_connection, make, loop), requests)
+        answer = [loop.create_future()]  # the response awaited now
+
+        def wrote() -> None:
+            if not answer[0].done():
+                answer[0].set_result(None)
+
+        protocol = make()
+        protocol.connection_made(_MemoryTransport(wrote))
+
+        async def one_request() -> None:
+            answer[0] = loop.create_future()
             protocol.data_received(REQUEST)
-            await written
+            await answer[0]
             await asyncio.sleep(0)  # the handler's task ends
-        return (time.process_time() - started) / requests * 1e6
-    finally:
-        protocol.connection_lost(None)
-        await runner.cleanup()
 
-
-async def _per_connection_us(make: Callable[[], RequestHandler],
-                             loop: asyncio.AbstractEventLoop, requests: int,
-                             runner: web.AppRunner) -> float:
-    started = 0.0
-    try:
-        for index in range(WARM_UP + requests):
-            if index == WARM_UP:
-                started = time.process_time()
-            written = loop.create_future()
-            transport = _MemoryTransport(lambda w=written: w.done() or w.set_result(None))
-            protocol = make()
-            protocol.connection_made(transport)
-            protocol.data_received(CLOSING)
-            await written
-            while not transport.closed:  # aiohttp closes it once the response is out
-                await asyncio.sleep(0)
+        try:
+            return await _cpu_us(one_request, requests)
+        finally:
             protocol.connection_lost(None)
-        return (time.process_time() - started) / requests * 1e6
     finally:
         await runner.cleanup()
+
+
+async def _on_a_new_connection(make: Callable[[], RequestHandler],
+                               loop: asyncio.AbstractEventLoop) -> None:
+    written = loop.create_future()
+    transport = _MemoryTransport(lambda: written.done() or written.set_result(None))
+    protocol = make()
+    protocol.connection_made(transport)
+    protocol.data_received(CLOSING)
+    await written
+    while not transport.closed:  # aiohttp closes it once the response is out
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+
+
+async def _cpu_us(one_request: Callable[[], Awaitable[None]], requests: int) -> float:
+    """Process CPU µs per call of `one_request`, after WARM_UP calls."""
+    for _ in range(WARM_UP):
+        await one_request()
+    started = time.process_time()
+    for _ in range(requests):
+        await one_request()
+    return (time.process_time() - started) / requests * 1e6
 
 
 async def compare(rounds: int, requests: int,

@@ -410,6 +410,24 @@ def create_app():
 '''
 
 
+def releases(folder: Path) -> Path:
+    """releases/v1 and releases/v2 of an app answering its version, and `current` -> v1."""
+    for release in ("v1", "v2"):
+        (folder / "releases" / release).mkdir(parents=True)
+        (folder / "releases" / release / "relapp.py").write_text(
+            RELEASE_APP.format(release=release))
+    current = folder / "current"
+    current.symlink_to(folder / "releases" / "v1")
+    return current
+
+
+def switch(link: Path, target: Path) -> None:
+    """Point `link` at `target` the way `ln -sfn` and deploy tools do: one rename."""
+    switched = link.with_name(link.name + ".new")
+    switched.symlink_to(target)
+    os.replace(switched, link)
+
+
 async def test_a_symlink_deploy_restarts_into_the_release_the_link_names_now(
         graceful_server, successors, tmp_path):
     """The deploy most teams script: releases/v1, releases/v2, and `current` a symlink
@@ -417,17 +435,10 @@ async def test_a_symlink_deploy_restarts_into_the_release_the_link_names_now(
     shell or systemd's WorkingDirectory= sets it). SIGHUP after the switch must serve v2.
     It served v1: the successor inherited the old process's working directory, which is
     the physical releases/v1 the link named at the start (gunicorn re-enters PWD too)."""
-    for release in ("v1", "v2"):
-        (tmp_path / "releases" / release).mkdir(parents=True)
-        (tmp_path / "releases" / release / "relapp.py").write_text(
-            RELEASE_APP.format(release=release))
-    current = tmp_path / "current"
-    current.symlink_to(tmp_path / "releases" / "v1")
+    current = releases(tmp_path)
     server = graceful_server("relapp:create_app", cwd=current, env={"PWD": str(current)})
     assert await get(server.port, "/version") == (200, "v1")
-    switched = tmp_path / "current.new"
-    switched.symlink_to(tmp_path / "releases" / "v2")
-    os.replace(switched, current)  # what `ln -sfn` and deploy tools do: one rename
+    switch(current, tmp_path / "releases" / "v2")
     server.signal(signal.SIGHUP)
     ready = await asyncio.to_thread(server.wait_for, "restart.ready")
     successors.append(ready["successor_pid"])
@@ -444,17 +455,10 @@ async def test_a_checkpoint_path_that_names_another_file_in_the_successor_fails_
     state (the old one's flushed to the other file): state lost without a word. Now the
     successor refuses (exit 4, the checkpoint's code; `restart.failed` naming both files)
     and the old process serves on with its state."""
-    for release in ("v1", "v2"):
-        (tmp_path / "releases" / release).mkdir(parents=True)
-        (tmp_path / "releases" / release / "relapp.py").write_text(
-            RELEASE_APP.format(release=release))
-    current = tmp_path / "current"
-    current.symlink_to(tmp_path / "releases" / "v1")
+    current = releases(tmp_path)
     server = graceful_server("relapp:create_app", "--checkpoint", "state.json",
                              cwd=current, env={"PWD": str(current)})
-    switched = tmp_path / "current.new"
-    switched.symlink_to(tmp_path / "releases" / "v2")
-    os.replace(switched, current)
+    switch(current, tmp_path / "releases" / "v2")
     server.signal(signal.SIGHUP)
     spawned = await asyncio.to_thread(server.wait_for, "restart.spawned")
     successors.append(spawned["successor_pid"])
