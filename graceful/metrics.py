@@ -14,19 +14,28 @@ aiohttp on the runtime's loop:
 The values that live on the loop (the tracker's sets, the phase) are read on the loop
 (`call_soon_threadsafe`), so a scrape never walks a set the loop is changing; if the loop
 does not answer within READ_TIMEOUT_S, the last values read are served.
+
+A restart in place hands the metrics socket to the successor with the app's (named
+graceful-metrics, graceful/restart.py), which serves it instead of binding a port we still
+hold: until our stop has finished both processes accept scrapes from the one socket, so
+none is refused at any instant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from graceful.config import parse_bind
@@ -40,6 +49,7 @@ if TYPE_CHECKING:
 log = get_logger()
 
 READ_TIMEOUT_S = 0.5
+ANSWER_TIMEOUT_S = 0.5  # at the end of the stop, for scrapes accepted and not yet answered
 PHASES = ("starting", "ready", "draining", "stopped")
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -83,26 +93,46 @@ class Metrics(StopObserver):
         self._last: dict[str, Any] = {"phase": "starting", "in_flight": 0, "connections": 0}
         self._server: Any = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
+        # scrapes waiting for the loop to read: stopped() answers them, as it then waits for
+        # the scrapes (close) on the loop they wait for
+        self._waiting: set[concurrent.futures.Future[dict[str, Any]]] = set()
         registry.register(_LiveValues(self))
 
     # -- the listener ----------------------------------------------------------------------
 
-    def bind(self) -> None:
+    def bind(self, inherited: socket.socket | None = None) -> None:
         """Serve /metrics; ConfigError (exit 2) when the address cannot be listened on.
-        Called on the loop, whose values a scrape then reads there."""
+        Called on the loop, whose values a scrape then reads there. `inherited`: the
+        listening socket a restart's predecessor handed over (graceful-metrics), served
+        as it is: the predecessor still holds the port, and still answers scrapes from
+        the same socket until its stop has finished."""
         self._event_loop = asyncio.get_running_loop()
+        if inherited is not None and self.port not in (0, inherited.getsockname()[1]):
+            inherited.close()  # the configured port changed (a config file): bind that one
+            inherited = None
         try:
-            self._server, _ = start_http_server(self.port, self.host, registry=self.registry)
+            sock = inherited if inherited is not None else _listen(self.host, self.port)
         except OSError as err:
             raise ConfigError(f"cannot serve metrics on {self.host}:{self.port}: "
                               f"{err.strerror or err}") from err
+        self._server = _serve(sock, self.registry)
         self.port = self._server.server_port
         log.info("metrics.started", host=self.host, port=self.port)
 
-    def close(self) -> None:
-        """Stop listening, without making the loop wait for the server's poll interval."""
+    @property
+    def listening_socket(self) -> socket.socket | None:
+        """The listening socket, while served: a restart hands it to the successor."""
+        return self._server.socket if self._server is not None else None
+
+    def close(self, answer_within: float = 0.0) -> None:
+        """Stop accepting scrapes at once, answer those already accepted (for up to
+        `answer_within` seconds: the process exits soon after, which would cut them), and
+        stop listening without making the loop wait for the server's poll interval. After a
+        restart the scrapes not accepted yet wait in the queue for the successor."""
         server, self._server = self._server, None
         if server is not None:
+            server.stop_accepting(answer_within)
+
             def shut() -> None:
                 server.shutdown()
                 server.server_close()
@@ -142,7 +172,10 @@ class Metrics(StopObserver):
         if self._phase_started is not None and self._phase_started[0] == "drain":
             self._drain.set(time.monotonic() - self._phase_started[1])
         self._last = {**self._read(), "phase": "stopped"}
-        self.close()
+        for future in list(self._waiting):
+            if not future.done():
+                future.set_result(self._last)
+        self.close(answer_within=ANSWER_TIMEOUT_S)
 
     # -- read for a scrape (on the scrape's thread) -----------------------------------------
 
@@ -157,8 +190,14 @@ class Metrics(StopObserver):
         if loop is None or loop.is_closed() or self._last["phase"] == "stopped":
             return self._last
         future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        self._waiting.add(future)
+        if self._last["phase"] == "stopped":  # stopped() did not see it: it will not answer
+            self._waiting.discard(future)
+            return self._last
 
         def read() -> None:
+            if future.done():  # answered by stopped() (both run on the loop)
+                return
             try:
                 future.set_result(self._read())
             except BaseException as err:  # handed to the scrape's thread
@@ -169,7 +208,84 @@ class Metrics(StopObserver):
             self._last = future.result(READ_TIMEOUT_S)
         except (RuntimeError, concurrent.futures.TimeoutError):  # closed, or busy
             pass
+        finally:
+            self._waiting.discard(future)
         return self._last
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on the first address `host` resolves to (as prometheus_client's
+    start_http_server does)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address, family=family)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A scrape is not logged (prometheus_client's own handler does the same)."""
+
+
+class _Closed(Exception):
+    """Ends serve_forever at its next wake once the server stops accepting."""
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's server, counting the scrapes it accepted and has not answered,
+    so that the end of the stop can stop accepting and wait for those (the thread that
+    answers a scrape is a daemon: the process's exit would cut it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock.getsockname()[:2], _QuietHandler, bind_and_activate=False)
+        self._answering = threading.Condition()
+        self._open = 0
+        self._closing = False
+
+    def get_request(self) -> Any:
+        with self._answering:  # no accept once stop_accepting() has begun
+            if self._closing:
+                raise _Closed
+            request = super().get_request()
+            self._open += 1
+            return request
+
+    def shutdown_request(self, request: Any) -> None:  # once for each request accepted
+        try:
+            super().shutdown_request(request)
+        finally:
+            with self._answering:
+                self._open -= 1
+                self._answering.notify_all()
+
+    def stop_accepting(self, timeout: float) -> bool:
+        """True once every scrape accepted is answered, False if some are not at `timeout`."""
+        with self._answering:
+            self._closing = True
+            return self._answering.wait_for(lambda: self._open == 0, timeout)
+
+    def serve(self) -> None:
+        with contextlib.suppress(_Closed):
+            self.serve_forever()
+
+
+def _serve(sock: socket.socket, registry: CollectorRegistry) -> _Server:
+    """prometheus_client's server (start_http_server's pieces) on a listening socket of
+    ours, on a thread of its own: what TCPServer's bind would have set, set from the
+    socket. Non-blocking: after a restart two processes accept from this one socket, and
+    the one that wakes to find the connection taken gets EAGAIN (socketserver ignores an
+    OSError from accept and selects again) instead of blocking in accept(), where its
+    shutdown() could not reach it."""
+    server = _Server(sock)
+    server.socket.close()  # the one TCPServer made, unbound
+    server.socket = sock
+    server.server_address = sock.getsockname()
+    host, port = server.server_address[:2]
+    server.server_name, server.server_port = socket.getfqdn(host), port
+    server.setup_environ()
+    server.set_app(make_wsgi_app(registry))
+    sock.setblocking(False)
+    threading.Thread(target=server.serve, name="graceful-metrics", daemon=True).start()
+    return server
 
 
 class _LiveValues(Collector):

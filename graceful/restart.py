@@ -3,7 +3,9 @@
     READY ── restart request (SIGHUP, `graceful restart`) ──▶ spawn the successor: the same
         command line and environment, the listening sockets on descriptors 3, 4, ...
         announced as systemd does (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), its own process
-        group; its log comes through a pipe we forward line by line, keeping the last lines
+        group; its log comes through a pipe we forward line by line, keeping the last lines;
+        the metrics socket (--metrics-bind) too, named graceful-metrics: it serves scrapes
+        from it while we still do, until our stop has finished
     successor: import, build the app, on_startup, listen ── "ready" on the ready pipe; its
         log now goes straight to the stderr we share (it dup2s the descriptor we gave it)
     predecessor, on "ready": the normal stop (source RESTART): readiness 503, stop
@@ -40,6 +42,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from graceful.http.activation import METRICS_NAME
 from graceful.http.listeners import keep_file
 from graceful.logs import get_logger
 from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
@@ -145,6 +148,8 @@ class Restarter(StopObserver):
         if self.notifier is not None:
             self.notifier.reloading()
         sockets = [(listener.name, listener.sock) for listener in runtime.listeners]
+        if (metrics := runtime.metrics_socket) is not None:  # served by both till we stop
+            sockets.append((METRICS_NAME, metrics))
         passed: list[tuple[str, int]] = []
         go_r = go_w = None
         checkpointer = runtime.checkpointer

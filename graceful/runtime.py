@@ -212,8 +212,9 @@ class Runtime(RuntimeView):
         return await self._shutdown()
 
     async def _start(self) -> None:
+        metrics_socket = self._builder.inherit()  # a restart hands the metrics socket over
         if self._metrics is not None:  # before the app is built: a busy port is exit 2
-            self._metrics.bind()
+            self._metrics.bind(metrics_socket)
         self._started = started = await self._builder.build()
         if started.checkpointer is not None and started.checkpointer.restored is not None:
             snapshot = started.checkpointer.restored

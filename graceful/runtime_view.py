@@ -5,6 +5,7 @@ changes them is runtime.py."""
 from __future__ import annotations
 
 import enum
+import socket
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -32,6 +33,7 @@ class RuntimeView:
     phase: Phase
     _builder: Builder
     _budget: StopBudget | None
+    _metrics: Any  # graceful.metrics.Metrics, or None (prometheus_client imported only then)
 
     @property
     def app(self) -> web.Application | None:
@@ -48,6 +50,11 @@ class RuntimeView:
     @property
     def checkpointer(self) -> ckpt.Checkpointer | None:
         return self._builder.checkpointer
+
+    @property
+    def metrics_socket(self) -> socket.socket | None:
+        """The metrics listener while it serves (--metrics-bind): a restart hands it over."""
+        return self._metrics.listening_socket if self._metrics is not None else None
 
     @property
     def addresses(self) -> list[tuple[str, int] | str]:

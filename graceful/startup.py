@@ -61,6 +61,7 @@ class Builder:
         self._is_ready = is_ready
         self._phase = phase
         self.sockets: list[socket.socket] = []  # bound, not yet listening
+        self._inherited: list[tuple[str, socket.socket]] | None = None  # inherit() read them
         self.checkpointer: ckpt.Checkpointer | None = None
         self.app: web.Application | None = None
         self.state: dict[str, Any] = {}
@@ -68,13 +69,27 @@ class Builder:
         self.listeners: list[Listener] = []
         self.heap = heap.Heap()  # released by the runtime once the serve is over
 
+    def inherit(self) -> socket.socket | None:
+        """Take the sockets handed to us (systemd, or a predecessor's restart): build()
+        serves the app's; the metrics listener among them (graceful-metrics) is returned
+        for the metrics to serve (closed when metrics are off)."""
+        inherited, metrics = activation.split_metrics(activation.inherited_sockets() or [])
+        self._inherited = inherited
+        self.sockets = [sock for _, sock in inherited]
+        if metrics is not None and self._config.metrics_bind is None:
+            metrics.close()
+            return None
+        return metrics
+
     async def build(self) -> Started:
         config = self._config
         loop = asyncio.get_running_loop()
         # Bind first: a port in use or a host that does not resolve is a configuration
         # error (exit 2) before the app's factory and on_startup run.
         # Sockets handed to us (systemd, or a predecessor's restart) are served as they are.
-        inherited = activation.inherited_sockets()
+        if self._inherited is None and (metrics := self.inherit()) is not None:
+            metrics.close()  # nobody asked for them (the runtime calls inherit() first)
+        inherited = self._inherited
         if not inherited:
             inherited = activation.own_names(binding.open_sockets(
                 config.host, config.port, config.bind, config.fd, config.unix_socket_mode,

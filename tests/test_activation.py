@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from graceful.http.activation import inherited_sockets
+from graceful.http.activation import inherited_sockets, split_metrics
 
 CHILD = textwrap.dedent("""
     import json, os, socket, sys
@@ -72,3 +72,12 @@ def test_a_descriptor_that_is_not_a_listening_socket_is_refused(tmp_path):
 
 def test_nothing_announced_is_none():
     assert inherited_sockets({}) is None
+
+
+def test_the_metrics_socket_is_set_apart_from_the_apps(listening):
+    """A restart names the metrics listener graceful-metrics: it is not served as one of
+    the app's listeners."""
+    web, metrics = listening
+    found = [("graceful-0", web), ("graceful-metrics", metrics)]
+    assert split_metrics(found) == ([("graceful-0", web)], metrics)
+    assert split_metrics([("graceful-0", web)]) == ([("graceful-0", web)], None)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -471,3 +472,86 @@ async def test_a_checkpoint_path_that_names_another_file_in_the_successor_fails_
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
     assert (tmp_path / "releases" / "v1" / "state.json").exists()
     assert not (tmp_path / "releases" / "v2" / "state.json").exists()
+
+
+async def scrape(port: int) -> tuple[int, str]:
+    """GET /metrics (HTTP/1.0: the server closes once the page is sent)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0, body.decode()
+
+
+async def first_of(server: Any, *names: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The first logged event with one of these names."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := [event for event in server.events if event.get("event") in names]:
+            return found[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"none of {names} within {timeout:g}s")
+
+
+@pytest.mark.parametrize("fixed_port", [True, False])
+async def test_the_metrics_listener_is_handed_over_too(serve, successors, release, fixed_port):
+    """10. With --metrics-bind, the metrics socket goes to the successor with the app's
+    (named graceful-metrics), which serves /metrics from it instead of binding the port the
+    old process still holds (which failed: exit 2, restart.failed; with port 0 it bound
+    another port, and the one scraped was refused once the old process exited). A scrape in
+    a loop through the hand-over is always answered whole: never refused, nor cut by the old
+    process's exit. Once the old process exited the successor answers on the same port."""
+    with socket.socket() as probe:  # a port nobody listens on, as an operator would choose
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    server = serve(TARGET, "--metrics-bind", f"127.0.0.1:{free if fixed_port else 0}",
+                   env={"RELEASE_FILE": str(release)})
+    port = server.wait_for("metrics.started")["port"]
+    assert port == free or not fixed_port
+    outcomes: Counter[str] = Counter()
+    errors: list[str] = []
+    stop = asyncio.Event()
+
+    async def scraper() -> None:
+        while not stop.is_set():
+            try:
+                status, body = await scrape(port)
+            except (OSError, TimeoutError) as err:
+                outcomes["refused" if isinstance(err, ConnectionRefusedError) else "error"] += 1
+                errors.append(repr(err))
+            else:
+                ok = status == 200 and "graceful_phase" in body
+                outcomes["ok" if ok else str(status)] += 1
+                if not ok:
+                    errors.append(f"{status} {body[-200:]!r}")
+            await asyncio.sleep(0.005)
+
+    async def scraped(count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while outcomes["ok"] < count:
+            assert not task.done() and time.monotonic() < deadline, (outcomes, errors[:5])
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(scraper())
+    await scraped(3)
+    release.write_text("v2\n")
+    server.signal(signal.SIGHUP)
+    successors.append((await asyncio.to_thread(server.wait_for, "restart.spawned")
+                       )["successor_pid"])
+    outcome = await first_of(server, "restart.ready", "restart.failed")
+    assert outcome["event"] == "restart.ready", outcome
+    assert outcome["successor_pid"] == successors[0]
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    await scraped(outcomes["ok"] + 3)  # the successor alone now
+    stop.set()
+    await task
+    assert set(outcomes) == {"ok"}, (outcomes, errors[:5])
+    status, page = await scrape(port)
+    assert status == 200 and 'graceful_phase{phase="ready"} 1.0' in page, page
+    await stop_successor(server, successors[0])
+    started = [event for event in server.events if event["event"] == "metrics.started"]
+    assert [event["port"] for event in started] == [port, port]
+    assert "restart.failed" not in server.names()

@@ -172,11 +172,12 @@ os.execv(sys.executable, [sys.executable, "-m", "graceful", *sys.argv[2:]])
 """
 
 
-def _started_as_systemd_does(fd: int, name: str, env: dict[str, str]) -> ServerProcess:
+def _started_as_systemd_does(fd: int, name: str, env: dict[str, str],
+                             *args: str) -> ServerProcess:
     """graceful serving the listening socket `fd`, passed as systemd passes it."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _EXEC_WITH_FD_3, str(fd), "serve", "tests.apps:basic",
-         "--port", "1", "--log-format", "json"],
+         "--port", "1", "--log-format", "json", *args],
         cwd=ROOT, pass_fds=[fd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **env, "LISTEN_FDS": "1", "LISTEN_FDNAMES": name})
     server = ServerProcess.__new__(ServerProcess)
@@ -255,6 +256,34 @@ async def test_sockets_from_a_socket_unit_are_not_stored(tmp_path):
         assert await asyncio.to_thread(server.wait) == 0
     finally:
         listener.close()
+        unit.close()
+        if server is not None:
+            server.kill()
+
+
+async def test_socket_activation_without_a_metrics_socket_binds_metrics_bind(tmp_path):
+    """A socket unit passes the app's socket only (no graceful-metrics, which a restart in
+    place adds): --metrics-bind is bound as without systemd, and the unit's socket serves
+    the app, not /metrics."""
+    unit = socket.create_server(("127.0.0.1", 0))
+    server = None
+    try:
+        server = _started_as_systemd_does(unit.fileno(), "web", {},
+                                          "--metrics-bind", "127.0.0.1:0")
+        metrics_port = server.wait_for("metrics.started")["port"]
+        assert server.wait_for("server.started")["port"] == unit.getsockname()[1]
+        assert metrics_port != unit.getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", metrics_port)
+        writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+        page = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert page.startswith(b"HTTP/1.0 200") and b"graceful_phase" in page
+        conn = await Connection.open(unit.getsockname()[1])
+        assert (await asyncio.wait_for(conn.request("GET", "/fast"), 10)).status == 200
+        conn.writer.close()
+        server.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait) == 0
+    finally:
         unit.close()
         if server is not None:
             server.kill()

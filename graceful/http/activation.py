@@ -4,6 +4,7 @@ systemd, `systemd-socket-activate` and graceful's own restart (graceful/restart.
 listening sockets as descriptors 3, 4, ... and announce them in the environment:
 LISTEN_FDS (how many), LISTEN_PID (the pid they are meant for, so that a child that
 inherits the environment does not take them too) and LISTEN_FDNAMES (colon-separated).
+The one named graceful-metrics is the metrics listener, not the app's (`split_metrics`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from graceful.http.listeners import unlink_at_close
 
 FIRST_FD = 3  # SD_LISTEN_FDS_START
 OWN_NAME = re.compile(r"graceful-[0-9]+")  # sockets graceful bound (not a socket unit's)
+METRICS_NAME = "graceful-metrics"  # --metrics-bind's listener, handed over by a restart
 
 
 def own_names(sockets: list[socket.socket]) -> list[tuple[str, socket.socket]]:
@@ -66,3 +68,13 @@ def inherited_sockets(environ: MutableMapping[str, str] = os.environ
             unlink_at_close(sock, sock.getsockname())
         sockets.append((label, sock))
     return sockets or None
+
+
+def split_metrics(sockets: list[tuple[str, socket.socket]]
+                  ) -> tuple[list[tuple[str, socket.socket]], socket.socket | None]:
+    """The app's sockets, and the metrics listener among them (METRICS_NAME) if there is
+    one: it is served by graceful/metrics.py, never as one of the app's listeners."""
+    metrics = [sock for name, sock in sockets if name == METRICS_NAME]
+    for extra in metrics[1:]:  # named twice (a socket unit's doing): one serves
+        extra.close()
+    return [pair for pair in sockets if pair[0] != METRICS_NAME], (metrics or [None])[0]
