@@ -34,6 +34,9 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signa
 CONTAINER_INITS = frozenset({"tini", "docker-init", "dumb-init", "catatonit"})
 PR_SET_CHILD_SUBREAPER = 36
 
+MIRROR_POLL_S = 0.05  # while a forwarded restart has no outcome yet
+MIRROR_FOR_S = 3600.0  # a restart that records nothing (coalesced, ignored) is not waited on
+
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -68,10 +71,16 @@ def argv(serving_pid: int, status_dir: str, log_format: str, log_level: str) -> 
             log_format, log_level]
 
 
+class _Wake(Exception):
+    pass
+
+
 class Waiter:
     def __init__(self, serving: int, status_dir: str, as_json: bool, level: int) -> None:
         self.serving = serving
         self._status_dir, self._as_json, self._level = status_dir, as_json, level
+        self._restarting_since: float | None = None  # a SIGHUP forwarded, no outcome yet
+        self._blocked = False  # in a waitpid that only a child's exit ends
 
     def run(self) -> int:
         for signum in FORWARDED:
@@ -90,6 +99,12 @@ class Waiter:
             self.serving = successor
 
     def _forward(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:  # its outcome, once recorded, is ours too (see _mirror)
+            with contextlib.suppress(OSError):
+                os.unlink(self._status(self.serving))
+            with contextlib.suppress(OSError):
+                os.unlink(self._status(os.getpid()))
+            self._restarting_since = time.monotonic()
         try:
             os.kill(self.serving, signum)
         except OSError as err:
@@ -97,31 +112,64 @@ class Waiter:
                      pid=self.serving, error=str(err))
             return
         self.log("waiter.forwarded", signal=signal.Signals(signum).name, pid=self.serving)
+        if signum == signal.SIGHUP and self._blocked:
+            raise _Wake  # out of the blocking waitpid, which PEP 475 would otherwise retry
 
     def _next_exit(self) -> tuple[int, int]:
         """The next child that exits, and its exit code (128+N for signal N)."""
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:  # the serving process is not ours (not reparented to us)
-            while _alive(self.serving):
-                time.sleep(0.1)
-            return self.serving, 1
+        while True:
+            try:
+                self._blocked = not self._restarting_since
+                pid, status = os.waitpid(-1, 0 if self._blocked else os.WNOHANG)
+            except _Wake:  # a SIGHUP forwarded: poll for its outcome from now on
+                continue
+            except ChildProcessError:  # the serving process is not ours (not reparented)
+                while _alive(self.serving):
+                    time.sleep(0.1)
+                return self.serving, 1
+            finally:
+                self._blocked = False
+            if pid:
+                break
+            self._mirror(self.serving)
+            time.sleep(MIRROR_POLL_S)
         code = os.waitstatus_to_exitcode(status)
         return pid, 128 - code if code < 0 else code
 
     def _handed_to(self, pid: int) -> int | None:
         """The successor `pid` handed over to, if its status says so and it is alive."""
-        path = os.path.join(self._status_dir, f"restart-{pid}.json")
-        try:
-            with open(path) as f:
-                status = json.load(f)
-            os.unlink(path)
-        except (OSError, ValueError):
-            return None
-        successor = status.get("successor_pid") if isinstance(status, dict) else None
-        if status.get("outcome") != "ready" or not isinstance(successor, int):
+        status = self._mirror(pid)
+        with contextlib.suppress(OSError):
+            os.unlink(self._status(pid))
+        successor = status.get("successor_pid") if status else None
+        if status is None or status.get("outcome") != "ready" or not isinstance(successor, int):
             return None
         return successor if _alive(successor) else None
+
+    def _mirror(self, pid: int) -> dict[str, object] | None:
+        """The restart status `pid` recorded, recorded as ours as well once a SIGHUP we
+        forwarded is waiting for it: `graceful restart --pid 1` in a container reads ours."""
+        try:
+            with open(self._status(pid)) as f:
+                status = json.load(f)
+        except (OSError, ValueError):
+            status = None
+        if not isinstance(status, dict):
+            status = None
+        since = self._restarting_since
+        if since is not None and (status is not None or
+                                  time.monotonic() - since > MIRROR_FOR_S):
+            self._restarting_since = None
+            if status is not None:
+                ours = self._status(os.getpid())
+                with contextlib.suppress(OSError):
+                    with open(ours + ".tmp", "w") as f:
+                        json.dump(status, f)
+                    os.replace(ours + ".tmp", ours)
+        return status
+
+    def _status(self, pid: int) -> str:
+        return os.path.join(self._status_dir, f"restart-{pid}.json")
 
     def log(self, event: str, level: str = "info", **fields: object) -> None:
         if _LEVELS[level] < self._level:

@@ -216,3 +216,25 @@ async def test_as_pid_1_a_second_restart_is_forwarded_and_followed(namespace):
     assert await asyncio.to_thread(ns.proc.wait, 30) == 0
     assert server.wait_for("waiter.exit")["code"] == 0
     assert not alive(host_second)
+
+
+async def test_graceful_restart_aimed_at_the_waiter_reports_the_outcome(namespace, tmp_path):
+    """3. `graceful restart --pid 1` inside the container (`docker exec`), once PID 1 is the
+    waiter: the waiter forwards the SIGHUP and records the serving process's outcome as
+    its own, so the command exits 0 naming the new successor (it waited out its timeout:
+    nothing recorded an outcome for the waiter's pid)."""
+    ns = namespace()
+    server = ns.server
+    ns.signal(signal.SIGHUP)
+    waiting = await server.event("restart.waiting", 30)
+    command = ["nsenter", "-t", str(ns.init), "-p", "-m", "-w", sys.executable, "-m",
+               "graceful", "restart", "--pid", str(waiting["pid"]), "--timeout", "20"]
+    done = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    following = await server.event("waiter.following", 30)
+    assert f"handed over to pid {following['successor_pid']}" in done.stdout
+    await answers_for(server.port, 0.3)
+    ns.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(ns.proc.wait, 30) == 0
