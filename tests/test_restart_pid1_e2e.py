@@ -221,20 +221,46 @@ async def test_as_pid_1_a_second_restart_is_forwarded_and_followed(namespace):
 async def test_graceful_restart_aimed_at_the_waiter_reports_the_outcome(namespace, tmp_path):
     """3. `graceful restart --pid 1` inside the container (`docker exec`), once PID 1 is the
     waiter: the waiter forwards the SIGHUP and records the serving process's outcome as
-    its own, so the command exits 0 naming the new successor (it waited out its timeout:
-    nothing recorded an outcome for the waiter's pid)."""
+    its own, so the command exits 1 with the reason for a release that fails to start
+    (the serving process serves on) and 0 naming the new successor for a good one. It
+    waited out its timeout: nothing recorded an outcome for the waiter's pid."""
     ns = namespace()
     server = ns.server
     ns.signal(signal.SIGHUP)
     waiting = await server.event("restart.waiting", 30)
     command = ["nsenter", "-t", str(ns.init), "-p", "-m", "-w", sys.executable, "-m",
                "graceful", "restart", "--pid", str(waiting["pid"]), "--timeout", "20"]
-    done = await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+
+    async def restart() -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+
+    (tmp_path / "release").write_text("startup-error")
+    failed = await restart()
+    assert failed.returncode == 1, failed.stderr
+    assert "exited before it was ready (exit code 1)" in failed.stderr
+    await answers_for(server.port, 0.3)
+    (tmp_path / "release").write_text("v2")
+    done = await restart()
     assert done.returncode == 0, done.stderr
     following = await server.event("waiter.following", 30)
     assert f"handed over to pid {following['successor_pid']}" in done.stdout
     await answers_for(server.port, 0.3)
     ns.signal(signal.SIGTERM)
     assert await asyncio.to_thread(ns.proc.wait, 30) == 0
+
+
+async def test_as_pid_1_the_serving_process_killed_ends_the_container_with_128_plus_n(
+        namespace):
+    """4. The process that serves is killed (SIGKILL, the OOM killer) after the hand-over:
+    the waiter has no successor to follow and exits 128+9, as a shell reports it, so the
+    container ends and its restart policy applies."""
+    ns = namespace()
+    server = ns.server
+    ns.signal(signal.SIGHUP)
+    ready = await server.event("restart.ready", 30)
+    await server.event("restart.waiting", 30)
+    os.kill(ns.host_pid(ready["successor_pid"]), signal.SIGKILL)
+    assert await asyncio.to_thread(ns.proc.wait, 30) == 128 + signal.SIGKILL
+    assert server.wait_for("waiter.exit")["code"] == 128 + signal.SIGKILL
