@@ -189,6 +189,7 @@ class Restarter(StopObserver):
                 keep_file(listener.sock)
             write_status({"outcome": "ready", "successor_pid": successor.pid})
             self._handed_to = self.handed_over_to = successor.pid
+            successor.leave_exit()
             if waiter.exit_ends_container():  # we shall wait for it (graceful/waiter.py)
                 waiter.become_subreaper()
             if self.notifier is not None:

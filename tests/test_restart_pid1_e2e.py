@@ -83,9 +83,9 @@ class Namespace:
     """graceful serve as PID 1 of a new PID namespace, or as the child of a container init
     that is PID 1 (`init`: its command), its log followed."""
 
-    def __init__(self, env: dict[str, str], init: list[str]) -> None:
+    def __init__(self, env: dict[str, str], init: list[str], module: str = "graceful") -> None:
         command = ["unshare", "--pid", "--fork", "--mount-proc", *init, sys.executable,
-                   "-m", "graceful", "serve", TARGET, "--host", "127.0.0.1", "--port", "0",
+                   "-m", module, "serve", TARGET, "--host", "127.0.0.1", "--port", "0",
                    "--log-format", "json"]
         self.proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -131,10 +131,10 @@ def namespace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     release.write_text("v1\n")
     started: list[Namespace] = []
 
-    def start() -> Namespace:
+    def start(module: str = "graceful") -> Namespace:
         # the restart status files in a folder of the test's: namespace pids repeat
         ns = Namespace({"RELEASE_FILE": str(release), "XDG_RUNTIME_DIR": str(tmp_path)},
-                       init)
+                       init, module)
         started.append(ns)
         return ns
 
@@ -264,3 +264,29 @@ async def test_as_pid_1_the_serving_process_killed_ends_the_container_with_128_p
     os.kill(ns.host_pid(ready["successor_pid"]), signal.SIGKILL)
     assert await asyncio.to_thread(ns.proc.wait, 30) == 128 + signal.SIGKILL
     assert server.wait_for("waiter.exit")["code"] == 128 + signal.SIGKILL
+
+
+async def test_as_pid_1_docker_stop_while_the_old_process_drains_stops_both_with_0(
+        namespace):
+    """5. `docker stop` soon after a reload: SIGTERM to PID 1 while the old process still
+    drains after the hand-over. It is forwarded to the successor, which stops the normal
+    way; the old process answers what it had in flight, and the waiter it becomes reaps
+    the successor and exits with its code, 0. (The old process's loop reaped the
+    successor, and the waiter, with no child left, exited 1.)"""
+    ns = namespace("graceful.testing.child")  # the app marked: hold() sees the handler run
+    server = ns.server
+    # an upload half sent: in flight in the old process until the rest comes
+    held = await server.hold("/upload", "POST", b"x" * 10, headers={"Content-Length": "20"})
+    ns.signal(signal.SIGHUP)
+    ready = await server.event("restart.ready", 30)
+    await server.event("listeners.closed", 30)
+    ns.signal(signal.SIGTERM)
+    forwarded = await server.event("restart.stop_forwarded", 30)
+    assert forwarded["successor_pid"] == ready["successor_pid"]
+    await server.event("process.exit", 30)  # the successor's: it stopped first
+    held.conn.writer.write(b"y" * 10)
+    response = await held.conn.read_response()
+    assert response.status == 200 and response.body.endswith(b" 20\n")
+    assert await asyncio.to_thread(ns.proc.wait, 30) == 0
+    exited = server.wait_for("waiter.exit")
+    assert (exited["code"], exited["pid"]) == (0, ready["successor_pid"])
