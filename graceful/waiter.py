@@ -13,7 +13,8 @@ every child (as PID 1, or as a subreaper, orphans come to it), and when the serv
 exits after handing over to a successor of its own (its restart status file says "ready"
 and names a successor that is alive) follows that one. Otherwise it exits with the serving
 process's exit code (128+N for a signal N), so `docker stop` ends the container with the
-code of the last clean stop.
+code of the last clean stop. A SIGHUP it forwards has its outcome, once the serving process
+records it, recorded as the waiter's own: `graceful restart --pid 1` works in a container.
 
 Only modules the interpreter has loaded at start, and json: this runs for the life of the
 container.
