@@ -290,3 +290,20 @@ async def test_as_pid_1_docker_stop_while_the_old_process_drains_stops_both_with
     assert await asyncio.to_thread(ns.proc.wait, 30) == 0
     exited = server.wait_for("waiter.exit")
     assert (exited["code"], exited["pid"]) == (0, ready["successor_pid"])
+
+
+async def test_as_pid_1_a_stop_as_the_waiter_starts_is_not_lost(namespace):
+    """6. SIGTERM to PID 1 the moment the old process says it becomes the waiter: the
+    signal comes while the waiter's interpreter starts, before it has handlers (where PID 1
+    of a namespace drops a signal it does not handle). The old process blocked the
+    forwarded signals before the exec, so it is kept pending, forwarded once the waiter
+    runs, and the successor stops: exit 0."""
+    ns = namespace()
+    server = ns.server
+    ns.signal(signal.SIGHUP)
+    ready = await server.event("restart.ready", 30)
+    await asyncio.to_thread(server.log.wait_for, "restart.waiting", 30)
+    ns.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(ns.proc.wait, 30) == 0
+    forwarded = server.wait_for("waiter.forwarded")
+    assert (forwarded["signal"], forwarded["pid"]) == ("SIGTERM", ready["successor_pid"])
