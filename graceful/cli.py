@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from graceful import waiter
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
 from graceful.serve_options import SECONDS, serve_options
@@ -138,23 +140,52 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
     from graceful.runner import run_to_end
 
     log = logs.get_logger()
-    deadline = None
+    deadline = successor = None
     try:
         finished = run_to_end(source, config, bridge=bridge, configure_logging=False)
         code, deadline = finished.code, finished.threads_deadline
+        successor = finished.handed_over_to
     except GracefulError as err:
         log.error("process.failed", error=str(err))
         code = err.exit_code
     except Exception as err:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
-    if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
+    waits = successor is not None and waiter.exit_ends_container()
+    if waits:  # our exit would end the container: the stop signals are the waiter's
+        signal.pthread_sigmask(signal.SIG_BLOCK, waiter.FORWARDED)
+    elif hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
         bridge.install(_stops_only(threads.stop_waiting))
     if deadline is None:  # the start failed: no stop budget
         deadline = time.monotonic() + threads.RESERVE_S
     code = threads.reported(code, threads.join_all(deadline))
     log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
+    if waits:
+        assert successor is not None
+        _become_waiter(successor, config)
     return code
+
+
+def _become_waiter(successor: int, config: Config) -> None:
+    """Keep our pid, in a lean interpreter, for the successor's sake (graceful/waiter.py):
+    returns only if the exec fails."""
+    from graceful import logs, threads
+    from graceful.restart import status_path
+
+    log = logs.get_logger()
+    as_json = config.log_format == "json" or (
+        config.log_format == "auto" and not sys.stderr.isatty())
+    log.info("restart.waiting", successor_pid=successor, pid=os.getpid(),
+             reason="pid 1" if os.getpid() == 1 else "the parent is a container init")
+    threads.run_atexit_handlers()
+    _flush_std_streams()
+    try:
+        os.execv(sys.executable, waiter.argv(successor, str(status_path(0).parent),
+                                             "json" if as_json else "console",
+                                             config.log_level))
+    except OSError as err:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, waiter.FORWARDED)
+        log.error("restart.waiter_failed", error=str(err), successor_pid=successor)
 
 
 def _stops_only(func: Any) -> Any:

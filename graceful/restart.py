@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from graceful import waiter
 from graceful.http.activation import METRICS_NAME
 from graceful.http.listeners import keep_file
 from graceful.logs import get_logger
@@ -67,6 +68,7 @@ class Restarter(StopObserver):
         self._attempt: asyncio.Task[None] | None = None
         self._starting: Successor | None = None  # spawned, not yet ready
         self._handed_to: int | None = None  # the successor that serves, once ready
+        self.handed_over_to: int | None = None  # the same, kept (the CLI's waiter follows it)
         self._go: int | None = None  # closed once our final state is written
         self.notifier: SystemdNotifier | None = None  # told of the restart (systemd.py)
 
@@ -74,6 +76,8 @@ class Restarter(StopObserver):
     def for_this_process(cls, timeout: float) -> Restarter:
         """Restarts run this interpreter again with the options it was started with, in the
         folder it was started in (start_folder)."""
+        with contextlib.suppress(OSError):  # a status for our pid is an earlier process's
+            status_path(os.getpid()).unlink(missing_ok=True)
         return cls([sys.executable, *sys.orig_argv[1:]], timeout, start_folder())
 
     def attach(self, runtime: Runtime) -> None:
@@ -189,7 +193,10 @@ class Restarter(StopObserver):
             for listener in runtime.listeners:  # its socket files are the successor's now
                 keep_file(listener.sock)
             write_status({"outcome": "ready", "successor_pid": successor.pid})
-            self._handed_to = successor.pid
+            self._handed_to = self.handed_over_to = successor.pid
+            successor.leave_exit()
+            if waiter.exit_ends_container():  # we shall wait for it (graceful/waiter.py)
+                waiter.become_subreaper()
             if self.notifier is not None:
                 self.notifier.handed_over(successor.pid)
             runtime.request_stop(StopRequest(StopSource.RESTART,

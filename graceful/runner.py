@@ -60,6 +60,7 @@ class Finished:
     # budget plus threads.RESERVE_S.
     threads_deadline: float
     busy_executor_threads: list[str]  # the default executor's, still busy at the deadline
+    handed_over_to: int | None = None  # a restart's successor, serving now
 
 
 def run_to_end(app: loader.AppSource, config: Config | None = None, *,
@@ -119,7 +120,7 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         finally:
             if bridge is not None:
                 bridge.uninstall()
-    return Finished(code, deadline, busy)
+    return Finished(code, deadline, busy, restarter.handed_over_to if restarter else None)
 
 
 def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFAULT,

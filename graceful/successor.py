@@ -109,6 +109,15 @@ class Successor:
             await asyncio.wait_for(asyncio.shield(self._log_closed), 1.0)
         return code
 
+    def leave_exit(self) -> None:
+        """Stop watching for its exit, without reaping it: once it serves, its exit status
+        is for whoever waits for it after us (graceful/waiter.py), not for our loop."""
+        if self._pidfd is not None:
+            self._close_reader(self._pidfd)
+            self._pidfd = None
+        elif hasattr(self, "_poll"):
+            self._poll.cancel()
+
     def last_lines(self) -> list[str]:
         return list(self._tail)
 
