@@ -34,6 +34,7 @@ from bench.figures import restart_figures, run_figures, timeline
 from bench.load import finish_clients
 from bench.progress import Progress
 from bench.servers import ROOT, Launch, answers
+from graceful.processes import alive
 
 AFTER_S = 1.0  # the load goes on this long after the window: the restarted server serves
 ATTEMPT_TIMEOUT_S = 30.0
@@ -147,16 +148,9 @@ async def _stop(pid: int, timeout_s: float = 15.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     end = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < end:
+    while alive(pid) and time.monotonic() < end:
         await asyncio.sleep(0.01)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _counted(checkpoint: Path, log: Path, ok: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from graceful.errors import ExitCode
+from graceful.processes import alive
 
 POLL_CAP_S = 0.05
 
@@ -63,21 +64,12 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
                 sys.exit(ExitCode.OK)
             _fail(f"restart failed: {status.get('reason')} (exit code "
                   f"{status.get('exit_code')}); pid {pid} serves on", ExitCode.ERROR)
-        if not _alive(pid):
+        if not alive(pid):
             _fail(f"process {pid} ended without reporting a hand-over", ExitCode.ERROR)
         time.sleep(delay)
         delay = min(delay * 2, POLL_CAP_S)
     _fail(f"no outcome within {timeout:g}s", ExitCode.ERROR)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fail(message: str, code: ExitCode) -> None:

@@ -29,6 +29,8 @@ import signal
 import sys
 import time
 
+from graceful.processes import alive
+
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
 # Parents that exit when their one child does: ending our pid ends the container.
@@ -125,7 +127,7 @@ class Waiter:
             except _Wake:  # a SIGHUP forwarded: poll for its outcome from now on
                 continue
             except ChildProcessError:  # the serving process is not ours (not reparented)
-                while _alive(self.serving):
+                while alive(self.serving):
                     time.sleep(0.1)
                 return self.serving, 1
             finally:
@@ -145,7 +147,7 @@ class Waiter:
         successor = status.get("successor_pid") if status else None
         if status is None or status.get("outcome") != "ready" or not isinstance(successor, int):
             return None
-        return successor if _alive(successor) else None
+        return successor if alive(successor) else None
 
     def _mirror(self, pid: int) -> dict[str, object] | None:
         """The restart status `pid` recorded, recorded as ours as well once a SIGHUP we
@@ -185,23 +187,6 @@ class Waiter:
         with contextlib.suppress(OSError):
             os.write(2, (line + "\n").encode())
 
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def main(args: list[str]) -> int:

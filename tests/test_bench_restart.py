@@ -9,14 +9,7 @@ from pathlib import Path
 from bench.drain import RunSpec, run_one
 from bench.scenarios import build
 from bench.servers import SERVERS
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from graceful.processes import alive
 
 
 async def test_1_restart_run_against_graceful_with_a_checkpoint(tmp_path: Path) -> None:
@@ -28,7 +21,7 @@ async def test_1_restart_run_against_graceful_with_a_checkpoint(tmp_path: Path) 
     r = await run_one(spec, tmp_path)
     assert r["signal"] == "SIGHUP" and r["exit_code"] == 0
     assert 0 < r["hand_over_s"] < r["window_s"]
-    assert r["serving_after"] and r["successor_pid"] and not _alive(r["successor_pid"])
+    assert r["serving_after"] and r["successor_pid"] and not alive(r["successor_pid"])
     assert (r["lost"], r["race"], r["reset"], r["counts"]["refused"]) == (0, 0, 0, 0)
     assert r["ok_after_signal"] > 10 and r["window_ms"]["n"] > 10
     assert r["count_exact"] and r["count"] == r["counts"]["ok"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from graceful.processes import alive
 from tests.conftest import ROOT
 from tests.rawhttp import Connection
 
@@ -44,14 +45,6 @@ def release(tmp_path: Path) -> Path:
     path.write_text("v1\n")
     return path
 
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for its parent."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def ended(pid: int, timeout: float = 30.0) -> bool:

@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
+from graceful.processes import alive
 from graceful.testing.process import SubprocessServer
 from tests.conftest import ROOT
-from tests.test_restart_e2e import TARGET, Load, alive, get
+from tests.test_restart_e2e import TARGET, Load, get
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PID namespaces are Linux's")
 
