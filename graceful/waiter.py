@@ -31,8 +31,10 @@ import time
 
 from graceful.processes import alive
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
+# (POSIX names: this module is imported on Windows too, by the CLI, and never run there)
+FORWARDED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT",
+                                                     "SIGUSR1", "SIGUSR2")
+                  if hasattr(signal, name))
 # Parents that exit when their one child does: ending our pid ends the container.
 CONTAINER_INITS = frozenset({"tini", "docker-init", "dumb-init", "catatonit"})
 PR_SET_CHILD_SUBREAPER = 36
