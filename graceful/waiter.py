@@ -190,7 +190,6 @@ class Waiter:
             os.write(2, (line + "\n").encode())
 
 
-
 def main(args: list[str]) -> int:
     serving, status_dir, log_format, log_level = args
     waiter = Waiter(int(serving), status_dir, log_format == "json", _LEVELS.get(log_level, 20))
