@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from graceful import waiter
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
 from graceful.serve_options import SECONDS, serve_options
@@ -151,7 +150,11 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
     except Exception as err:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
-    waits = successor is not None and waiter.exit_ends_container()
+    waits = False
+    if successor is not None:  # only a hand-over needs the waiter's module
+        from graceful import waiter
+
+        waits = waiter.exit_ends_container()
     if waits:  # our exit would end the container: the stop signals are the waiter's
         signal.pthread_sigmask(signal.SIG_BLOCK, waiter.FORWARDED)
     elif hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
@@ -169,19 +172,17 @@ def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
 def _become_waiter(successor: int, config: Config) -> None:
     """Keep our pid, in a lean interpreter, for the successor's sake (graceful/waiter.py):
     returns only if the exec fails."""
-    from graceful import logs, threads
+    from graceful import logs, threads, waiter
     from graceful.restart import status_path
 
     log = logs.get_logger()
-    as_json = config.log_format == "json" or (
-        config.log_format == "auto" and not sys.stderr.isatty())
     log.info("restart.waiting", successor_pid=successor, pid=os.getpid(),
              reason="pid 1" if os.getpid() == 1 else "the parent is a container init")
     threads.run_atexit_handlers()
     _flush_std_streams()
     try:
         os.execv(sys.executable, waiter.argv(successor, str(status_path(0).parent),
-                                             "json" if as_json else "console",
+                                             "json" if logs.writes_json() else "console",
                                              config.log_level))
     except OSError as err:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, waiter.FORWARDED)

@@ -27,6 +27,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 _sink: DroppingSink | None = None
+_as_json = False  # what configure() chose
 
 
 class DroppingSink:
@@ -113,6 +114,11 @@ def access_line(logger: WrappedLogger, method: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+def writes_json() -> bool:
+    """Whether configure() chose JSON lines (what a waiter that follows us writes too)."""
+    return _as_json
+
+
 def dropped_lines() -> int:
     """How many log lines the configured sink has dropped so far."""
     return _sink.dropped if _sink is not None else 0
@@ -124,9 +130,9 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
 
     `fallback` is told once when log lines start being dropped.
     """
-    global _sink
+    global _sink, _as_json
     _sink = sink = DroppingSink(stream or sys.stderr, fallback)
-    as_json = log_format == "json" or (log_format == "auto" and not sink.isatty())
+    as_json = _as_json = log_format == "json" or (log_format == "auto" and not sink.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

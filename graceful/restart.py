@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graceful import waiter
 from graceful.http.activation import METRICS_NAME
 from graceful.http.listeners import keep_file
 from graceful.logs import get_logger
@@ -195,6 +194,8 @@ class Restarter(StopObserver):
             write_status({"outcome": "ready", "successor_pid": successor.pid})
             self._handed_to = self.handed_over_to = successor.pid
             successor.leave_exit()
+            from graceful import waiter  # only a hand-over needs it
+
             if waiter.exit_ends_container():  # we shall wait for it (graceful/waiter.py)
                 waiter.become_subreaper()
             if self.notifier is not None:

@@ -60,7 +60,7 @@ def create_app():
 NOT_IMPORTED = {"rich", "better_exceptions", "tomllib", "encodings.idna", "graceful.checkpoint",
                 "graceful.metrics", "prometheus_client", "watchfiles", "graceful.service_cli",
                 "graceful.restart_cli", "graceful.timeline", "graceful.check",
-                "graceful.windows"}
+                "graceful.windows", "graceful.waiter"}
 
 
 def _installed(folder: Path, name: str) -> None:
