@@ -6,7 +6,6 @@ import contextlib
 import importlib
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -92,22 +91,69 @@ def serve(target: str, **options: Any) -> None:
     """Serve the aiohttp Application (or factory) MODULE:ATTR until stopped.
 
     \b
+    On POSIX a supervisor (this process: its pid never changes) holds the listening
+    sockets and runs --workers worker processes; SIGHUP or `graceful restart` replaces the
+    workers without closing a socket.
+    \b
     Exit codes: 0 stopped cleanly; 1 unexpected error; 2 usage or configuration error;
     3 work was cut: requests cancelled at the drain deadline (or a second stop), or threads
     still running at the end of the stop budget plus 1 s;
     4 checkpoint could not be written; 5 a shutdown hook failed or timed out.
     """
+    if sys.platform == "win32":  # the Windows hosts serve in-process (console, service)
+        from graceful.bridge import default_bridge
+
+        bridge = default_bridge()
+        if hasattr(bridge, "capture"):
+            bridge.capture()  # from here a stop signal is a clean stop, not a kill
+        options["log_level"] = options["log_level"].lower()
+        app_dir = options.pop("app_dir")
+        _serve_in_process(target, app_dir, _build(Config, options), bridge)
+    from graceful.supervisor.early import EarlySignals
+
+    early = EarlySignals.capture()  # from here a stop signal is a clean stop, not a kill
+    options["log_level"] = options["log_level"].lower()
+    app_dir = options.pop("app_dir")
+    config = _build(Config, options)
+    from graceful import imports
+
+    with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
+        from graceful import logs
+    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+    from graceful.serve_options import parse_serve
+    from graceful.supervisor import supervise
+    from graceful.supervisor.main import serve_args
+
+    _exit(supervise(target, app_dir, config, lambda: parse_serve(serve_args()).config,
+                    early))
+
+
+@main.command(hidden=True)
+@click.argument("target", metavar="MODULE:ATTR")
+@click.option("--app-dir", type=click.Path(file_okay=False), default=".")
+def worker(target: str, app_dir: str) -> None:
+    """One worker of `graceful serve`'s supervisor (started by it, not by hand)."""
     from graceful.bridge import default_bridge
 
     bridge = default_bridge()
     if hasattr(bridge, "capture"):
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
-    from graceful import preload
+    from graceful.errors import ConfigError
+    from graceful.worker import WorkerLink
 
-    preload.in_successor()  # a restart's successor: the imports below at a lower priority
-    options["log_level"] = options["log_level"].lower()
-    app_dir = options.pop("app_dir")
-    config = _build(Config, options)
+    link = WorkerLink.from_environment()
+    try:
+        if link is None:
+            raise ConfigError("graceful worker is started by graceful serve's supervisor")
+        config = link.config()
+        link.follow_supervisor()
+    except GracefulError as err:
+        _fail(err)
+    _serve_in_process(target, app_dir, config, bridge, link)
+
+
+def _serve_in_process(target: str, app_dir: str, config: Config, bridge: Any,
+                      link: Any = None) -> Any:
     from graceful import heap
 
     with heap.imports_frozen():  # graceful's own imports: no collector walking them (10 ms)
@@ -128,65 +174,35 @@ def serve(target: str, **options: Any) -> None:
         except GracefulError as err:
             _fail(err)
         logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
-        code = _run(source, config, bridge)
+        code = _run(source, config, bridge, link)
     finally:
         heap.thaw_imports()  # where the process outlives the serve (a test's CliRunner)
     _exit_now(code)
 
 
-def _run(source: Any, config: Config, bridge: Any) -> ExitCode:
+def _run(source: Any, config: Config, bridge: Any, link: Any = None) -> ExitCode:
     from graceful import logs, threads
     from graceful.runner import run_to_end
 
     log = logs.get_logger()
-    deadline = successor = None
+    deadline = None
     try:
-        finished = run_to_end(source, config, bridge=bridge, configure_logging=False)
+        finished = run_to_end(source, config, bridge=bridge, configure_logging=False,
+                              worker=link)
         code, deadline = finished.code, finished.threads_deadline
-        successor = finished.handed_over_to
     except GracefulError as err:
         log.error("process.failed", error=str(err))
         code = err.exit_code
     except Exception as err:
         log.exception("process.crashed", error=repr(err))
         code = ExitCode.ERROR
-    waits = False
-    if successor is not None:  # only a hand-over needs the waiter's module
-        from graceful import waiter
-
-        waits = waiter.exit_ends_container()
-    if waits:  # our exit would end the container: the stop signals are the waiter's
-        signal.pthread_sigmask(signal.SIG_BLOCK, waiter.FORWARDED)
-    elif hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
+    if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
         bridge.install(_stops_only(threads.stop_waiting))
     if deadline is None:  # the start failed: no stop budget
         deadline = time.monotonic() + threads.RESERVE_S
     code = threads.reported(code, threads.join_all(deadline))
     log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
-    if waits:
-        assert successor is not None
-        _become_waiter(successor, config)
     return code
-
-
-def _become_waiter(successor: int, config: Config) -> None:
-    """Keep our pid, in a lean interpreter, for the successor's sake (graceful/waiter.py):
-    returns only if the exec fails."""
-    from graceful import logs, threads, waiter
-    from graceful.restart import status_path
-
-    log = logs.get_logger()
-    log.info("restart.waiting", successor_pid=successor, pid=os.getpid(),
-             reason="pid 1" if os.getpid() == 1 else "the parent is a container init")
-    threads.run_atexit_handlers()
-    _flush_std_streams()
-    try:
-        os.execv(sys.executable, waiter.argv(successor, str(status_path(0).parent),
-                                             "json" if logs.writes_json() else "console",
-                                             config.log_level))
-    except OSError as err:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, waiter.FORWARDED)
-        log.error("restart.waiter_failed", error=str(err), successor_pid=successor)
 
 
 def _stops_only(func: Any) -> Any:

@@ -81,6 +81,7 @@ class Config:
     pid_file: Path | None = None
     # HOST:PORT to serve Prometheus metrics on, its own listener (graceful/metrics.py).
     metrics_bind: str | None = None
+    workers: int = 1  # processes behind the supervisor (graceful serve)
 
     def __post_init__(self) -> None:
         self._check_listening()
@@ -98,6 +99,12 @@ class Config:
             raise ConfigError("websocket_close_reason must be at most 123 bytes in UTF-8")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers!r}")
+        if self.workers > 1 and self.checkpoint is not None:
+            raise ConfigError("--workers above 1 with --checkpoint: a checkpoint has one "
+                              "writer, so it is served by one worker (keep state shared by "
+                              "several workers in a database or a cache)")
         if self.backlog < 1:
             raise ConfigError(f"backlog must be at least 1, got {self.backlog}")
         _check_choice("loop", self.loop, LOOPS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -19,12 +18,10 @@ from graceful.errors import ExitCode
 from graceful.http.aiohttp_check import ensure_supported
 from graceful.loops import loop_factory
 from graceful.pidfile import PidFile
-from graceful.reload import ReloadWatcher, app_folder
-from graceful.restart import Restarter
 from graceful.runtime import Runtime
-from graceful.stop import RestartRequest, StopObserver, StopRequest
+from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
 from graceful.systemd import SystemdNotifier
-from graceful.takeover import SuccessorReport
+from graceful.worker import WorkerLink
 
 # Tasks still alive when the runtime has finished (a handler that swallowed its
 # cancellation, say) get this long before the loop is closed under them.
@@ -60,13 +57,15 @@ class Finished:
     # budget plus threads.RESERVE_S.
     threads_deadline: float
     busy_executor_threads: list[str]  # the default executor's, still busy at the deadline
-    handed_over_to: int | None = None  # a restart's successor, serving now
 
 
 def run_to_end(app: loader.AppSource, config: Config | None = None, *,
                bridge: StopBridge | None = _DEFAULT, observers: Sequence[StopObserver] = (),
-               configure_logging: bool = True, **options: Any) -> Finished:
-    """`run`, reporting nothing of the threads: for the CLI, which waits for all of them."""
+               configure_logging: bool = True, worker: WorkerLink | None = None,
+               **options: Any) -> Finished:
+    """`run`, reporting nothing of the threads: for the CLI, which waits for all of them.
+    `worker`: we are a worker of graceful serve's supervisor, which holds the pid file, the
+    systemd notifications and the restarts."""
     ensure_supported()  # an aiohttp graceful does not know is a ConfigError, not a crash later
     config = (config or Config()).replace(**options)
     if configure_logging:
@@ -80,35 +79,24 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
     budget.check_at_start(config, budget.gather(
         windows_console=type(bridge).__name__ == "WindowsConsoleBridge"))
     loop = factory()
-    notifier = SystemdNotifier.from_environment()
-    observers = [*observers, notifier] if notifier else list(observers)
-    if config.pid_file is not None:
-        observers.append(PidFile(config.pid_file))
-    if (takeover := SuccessorReport.from_environment()) is not None:  # we are a successor
-        observers.append(takeover)
-    # a restart re-runs this process's command line: only where SIGHUP reaches us
-    restarter = (Restarter.for_this_process(config.restart_timeout)
-                 if bridge is not None and sys.platform != "win32" else None)
-    if restarter is not None:
-        observers.append(restarter)
-        restarter.notifier = notifier
+    observers = list(observers)
+    notifier = None
+    if worker is not None:
+        observers.append(worker)
+    else:
+        if (notifier := SystemdNotifier.from_environment()) is not None:
+            observers.append(notifier)
+        if config.pid_file is not None:
+            observers.append(PidFile(config.pid_file))
     executor = threads.DefaultExecutor()
     loop.set_default_executor(executor)
-    if restarter is not None and config.reload:
-        def restart_soon(request: RestartRequest) -> None:  # from the watcher's thread
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(restarter.request, request)
-
-        observers.append(ReloadWatcher(app_folder(app), restart_soon))
-    runtime = Runtime(app, config, observers=observers, takeover=takeover)
+    runtime = Runtime(app, config, observers=observers, takeover=worker)
     if notifier is not None:
         notifier.listeners = lambda: runtime.listeners
-    if restarter is not None:
-        restarter.attach(runtime)
     deadline: float | None = None
     try:
         asyncio.set_event_loop(loop)
-        code = loop.run_until_complete(_serve(runtime, bridge, restarter))
+        code = loop.run_until_complete(_serve(runtime, bridge, worker is not None))
         deadline = time.monotonic() + runtime.stop_time_left + threads.RESERVE_S
     finally:
         if deadline is None:  # the start failed: no stop budget
@@ -120,7 +108,7 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         finally:
             if bridge is not None:
                 bridge.uninstall()
-    return Finished(code, deadline, busy, restarter.handed_over_to if restarter else None)
+    return Finished(code, deadline, busy)
 
 
 def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFAULT,
@@ -131,21 +119,22 @@ def run_target(target: str, config: Config, *, bridge: StopBridge | None = _DEFA
                configure_logging=configure_logging)
 
 
-async def _serve(runtime: Runtime, bridge: StopBridge | None,
-                 restarter: Restarter | None = None) -> ExitCode:
+async def _serve(runtime: Runtime, bridge: StopBridge | None, is_worker: bool) -> ExitCode:
     loop = asyncio.get_running_loop()
 
     def deliver(request: StopRequest | RestartRequest) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
-            if isinstance(request, RestartRequest):
-                if restarter is not None:
-                    loop.call_soon_threadsafe(restarter.request, request)
-                return
             loop.call_soon_threadsafe(stop, request)
 
-    def stop(request: StopRequest) -> None:
-        if restarter is None or not restarter.forward_stop(request):
+    def stop(request: StopRequest | RestartRequest) -> None:
+        if not isinstance(request, RestartRequest):
             runtime.request_stop(request)
+        elif is_worker:  # the supervisor replaces us: new workers serve already
+            runtime.request_stop(StopRequest(StopSource.RESTART, "replaced by a new worker"))
+        else:
+            log.warning("restart.unsupported", source=request.source,
+                        reason="a restart is graceful serve's (its supervisor replaces the "
+                               "workers); graceful.run serves in this process")
 
     def control(request: PauseRequest) -> None:  # pause and continue: the runtime's own
         with contextlib.suppress(RuntimeError):

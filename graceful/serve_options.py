@@ -80,13 +80,16 @@ _OPTIONS = [
             help="Kubernetes' terminationGracePeriodSeconds: warn at start when the stop "
                  "budget exceeds it."),
     _option("--restart-timeout", type=SECONDS,
-            help="SECONDS a restart's successor (SIGHUP, graceful restart) gets to serve "
-                 "before it is ended and this process serves on."),
+            help="SECONDS a restart's new workers (SIGHUP, graceful restart) get to be "
+                 "ready before they are ended and the old ones serve on."),
+    _option("--workers", type=click.IntRange(min=1),
+            help="Worker processes serving the listeners behind the supervisor, each "
+                 "draining at a stop; one with --checkpoint."),
     _option("--reload/--no-reload",
-            help="Development: restart (through the hand-over) when a file under the app's "
-                 "folder changes. Needs the watchfiles package."),
+            help="Development: restart the workers when a file under the app's folder "
+                 "changes. Needs the watchfiles package."),
     _option("--pid-file", type=click.Path(dir_okay=False, path_type=Path),
-            help="Write the pid here once serving (a restart's successor writes its own)."),
+            help="Write the supervisor's pid here once serving (it never changes)."),
     _option("--metrics-bind", metavar="HOST:PORT",
             help="Serve Prometheus metrics on /metrics at HOST:PORT, a listener of its own "
                  "that stays up through the stop (the metrics extra)."),

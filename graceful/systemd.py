@@ -82,6 +82,11 @@ class SystemdNotifier(StopObserver):
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=restarting")
 
+    def reloaded(self, failure: str | None) -> None:
+        """A restart ended: serving (with new workers, or the old ones after a failure)."""
+        status = "serving" if failure is None else f"serving; restart failed: {failure}"
+        self._send("READY=1", f"STATUS={status}")
+
     def reload_failed(self, reason: str) -> None:
         self._send("READY=1", f"STATUS=serving; restart failed: {reason}")
 

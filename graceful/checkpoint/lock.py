@@ -33,22 +33,14 @@ class CheckpointLock:
     def acquire(cls, checkpoint: Path, *, handed_over_fd: int | None = None) -> CheckpointLock:
         """Take the lock, or raise CheckpointError naming the pid that holds it.
 
-        `handed_over_fd` is the restart hand-over's (graceful/restart.py): the successor,
-        given the predecessor's lock descriptor (inherited like the listening sockets, so
-        the same open file and the same lock), adopts that lock instead of taking its own,
-        and writes its pid for whoever is refused next; it writes only after the
-        predecessor's final flush.
+        `handed_over_fd` is a worker's: the supervisor (graceful/supervisor/) holds the lock
+        for the service's whole life and gives each worker its descriptor (the same open
+        file, so the same lock: never free for a third process). The pid in the file stays
+        the supervisor's, the one a refused process should be told of.
         """
         path = lock_path(checkpoint)
         if handed_over_fd is not None:
             _ensure_same_file(path, handed_over_fd)
-            with contextlib.suppress(OSError):
-                writable = os.open(path, os.O_WRONLY | _O_NOFOLLOW)
-                try:
-                    os.ftruncate(writable, 0)
-                    os.write(writable, f"{os.getpid()}\n".encode())
-                finally:
-                    os.close(writable)
             return cls(path, handed_over_fd)
         try:
             writable = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o600)
@@ -103,10 +95,10 @@ else:
 
 
 def _ensure_same_file(path: Path, handed_over_fd: int) -> None:
-    """The lock the predecessor handed over must be the one at `path`: a relative checkpoint
-    path can name another file in the successor (started in the folder a deploy switched a
-    symlink to), and adopting the old lock for it would start from an empty state while the
-    old process flushes its state elsewhere."""
+    """The lock the supervisor handed over must be the one at `path`: a relative checkpoint
+    path can name another file in a worker (started in the folder a deploy switched a
+    symlink to), and adopting the lock for it would start from an empty state while the
+    state is flushed elsewhere."""
     held = os.fstat(handed_over_fd)
     try:
         here = os.stat(path)
@@ -114,7 +106,7 @@ def _ensure_same_file(path: Path, handed_over_fd: int) -> None:
         here = None
     if here is None or (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
         raise CheckpointError(
-            f"the checkpoint's lock {path} is another file than the one the old process "
+            f"the checkpoint's lock {path} is another file than the one the supervisor "
             f"holds ({_fd_path(handed_over_fd)}): a relative --checkpoint in a folder a deploy "
             "switched? Give it an absolute path outside the release")
 

@@ -135,6 +135,12 @@ def keep_file(sock: socket.socket) -> None:
     _UNLINK_AT_CLOSE.pop(sock, None)
 
 
+def close_socket(sock: socket.socket) -> None:
+    """Close a listening socket that no Listener serves, removing its file if it is ours."""
+    sock.close()
+    _unlink(sock)
+
+
 def _unlink(sock: socket.socket) -> None:
     path = _UNLINK_AT_CLOSE.pop(sock, None)
     if path is not None:

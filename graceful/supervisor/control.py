@@ -1,0 +1,111 @@
+"""The supervisor's control socket: how `graceful restart` asks for a restart and learns the
+outcome of its own request.
+
+A signal carries no reply and two SIGHUPs sent together arrive as one, so a caller cannot
+tell its restart from another's; here each request is a connection, queued, answered with
+its own outcome. The address is tied to the supervisor's pid (Linux: an abstract socket in
+its network namespace, seen from a `docker exec` or sudo alike; elsewhere a file in the
+temporary folder), not to the caller's environment. Only root and the supervisor's own user
+may use it: the same processes that may signal it.
+
+Protocol: one JSON line each way per message. The caller sends {"command": "hello"} or
+{"command": "restart"}; "hello" is answered {"graceful": true, "pid": ...}; "restart" with
+{"queued": N} (restarts ahead of it) and then {"outcome": "ok"|"failed", ...}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import struct
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], Awaitable[None]]
+
+
+def address(pid: int) -> str:
+    if sys.platform.startswith("linux"):
+        return f"\0graceful-supervisor-{pid}"
+    return os.path.join(tempfile.gettempdir(), f"graceful-supervisor-{pid}.sock")
+
+
+class ControlServer:
+    def __init__(self, handle: Handler) -> None:
+        self._handle = handle
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        path = address(os.getpid())
+        self._server = await asyncio.start_unix_server(self._serve, path=path)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            path = address(os.getpid())
+            if not path.startswith("\0"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            sock = writer.get_extra_info("socket")
+            if not _allowed(sock):
+                writer.write(b'{"error": "not allowed"}\n')
+                return
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if not isinstance(message, dict):
+                writer.write(b'{"error": "one JSON object per line"}\n')
+                return
+
+            def reply(answer: dict[str, Any]) -> None:
+                if not writer.is_closing():
+                    writer.write(json.dumps(answer).encode() + b"\n")
+
+            await self._handle(message, reply)
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def _allowed(sock: Any) -> bool:
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or peercred is None:
+        return True  # no peer credentials here: the socket file's own mode guards it
+    _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, peercred,
+                                                    struct.calcsize("3i")))
+    return uid in (0, os.getuid())
+
+
+class NotASupervisor(Exception):
+    """Nothing answers as a graceful supervisor for that pid."""
+
+
+def ask(pid: int, command: str, timeout: float) -> Any:
+    """Send `command` to the supervisor `pid`; yield each answer as it arrives (a generator
+    of dicts). Raises NotASupervisor when no supervisor listens for that pid."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address(pid))
+    except OSError as err:
+        sock.close()
+        raise NotASupervisor(str(err)) from None
+    with sock, sock.makefile("rb") as answers:
+        sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+        for line in answers:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                return

@@ -1,0 +1,240 @@
+"""A restart: new workers replace the old ones, the listening sockets never close.
+
+    request  (SIGHUP, `graceful restart`, --reload) queued; one runs at a time, in order,
+             each with its own outcome: the code on disk at the last request is what serves
+             at the end. Requests before READY wait for it.
+    config   --config and the command line are read again; a changed bind is bound now, a
+             removed one closed once the old workers have stopped; an option that cannot
+             change without a stop is kept and logged (`restart.option_unchanged`).
+    spawn    the new workers, all together; each must be ready within --restart-timeout.
+             One that fails: all the new ones are ended, the old ones serve on, the outcome
+             is "failed" with the reason and the worker's last lines.
+    replace  the old workers are told to stop for a restart (SIGHUP to a worker): they skip
+             the pre-stop delay, drain, close websockets with 1012, flush. With a checkpoint
+             the new worker accepts only once the old one has exited (its final flush
+             done): it re-reads the file first, so no answered update is lost.
+    settle   the new workers must stay up SETTLE_S after the old ones have gone; one that
+             dies is replaced like any worker, and this restart's outcome is "failed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from graceful.config import Config
+from graceful.errors import GracefulError
+from graceful.logs import get_logger
+from graceful.supervisor.listening import Listening
+from graceful.supervisor.worker_process import WorkerProcess
+from graceful.supervisor.workers import Workers, describe_exit, exit_code
+
+log = get_logger()
+
+SETTLE_S = 2.0
+# Options a restart cannot apply: the supervisor holds them (its pid file, the checkpoint's
+# lock, the metrics listener, its own log).
+UNCHANGED = {"pid_file": "--pid-file", "checkpoint": "--checkpoint",
+             "metrics_bind": "--metrics-bind", "log_format": "--log-format",
+             "log_level": "--log-level", "reload": "--reload"}
+
+Reply = Callable[[dict[str, Any]], None]
+
+
+@dataclasses.dataclass
+class _Request:
+    source: str
+    outcome: asyncio.Future[dict[str, Any]]
+
+
+class Rolling:
+    def __init__(self, workers: Workers, listening: Listening,
+                 reread: Callable[[], Config], notifier: Any = None) -> None:
+        self._workers = workers
+        self._listening = listening
+        self._reread = reread
+        self._notifier = notifier
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._starting: list[WorkerProcess] = []  # new workers, not yet serving
+        self._abandoned: asyncio.Future[Any] | None = None
+        self._closed = False
+        self._busy = False
+
+    def ready(self) -> None:
+        """The first start is done: restarts may run."""
+        self._ensure_queue()
+        self._runner = asyncio.ensure_future(self._run())
+
+    def request(self, source: str, reply: Reply | None = None) -> asyncio.Future[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[dict[str, Any]] = loop.create_future()
+        if self._closed:
+            outcome.set_result({"outcome": "failed", "reason": "the service is stopping"})
+            return outcome
+        queue = self._ensure_queue()
+        ahead = queue.qsize() + (1 if self._starting or self._busy else 0)
+        log.info("restart.requested", source=source, queued_behind=ahead)
+        if reply is not None:
+            reply({"queued": ahead})
+        queue.put_nowait(_Request(source, outcome))
+        return outcome
+
+    async def abandon(self) -> None:
+        """A stop: new workers still starting are ended (they have served nothing), and
+        queued restarts fail."""
+        self._closed = True
+        if self._abandoned is not None and not self._abandoned.done():
+            self._abandoned.set_result(None)
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._starting:
+            log.warning("restart.abandoned", pids=[w.pid for w in self._starting],
+                        reason="stop requested while new workers were starting")
+            await self._workers.end(self._starting)
+            self._starting = []
+        self._fail_queued("the service is stopping")
+
+    def close(self) -> None:
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+        self._fail_queued("the service stopped")
+
+    def _ensure_queue(self) -> asyncio.Queue[_Request]:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._queue
+
+    def _fail_queued(self, reason: str) -> None:
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            request = queue.get_nowait()
+            if not request.outcome.done():
+                request.outcome.set_result({"outcome": "failed", "reason": reason})
+
+    async def _run(self) -> None:
+        queue = self._ensure_queue()
+        while True:
+            request = await queue.get()
+            self._busy = True
+            started = time.perf_counter()
+            try:
+                outcome = await self._restart()
+            except asyncio.CancelledError:
+                if not request.outcome.done():
+                    request.outcome.set_result({"outcome": "failed",
+                                                "reason": "the service is stopping"})
+                raise
+            except Exception as err:  # a bug here must not take the service down
+                log.exception("restart.crashed", error=repr(err))
+                outcome = {"outcome": "failed", "reason": f"the restart failed: {err!r}"}
+            finally:
+                self._busy = False
+            outcome["took_s"] = round(time.perf_counter() - started, 4)
+            if outcome["outcome"] == "ok":
+                log.info("restart.done", **outcome)
+            else:
+                log.error("restart.failed", **outcome)
+            if self._notifier is not None:
+                self._notifier.reloaded(outcome.get("reason"))
+            if not request.outcome.done():
+                request.outcome.set_result(outcome)
+
+    async def _restart(self) -> dict[str, Any]:
+        if self._notifier is not None:
+            self._notifier.reloading()
+        launcher = self._workers.launcher
+        old_config = launcher.config
+        try:
+            config = self._kept(old_config, self._reread())
+            removed = self._listening.update(config)
+        except GracefulError as err:
+            return {"outcome": "failed", "reason": str(err)}
+        loop = asyncio.get_running_loop()
+        self._abandoned = loop.create_future()
+        go_r = go_w = None
+        if launcher.lock_fd is not None:  # the new worker accepts after the old one's flush
+            go_r, go_w = os.pipe()
+        launcher.config = config
+        self._workers.generation += 1
+        count = config_workers(config, self._workers.count)
+        self._starting = []
+        try:
+            generation = await self._workers.start_generation(
+                count, self._abandoned, config.restart_timeout, go_r, into=self._starting)
+        except BaseException:
+            if go_w is not None:
+                os.close(go_w)
+            raise
+        finally:
+            if go_r is not None:
+                os.close(go_r)
+        if generation.failed is not None or self._closed:
+            if go_w is not None:
+                os.close(go_w)
+            launcher.config = old_config
+            self._starting = []
+            failed = generation.failed
+            return {"outcome": "failed", "reason": generation.reason or "stopping",
+                    **({"pid": failed.pid, **describe_exit(generation.code),
+                        "last_lines": failed.last_lines()} if failed else {})}
+        new = generation.workers
+        self._starting = []
+        old = list(self._workers.serving.values())
+        for worker in old:
+            self._workers.retire(worker)
+            worker.stopping = True
+        self._workers.count = count
+        self._workers.adopt(new)
+        for worker in old:
+            worker.signal(signal.SIGHUP)  # a worker stops for a restart on SIGHUP
+        codes = await self._workers.wait_exits(old, config.stop_budget + 5.0)
+        if go_w is not None:
+            os.close(go_w)  # the new worker takes the state the old one left, and accepts
+        self._listening.close(removed)
+        worst_old = max((exit_code(code) for code in codes), default=0)
+        outcome: dict[str, Any] = {"workers": [w.pid for w in new],
+                                   "replaced": [w.pid for w in old]}
+        if worst_old:
+            return {"outcome": "failed", **outcome, "reason": "an old worker's stop failed "
+                    f"(exit code {int(worst_old)}): see its log", "old_exit_code": int(worst_old)}
+        died = await _settle(new, SETTLE_S)
+        if died is not None:
+            return {"outcome": "failed", **outcome,
+                    "reason": f"new worker {died.pid} exited within {SETTLE_S:g}s of the "
+                              f"restart ({describe_exit(died.exited.result())})",
+                    "last_lines": died.last_lines()}
+        return {"outcome": "ok", **outcome}
+
+    def _kept(self, old: Config, new: Config) -> Config:
+        kept = {}
+        for name, flag in UNCHANGED.items():
+            if getattr(old, name) != getattr(new, name):
+                log.warning("restart.option_unchanged", option=flag,
+                            kept=_text(getattr(old, name)), asked=_text(getattr(new, name)),
+                            reason="it needs a stop and a start to change")
+                kept[name] = getattr(old, name)
+        return new.replace(**kept) if kept else new
+
+
+def config_workers(config: Config, current: int) -> int:
+    return getattr(config, "workers", current) or current
+
+
+async def _settle(new: list[WorkerProcess], settle_s: float) -> WorkerProcess | None:
+    done, _ = await asyncio.wait([worker.exited for worker in new], timeout=settle_s)
+    return next((worker for worker in new if worker.exited in done), None)
+
+
+def _text(value: Any) -> Any:
+    return str(value) if value is not None and not isinstance(value, bool | int | float) \
+        else value

@@ -1,0 +1,78 @@
+"""Start a worker: a fresh interpreter that is given exactly what it should have.
+
+What reaches it: the listening sockets on descriptors 3, 4, ... announced as systemd does
+(LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), the descriptors in `passed` after them (each
+announced in its variable), /dev/null on stdin, its own pipes on stdout and stderr, the
+environment and folder it is given, a process group of its own (a terminal's Ctrl+C is the
+supervisor's to forward, not the worker's to receive as well), the default action for the
+signals Python ignores. Nothing else: every other descriptor of the supervisor is
+close-on-exec, and the copies made here are numbered above the targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+
+FIRST_FD = 3  # SD_LISTEN_FDS_START
+# sh enters the folder ($1: a path, so that a symlink is followed as it is at the spawn), and
+# sets LISTEN_PID to its own pid, which exec keeps: the worker's, unknown before.
+_SH_EXEC = 'cd -- "$1" || exit 2; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+
+
+@dataclasses.dataclass(frozen=True)
+class Spawned:
+    """A started worker's pid and the supervisor's ends of its pipes."""
+
+    pid: int
+    ready_fd: int  # it writes "ready" once it serves (or is about to, with a checkpoint)
+    stdout_fd: int
+    stderr_fd: int
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
+          sockets: Sequence[tuple[str, socket.socket]],
+          passed: Sequence[tuple[str, int]] = (), ready_env: str = "") -> Spawned:
+    """Start `argv` in `folder` with `env`; `ready_env` names the variable that tells it
+    the descriptor of its ready pipe."""
+    import fcntl  # POSIX only
+
+    ready_r, ready_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    ours = [ready_r, out_r, err_r]
+    copies: list[int] = []
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        targets = [sock.fileno() for _, sock in sockets] + [fd for _, fd in passed] + [ready_w]
+        sources = [*targets, null, out_w, err_w]
+        above = FIRST_FD + len(sources)
+        copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above) for fd in sources]
+        *target_copies, null_copy, out_copy, err_copy = copies
+        actions = [(os.POSIX_SPAWN_DUP2, fd, FIRST_FD + i)
+                   for i, fd in enumerate(target_copies)]
+        actions += [(os.POSIX_SPAWN_DUP2, null_copy, 0), (os.POSIX_SPAWN_DUP2, out_copy, 1),
+                    (os.POSIX_SPAWN_DUP2, err_copy, 2)]
+        n = len(sockets)
+        environment = {key: value for key, value in env.items()
+                       if key not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")}
+        if sockets:
+            environment.update({"LISTEN_FDS": str(n),
+                                "LISTEN_FDNAMES": ":".join(name for name, _ in sockets)})
+        environment.update({name: str(FIRST_FD + n + i) for i, (name, _) in enumerate(passed)})
+        if ready_env:
+            environment[ready_env] = str(FIRST_FD + n + len(passed))
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", folder, *argv],
+                             environment, file_actions=actions, setpgroup=0,
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in (*copies, ready_w, out_w, err_w, null):
+            os.close(fd)
+    return Spawned(pid, ready_r, out_r, err_r)

@@ -1,0 +1,188 @@
+"""The supervisor: the one process a service manager sees, for the service's whole life.
+
+    start    bind the listeners (or take systemd's, or --fd), take the checkpoint's lock,
+             spawn --workers workers; all ready -> READY=1, the pid file, `supervisor.ready`.
+             A worker that fails at the first start fails the start: the others are
+             stopped and its exit code is ours.
+    stop     (SIGTERM, SIGINT, SIGQUIT) forwarded to every worker, which drains as one
+             process does; our own copies of the listeners close at once (new connections
+             are refused once the workers have closed theirs); the exit code is the worst
+             of the workers'. A repeated signal is forwarded too (the workers escalate).
+    restart  (SIGHUP, `graceful restart` over the control socket, --reload) queued, one
+             at a time: rolling.py.
+    crash    a worker that exits while serving is logged (`worker.exited`, its code and
+             last lines) and replaced after a backoff that grows while replacements die.
+    pause    SIGUSR1 / SIGUSR2 forwarded to every worker.
+
+The supervisor never imports the application (nor aiohttp's server): it holds the
+sockets, the pid, the signals, systemd's notifications and the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+from graceful.config import Config
+from graceful.errors import ExitCode, worst
+from graceful.logs import get_logger
+from graceful.supervisor.control import ControlServer
+from graceful.supervisor.early import EarlySignals
+from graceful.supervisor.listening import Listening
+from graceful.supervisor.reaper import Reaper
+from graceful.supervisor.rolling import Rolling
+from graceful.supervisor.workers import Workers
+
+log = get_logger()
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)  # pause and continue: the workers' own
+KILL_MARGIN_S = 5.0  # past the stop budget, a worker that has not exited is killed
+
+
+class Supervisor:
+    def __init__(self, workers: Workers, listening: Listening, config: Config,
+                 rolling: Rolling, notifier: Any = None, pid_file: Any = None,
+                 early: EarlySignals | None = None) -> None:
+        self._early = early
+        self._workers = workers
+        self._listening = listening
+        self._config = config
+        self._rolling = rolling
+        self._notifier = notifier
+        self._pid_file = pid_file
+        self._stop_requested: asyncio.Future[int] | None = None
+        self._stops = 0
+
+    async def run(self) -> ExitCode:
+        loop = asyncio.get_running_loop()
+        self._stop_requested = loop.create_future()
+        reaper = Reaper()
+        reaper.install(loop)
+        self._workers.reaper = reaper
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._rolling.request, "SIGHUP", None)
+        for signum in FORWARDED:
+            loop.add_signal_handler(signum, self._workers.signal_all, signum)
+        if self._early is not None:
+            self._early.replay(self._on_early_signal)
+        control = ControlServer(self._on_control)
+        try:
+            await control.start()
+        except OSError as err:  # `graceful restart` cannot reach us; SIGHUP still works
+            log.warning("supervisor.control_unavailable", error=str(err))
+        try:
+            code = await self._serve()
+        finally:
+            await control.close()
+            self._rolling.close()
+            for signum in (*STOP_SIGNALS, signal.SIGHUP, *FORWARDED):
+                loop.remove_signal_handler(signum)
+            reaper.reap()
+            reaper.uninstall()
+            self._listening.close()
+        return code
+
+    async def _serve(self) -> ExitCode:
+        assert self._stop_requested is not None
+        started = time.perf_counter()
+        first = await self._workers.start_generation(self._workers.count, self._stop_requested)
+        if first.failed is not None:
+            log.error("supervisor.start_failed", reason=first.reason,
+                      worker_pid=first.failed.pid, last_lines=first.failed.last_lines())
+            codes = await self._workers.stop_all(signal.SIGTERM, self._kill_after())
+            return worst(_exit_code(first.code), *codes) if first.code else worst(*codes)
+        if not self._stop_requested.done():
+            self._workers.adopt(first.workers)
+            self._rolling.ready()
+            if self._notifier is not None:
+                self._notifier.ready()
+            if self._pid_file is not None:
+                self._pid_file.ready()
+            log.info("supervisor.ready", pid=os.getpid(), workers=self._workers.pids(),
+                     addresses=self._listening.addresses(),
+                     took_s=round(time.perf_counter() - started, 4))
+            signum = await self._stop_requested
+        else:
+            self._workers.adopt(first.workers)
+            signum = self._stop_requested.result()
+        return await self._stop(signum)
+
+    async def _stop(self, signum: int) -> ExitCode:
+        name = signal.Signals(signum).name
+        budget = self._kill_after()
+        log.info("supervisor.stopping", source=name, workers=self._workers.pids(),
+                 budget_s=round(budget, 3))
+        if self._notifier is not None:
+            self._notifier.phase("stop", budget)
+        await self._rolling.abandon()  # workers still starting for a restart: ended
+        stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget))
+        # our copies of the listeners: the workers hold theirs until their queues are served
+        self._listening.close()
+        extender = asyncio.ensure_future(self._extend_while(stopping, budget))
+        try:
+            codes = await stopping
+        finally:
+            extender.cancel()
+        code = worst(*codes)
+        log.info("supervisor.exit", code=int(code), worker_codes=[int(c) for c in codes])
+        if self._pid_file is not None:
+            self._pid_file.stopped(code)
+        if self._notifier is not None:
+            self._notifier.stopped(code)
+        return code
+
+    async def _extend_while(self, stopping: asyncio.Future[Any], budget: float) -> None:
+        """EXTEND_TIMEOUT_USEC while the workers drain, so that systemd waits for them."""
+        if self._notifier is None:
+            return
+        end = time.monotonic() + budget
+        while not stopping.done():
+            await asyncio.sleep(1.0)
+            self._notifier.drain_progress(len(self._workers.pids()),
+                                          max(0.0, end - time.monotonic()))
+
+    def _kill_after(self) -> float:
+        return self._config.stop_budget + KILL_MARGIN_S
+
+    def _on_early_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self._rolling.request("SIGHUP")
+        else:
+            self._on_stop_signal(signum)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        assert self._stop_requested is not None
+        self._stops += 1
+        if not self._stop_requested.done():
+            self._stop_requested.set_result(signum)
+            return
+        log.info("supervisor.stop_repeated", source=signal.Signals(signum).name,
+                 count=self._stops)
+        self._workers.signal_all(signum)  # each worker escalates its own stop
+
+    async def _on_control(self, message: dict[str, Any], reply: Any) -> None:
+        command = message.get("command")
+        if command == "hello":
+            reply({"graceful": True, "pid": os.getpid(), "workers": self._workers.pids()})
+        elif command == "restart":
+            if self._stop_requested is not None and self._stop_requested.done():
+                reply({"outcome": "failed", "reason": "the service is stopping"})
+                return
+            outcome = self._rolling.request("control", reply)
+            reply(await outcome)
+        else:
+            reply({"error": f"unknown command {command!r}"})
+
+
+def _exit_code(code: int) -> ExitCode:
+    """A worker's exit code as ours: a signal that ended it, or a code outside the table,
+    is an unexpected error."""
+    try:
+        return ExitCode(code)
+    except ValueError:
+        return ExitCode.ERROR

@@ -1,0 +1,135 @@
+"""One worker seen from the supervisor: its ready pipe, its output, its exit.
+
+Its stdout and stderr are pipes that the supervisor reads and forwards whole line by whole
+line (lines of several workers never interleave), keeping the last lines for
+`worker.exited`. The pipes stay the supervisor's own: a process the worker started keeps
+writing into them after the worker has gone, and nothing it writes breaks (no SIGPIPE).
+Its exit comes from the supervisor's reaper (reaper.py), not from the pipes closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+
+from graceful.supervisor.spawn import Spawned
+
+LOG_TAIL = 20  # lines of a worker's output repeated when it exits unexpectedly
+
+
+class WorkerProcess:
+    """A spawned worker: `ready` resolves True once it serves (False if it exited first),
+    `exited` with its exit code (negative: the signal that ended it)."""
+
+    def __init__(self, spawned: Spawned, number: int, generation: int) -> None:
+        self.pid = spawned.pid
+        self.number = number  # its slot, 1..N, kept by its replacements
+        self.generation = generation  # the restart that started it (0: the first start)
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.ready: asyncio.Future[bool] = loop.create_future()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.started_at = loop.time()
+        self.stopping = False  # the supervisor asked it to stop: its exit is expected
+        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+        self._partial: dict[int, bytes] = {}
+        self._ready_fd: int | None = spawned.ready_fd
+        self._open: dict[int, int] = {spawned.stdout_fd: 1, spawned.stderr_fd: 2}  # ours: theirs
+        for fd in self._open:
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self._drain, fd, False)
+        os.set_blocking(spawned.ready_fd, False)
+        loop.add_reader(spawned.ready_fd, self._on_ready_pipe)
+
+    def __repr__(self) -> str:
+        return f"<worker {self.number} pid {self.pid}>"
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signum)
+
+    def kill_group(self) -> None:
+        """SIGKILL its process group: itself and what it started that is still there."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def exit_seen(self, code: int) -> None:
+        """The reaper's report (code as os.waitstatus_to_exitcode gives it)."""
+        if not self.ready.done():
+            self.ready.set_result(False)
+        if not self.exited.done():
+            self.exited.set_result(code)
+        self._close_ready()
+        # what it wrote last is in the pipes: read it now, for last_lines()
+        for fd in list(self._open):
+            self._drain(fd, True)
+
+    def last_lines(self) -> list[str]:
+        return list(self._tail)
+
+    def close(self) -> None:
+        """Stop reading its pipes (they may stay open in processes it left behind)."""
+        self._close_ready()
+        for fd in list(self._open):
+            self._close(fd)
+
+    def _on_ready_pipe(self) -> None:
+        fd = self._ready_fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if b"ready" in data or not data:
+            self._close_ready()
+            if not self.ready.done():
+                self.ready.set_result(bool(data))
+
+    def _close_ready(self) -> None:
+        if self._ready_fd is not None:
+            self._loop.remove_reader(self._ready_fd)
+            with contextlib.suppress(OSError):
+                os.close(self._ready_fd)
+            self._ready_fd = None
+
+    def _drain(self, fd: int, final: bool) -> None:
+        target = self._open.get(fd)
+        for _ in range(64 if final else 1):  # at the exit: what is buffered, bounded
+            if target is None:
+                return
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            data = self._partial.pop(fd, b"") + chunk
+            lines, _, rest = data.rpartition(b"\n") if chunk else (data, b"", b"")
+            if rest:
+                self._partial[fd] = rest
+            if lines:
+                _write(target, lines + b"\n")
+                self._tail.extend(line.decode(errors="replace")
+                                  for line in lines.splitlines() if line.strip())
+            if not chunk:
+                self._close(fd)
+                return
+
+    def _close(self, fd: int) -> None:
+        if self._open.pop(fd, None) is not None:
+            self._loop.remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _write(fd: int, data: bytes) -> None:
+    """Whole lines into ours; a write error drops them, as for the supervisor's own lines."""
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(fd, data):]

@@ -1,0 +1,139 @@
+"""A worker's side of the link to its supervisor (graceful/supervisor/).
+
+The supervisor gives a worker its configuration through a pipe, its listening sockets as
+systemd does, the checkpoint's lock, and a ready pipe. The worker says "ready" once it
+serves; with a checkpoint it says so before accepting (app built, on_startup run), then
+waits until the supervisor closes its "go" pipe (the old worker's final flush is done: a
+restart) and takes that final state before accepting. When the supervisor dies, the worker
+is sent SIGTERM by the kernel (Linux) and drains: nothing serves on unsupervised.
+SIGHUP to a worker means: stop, you are being replaced (kind "restart").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from graceful.config import Config
+from graceful.errors import ConfigError
+from graceful.logs import get_logger
+from graceful.stop import StopObserver
+from graceful.supervisor.workers import (
+    CONFIG_FD_ENV,
+    GO_FD_ENV,
+    LOCK_FD_ENV,
+    NUMBER_ENV,
+    READY_FD_ENV,
+    SUPERVISOR_ENV,
+    config_from_json,
+)
+
+if TYPE_CHECKING:
+    from graceful.checkpoint import Checkpointer
+
+log = get_logger()
+
+
+class WorkerLink(StopObserver):
+    """What a worker was given by its supervisor, taken out of the environment (a process
+    the application starts must not find it)."""
+
+    def __init__(self, supervisor: int, number: int, ready_fd: int, config_fd: int | None,
+                 lock_fd: int | None, go_fd: int | None) -> None:
+        self.supervisor, self.number = supervisor, number
+        self._ready_fd: int | None = ready_fd
+        self._config_fd = config_fd
+        self.lock_fd, self._go_fd = lock_fd, go_fd
+
+    @classmethod
+    def from_environment(cls) -> WorkerLink | None:
+        supervisor = os.environ.pop(SUPERVISOR_ENV, "")
+        number = os.environ.pop(NUMBER_ENV, "1")
+        fds: dict[str, int] = {}
+        for name in (READY_FD_ENV, CONFIG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV):
+            value = os.environ.pop(name, None)
+            if value is not None and value.isdigit():
+                fds[name] = int(value)
+                with contextlib.suppress(OSError):
+                    os.set_inheritable(int(value), False)
+        if not supervisor.isdigit() or READY_FD_ENV not in fds:
+            return None
+        return cls(int(supervisor), int(number) if number.isdigit() else 1, fds[READY_FD_ENV],
+                   fds.get(CONFIG_FD_ENV), fds.get(LOCK_FD_ENV), fds.get(GO_FD_ENV))
+
+    def config(self) -> Config:
+        if self._config_fd is None:
+            raise ConfigError("a worker is started by graceful serve's supervisor")
+        chunks = []
+        with os.fdopen(self._config_fd, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                chunks.append(chunk)
+        self._config_fd = None
+        return config_from_json(b"".join(chunks).decode())
+
+    def follow_supervisor(self) -> None:
+        """Be sent SIGTERM when the supervisor dies (Linux), and stop at once if it already
+        has: our parent is then another process."""
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import signal
+
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PDEATHSIG
+        if os.getppid() != self.supervisor:
+            raise ConfigError(f"the supervisor (pid {self.supervisor}) is gone")
+
+    async def before_accepting(self, checkpointer: Checkpointer | None,
+                               state: dict[str, Any]) -> None:
+        if self._go_fd is None or checkpointer is None:
+            return  # no state to take over: accept with the others at once
+        first = dict(checkpointer.restored.state) if checkpointer.restored else {}
+        self.ready()
+        started = time.perf_counter()
+        await _closed(self._go_fd)
+        self._go_fd = None
+        final = checkpointer.reload()
+        final_state = final.state if final is not None else {}
+        for key in first.keys() - final_state.keys():
+            state.pop(key, None)
+        state.update(final_state)
+        log.info("restart.took_over", generation=checkpointer.generation,
+                 keys=len(final_state), waited_s=round(time.perf_counter() - started, 4))
+
+    def ready(self) -> None:
+        """Tell the supervisor we serve (once)."""
+        if self._ready_fd is None:
+            return
+        with contextlib.suppress(OSError):  # the supervisor died: PDEATHSIG stops us
+            os.write(self._ready_fd, b"ready\n")
+        with contextlib.suppress(OSError):
+            os.close(self._ready_fd)
+        self._ready_fd = None
+
+
+async def _closed(fd: int) -> None:
+    """Until the other end of the pipe `fd` is closed (its writer done, or dead)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data and not done.done():
+            done.set_result(None)
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
