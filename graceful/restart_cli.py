@@ -1,12 +1,9 @@
-"""`graceful restart`: ask a running `graceful serve` to restart in place, wait for the outcome."""
+"""`graceful restart`: ask a running `graceful serve` to replace its workers, and wait for the
+outcome of this request (over the supervisor's control socket: graceful/supervisor/control.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -14,24 +11,24 @@ import click
 from graceful.errors import ExitCode
 from graceful.processes import alive
 
-POLL_CAP_S = 0.05
-
 
 @click.command()
 @click.option("--pid", type=int, default=None, help="Process id of the `graceful serve`.")
 @click.option("--pid-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File holding that process id.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="File holding that process id (--pid-file of graceful serve).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True,
               help="SECONDS to wait for the outcome (set it above --restart-timeout).")
 def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
-    """Restart a running `graceful serve` in place (SIGHUP) and wait for the outcome.
+    """Restart a running `graceful serve`: new workers start, and once they serve the old
+    ones drain and exit. The listening sockets never close; the pid stays the same.
 
     \b
-    Exit codes: 0 a successor took over (its pid is printed); 1 it did not (the reason is
-    printed; the old process goes on serving), or no outcome within --timeout;
-    2 usage error (no such process, no pid given).
+    Exit codes: 0 the new workers serve (their pids are printed); 1 the restart failed (the
+    reason is printed; the old workers serve on), or no outcome within --timeout;
+    2 usage error (no such process, not a graceful serve, no pid given).
     """
-    from graceful.restart import status_path
+    from graceful.supervisor.control import NotASupervisor, ask
 
     if sys.platform == "win32":
         _fail("on Windows, restart the service: graceful service restart NAME", ExitCode.USAGE)
@@ -44,32 +41,35 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
         except (OSError, ValueError, IndexError) as err:
             _fail(f"cannot read a pid from {pid_file}: {err}", ExitCode.USAGE)
     assert pid is not None
-    path = status_path(pid)
-    path.unlink(missing_ok=True)
+    if not alive(pid):
+        _fail(f"no process {pid}" + (f" (the pid file {pid_file} is stale)" if pid_file
+                                     else ""), ExitCode.USAGE)
     try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        _fail(f"no process {pid}", ExitCode.USAGE)
-    except PermissionError:
-        _fail(f"not allowed to signal process {pid}", ExitCode.USAGE)
-    deadline, delay = time.monotonic() + timeout, 0.001
-    while time.monotonic() < deadline:
-        try:
-            status = json.loads(path.read_text())
-        except (OSError, ValueError):
-            status = None
-        if status is not None:
-            if status.get("outcome") == "ready":
-                click.echo(f"restarted: pid {pid} handed over to pid {status['successor_pid']}")
+        answers = ask(pid, "restart", timeout)
+        for answer in answers:
+            if "error" in answer:
+                _fail(f"process {pid} refused: {answer['error']}", ExitCode.USAGE)
+            outcome = answer.get("outcome")
+            if outcome == "ok":
+                click.echo(f"restarted: pid {pid} serves with workers "
+                           f"{_pids(answer.get('workers'))} (replaced "
+                           f"{_pids(answer.get('replaced'))}) in {answer.get('took_s')}s")
                 sys.exit(ExitCode.OK)
-            _fail(f"restart failed: {status.get('reason')} (exit code "
-                  f"{status.get('exit_code')}); pid {pid} serves on", ExitCode.ERROR)
-        if not alive(pid):
-            _fail(f"process {pid} ended without reporting a hand-over", ExitCode.ERROR)
-        time.sleep(delay)
-        delay = min(delay * 2, POLL_CAP_S)
-    _fail(f"no outcome within {timeout:g}s", ExitCode.ERROR)
+            if outcome is not None:
+                _fail(f"restart failed: {answer.get('reason')}; pid {pid} serves on",
+                      ExitCode.ERROR)
+    except NotASupervisor:
+        _fail(f"process {pid} is not a graceful serve supervisor (nothing was signalled)"
+              + (f": is the pid file {pid_file} stale?" if pid_file else ""), ExitCode.USAGE)
+    except TimeoutError:
+        _fail(f"no outcome within {timeout:g}s", ExitCode.ERROR)
+    except OSError as err:
+        _fail(f"lost the supervisor's answer: {err}", ExitCode.ERROR)
+    _fail(f"process {pid} ended without reporting the restart's outcome", ExitCode.ERROR)
 
+
+def _pids(pids: object) -> str:
+    return ", ".join(str(pid) for pid in pids) if isinstance(pids, list) else "?"
 
 
 def _fail(message: str, code: ExitCode) -> None:

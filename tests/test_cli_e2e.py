@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -75,28 +74,31 @@ def _get(port: int, path: str) -> str:
 def test_readme_restart_lines_as_typed(tmp_path):
     """README's restart usage as a user types it, with the console script, in the app's
     folder, no PYTHONPATH: `graceful serve app:create_app --pid-file PATH`, the code
-    changed, `graceful restart --pid-file PATH` exits 0 and the new code answers."""
+    changed, `graceful restart --pid-file PATH` exits 0 and the new code answers; the pid
+    in the file is the same process before and after, and it still stops cleanly."""
     (tmp_path / "app.py").write_text(VERSIONED_APP.format(version="one"))
     pid_file = tmp_path / "app.pid"
     server = _serve(tmp_path, "app:create_app", "--pid-file", str(pid_file))
-    successor = None
     try:
         port = server.wait_for("server.started")["port"]
+        server.wait_for("supervisor.ready")
         assert _get(port, "/version") == "one"
+        assert int(pid_file.read_text()) == server.proc.pid
         (tmp_path / "app.py").write_text(VERSIONED_APP.format(version="two"))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         restart = subprocess.run([str(CONSOLE_SCRIPT), "restart", "--pid-file", str(pid_file)],
                                  cwd=tmp_path, env=env, capture_output=True, text=True,
                                  timeout=60)
         assert restart.returncode == 0, restart.stderr
-        successor = server.wait_for("restart.ready")["successor_pid"]
-        assert server.proc.wait(timeout=30) == 0
+        assert restart.stdout.startswith(f"restarted: pid {server.proc.pid} serves"), \
+            restart.stdout
         assert _get(port, "/version") == "two"
-        assert int(pid_file.read_text()) == successor
+        assert int(pid_file.read_text()) == server.proc.pid
+        assert server.proc.poll() is None
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
-        if successor is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(successor, signal.SIGKILL)
+

@@ -86,9 +86,10 @@ class Launcher:
     # computed once, at the supervisor's start: a symlink's path, followed at each spawn
     folder: str = dataclasses.field(default_factory=lambda: start_folder())
     lock_fd: int | None = None
+    entry: list[str] = dataclasses.field(default_factory=lambda: entry_point())
 
     def spawn(self, number: int, generation: int, go_fd: int | None = None) -> WorkerProcess:
-        argv = [_python(), "-m", "graceful", "worker", self.target]
+        argv = [*self.entry, "worker", self.target]
         if self.app_dir is not None:
             argv += ["--app-dir", self.app_dir]
         env = {key: value for key, value in self.environ.items() if key not in _NOT_FOR_WORKERS}
@@ -290,7 +291,14 @@ def start_folder() -> str:
     return here
 
 
-def _python() -> str:
+def entry_point() -> list[str]:
+    """How this process was started, up to its command (`serve`): the interpreter, its
+    options and the script or module (`graceful`, `-m graceful`, or a wrapper such as the
+    pytest plugin's `-m graceful.testing.child`). A worker is started the same way."""
     import sys
 
-    return sys.executable
+    args = sys.argv[1:]
+    orig = sys.orig_argv
+    if args and orig[len(orig) - len(args):] == args:
+        return [sys.executable, *orig[1:len(orig) - len(args)]]
+    return [sys.executable, "-m", "graceful"]
