@@ -86,9 +86,9 @@ class Config:
     def __post_init__(self) -> None:
         self._check_listening()
         for name in ("drain_timeout", "pre_stop_delay", "cancel_grace", "hook_timeout",
-                     "checkpoint_timeout", "startup_timeout", "websocket_close_timeout",
-                     "restart_timeout"):
+                     "checkpoint_timeout", "startup_timeout", "websocket_close_timeout"):
             _check_seconds(name, getattr(self, name))
+        _check_seconds("restart_timeout", self.restart_timeout, positive=True)
         if self.checkpoint_interval is not None:
             _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)
             if self.checkpoint is None:

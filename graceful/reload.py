@@ -1,67 +1,65 @@
-"""`--reload`, for development: a change under the app's folder restarts the process through
-the hand-over of graceful/restart.py, so a request in flight during a save still completes,
-and new code that does not import or start leaves the old process serving, the error shown
-in `restart.failed`. Uses the `watchfiles` package (`pip install aiohttp-graceful[reload]`).
+"""`--reload`, for development: a saved Python file under the app's folder restarts the
+workers (graceful/supervisor/rolling.py), so a request in flight during a save still
+completes, and new code that does not import or start leaves the old workers serving, the
+error shown in `restart.failed`. A save during a restart queues the next one: the last
+save is what serves. Only `*.py` files count (as uvicorn's default): the app's own log,
+checkpoint or upload files do not restart it. Uses the `watchfiles` package
+(`pip install aiohttp-graceful[reload]`).
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import importlib.util
+import os
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from graceful.errors import ConfigError
 from graceful.logs import get_logger
-from graceful.stop import RestartRequest, StopObserver
 
 log = get_logger()
 
 
-def app_folder(source: object) -> Path:
-    """The folder of the top-level package (or module) the app's factory was defined in;
-    the current folder for an Application object (its class is aiohttp's)."""
-    module = inspect.getmodule(source)
-    if module is None or module.__name__.split(".")[0] == "aiohttp":
-        return Path.cwd()
-    file = getattr(sys.modules.get(module.__name__.split(".")[0]), "__file__", None)
-    return Path(file).resolve().parent if file else Path.cwd()
+def app_folder(target: str, app_dir: str | None) -> Path:
+    """The folder of the top-level package (or module) of MODULE:ATTR, found without
+    importing it (the supervisor never runs the app's code); the app dir if not found."""
+    base = Path(app_dir or ".").resolve()
+    top = target.partition(":")[0].split(".")[0]
+    sys.path.insert(0, str(base))
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    finally:
+        sys.path.remove(str(base))
+    origin = spec.origin if spec is not None else None
+    if origin is None or not os.path.isabs(origin):
+        return base
+    return Path(origin).resolve().parent
 
 
-class ReloadWatcher(StopObserver):
-    """Watches `folder` from READY to the stop; each change (a burst of saves is one) asks
-    `restart` (a thread-safe callable) for a restart."""
+def watcher() -> Any:
+    try:
+        import watchfiles
+    except ImportError:
+        raise ConfigError("--reload needs the watchfiles package: "
+                          "pip install 'aiohttp-graceful[reload]'") from None
+    return watchfiles
 
-    def __init__(self, folder: Path, restart: Callable[[RestartRequest], None]) -> None:
-        try:
-            import watchfiles
-        except ImportError:
-            raise ConfigError("--reload needs the watchfiles package: "
-                              "pip install 'aiohttp-graceful[reload]'") from None
-        self._watchfiles = watchfiles
-        self.folder, self._restart = folder, restart
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def ready(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._watch, name="graceful-reload",
-                                            daemon=True)
-            self._thread.start()
-            log.info("reload.watching", folder=str(self.folder))
-
-    def phase(self, name: str, time_left_s: float) -> None:
-        self._stop.set()  # stopping (or handed over): the successor watches now
-
-    def stopped(self, exit_code: int) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        for changes in self._watchfiles.watch(self.folder, stop_event=self._stop,
-                                              raise_interrupt=False):
-            if self._stop.is_set():
-                return
-            files = sorted({str(Path(path).relative_to(self.folder)) for _, path in changes})
+async def watch(folder: Path, restart: Callable[[str], Any]) -> None:
+    """Until cancelled: each change (a burst of saves is one) asks `restart` for one."""
+    watchfiles = watcher()
+    log.info("reload.watching", folder=str(folder), files="*.py")
+    stop = asyncio.Event()
+    try:
+        async for changes in watchfiles.awatch(folder, watch_filter=watchfiles.PythonFilter(),
+                                               stop_event=stop, raise_interrupt=False):
+            files = sorted({str(Path(path).relative_to(folder)) for _, path in changes})
             log.info("reload.changed", files=files[:10], count=len(files))
-            self._restart(RestartRequest("RELOAD"))
+            restart("RELOAD")
+    finally:
+        stop.set()

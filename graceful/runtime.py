@@ -247,7 +247,12 @@ class Runtime(RuntimeView):
             self._pauser.cancel()  # a pause's drain or resume: the stop takes over
         self.phase = Phase.DRAINING  # readiness answers 503 from this instant
         # anchored at the request's own timestamp, on the one clock (time.monotonic)
-        self._budget = StopBudget.starting_at(self._escalation.first.at, self.config)
+        first = self._escalation.first
+        config = self.config
+        if first.source == StopSource.RESTART:
+            # new workers serve the same sockets already: nothing to deregister from
+            config = config.replace(pre_stop_delay=0.0)
+        self._budget = StopBudget.starting_at(first.at, config)
         assert self._started is not None
         self._started.tracker.begin_stopping()
         self._stop_requested.set()

@@ -18,12 +18,11 @@ def parsed(monkeypatch):
     """Run `graceful serve` up to the point it would start, and return its Config."""
     seen: list[Config] = []
 
-    def fake_run(source, config, bridge):
+    def fake_supervise(target, app_dir, config, reread, early=None):
         seen.append(config)
         return 0
 
-    monkeypatch.setattr(cli, "_run", fake_run)
-    monkeypatch.setattr(cli, "_exit_now", cli._exit)  # os._exit would end pytest itself
+    monkeypatch.setattr("graceful.supervisor.supervise", fake_supervise)
 
     def parse(*args: str, env: dict[str, str] | None = None) -> Config:
         result = CliRunner().invoke(cli.main, ["serve", "tests.apps:basic", *args], env=env)

@@ -32,7 +32,13 @@ def supervise(target: str, app_dir: str | None, config: Config,
     environ = dict(os.environ)  # before anything changes it: what every worker starts with
     listening = Listening(config.backlog)
     lock = None
+    reload_folder = None
     try:
+        if config.reload:
+            from graceful import reload
+
+            reload.watcher()  # installed, or a configuration error now
+            reload_folder = reload.app_folder(target, app_dir)
         listening.open(config)
         if config.checkpoint is not None:
             from graceful.checkpoint.lock import CheckpointLock
@@ -56,7 +62,8 @@ def supervise(target: str, app_dir: str | None, config: Config,
         return absolute_paths(reread()).replace(log_format=config.log_format)
 
     rolling = Rolling(workers, listening, reread_absolute, notifier)
-    supervisor = Supervisor(workers, listening, config, rolling, notifier, pid_file, early)
+    supervisor = Supervisor(workers, listening, config, rolling, notifier, pid_file, early,
+                            reload_folder)
     try:
         return asyncio.run(supervisor.run())
     finally:

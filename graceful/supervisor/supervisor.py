@@ -24,6 +24,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from graceful.config import Config
@@ -46,8 +47,9 @@ KILL_MARGIN_S = 5.0  # past the stop budget, a worker that has not exited is kil
 class Supervisor:
     def __init__(self, workers: Workers, listening: Listening, config: Config,
                  rolling: Rolling, notifier: Any = None, pid_file: Any = None,
-                 early: EarlySignals | None = None) -> None:
+                 early: EarlySignals | None = None, reload_folder: Path | None = None) -> None:
         self._early = early
+        self._reload_folder = reload_folder
         self._workers = workers
         self._listening = listening
         self._config = config
@@ -106,7 +108,15 @@ class Supervisor:
             log.info("supervisor.ready", pid=os.getpid(), workers=self._workers.pids(),
                      addresses=self._listening.addresses(),
                      took_s=round(time.perf_counter() - started, 4))
+            watching = None
+            if self._reload_folder is not None:
+                from graceful import reload
+
+                watching = asyncio.ensure_future(reload.watch(self._reload_folder,
+                                                              self._rolling.request))
             signum = await self._stop_requested
+            if watching is not None:
+                watching.cancel()
         else:
             self._workers.adopt(first.workers)
             signum = self._stop_requested.result()

@@ -4,6 +4,7 @@ thread of the test process (fast; stops through the API)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -83,9 +84,15 @@ class SubprocessServer(GracefulServer):
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL the supervisor and every worker it started (each a process group of its
+        own, read from the `worker.started` events), by pid."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        for event in self.events:
+            if event.get("event") == "worker.started" and isinstance(event.get("pid"), int):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(event["pid"], signal.SIGKILL)
 
     def close(self) -> None:
         super().close()

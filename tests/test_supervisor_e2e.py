@@ -1,0 +1,309 @@
+"""The supervisor: one pid for the service's whole life, workers behind it, restarts as a
+rolling replacement of workers. Real CLI, real signals, real sockets.
+
+Every process a test starts is ended by its pid: the supervisor by the `serve` fixture,
+the workers (each a process group of its own) by the plugin's kill, read from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.loadgen import Load, ended, get
+
+TARGET = "tests.deployed:create_app"
+CONSOLE_SCRIPT = Path(sys.executable).with_name("graceful")
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    path = tmp_path / "release"
+    path.write_text("v1\n")
+    return path
+
+
+def restart(pid: int, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CONSOLE_SCRIPT), "restart", "--pid", str(pid), *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env if env is not None else dict(os.environ))
+
+
+def worker_pids(server) -> list[int]:
+    return server.wait_for("supervisor.ready")["workers"]
+
+
+async def test_restart_replaces_the_workers_and_keeps_the_pid(serve, release):
+    """1. `graceful restart --pid P` under load: exit 0 naming the new workers; every
+    request answered (none refused, reset or unanswered); the new release serves; the
+    supervisor's pid is the one that was started, and still stops cleanly (exit 0)."""
+    server = serve(TARGET, "--workers", "2", env={"RELEASE_FILE": str(release)})
+    old = worker_pids(server)
+    load = Load(server.port).start()
+    await load.answered(20)
+    release.write_text("v2\n")
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 0, done.stderr
+    assert f"pid {server.pid} serves" in done.stdout
+    outcome = server.wait_for("restart.done")
+    assert sorted(outcome["replaced"]) == sorted(old)
+    assert not set(outcome["workers"]) & set(old)
+    await load.answered(load.outcomes["ok"] + 20)
+    outcomes = await load.finish()
+    assert set(outcomes) == {"ok"}, (outcomes, load.errors)
+    status, body = await get(server.port, "/release")
+    assert status == 200 and body.startswith("v2 "), body
+    for pid in old:
+        assert await ended(pid)
+    assert server.running()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+
+
+async def test_workers_each_drain_and_the_exit_code_is_the_worst(serve, release):
+    """2. --workers 2: two worker processes answer; a SIGTERM with requests in flight
+    drains both (every request answered 200) and the service exits 0."""
+    server = serve(TARGET, "--workers", "2", env={"RELEASE_FILE": str(release)})
+    workers = worker_pids(server)
+    assert len(set(workers)) == 2
+    requests = [asyncio.create_task(get(server.port, "/slow?s=1.5")) for _ in range(8)]
+    await asyncio.sleep(0.5)
+    server.signal(signal.SIGTERM)
+    answers = await asyncio.gather(*requests)
+    assert all(status == 200 for status, _ in answers), answers
+    served_by = {int(body.split()[1]) for _, body in answers}
+    assert served_by <= set(workers)
+    assert await asyncio.to_thread(server.wait_exit, 30) == 0
+    assert [e["code"] for e in server.events if e["event"] == "supervisor.exit"] == [0]
+
+
+async def test_a_killed_worker_is_logged_and_replaced(serve, release):
+    """3. A worker SIGKILLed while serving (an OOM kill): `worker.exited` names the signal
+    and its last lines, a new worker takes its slot, the port never refuses."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    (victim,) = worker_pids(server)
+    load = Load(server.port, clients=6).start()
+    await load.answered(10)
+    os.kill(victim, signal.SIGKILL)
+    exited = await asyncio.to_thread(server.wait_for, "worker.exited", 15)
+    assert exited["pid"] == victim and exited["signal"] == "SIGKILL"
+    assert exited["last_lines"], exited
+    replaced = await asyncio.to_thread(server.wait_for, "worker.ready", 30, replaced=True)
+    assert replaced["pid"] != victim
+    await load.answered(load.outcomes["ok"] + 10, timeout=20)
+    outcomes = await load.finish()
+    # in flight on the killed worker: cut (what any server does to a SIGKILLed process);
+    # nothing is refused: the socket is the supervisor's
+    assert outcomes["refused"] == 0, (outcomes, load.errors)
+    assert server.running()
+
+
+async def test_a_new_worker_that_dies_after_ready_fails_the_restart(serve, release, tmp_path):
+    """4. New code that serves and then dies (SIGKILL 0.5 s after ready): `graceful restart`
+    exits 1 saying so, and the dead worker is replaced: the port keeps answering."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    release.write_text("dies\n")
+    killer_done = threading.Event()
+
+    def kill_new_worker() -> None:
+        started = server.wait_for("worker.ready", 30, generation=1)
+        time.sleep(0.5)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(started["pid"], signal.SIGKILL)
+        killer_done.set()
+
+    killer = threading.Thread(target=kill_new_worker, daemon=True)
+    killer.start()
+    done = await asyncio.to_thread(restart, server.pid)
+    assert killer_done.is_set()
+    assert done.returncode == 1, done.stdout
+    assert "exited within" in done.stderr and "SIGKILL" in done.stderr
+    await asyncio.to_thread(server.wait_for, "worker.ready", 30, replaced=True)
+    assert (await get(server.port, "/release"))[0] == 200
+
+
+async def test_a_restart_whose_workers_fail_leaves_the_old_ones_serving(serve, release):
+    """5. New code that fails at import: exit 1 with the reason and the worker's last lines;
+    the old worker serves on, unchanged."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    (old,) = worker_pids(server)
+    release.write_text("import-error\n")
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 1
+    assert "exited before it was ready" in done.stderr
+    failed = server.wait_for("restart.failed")
+    assert any("cannot import name 'Settings'" in line for line in failed["last_lines"])
+    assert await get(server.port, "/release") == (200, f"v1 {old}\n")
+
+
+async def test_restarts_asked_during_a_restart_are_queued_each_with_its_outcome(
+        serve, release):
+    """6. Two `graceful restart`s, the code changed between them: both exit 0 with their
+    own outcome (different workers), and the code on disk at the last request serves."""
+    release.write_text("slow\n")  # each start takes a second: the second request waits
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    first = asyncio.create_task(asyncio.to_thread(restart, server.pid))
+    await asyncio.to_thread(server.wait_for, "restart.requested")
+    release.write_text("slow-v3\n")
+    second = asyncio.create_task(asyncio.to_thread(restart, server.pid))
+    one, two = await asyncio.gather(first, second)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    assert one.stdout != two.stdout
+    done = [e for e in server.events if e["event"] == "restart.done"]
+    assert len(done) == 2 and done[0]["workers"] == done[1]["replaced"]
+    status, body = await get(server.port, "/release")
+    assert status == 200 and body.startswith("slow-v3 ")
+
+
+async def test_restart_refuses_a_pid_that_is_not_a_graceful_supervisor(tmp_path):
+    """7. A stale pid file naming an unrelated process: exit 2 saying so, and that process
+    is not signalled (it is still running)."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pid_file = tmp_path / "app.pid"
+        pid_file.write_text(f"{other.pid}\n")
+        done = await asyncio.to_thread(
+            lambda: subprocess.run([str(CONSOLE_SCRIPT), "restart", "--pid-file", str(pid_file)],
+                                   capture_output=True, text=True, timeout=30))
+        assert done.returncode == 2
+        assert "not a graceful serve supervisor" in done.stderr
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+async def test_restart_works_from_another_environment(serve, release, tmp_path):
+    """8. `graceful restart` run with another XDG_RUNTIME_DIR and HOME (a login shell, sudo):
+    it reaches the supervisor and reports the outcome."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    done = await asyncio.to_thread(restart, server.pid, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+async def test_the_pid_file_never_vanishes_across_restarts(serve, release, tmp_path):
+    """9. With --pid-file and --checkpoint, a reader polling the pid file during three
+    restarts always finds the supervisor's pid."""
+    pid_file = tmp_path / "app.pid"
+    server = serve(TARGET, "--pid-file", str(pid_file), "--checkpoint",
+                   str(tmp_path / "state.ckpt"), env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(pid_file.read_text().strip())
+            except OSError as err:
+                seen.add(f"missing: {err}")
+
+    reader = threading.Thread(target=poll, daemon=True)
+    reader.start()
+    try:
+        for _ in range(3):
+            done = await asyncio.to_thread(restart, server.pid)
+            assert done.returncode == 0, done.stderr
+    finally:
+        stop.set()
+        reader.join(5)
+    assert seen == {str(server.pid)}
+
+
+async def test_the_checkpoint_is_exact_across_a_restart(serve, release, tmp_path):
+    """10. A counter in the checkpointed state, counted by clients during a restart: the
+    final state equals the answered updates (none lost, none applied twice)."""
+    state = tmp_path / "state.ckpt"
+    server = serve(TARGET, "--checkpoint", str(state), env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    answered = 0
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        nonlocal answered
+        while not stop.is_set():
+            status, _ = await get(server.port, "/count?s=0.02")
+            assert status == 200
+            answered += 1
+
+    clients = [asyncio.create_task(client()) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 0, done.stderr
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*clients)
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait_exit, 30) == 0
+    shown = subprocess.run([str(CONSOLE_SCRIPT), "checkpoint", "show", str(state)],
+                           capture_output=True, text=True, timeout=30)
+    assert f'"count": {answered}' in shown.stdout, (answered, shown.stdout)
+
+
+async def test_workers_with_a_checkpoint_are_refused(tmp_path):
+    """11. --workers 2 with --checkpoint: one line naming both, exit 2."""
+    done = await asyncio.to_thread(lambda: subprocess.run(
+        [str(CONSOLE_SCRIPT), "serve", TARGET, "--workers", "2", "--checkpoint",
+         str(tmp_path / "s.ckpt")], capture_output=True, text=True, timeout=30, cwd=ROOT))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--workers" in done.stderr \
+        and "--checkpoint" in done.stderr, done.stderr
+
+
+async def test_ctrl_c_to_the_terminal_group_drains_once(tmp_path, release):
+    """12. Ctrl+C in a terminal sends SIGINT to the whole foreground process group: only
+    the supervisor is in it (workers have groups of their own), so the drain is a graceful
+    one, not escalated by a second request: a request in flight is answered, exit 0."""
+    proc = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "serve", TARGET, "--port", "0", "--log-format", "json"],
+        cwd=ROOT, env={**os.environ, "RELEASE_FILE": str(release)}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    from graceful.testing.process import SubprocessServer
+
+    server = SubprocessServer.following(proc)
+    try:
+        port = server.wait_for("server.started")["port"]
+        server.wait_for("supervisor.ready")
+        request = asyncio.create_task(get(port, "/slow?s=1.5"))
+        await asyncio.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        status, _ = await request
+        assert status == 200
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        modes = [e["mode"] for e in server.events if e["event"] == "stop.requested"]
+        assert modes == ["graceful"], modes
+    finally:
+        server.kill()
+
+
+async def test_a_killed_supervisor_takes_its_workers_with_it(serve, release):
+    """13. The supervisor SIGKILLed (an OOM kill of the main process): its workers get
+    SIGTERM from the kernel, drain and exit; nothing serves on unsupervised."""
+    server = serve(TARGET, "--workers", "2", env={"RELEASE_FILE": str(release)})
+    workers = worker_pids(server)
+    os.kill(server.pid, signal.SIGKILL)
+    for pid in workers:
+        assert await ended(pid, 30)
+
+
+async def test_restart_timeout_zero_is_refused():
+    """14. --restart-timeout 0 would fail every restart: refused at start, exit 2."""
+    done = await asyncio.to_thread(lambda: subprocess.run(
+        [str(CONSOLE_SCRIPT), "serve", TARGET, "--restart-timeout", "0"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT))
+    assert done.returncode == 2 and "--restart-timeout" in done.stderr, done.stderr
