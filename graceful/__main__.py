@@ -1,7 +1,3 @@
-from graceful import preload
-
-preload.in_successor()
-
-from graceful.cli import main  # noqa: E402
+from graceful.cli import main
 
 main()

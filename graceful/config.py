@@ -73,11 +73,11 @@ class Config:
     ssl_keyfile_password: str | None = dataclasses.field(default=None, repr=False)
     ssl_ca_certs: Path | None = None
     ssl_client_cert: str = "none"
-    # A restart's successor must be serving within this long, or it is ended (restart.py).
+    # A restart's new workers must be ready within this long, or they are ended.
     restart_timeout: float = 60.0
     # Development: restart when a file under the app's folder changes (reload.py).
     reload: bool = False
-    # Written with the pid once serving (a restart's successor writes its own: pidfile.py).
+    # The supervisor's pid, written once serving (pidfile.py).
     pid_file: Path | None = None
     # HOST:PORT to serve Prometheus metrics on, its own listener (graceful/metrics.py).
     metrics_bind: str | None = None

@@ -115,7 +115,7 @@ def access_line(logger: WrappedLogger, method: str, event_dict: EventDict) -> Ev
 
 
 def writes_json() -> bool:
-    """Whether configure() chose JSON lines (what a waiter that follows us writes too)."""
+    """Whether configure() chose JSON lines (what the supervisor's workers write too)."""
     return _as_json
 
 

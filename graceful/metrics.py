@@ -15,10 +15,9 @@ The values that live on the loop (the tracker's sets, the phase) are read on the
 (`call_soon_threadsafe`), so a scrape never walks a set the loop is changing; if the loop
 does not answer within READ_TIMEOUT_S, the last values read are served.
 
-A restart in place hands the metrics socket to the successor with the app's (named
-graceful-metrics, graceful/restart.py), which serves it instead of binding a port we still
-hold: until our stop has finished both processes accept scrapes from the one socket, so
-none is refused at any instant.
+Under graceful serve the supervisor binds the metrics socket and hands it to every worker
+with the app's (named graceful-metrics), which serves it instead of binding the port: a
+restart never closes it, so no scrape is refused at any instant.
 """
 
 from __future__ import annotations
@@ -121,14 +120,14 @@ class Metrics(StopObserver):
 
     @property
     def listening_socket(self) -> socket.socket | None:
-        """The listening socket, while served: a restart hands it to the successor."""
+        """The listening socket, while served."""
         return self._server.socket if self._server is not None else None
 
     def close(self, answer_within: float = 0.0) -> None:
         """Stop accepting scrapes at once, answer those already accepted (for up to
         `answer_within` seconds: the process exits soon after, which would cut them), and
-        stop listening without making the loop wait for the server's poll interval. After a
-        restart the scrapes not accepted yet wait in the queue for the successor."""
+        stop listening without making the loop wait for the server's poll interval. Under a
+        supervisor the scrapes not accepted yet wait in the queue for the other workers."""
         server, self._server = self._server, None
         if server is not None:
             server.stop_accepting(answer_within)

@@ -1,6 +1,6 @@
-"""`--pid-file`: this process's pid, written once it serves, for `graceful restart --pid-file`
-and init scripts. A restart's successor writes its own when it is ready; the old process
-then leaves the file alone at its exit (it removes it only while it still names itself)."""
+"""`--pid-file`: the supervisor's pid, written once it serves, for `graceful restart
+--pid-file` and init scripts. It never changes while the service runs (a restart replaces
+the workers, not the supervisor); at the exit the file is removed while it names us."""
 
 from __future__ import annotations
 

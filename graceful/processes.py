@@ -1,4 +1,4 @@
-"""Whether a process runs, for the restart's waiter, `graceful restart` and the tests."""
+"""Whether a process runs, for `graceful restart` and the tests."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ from graceful.startup import Builder, Started
 from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 if TYPE_CHECKING:
-    from graceful.takeover import Takeover
+    from graceful.worker import Takeover
 
 __all__ = ["REPEAT_IGNORED_S", "Phase", "Runtime"]
 
@@ -71,7 +71,7 @@ class Runtime(RuntimeView):
         self._observers = list(observers)
         self._hooks: list[hooks.ShutdownHook] = []
         self.phase = Phase.STARTING
-        # takeover: we are a restart's successor (graceful/takeover.py)
+        # takeover: we are a worker of graceful serve's supervisor (graceful/worker.py)
         self._builder = Builder(app, self.config, is_ready=lambda: self.phase is Phase.READY,
                                 phase=lambda: str(self.phase), takeover=takeover)
         self._started: Started | None = None  # the record of a start that succeeded

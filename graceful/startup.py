@@ -28,7 +28,7 @@ from graceful.logs import get_logger
 
 if TYPE_CHECKING:
     from graceful import checkpoint as ckpt
-    from graceful.takeover import Takeover
+    from graceful.worker import Takeover
 
 log = get_logger()
 
@@ -56,7 +56,7 @@ class Builder:
                  is_ready: Callable[[], bool], phase: Callable[[], str],
                  takeover: Takeover | None = None) -> None:
         self._source = source
-        self._takeover = takeover  # a restart's successor (graceful/takeover.py)
+        self._takeover = takeover  # a worker's link to its supervisor (graceful/worker.py)
         self._config = config
         self._is_ready = is_ready
         self._phase = phase
@@ -132,7 +132,7 @@ class Builder:
         def factory() -> DrainingRequestHandler:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
-        if self._takeover is not None:  # a restart's successor: the predecessor's final state
+        if self._takeover is not None:  # a worker: with a checkpoint, the last state written
             await self._takeover.before_accepting(self.checkpointer, self.state)
         sockets, self.sockets = self.sockets, []
         self.listeners += [Listener(sock, factory, ssl=ssl_context, name=name)

@@ -20,7 +20,7 @@ class StopSource(enum.StrEnum):
     SCM_PRESHUTDOWN = "SCM_PRESHUTDOWN"
     SCM_SHUTDOWN = "SCM_SHUTDOWN"
     API = "API"
-    RESTART = "RESTART"  # a successor took over (graceful/restart.py)
+    RESTART = "RESTART"  # new workers serve: this one is replaced (graceful/supervisor/)
 
 
 class StopLevel(enum.IntEnum):
@@ -41,7 +41,7 @@ class StopRequest:
 
 @dataclasses.dataclass(frozen=True)
 class RestartRequest:
-    """Hand the sockets to a successor, then stop (graceful/restart.py); SIGHUP on POSIX."""
+    """SIGHUP: to the supervisor, replace the workers; to a worker, stop (replaced)."""
 
     source: str
     at: float = dataclasses.field(default_factory=time.monotonic)

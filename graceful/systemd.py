@@ -2,11 +2,10 @@
 EXTEND_TIMEOUT_USEC taken from the time the stop has left, at every phase and drain tick,
 so that TimeoutStopSec does not kill a drain that is still within its budget.
 
-A restart (graceful/restart.py) sends RELOADING=1 with MONOTONIC_USEC when it begins
-(Type=notify-reload waits for it after its SIGHUP), and once the successor is ready
-MAINPID= the successor and READY=1 (the reload is done). From then on this process is not
-the service's main process: its own stop is not reported (STOPPING=1 would stop the
-service). The successor sends its own messages, so the unit needs NotifyAccess=all.
+Only the supervisor (graceful/supervisor/) speaks to systemd: its pid is the service's
+main process for good, and workers never see NOTIFY_SOCKET. A restart sends RELOADING=1
+with MONOTONIC_USEC when it begins (Type=notify-reload waits for it after its SIGHUP), and
+READY=1 once it has ended (new workers serve, or the old ones serve on after a failure).
 
 The file-descriptor store: where the unit allows it (FileDescriptorStoreMax=, which systemd
 254 and later announce in $FDSTORE), once serving we hand systemd a copy of each listening
@@ -45,7 +44,7 @@ class SystemdNotifier(StopObserver):
         # (systemd.notify_failed, once) instead of blocking the loop, its requests and the stop.
         self._sock.setblocking(False)
         self._warned = False
-        self._handed_over = False
+        self._closed = False
         self.listeners: Callable[[], Sequence[Listener]] | None = None  # for the fd store
 
     @classmethod
@@ -87,13 +86,6 @@ class SystemdNotifier(StopObserver):
         status = "serving" if failure is None else f"serving; restart failed: {failure}"
         self._send("READY=1", f"STATUS={status}")
 
-    def reload_failed(self, reason: str) -> None:
-        self._send("READY=1", f"STATUS=serving; restart failed: {reason}")
-
-    def handed_over(self, pid: int) -> None:
-        self._send(f"MAINPID={pid}", "READY=1", f"STATUS=handed over to pid {pid}")
-        self._handed_over = True
-
     def phase(self, name: str, time_left_s: float) -> None:
         self._send("STOPPING=1", f"STATUS=stopping: {name}", self._extend(time_left_s))
 
@@ -103,14 +95,14 @@ class SystemdNotifier(StopObserver):
     def stopped(self, exit_code: int) -> None:
         self._send(f"STATUS=stopped, exit code {exit_code}")
         self._sock.close()
-        self._handed_over = True  # closed: nothing more to send
+        self._closed = True
 
     @staticmethod
     def _extend(time_left_s: float) -> str:
         return f"EXTEND_TIMEOUT_USEC={int((time_left_s + EXTEND_MARGIN_S) * 1e6)}"
 
     def _send(self, *lines: str) -> None:
-        if self._handed_over:  # the successor is the main process now
+        if self._closed:
             return
         try:
             self._sock.sendto("\n".join(lines).encode(), self._address)

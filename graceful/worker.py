@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graceful.config import Config
 from graceful.errors import ConfigError
@@ -36,6 +36,16 @@ if TYPE_CHECKING:
     from graceful.checkpoint import Checkpointer
 
 log = get_logger()
+
+
+class Takeover(Protocol):
+    """What a worker's runtime asks of the link before it accepts."""
+
+    lock_fd: int | None  # the checkpoint's lock, held by the supervisor
+
+    async def before_accepting(self, checkpointer: Checkpointer | None,
+                               state: dict[str, Any]) -> None:
+        """Return when the worker may accept, its state the last one written."""
 
 
 class WorkerLink(StopObserver):

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 from graceful.processes import alive
+from graceful.testing.http import IncompleteResponse
 from tests.rawhttp import Connection
 
 
@@ -57,9 +58,11 @@ class Load:
                 conn.send("GET", "/slow?s=0.3",
                           headers={} if keep_alive else {"Connection": "close"})
                 response = await asyncio.wait_for(conn.read_response(), 10)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as err:
+            except (OSError, asyncio.IncompleteReadError, TimeoutError,
+                    IncompleteResponse) as err:
                 kind = ("refused" if isinstance(err, ConnectionRefusedError) else
                         "reset" if isinstance(err, ConnectionResetError) else
+                        "cut" if isinstance(err, IncompleteResponse) else
                         "unanswered")
                 self.outcomes[kind] += 1
                 self.errors.append(f"{time.time():.3f} keep_alive={keep_alive} {err!r}")

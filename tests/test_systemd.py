@@ -111,31 +111,35 @@ async def test_socket_activation_serves_the_sockets_systemd_passes():
         assert conn is not None
         response = await asyncio.wait_for(conn.request("GET", "/fast"), 20)
         assert response.status == 200
-        started = server.wait_for("server.started")
-        assert (started["port"], started["pid"]) == (port, proc.pid)  # exec'd in place
+        assert server.wait_for("server.started")["port"] == port
+        assert server.wait_for("supervisor.ready")["pid"] == proc.pid  # exec'd in place
         server.signal(signal.SIGTERM)
         assert await asyncio.to_thread(server.wait) == 0
     finally:
         server.kill()
 
 
-async def test_restart_tells_systemd_reloading_then_the_new_main_pid(serve, tmp_path):
-    """Type=notify-reload: on SIGHUP RELOADING=1 with MONOTONIC_USEC, then MAINPID= the
-    successor with READY=1; after that the old process, draining, sends nothing that would
-    read as the service stopping (STOPPING=1)."""
+async def test_restart_tells_systemd_reloading_then_ready_from_one_pid(serve, tmp_path):
+    """Type=notify(-reload): on SIGHUP the supervisor sends RELOADING=1 with MONOTONIC_USEC,
+    then READY=1 once the new workers serve; every message comes from the supervisor's pid
+    (workers never see NOTIFY_SOCKET), none names another MAINPID, and none reads as the
+    service stopping until it is stopped: then STOPPING=1."""
     address = str(tmp_path / "notify")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(address)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    successor = 0
     try:
         server = serve("tests.apps:basic", env={"NOTIFY_SOCKET": address})
         messages = [_receive(listener)]
         assert messages[0][1]["READY"] == "1"
         before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         server.signal(signal.SIGHUP)
-        successor = (await asyncio.to_thread(server.wait_for, "restart.ready")
-                     )["successor_pid"]
+        await asyncio.to_thread(server.wait_for, "restart.done", 30)
+        listener.settimeout(5)
+        while not (messages[-1][1].get("READY") == "1" and len(messages) > 1):
+            messages.append(_receive(listener))
+        during_restart = len(messages)
+        server.signal(signal.SIGTERM)
         assert await asyncio.to_thread(server.proc.wait, 30) == 0
         listener.settimeout(0.5)
         with contextlib.suppress(TimeoutError):
@@ -143,15 +147,14 @@ async def test_restart_tells_systemd_reloading_then_the_new_main_pid(serve, tmp_
                 messages.append(_receive(listener))
     finally:
         listener.close()
-        if successor:
-            os.killpg(successor, signal.SIGKILL)
-    old = [fields for pid, fields in messages if pid == server.proc.pid]
-    reloading = next(fields for fields in old if fields.get("RELOADING") == "1")
+    assert {pid for pid, _ in messages} == {server.proc.pid}
+    assert not any("MAINPID" in fields for _, fields in messages)
+    restart = [fields for _, fields in messages[1:during_restart]]
+    reloading = next(fields for fields in restart if fields.get("RELOADING") == "1")
     assert before <= int(reloading["MONOTONIC_USEC"]) <= before + 10e6
-    handed = next(i for i, fields in enumerate(old) if "MAINPID" in fields)
-    assert old[handed]["MAINPID"] == str(successor) and old[handed]["READY"] == "1"
-    assert not any("STOPPING" in fields for fields in old[handed:])
-    assert any(fields.get("READY") == "1" for pid, fields in messages if pid == successor)
+    assert restart[-1]["READY"] == "1"
+    assert not any("STOPPING" in fields for fields in restart)
+    assert any("STOPPING" in fields for _, fields in messages[during_restart:])
 
 
 def _receive(sock: socket.socket) -> tuple[int, dict[str, str]]:

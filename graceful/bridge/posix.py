@@ -74,7 +74,7 @@ class PosixSignalBridge:
         if signum in PAUSE_SIGNALS:
             self._controls(PauseRequest(PAUSE_SIGNALS[signum], signum.name))  # type: ignore[arg-type]
             return
-        if signum == signal.SIGHUP:  # the loop's deliver hands it to graceful/restart.py
+        if signum == signal.SIGHUP:  # a worker's: stop, replaced (graceful/runner.py)
             self._handover(RestartRequest("SIGHUP"))  # type: ignore[arg-type]
             return
         self._handover(StopRequest(STOP_SIGNALS[signum]))

@@ -82,12 +82,12 @@ class Checkpointer:
 
     @property
     def lock_fd(self) -> int:
-        """The descriptor holding PATH.lock: a restart's successor inherits and adopts it."""
+        """The descriptor holding PATH.lock."""
         return self._lock.fd
 
     def reload(self) -> fileformat.Snapshot | None:
-        """Read the newest valid generation again and write on from it: for a restart's
-        successor, once its predecessor has written its final state (graceful/restart.py).
+        """Read the newest valid generation again and write on from it: for the new worker of
+        a restart, once the old one has written its final state (graceful/worker.py).
         Raises CheckpointError as `open` does."""
         restored, fallback = fileformat.load(self.path)
         self.restored, self.fallback = restored, fallback

@@ -1,6 +1,6 @@
 """Listening sockets handed to this process (systemd socket activation, sd_listen_fds(3)).
 
-systemd, `systemd-socket-activate` and graceful's own restart (graceful/restart.py) pass
+systemd, `systemd-socket-activate` and graceful's supervisor (to its workers) pass
 listening sockets as descriptors 3, 4, ... and announce them in the environment:
 LISTEN_FDS (how many), LISTEN_PID (the pid they are meant for, so that a child that
 inherits the environment does not take them too) and LISTEN_FDNAMES (colon-separated).
@@ -15,7 +15,6 @@ import socket
 from collections.abc import MutableMapping
 
 from graceful.errors import ConfigError
-from graceful.http.listeners import unlink_at_close
 
 FIRST_FD = 3  # SD_LISTEN_FDS_START
 OWN_NAME = re.compile(r"graceful-[0-9]+")  # sockets graceful bound (not a socket unit's)
@@ -63,9 +62,6 @@ def inherited_sockets(environ: MutableMapping[str, str] = os.environ
                               "stream socket")
         sock.set_inheritable(False)
         sock.setblocking(False)
-        if OWN_NAME.fullmatch(label) and sock.family == getattr(socket, "AF_UNIX", None):
-            # a predecessor's restart passed on a file graceful made: ours to remove now
-            unlink_at_close(sock, sock.getsockname())
         sockets.append((label, sock))
     return sockets or None
 

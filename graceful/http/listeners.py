@@ -130,11 +130,6 @@ def unlink_at_close(sock: socket.socket, path: str) -> None:
     _UNLINK_AT_CLOSE[sock] = path
 
 
-def keep_file(sock: socket.socket) -> None:
-    """`sock`'s file is no longer ours to remove: a restart's successor serves it now."""
-    _UNLINK_AT_CLOSE.pop(sock, None)
-
-
 def close_socket(sock: socket.socket) -> None:
     """Close a listening socket that no Listener serves, removing its file if it is ours."""
     sock.close()
