@@ -212,10 +212,14 @@ class Runtime(RuntimeView):
         return await self._shutdown()
 
     async def _start(self) -> None:
-        metrics_socket = self._builder.inherit()  # a restart hands the metrics socket over
-        if self._metrics is not None:  # before the app is built: a busy port is exit 2
-            self._metrics.bind(metrics_socket)
+        metrics_socket = self._builder.inherit()  # a supervisor's, shared by its workers
+        if self._metrics is not None and metrics_socket is None:
+            self._metrics.bind()  # before the app is built: a busy port is exit 2
         self._started = started = await self._builder.build()
+        if self._metrics is not None and metrics_socket is not None:
+            # a worker answers scrapes once it serves: never one still starting beside
+            # the workers that serve (a restart)
+            self._metrics.bind(metrics_socket)
         if started.checkpointer is not None and started.checkpointer.restored is not None:
             snapshot = started.checkpointer.restored
             self._notify("checkpoint_flushed", snapshot.generation, None,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from graceful.processes import alive
 from tests.conftest import ROOT
 from tests.loadgen import Load, ended, get
 
@@ -307,3 +308,116 @@ async def test_restart_timeout_zero_is_refused():
         [str(CONSOLE_SCRIPT), "serve", TARGET, "--restart-timeout", "0"],
         capture_output=True, text=True, timeout=30, cwd=ROOT))
     assert done.returncode == 2 and "--restart-timeout" in done.stderr, done.stderr
+
+
+async def test_the_lock_file_names_the_supervisor_after_a_failed_restart(
+        serve, release, tmp_path):
+    """15. With --checkpoint, PATH.lock names the supervisor (the holder of the lock for the
+    service's life), also after a restart whose new worker failed."""
+    state = tmp_path / "state.ckpt"
+    server = serve(TARGET, "--checkpoint", str(state), env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    release.write_text("startup-error\n")
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 1
+    assert (tmp_path / "state.ckpt.lock").read_text().split()[0] == str(server.pid)
+
+
+async def test_a_restart_asked_while_stopping_is_refused_at_once(serve, release):
+    """16. `graceful restart` while the service drains: exit 1 at once saying it is
+    stopping (not after its timeout)."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    request = asyncio.create_task(get(server.port, "/slow?s=3"))
+    await asyncio.sleep(0.3)
+    server.signal(signal.SIGTERM)
+    await asyncio.to_thread(server.wait_for, "supervisor.stopping")
+    started = time.monotonic()
+    done = await asyncio.to_thread(restart, server.pid, "--timeout", "60")
+    assert done.returncode in (1, 2), done.stderr
+    assert time.monotonic() - started < 10
+    assert (await request)[0] == 200
+
+
+async def test_helpers_the_app_starts_outlive_a_restart_and_keep_logging(serve, tmp_path):
+    """17. A helper process started in on_startup writes to the worker's stderr: after a
+    restart (its worker gone) it is still alive and its lines still reach the log (no
+    SIGPIPE); and the helper does not hold the restart open."""
+    server = serve("tests.operator_app:create_app", env={"START_HELPER": "1"})
+    worker_pids(server)
+    helper = int((await get(server.port, "/helper"))[1])
+    started = time.monotonic()
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 15
+    lines = len([line for line in server.raw if "helper line" in line])
+    await asyncio.sleep(1.0)
+    assert alive(helper)
+    assert len([line for line in server.raw if "helper line" in line]) > lines
+    os.kill(helper, signal.SIGKILL)
+
+
+async def test_new_workers_get_the_supervisors_environment_not_the_apps(serve, tmp_path):
+    """18. New workers start from the supervisor's environment: what the app changed in
+    os.environ does not reach them, and a `.env` edited by a deploy is read again."""
+    (tmp_path / "app.py").write_text((ROOT / "tests" / "operator_app.py").read_text())
+    (tmp_path / ".env").write_text("DEPLOYED=one\n")
+    proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "app:create_app", "--port", "0",
+                             "--log-format", "json"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    from graceful.testing.process import SubprocessServer
+
+    server = SubprocessServer.following(proc)
+    try:
+        port = server.wait_for("server.started")["port"]
+        server.wait_for("supervisor.ready")
+        assert (await get(port, "/env"))[1] == "one x\n"
+        (tmp_path / ".env").write_text("DEPLOYED=two\n")
+        done = await asyncio.to_thread(restart, proc.pid)
+        assert done.returncode == 0, done.stderr
+        assert (await get(port, "/env"))[1] == "two x\n"
+    finally:
+        server.kill()
+
+
+async def test_reload_restarts_on_a_python_save_only(tmp_path):
+    """19. --reload: a log or data file written in the app's folder restarts nothing; a
+    saved .py file restarts the workers, and a save during that restart is served too."""
+    pytest.importorskip("watchfiles")
+    (tmp_path / "app.py").write_text(VERSIONED.format(version="one"))
+    proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "app:create_app", "--port", "0",
+                             "--log-format", "json", "--reload"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    from graceful.testing.process import SubprocessServer
+
+    server = SubprocessServer.following(proc)
+    try:
+        port = server.wait_for("server.started")["port"]
+        server.wait_for("reload.watching")
+        (tmp_path / "app.log").write_text("a line\n" * 100)
+        (tmp_path / "state.json").write_text("{}")
+        await asyncio.sleep(1.5)
+        assert "restart.requested" not in server.names()
+        (tmp_path / "app.py").write_text(VERSIONED.format(version="two"))
+        await asyncio.to_thread(server.wait_for, "restart.requested", 15)
+        (tmp_path / "app.py").write_text(VERSIONED.format(version="three"))
+        deadline = time.monotonic() + 30
+        while (await get(port, "/version"))[1] != "three":
+            assert time.monotonic() < deadline, server.names()
+            await asyncio.sleep(0.2)
+    finally:
+        server.kill()
+
+
+VERSIONED = '''from aiohttp import web
+
+
+async def version(request):
+    return web.Response(text="{version}")
+
+
+def create_app():
+    app = web.Application()
+    app.router.add_get("/version", version)
+    return app
+'''

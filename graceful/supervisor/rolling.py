@@ -97,9 +97,18 @@ class Rolling:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         if self._starting:
-            log.warning("restart.abandoned", pids=[w.pid for w in self._starting],
+            # new workers that already serve drain with the others; the rest have served
+            # nothing and are ended at once
+            serving = [w for w in self._starting if w.ready.done() and w.ready.result()
+                       and not w.exited.done()]
+            starting = [w for w in self._starting if w not in serving]
+            log.warning("restart.abandoned", pids=[w.pid for w in starting],
+                        serving=[w.pid for w in serving],
                         reason="stop requested while new workers were starting")
-            await self._workers.end(self._starting)
+            self._workers.adopt_extra(serving)
+            for worker in starting:
+                worker.stopping = True
+                worker.kill_group()
             self._starting = []
         self._fail_queued("the service is stopping")
 
@@ -192,7 +201,6 @@ class Rolling:
         old = list(self._workers.serving.values())
         for worker in old:
             self._workers.retire(worker)
-            worker.stopping = True
         self._workers.count = count
         self._workers.adopt(new)
         for worker in old:

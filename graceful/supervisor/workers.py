@@ -132,6 +132,8 @@ class Workers:
         self._replacing: dict[int, asyncio.Task[None]] = {}
         self._deaths: dict[int, int] = {}  # slot -> replacements that died in a row
         self._stopping = False
+        self._extra: list[WorkerProcess] = []
+        self._retiring: list[WorkerProcess] = []
         self.generation = 0
 
     def pids(self) -> list[int]:
@@ -188,12 +190,23 @@ class Workers:
             self.serving[worker.number] = worker
             worker.exited.add_done_callback(lambda _, w=worker: self._exited(w))
 
+    def adopt_extra(self, workers: list[WorkerProcess]) -> None:
+        """Workers that serve beside the ones in their slots (a restart cut short by a
+        stop): stopped with them."""
+        for worker in workers:
+            self._extra.append(worker)
+
     def retire(self, worker: WorkerProcess) -> None:
+        """Out of its slot, told to stop for a restart: a stop now waits for it too, without
+        signalling it again (a second stop request would cut its drain short)."""
         if self.serving.get(worker.number) is worker:
             del self.serving[worker.number]
+        worker.stopping = True
+        self._retiring.append(worker)
+        worker.exited.add_done_callback(lambda _: self._retiring.remove(worker))
 
     def signal_all(self, signum: int) -> None:
-        for worker in list(self.serving.values()):
+        for worker in [*self.serving.values(), *self._extra]:
             worker.signal(signum)
 
     async def stop_all(self, signum: int, kill_after: float) -> list[ExitCode]:
@@ -202,10 +215,11 @@ class Workers:
         self._stopping = True
         for task in self._replacing.values():
             task.cancel()
-        workers = list(self.serving.values())
+        workers = [*self.serving.values(), *self._extra]
         for worker in workers:
             worker.stopping = True
             worker.signal(signum)
+        workers += self._retiring
         return [exit_code(code) for code in await self.wait_exits(workers, kill_after)]
 
     async def wait_exits(self, workers: list[WorkerProcess], kill_after: float) -> list[int]:
