@@ -19,7 +19,6 @@ import threading
 from typing import Any, TextIO
 
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
 
@@ -91,7 +90,11 @@ def scrub_http_errors(logger: WrappedLogger, method: str, event_dict: EventDict)
     if exc_info is True:
         exc_info = sys.exc_info()
     exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
-    if isinstance(exc, HttpProcessingError):
+    # looked up, not imported: the supervisor logs too and never imports aiohttp, and an
+    # aiohttp error cannot exist where aiohttp was never imported
+    parser_errors = getattr(sys.modules.get("aiohttp.http_exceptions"), "HttpProcessingError",
+                            None)
+    if parser_errors is not None and isinstance(exc, parser_errors):
         del event_dict["exc_info"]
         event_dict["error"], event_dict["status"] = type(exc).__name__, exc.code
     return event_dict
