@@ -4,12 +4,14 @@ A pause (SIGUSR1, the SCM's PAUSE control, `runtime.pause()`):
   1. readiness turns 503 ("pausing", then "paused");
   2. the listeners stop accepting; connections already in the accept queue are served;
   3. in-flight requests drain as at a stop (Connection: close, quiet idle connections
-     closed, websockets get 1001) for --drain-timeout; what still runs then is cancelled
-     with --cancel-grace, and counted (`pause.deadline`);
+     closed, websockets get 1001, `graceful.stopping(request)` fires with kind "pause") for
+     --drain-timeout; what still runs then is cancelled with --cancel-grace, and counted
+     (`pause.deadline`);
   4. PAUSED: the process, its state, its hooks, its checkpoint and its background work all
      stay; nothing of the stop's on_shutdown/hooks/checkpoint phases runs.
 A continue (SIGUSR2, the SCM's CONTINUE control, `runtime.resume()`) accepts again and
-turns readiness back on. A continue while the pause still drains ends the pause at once.
+turns readiness back on, and clears the requests' notice of the pause. A continue while the
+pause still drains ends the pause at once.
 
 While paused (POSIX) the listening sockets stay open (a duplicate descriptor keeps each listening,
 as at a stop): a new connection completes its handshake and waits in the kernel's accept
@@ -31,6 +33,9 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from aiohttp import web
+
+from graceful import stopnotice
 from graceful.config import Config
 from graceful.controls import PauseAction, PauseRequest
 from graceful.http import websockets
@@ -47,9 +52,10 @@ class Pauser:
     "resumed")."""
 
     def __init__(self, listeners: Sequence[Listener], tracker: ConnectionTracker,
-                 config: Config, *, set_phase: Callable[[str], None],
+                 config: Config, *, app: web.Application, set_phase: Callable[[str], None],
                  notify: Callable[[str], None]) -> None:
         self._listeners, self._tracker, self._config = listeners, tracker, config
+        self._app = app
         self._set_phase, self._notify = set_phase, notify
         self._pausing: asyncio.Task[None] | None = None
         self._resuming: asyncio.Task[None] | None = None
@@ -82,11 +88,13 @@ class Pauser:
         log.info("listeners.paused", queued_connections=queued,
                  took_s=round(time.perf_counter() - started, 4))
         self._tracker.begin_stopping()
+        began = time.monotonic()
+        deadline = began + self._config.drain_timeout
+        # streams end cleanly, as at a stop, rather than being cut at the deadline
+        stopnotice.fire(self._app, "pause", began=began, drain_until=deadline)
         self._tracker.close_websockets(websockets.WebSocketClose(
             reason=self._config.websocket_close_reason,
             timeout=self._config.websocket_close_timeout))  # 1001, as at a stop
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._config.drain_timeout
         drained = await self._tracker.drain(deadline, asyncio.Event(), self._progress)
         cancelled = []
         if not drained:
@@ -107,6 +115,7 @@ class Pauser:
             await asyncio.wait([self._pausing])
             self._tracker.stop_closing_websockets()
             self._tracker.end_stopping()
+        stopnotice.pause_over(self._app)
         started = time.perf_counter()
         try:
             for listener in self._listeners:

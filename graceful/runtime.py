@@ -234,7 +234,7 @@ class Runtime(RuntimeView):
                                 on_flushed=self._flushed)
         self._flusher.start()
         self._observers.append(started.checks)  # retries failing optional checks till the stop
-        self._pauser = Pauser(started.listeners, started.tracker, self.config,
+        self._pauser = Pauser(started.listeners, started.tracker, self.config, app=started.app,
                               set_phase=lambda name: setattr(self, "phase", Phase(name)),
                               notify=self._notify)
         self._notify("ready")

@@ -839,3 +839,42 @@ def observed() -> web.Application:
     graceful.add_hook(app, report_to_dashboard)
     app.on_shutdown.append(notify_peers)
     return app
+
+
+# -- what a stream learns of a pause, and uploads answered before their body is read -----------
+
+
+async def _telling_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events until the stop (or pause) begins; the last event says its kind."""
+    stop = graceful.stopping(request)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    async for tick in stop.every(0.1):
+        await response.write(f"data: tick {tick}\n\n".encode())
+    await response.write(f"event: bye\ndata: {stop.kind}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+def with_telling_stream() -> web.Application:
+    return _basic_with_route("/events", _telling_stream)
+
+
+@web.middleware
+async def _token_required(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuses a request without the token before its handler reads the body."""
+    if request.headers.get("Authorization") != "Bearer ok":
+        raise web.HTTPUnauthorized(text="no token\n")
+    return await handler(request)
+
+
+def with_guarded_uploads() -> web.Application:
+    """POST /body reads its body (413 past 64 KiB, client_max_size); a sub-app's POST
+    /api/body refuses a request without a token, its body unread."""
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_get("/fast", fast)
+    app.router.add_post("/body", read_body)
+    api = web.Application(middlewares=[_token_required])
+    api.router.add_post("/body", read_body)
+    app.add_subapp("/api", api)
+    return app

@@ -47,8 +47,12 @@ def test_private_names_only_in_the_adapter() -> None:
     for path in sorted(PACKAGE.rglob("*.py")):
         if path in FENCE:
             continue
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if (match := pattern.search(line)) and not line.lstrip().startswith("#"):
+        text = path.read_text()
+        # a name a module gives its own objects (`self._waiting = ...`) is its own there
+        own = set(re.findall(r"self\.(_\w+)(?:: [^=]+)? = ", text))
+        for number, line in enumerate(text.splitlines(), 1):
+            if ((match := pattern.search(line)) and match[1] not in own
+                    and not line.lstrip().startswith("#")):
                 found.append(f"{path.relative_to(PACKAGE)}:{number}: {match[1]}")
     assert found == []
 

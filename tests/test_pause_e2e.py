@@ -10,6 +10,9 @@
 4. Over TLS, on a Unix socket and TCP at once (--bind, issue 9): a client that connects
    while paused gets its TLS handshake and its answer after continue, on both; at the stop
    the socket file is removed as without a pause.
+5. A stream that watches graceful.stopping ends at a pause with its last event, told
+   kind "pause", and the pause is done at once (nothing cancelled); after continue a new
+   stream is not told to stop, and the stop then ends it, told kind "stop".
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from aiohttp import web
 import graceful
 from graceful import checkpoint as ckpt
 from tests.rawhttp import Connection, caught_up, get
+from tests.test_stopping_e2e import first_event, open_stream, read_chunked
 
 UNANSWERED_S = 0.5
 
@@ -176,3 +180,27 @@ def test_pause_and_continue_over_tls_on_a_unix_socket_and_tcp(tmp_path):
         assert not path.exists()
     finally:
         server.kill()
+
+
+async def test_pause_ends_streams_as_a_stop_does(serve):
+    """5."""
+    server = serve("tests.apps:with_telling_stream", "--drain-timeout", "10")
+    conn, _ = await open_stream(server.port)
+    await first_event(conn)
+    server.signal(signal.SIGUSR1)
+    body, whole = await read_chunked(conn, timeout=5)
+    assert whole, body
+    assert body.endswith(b"event: bye\ndata: pause\n\n")
+    assert await conn.at_eof(5)
+    done = await asyncio.to_thread(server.wait_for, "pause.done")
+    assert done["cancelled"] == 0 and done["took_s"] < 1, done
+    server.signal(signal.SIGUSR2)
+    await asyncio.to_thread(server.wait_for, "resume.done")
+    conn, _ = await open_stream(server.port)
+    for _ in range(3):  # ticks go on: the pause is over for the handlers too
+        assert (await first_event(conn)).startswith(b"data: tick")
+    server.signal()
+    body, whole = await read_chunked(conn, timeout=5)
+    assert whole and body.endswith(b"event: bye\ndata: stop\n\n"), body
+    assert await asyncio.to_thread(server.wait) == 0
+    assert "drain.deadline" not in server.names()

@@ -5,6 +5,8 @@
 3. pytest-aiohttp: asked for in the factory, it fires with on_shutdown (the client's close).
 4. pytest-aiohttp: asked for only from a handler, it never fires (documented).
 5. time_left: the route's own deadline when shorter than the drain's.
+6. A pause: told to requests (kind "pause"), not to the app's background work; cleared at
+   the continue; a stop during a pause takes over, told to both. The kinds are a closed set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from aiohttp import web
 
 import graceful
@@ -87,3 +90,25 @@ async def test_time_left_is_the_routes_own_deadline():
     notice.fire("stop", began=now, drain_until=now + 30)
     assert 29 < stopnotice.Stopping(notice).time_left() <= 30
     assert 1 < stopnotice.Stopping(notice, deadline=2.0).time_left() <= 2
+
+
+async def test_pause_is_told_to_requests_only_and_cleared_at_continue():
+    """6."""
+    notice = stopnotice.Notice()
+    request, app = stopnotice.Stopping(notice), stopnotice.Stopping(notice, pauses=False)
+    now = time.monotonic()
+    notice.fire("pause", began=now, drain_until=now + 30)
+    assert request and request.kind == "pause" and request.time_left() > 29
+    assert not app and app.kind == "" and app.time_left() is None
+    notice.pause_over()
+    assert not request and request.kind == "" and request.time_left() is None
+    notice.fire("pause", began=now, drain_until=now + 30)
+    waiting = asyncio.ensure_future(app.wait())
+    notice.fire("stop", began=now + 1, drain_until=now + 10)
+    assert await asyncio.wait_for(waiting, 1) is True
+    assert request.kind == app.kind == "stop" and request.time_left() < 10
+    notice.pause_over()  # a continue cannot undo a stop
+    notice.fire("pause")
+    assert request.kind == "stop"
+    with pytest.raises(ValueError, match="one of stop, pause, restart"):
+        notice.fire("reload")  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web, web_app
+from aiohttp import WSCloseCode, web, web_app
 from aiohttp.web_protocol import RequestHandler
 
 # Keep equal to pyproject's dependency (a test compares them): the minors scripts/test-matrix
@@ -27,6 +27,7 @@ SUPPORTED = ">=3.11,<3.15"
 
 _HANDLER = "aiohttp.web_protocol.RequestHandler"
 _REQUEST = "aiohttp.web_request.BaseRequest"
+_WS = "aiohttp.web_ws.WebSocketResponse"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
             "access.AccessLogger implements it as a plain method", coroutine=False),
     _attr("aiohttp.http_parser.RawRequestMessage", "upgrade", "websocket upgrades are made "
           "tracked from the start"),
+    # -- websockets.py: the closing handshake of a handler waiting in receive() --------------
+    _attr(_WS, "_waiting", "True while a receive() is pending (the usual `async for msg in "
+          "ws`): close() would then end that receive and drop the connection at once, "
+          "without the client's close frame, so graceful sends the frame itself"),
+    _method(_WS, "_set_closed", (), "marks the websocket closed as close() does: the pending "
+            "receive, given the client's close frame, does not send a second one"),
+    _attr(_WS, "_writer", "its WebSocketWriter, whose close(code, message) sends the frame"),
+    _method("aiohttp.http_websocket.WebSocketWriter", "close", ("code", "message"),
+            "sends the close frame", coroutine=True),
+    _method(_WS, "_set_code_close_transport", ("code",), "drops a client that never "
+            "answered the close, with 1006, as close() does at its own timeout"),
     # -- health.py and hooks.py --------------------------------------------------------------
     _method("aiohttp.web_urldispatcher.DynamicResource", "_match", ("path",),
             "health.install refuses a probe path a dynamic route already catches"),
@@ -165,6 +177,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                "close_idle"),
     _behaviour("aiohttp.web_ws.WebSocketResponse", "close() before prepare() raises "
                "RuntimeError", "drain._going_away retries until the handshake is written"),
+    _behaviour(_WS, "a receive() pending when the close frame is sent by hand returns "
+               "the client's close frame, without a second close frame sent",
+               "websockets.py: the closing handshake of the usual `async for` handler"),
     _behaviour("aiohttp.web_app.Application", "cleanup_ctx runs as a bound method of a "
                "CleanupContext in on_startup", "hooks.bound_startup"),
     _behaviour("aiohttp.web_urldispatcher.DynamicResource", "_match(path) is not None for a "
@@ -342,6 +357,30 @@ def show_responses(cls: type[web.BaseRequest], on: bool) -> None:
         type.__setattr__(cls, "_prepare_hook", vars(cls)["_graceful_hook"])
     elif "_prepare_hook" in vars(cls):
         type.__delattr__(cls, "_prepare_hook")
+
+
+# -- websockets.py ---------------------------------------------------------------------------
+
+
+def receiving(ws: web.WebSocketResponse) -> bool:
+    """A receive() is pending on `ws` (its handler waits for the next message)."""
+    return bool(ws._waiting)
+
+
+async def send_close(ws: web.WebSocketResponse, code: int, message: bytes) -> None:
+    """Send the close frame and mark `ws` closed, as close() does, but leave its pending
+    receive() waiting: the next message it returns is the client's close frame, after which
+    the handler returns. Raises ConnectionError when the connection is already gone."""
+    ws._set_closed()
+    writer = ws._writer
+    assert writer is not None  # a pending receive() means prepare() is done
+    await writer.close(code, message)
+
+
+def drop(ws: web.WebSocketResponse) -> None:
+    """Close the connection of a websocket whose client did not answer the close (code
+    1006); its pending receive() then ends."""
+    ws._set_code_close_transport(WSCloseCode.ABNORMAL_CLOSURE)
 
 
 # -- hooks.py and aiohttp_signals.py -------------------------------------------------------------

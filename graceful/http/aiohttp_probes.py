@@ -38,6 +38,8 @@ HANDLER_WAITER = "_handler_waiter is resolved when a cancelled handler has unwou
 TASK = "_task_handler is the connection's task, running while its handler runs"
 FORCE_CLOSE = "force_close() on an idle connection closes its transport"
 WS_CLOSE = "close() before prepare() raises RuntimeError"
+WS_HANDSHAKE = ("a receive() pending when the close frame is sent by hand returns the "
+                "client's close frame, without a second close frame sent")
 CLEANUP_CTX = "cleanup_ctx runs as a bound method of a CleanupContext in on_startup"
 MATCH = "_match(path) is not None for a path it routes, None otherwise"
 
@@ -375,5 +377,51 @@ async def response_after_return(failed: dict[str, str]) -> None:
         await runner.cleanup()
 
 
+async def websocket_close_handshake(failed: dict[str, str]) -> None:
+    """The usual `async for` handler: our close frame sent while its receive() is pending;
+    the client's close frame then ends its loop, and nothing more is written."""
+    opened: list[web.WebSocketResponse] = []
+    received: list[Any] = []
+
+    async def chat(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        opened.append(ws)
+        async for message in ws:
+            received.append(message.type)
+        received.append("ended")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", chat)
+    runner, handler, transport = await connection(app)
+    try:
+        await until(lambda: handler._waiter is not None)
+        handler.data_received(b"GET /ws HTTP/1.1\r\nHost: probe\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        if not await until(lambda: opened and aiohttp_internals.receiving(opened[0])):
+            failed[WS_HANDSHAKE] = "the handler's receive() was never seen pending"
+            return
+        start = len(transport.data)
+        await aiohttp_internals.send_close(opened[0], 1001, b"bye")
+        sent = len(transport.data)
+        if transport.data[start:start + 1] != b"\x88":
+            failed[WS_HANDSHAKE] = "no close frame was written"
+            return
+        mask = b"\x01\x02\x03\x04"  # the client's close frame, code 1000, masked
+        handler.data_received(b"\x88\x82" + mask + bytes(
+            b ^ mask[i] for i, b in enumerate((1000).to_bytes(2, "big"))))
+        if not await until(lambda: "ended" in received):
+            failed[WS_HANDSHAKE] = f"the handler's loop did not end: it received {received}"
+        elif len(transport.data) != sent:
+            failed[WS_HANDSHAKE] = "more was written after our close frame"
+        elif opened[0].close_code != 1000:
+            failed[WS_HANDSHAKE] = f"close_code is {opened[0].close_code}, not the client's"
+    finally:
+        handler.connection_lost(None)
+        await runner.cleanup()
+
+
 PROBES = (pipelined_requests, keep_alive_then_idle, cancelled_handler, websocket_and_app,
-          upgrade_request, probe_route, response_after_return)
+          upgrade_request, probe_route, response_after_return, websocket_close_handshake)

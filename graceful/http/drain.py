@@ -59,7 +59,9 @@ class ConnectionTracker:
         self.connections: set[DrainingRequestHandler] = set()
         # Handlers still running after their client went away, by the connection's task.
         self.orphans: dict[asyncio.Task[None], InFlight] = {}
-        self.websockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        # each open websocket, and the task serving its connection
+        self.websockets: weakref.WeakKeyDictionary[
+            web.WebSocketResponse, asyncio.Task[None] | None] = weakref.WeakKeyDictionary()
         self.stopping = False  # responses say Connection: close, idle connections close
         self._websockets_closing: websockets.WebSocketClose | None = None
         self._closing: set[asyncio.Task[bool]] = set()
@@ -89,9 +91,9 @@ class ConnectionTracker:
         """A response is about to write its headers (websockets always; others while
         stopping)."""
         if isinstance(response, web.WebSocketResponse):
-            self.websockets.add(response)
+            self.websockets[response] = request.task
             if self._websockets_closing is not None:
-                task = websockets.close(response, self._websockets_closing)
+                task = websockets.close(response, self._websockets_closing, request.task)
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         elif self.stopping:
@@ -135,7 +137,8 @@ class ConnectionTracker:
         """Close every open websocket as `how` says (1001 at a stop); their handlers then
         return. A websocket opened from now on gets it as soon as its handshake is done."""
         self._websockets_closing = how
-        self._closing.update(websockets.close(ws, how) for ws in list(self.websockets)
+        self._closing.update(websockets.close(ws, how, connection)
+                             for ws, connection in list(self.websockets.items())
                              if not ws.closed)
 
     def stop_closing_websockets(self) -> None:

@@ -25,7 +25,8 @@ requests of the websocket class, which always shows its responses: that is how t
 learns of every websocket.
 
 Per request, graceful adds two overrides of aiohttp's own calls and nothing else:
-data_received notes the first byte after a response (a request's start, and "not quiet")
+data_received notes the first byte after a response (a request's start, and "not quiet";
+the rest of a body its handler answered without reading is not a request)
 and log_access the end of a response (the start of the quiet time). Which request is in
 flight is read from aiohttp's own state (`_current_request`) when the drain asks. The cost
 is measured by bench/protocol_cost.py (in process) and `python -m bench throughput`
@@ -46,14 +47,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from graceful.http import aiohttp_internals as internals
 from graceful.logs import get_logger
 
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
-_base_data_received = RequestHandler.data_received
-_base_log_access = RequestHandler.log_access
 _upgrading = internals.upgrading
 # An idle TLS connection is dropped this long after our close_notify (see close_idle).
 TLS_IDLE_CLOSE_WAIT_S = 0.05
@@ -172,8 +172,8 @@ class DrainingRequestHandler(RequestHandler):
     when each request starts (for the age of a cancelled one) and when its response ends
     (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_factories", "_idle_since", "_new_request", "_prepared", "_quiet",
-                 "_started", "tracker")
+    __slots__ = ("_answered_body", "_factories", "_idle_since", "_new_request", "_prepared",
+                 "_quiet", "_started", "tracker")
 
     def __init__(self, manager: Any, *, tracker: Tracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -181,6 +181,9 @@ class DrainingRequestHandler(RequestHandler):
         self.tracker = tracker
         self._quiet = True  # not one byte received since the last response (or the open)
         self._idle_since = self._started = _monotonic()
+        # the body of the request last answered, while it has not all arrived (see
+        # data_received)
+        self._answered_body: StreamReader | None = None
         # the request whose response was last shown to the tracker while stopping: the one
         # in flight once its handler has returned (aiohttp then forgets it)
         self._prepared: web.BaseRequest | None = None
@@ -200,10 +203,24 @@ class DrainingRequestHandler(RequestHandler):
         self.tracker.closed(self, leftover)
 
     def data_received(self, data: bytes) -> None:
-        if self._quiet:  # the first byte since the last response: a request begins
-            self._quiet = False
+        # (aiohttp calls it with b"" itself, to parse what it buffered while reading was paused)
+        if self._quiet and data:  # the first byte since the last response
+            body = self._answered_body
+            if body is None or body.is_eof():  # a request begins
+                self._quiet = False
+                self._started = _monotonic()
+            else:
+                # The rest of a body its handler answered without reading (a 401, a 413):
+                # aiohttp reads and drops it, then waits for the next request. Counted as a
+                # request it would keep the connection from ever being quiet, and the drain
+                # would wait for it until the deadline.
+                self._idle_since = _monotonic()
+        # Through the class (not a copy taken at import): a patch of aiohttp's method, or a
+        # class between this one and aiohttp's, is honoured.
+        super().data_received(data)
+        if self._quiet and self._answered_body is not None and internals.queued_requests(self):
+            self._quiet = False  # a request came right behind the end of that body
             self._started = _monotonic()
-        _base_data_received(self, data)
         if _upgrading(self):  # may be a websocket: made of the class that shows it
             internals.set_request_factory(self, self._factories.websocket or functools.partial(
                 self._remade, websocket_class))
@@ -221,10 +238,12 @@ class DrainingRequestHandler(RequestHandler):
                    time: float | None) -> None:
         # aiohttp calls this once per request, after its response is written.
         if self.access_logger is not None:  # None: no access log, and one call less
-            _base_log_access(self, request, response, time)
+            super().log_access(request, response, time)
         # quiet from now, and a request already queued behind this one starts now
         self._idle_since = self._started = _monotonic()
         self._quiet = True
+        body = request.content
+        self._answered_body = None if body.is_eof() else body
         if self.tracker.stopping:
             self._prepared = None
             self.tracker.finished()
