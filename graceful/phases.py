@@ -23,12 +23,16 @@ log = get_logger()
 
 class StopPhases:
     """The stop of what `started` serves. `budget()` is the stop budget as it is now (a
-    force replaces it); `force` is set by a second stop request."""
+    force replaces it); `force` is set by a second stop request. `kind` is "restart" when
+    new workers already serve the same sockets: handlers are told so, and websockets get
+    1012 (service restart: reconnect at once) instead of 1001."""
 
     def __init__(self, started: Started, config: Config, *, budget: Callable[[], StopBudget],
                  force: asyncio.Event, hooks: list[hooks.ShutdownHook], flusher: Flusher,
-                 forced: Callable[[], bool], notify: Callable[..., None]) -> None:
+                 forced: Callable[[], bool], notify: Callable[..., None],
+                 kind: str = "stop") -> None:
         self._started = started
+        self._kind = kind
         self._config = config
         self._budget = budget
         self._force = force
@@ -63,7 +67,7 @@ class StopPhases:
         started = time.perf_counter()
         tracker, app = self._started.tracker, self._started.app
         began, drain_until = self._budget().now(), self._budget().drain_until
-        stopnotice.fire(app, "stop", began=began, drain_until=drain_until)
+        stopnotice.fire(app, self._kind, began=began, drain_until=drain_until)
         # requests on routes with a deadline of their own are cut at it (None: no such route)
         cutter = route_deadlines.RouteCutter.start(
             app, tracker, began=began, drain_until=drain_until,
@@ -95,9 +99,11 @@ class StopPhases:
         failures = await hooks.run_steps(
             hooks.signal_steps(app, app.on_shutdown), self._config.hook_timeout,
             lambda: self._budget().left(self._budget().drain_until))
-        self._started.tracker.close_websockets(websockets.WebSocketClose(
-            reason=self._config.websocket_close_reason,
-            timeout=self._config.websocket_close_timeout))
+        close = websockets.WebSocketClose(reason=self._config.websocket_close_reason,
+                                          timeout=self._config.websocket_close_timeout)
+        if self._kind == "restart":
+            close = websockets.restart_close(close)
+        self._started.tracker.close_websockets(close)
         return failures
 
     async def cancel(self) -> ExitCode:

@@ -265,7 +265,9 @@ class Runtime(RuntimeView):
         assert self._started is not None
         stop = StopPhases(self._started, self.config, budget=self._current_budget,
                           force=self._force, hooks=self._hooks, flusher=self._flusher,
-                          forced=lambda: self._escalation.forced, notify=self._notify)
+                          forced=lambda: self._escalation.forced, notify=self._notify,
+                          kind="restart" if self._escalation.first.source == StopSource.RESTART
+                          else "stop")
         codes = [
             # 1. pre_stop: keep serving, with Connection: close, while we are deregistered
             await self._phase("pre_stop", stop.pre_stop),

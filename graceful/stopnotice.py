@@ -19,9 +19,10 @@ it never fires there (aiohttp's on_shutdown cannot take a handler once the app h
 
 What kind of stop it is, `stop.kind`, is one of KINDS: "stop"; "pause" (SIGUSR1, the SCM's
 PAUSE: the process stays and serves again after a continue, when the notice is cleared);
-"restart" (reserved for the restart hand-over). A pause is told to requests only: an
-application's background work goes on through a pause, so `graceful.stopping(app)` fires at
-a stop or a restart, not at a pause.
+"restart" (new workers of graceful serve already serve the same sockets: a client may
+reconnect at once, and a stream can resume there, with Last-Event-ID for server-sent
+events). A pause is told to requests only: an application's background work goes on
+through a pause, so `graceful.stopping(app)` fires at a stop or a restart, not at a pause.
 """
 
 from __future__ import annotations

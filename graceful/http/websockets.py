@@ -1,10 +1,10 @@
 """How the stop closes websockets: the close code, its reason, the closing handshake's bound.
 
-A stop sends 1001 (going away); a restart hand-over will send 1012 (service restart), which
-tells a client to reconnect to the same address. The reason text is the operator's
-(--websocket-close-reason). The closing handshake (our close frame, the client's reply) is
-bounded by --websocket-close-timeout: a client that never answers has its connection
-dropped then (aiohttp's own close would wait its `timeout`, 10 s by default), and the
+A stop sends 1001 (going away); a restart (new workers serve already) sends 1012 (service
+restart), which tells a client to reconnect to the same address at once. The reason text is
+the operator's (--websocket-close-reason). The closing handshake (our close frame, the
+client's reply) is bounded by --websocket-close-timeout: a client that never answers has its
+connection dropped then (aiohttp's own close would wait its `timeout`, 10 s by default), and the
 handler's receive loop ends as for any closed websocket.
 
 The usual handler waits in `async for msg in ws`. aiohttp's close() from another task ends
@@ -43,7 +43,7 @@ GOING_AWAY = WebSocketClose()
 
 
 def restart_close(stop: WebSocketClose) -> WebSocketClose:
-    """The close a restart hand-over sends: 1012, with the stop's reason and bound."""
+    """The close a restart sends: 1012, with the stop's reason and bound."""
     return dataclasses.replace(stop, code=WSCloseCode.SERVICE_RESTART)
 
 

@@ -1,0 +1,57 @@
+"""What a client sees of a restart: it can tell it from a shutdown, and come back at once.
+
+1. A websocket open at a restart is closed with 1012 (service restart), its reason the
+   operator's; at a stop, with 1001 (going away).
+2. The server-sent-events example (examples/sse.py) at a restart: its last event says
+   "retry: 0" (`graceful.stopping(request).kind == "restart"`), and a client reconnecting
+   with Last-Event-ID is served the events it missed, in order, by the new worker: no gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+
+from tests.test_stopping_e2e import open_stream, read_chunked
+
+
+async def test_websockets_get_1012_at_a_restart_and_1001_at_a_stop(serve):
+    """1."""
+    server = serve("tests.apps:basic")
+    server.wait_for("supervisor.ready")
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/ws")
+        server.signal(signal.SIGHUP)
+        message = await asyncio.wait_for(ws.receive(), 30)
+        assert message.type == aiohttp.WSMsgType.CLOSE
+        assert (message.data, message.extra) == (1012, "server stopping")
+        await asyncio.to_thread(server.wait_for, "restart.done", 30)
+        ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/ws")
+        server.signal(signal.SIGTERM)
+        message = await asyncio.wait_for(ws.receive(), 30)
+        assert message.data == 1001
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_sse_resumes_after_a_restart_without_a_gap(serve):
+    """2."""
+    server = serve("sse:create_app", "--app-dir", "examples")
+    server.wait_for("supervisor.ready")
+    conn, _ = await open_stream(server.port)
+    await asyncio.sleep(0.5)
+    server.signal(signal.SIGHUP)
+    body, whole = await read_chunked(conn)
+    assert whole and body.endswith(b"event: bye\ndata: server restarting\nretry: 0\n\n"), body
+    ids = [int(line[4:]) for line in body.decode().splitlines() if line.startswith("id: ")]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    await asyncio.to_thread(server.wait_for, "restart.done", 30)
+    conn, _ = await open_stream(server.port, headers={"Last-Event-ID": str(ids[-1])})
+    await asyncio.sleep(0.5)
+    server.signal(signal.SIGTERM)
+    body, whole = await read_chunked(conn)
+    resumed = [int(line[4:]) for line in body.decode().splitlines() if line.startswith("id: ")]
+    assert resumed[:3] == [ids[-1] + 1, ids[-1] + 2, ids[-1] + 3]
+    assert body.endswith(b"retry: 1000\n\n")
+    assert await asyncio.to_thread(server.wait) == 0
