@@ -126,7 +126,8 @@ def _stop_and_judge(sandbox: Sandbox, client: Client) -> list[str]:
 
 
 def _assert_none(problems: list[str], sandbox: Sandbox) -> None:
-    assert not problems, "\n".join([*problems, f"systemd's log: {sandbox.state}/systemd.log"])
+    assert not problems, "\n".join([*problems, f"{sandbox.version}'s log: "
+                                                f"{sandbox.state}/systemd.log"])
 
 
 def test_stop_with_a_request_in_flight(sandbox: Sandbox) -> None:

@@ -85,6 +85,9 @@ class Sandbox:
     def __init__(self, state: Path) -> None:
         self.state = state
         self.pid1 = int((state / "pid1").read_text())
+        version = subprocess.run([SYSTEMD, "--version"], capture_output=True, text=True,
+                                 timeout=10)
+        self.version = version.stdout.partition("\n")[0]  # "systemd 252 (252.38-1~deb12u1)"
         self._clients: list[Client] = []
 
     @classmethod

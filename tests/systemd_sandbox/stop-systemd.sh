@@ -28,10 +28,13 @@ if [ -n "$CGHOST" ] && [ -d "$CGHOST" ]; then
   done
 fi
 [ -n "$CGHOST" ] && [ -d "$CGHOST" ] && echo "cgroup $CGHOST not removed: $(cat $CGHOST/cgroup.procs 2>/dev/null | wc -l) procs" >&2
-lr=$(cat "$ST/ptylog.pid" 2>/dev/null || true)   # exits by itself once unshare has exited
+# ptylog exits by itself once unshare has exited; an orphan, it stays a zombie until the
+# machine's init reaps it (seconds, in some containers): a zombie is gone for us
+running() { [ -d /proc/$1 ] && ! grep -q '^State:.*zombie' /proc/$1/status 2>/dev/null; }
+lr=$(cat "$ST/ptylog.pid" 2>/dev/null || true)
 if [ -n "$lr" ]; then
-  for i in $(seq 1 30); do [ -d /proc/$lr ] || break; sleep 0.1; done
-  [ -d /proc/$lr ] && grep -q ptylog /proc/$lr/cmdline && kill "$lr"
+  for i in $(seq 1 30); do running "$lr" || break; sleep 0.1; done
+  running "$lr" && grep -q ptylog /proc/$lr/cmdline && kill "$lr"
 fi
 rm -f "$ST/pid1" "$ST/unshare.pid" "$ST/ptylog.pid" "$ST/cgroup"
 echo "stopped" >&2
