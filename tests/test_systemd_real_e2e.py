@@ -5,13 +5,13 @@ updates checkpointed, as an operator runs them (tests/systemd_sandbox says how).
 What each test proves holds for the systemd it ran under: 252 (Debian 12, RHEL 9) on the
 machine these were written on. 253 (Type=notify-reload) and 254 (pidfd tracking) may differ.
 
-After every stop the same verdict (`_judge`): the request in flight was answered 200; the
+After every stop the same verdict (`_stop_and_judge`): the request in flight was answered 200; the
 checkpoint holds every answered update and no more than were sent; systemd's log shows no
 SIGKILL to the unit's processes and no main pid that is not its child; the unit ended
 inactive, not failed.
 
-The stream of updates ends just before `systemctl stop`: the socket unit stays listening, and
-a connection after the stop would start the service again.
+No update is sent once `systemctl stop` is issued (those in flight are counted): the socket
+unit stays listening, and a connection after the stop would start the service again.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def test_stop_0_3_s_after_reload(sandbox: Sandbox) -> None:
     """Proves systemd 252:
     1. `systemctl start`; a stream of answered counter updates; a 5 s request in flight
        (it outlasts the reload: 0.9-2.6 s to READY=1 on this machine);
-    2. `systemctl reload` (ExecReload=: SIGHUP), until a new process answers;
+    2. `systemctl reload` (ExecReload=: SIGHUP), until systemd hears READY=1;
     3. `systemctl stop` 0.3 s later, while the old process still drains the request: the
        request is answered, no answered update is lost, no SIGKILL, the unit ends
        inactive."""
@@ -166,7 +166,7 @@ def test_stop_0_3_s_after_reload(sandbox: Sandbox) -> None:
 def test_stop_4_s_after_reload(sandbox: Sandbox) -> None:
     """Proves systemd 252:
     1. `systemctl start`; a stream of answered counter updates;
-    2. `systemctl reload`, until a new process answers;
+    2. `systemctl reload`, until systemd hears READY=1;
     3. 2.5 s later a 3 s request, on the new process;
     4. `systemctl stop` 4 s after the reload: the request is answered, no answered update is
        lost, no SIGKILL, the unit ends inactive."""
@@ -184,8 +184,8 @@ def test_stop_4_s_after_reload(sandbox: Sandbox) -> None:
 def test_main_pid_kept_across_reload(sandbox: Sandbox) -> None:
     """Proves systemd 252:
     1. `systemctl start`: MainPID is the process systemd started;
-    2. `systemctl reload`, until a new process answers and the unit is running again:
-       MainPID is the same, and systemd never supervised a process that is not its child."""
+    2. `systemctl reload`, until systemd hears READY=1 and a new process answers: MainPID
+       is the same, and systemd never supervised a process that is not its child."""
     client = _start(sandbox)
     main_pid = sandbox.show("MainPID")["MainPID"]
     serving = client.ask("pid")["pid"]
