@@ -41,9 +41,9 @@ _DROP_IN = """\
 StandardOutput=append:/var/lib/graceful-app.log
 StandardError=inherit
 """
-# Only where this interpreter lives under a folder other users cannot enter (/root here):
-# a dynamic user could not start it (status 203/EXEC).
 _DROP_IN_ROOT = """\
+# This interpreter lives under a folder other users cannot enter (/root): a dynamic user
+# could not start it (status 203/EXEC).
 DynamicUser=no
 """
 
@@ -58,7 +58,7 @@ def unavailable() -> str | None:
         return f"no {SYSTEMD}"
     if not _cgroup2():
         return "no cgroup2 hierarchy (/sys/fs/cgroup/unified or a unified /sys/fs/cgroup)"
-    for tool in ("unshare", "nsenter", "setsid", "bc"):
+    for tool in ("unshare", "nsenter", "setsid"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     if not (Path(sys.prefix) / "bin" / "graceful").exists():

@@ -75,5 +75,5 @@ for i in $(seq 1 500); do
   sleep 0.05
 done
 t1=$(date +%s.%N)
-echo "systemd PID1 host pid $c; state: $st; started in $(echo "$t1 - $t0" | bc) s" >&2
+echo "systemd PID1 host pid $c; state: $st; started in $(awk "BEGIN { print $t1 - $t0 }") s" >&2
 echo "$c"
