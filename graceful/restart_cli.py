@@ -27,8 +27,15 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
     Exit codes: 0 the new workers serve (their pids are printed); 1 the restart failed (the
     reason is printed; the old workers serve on), or no outcome within --timeout;
     2 usage error (no such process, not a graceful serve, no pid given).
+    SIGTERM only ends the wait, with exit 0: it is how a service manager cancels a reload
+    job when a stop supersedes it (the restart is the supervisor's, which the stop ends),
+    and a reload command killed by it would mark the unit failed after a clean stop.
     """
+    import signal
+
     from graceful.supervisor.control import NotASupervisor, ask
+
+    signal.signal(signal.SIGTERM, _stop_waiting)
 
     if sys.platform == "win32":
         _fail("on Windows, restart the service: graceful service restart NAME", ExitCode.USAGE)
@@ -66,6 +73,12 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
     except OSError as err:
         _fail(f"lost the supervisor's answer: {err}", ExitCode.ERROR)
     _fail(f"process {pid} ended without reporting the restart's outcome", ExitCode.ERROR)
+
+
+def _stop_waiting(signum: int, frame: object) -> None:
+    click.echo("graceful restart: SIGTERM: no longer waiting for the outcome (the restart "
+               "is the supervisor's; a stop ends it); see the service's log", err=True)
+    sys.exit(ExitCode.OK)
 
 
 def _pids(pids: object) -> str:
