@@ -823,6 +823,20 @@ async def _loaded_modules(request: web.Request) -> web.Response:
     return web.json_response(sorted(m for m in sys.modules if m.startswith(watched)))
 
 
+def instrumented() -> web.Application:
+    """An app with metrics of its own, as users of prometheus_client write it: a Counter in
+    the default registry, counted by GET /hit."""
+    from prometheus_client import Counter
+
+    hits = Counter("app_hits", "Hits of /hit.")
+
+    async def hit(request: web.Request) -> web.Response:
+        hits.inc()
+        return web.Response(text="hit\n")
+
+    return _basic_with_route("/hit", hit)
+
+
 def observed() -> web.Application:
     """For the metrics tests: the basic routes; /modules says which metrics modules are
     loaded; at the stop an on_shutdown handler that fails, then a hook that takes 1.5 s
