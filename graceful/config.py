@@ -81,6 +81,9 @@ class Config:
     pid_file: Path | None = None
     # HOST:PORT to serve Prometheus metrics on, its own listener (graceful/metrics.py).
     metrics_bind: str | None = None
+    # Serve prometheus_client's default registry (process, platform, GC collectors and the
+    # app's own metrics) on /metrics beside graceful's (graceful/metrics_registry.py).
+    metrics_default_registry: bool = True
     workers: int = 1  # processes behind the supervisor (graceful serve)
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,11 @@ if TYPE_CHECKING:  # a server without a checkpoint does not import it at start
 
 log = get_logger()
 
+# A flush that holds the loop this long delays every request due meanwhile: the budget of
+# the whole drain's overhead. Said once a minute at most while it lasts.
+SLOW_LOOP_MS = 20.0
+SLOW_EVERY_S = 60.0
+
 
 class Flusher:
     def __init__(self, checkpointer: ckpt.Checkpointer | None, interval: float | None, *,
@@ -25,6 +31,8 @@ class Flusher:
         # told of each generation written (the metrics' observer, graceful/metrics.py)
         self._on_flushed = on_flushed or (lambda result: None)
         self._periodic: asyncio.Task[None] | None = None
+        self._slow_said_at: float | None = None
+        self._slow_since = 0  # slow flushes not said yet
 
     def start(self) -> None:
         """Flush every `interval` seconds while serving (when the state changed)."""
@@ -52,6 +60,7 @@ class Flusher:
         finally:
             checkpointer.close()
         log_invalid(result.invalid, final=True)
+        self._say_if_slow(result, final=True)
         log.info("checkpoint.flushed", path=str(checkpointer.path),
                  generation=result.generation, bytes=result.bytes, took_ms=round(result.took_ms, 2))
         self._on_flushed(result)
@@ -91,10 +100,26 @@ class Flusher:
                 log.error("checkpoint.failed", error=str(err), periodic=True)
                 continue
             log_invalid(result.fresh)
+            self._say_if_slow(result)
             if result.written:
                 log.debug("checkpoint.flushed", generation=result.generation,
                           bytes=result.bytes, took_ms=round(result.took_ms, 2), periodic=True)
                 self._on_flushed(result)
+
+
+    def _say_if_slow(self, result: ckpt.FlushResult, *, final: bool = False) -> None:
+        """`checkpoint.slow` when the flush held the loop SLOW_LOOP_MS or more: the size of
+        the state and the time, so that the cost of a large state is seen where it is paid."""
+        if result.loop_ms < SLOW_LOOP_MS:
+            return
+        self._slow_since += 1
+        now = time.monotonic()
+        if not final and self._slow_said_at is not None and now - self._slow_said_at < SLOW_EVERY_S:
+            return
+        log.warning("checkpoint.slow", state_bytes=result.state_bytes,
+                    loop_ms=round(result.loop_ms, 1), took_ms=round(result.took_ms, 1),
+                    written=result.written, flushes=self._slow_since, final=final)
+        self._slow_said_at, self._slow_since = now, 0
 
 
 def log_invalid(problems: Iterable[ckpt.Problem], *, final: bool = False) -> None:

@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 from graceful.config import parse_bind
 from graceful.errors import ConfigError
 from graceful.logs import get_logger
+from graceful.metrics_registry import Readable, to_serve
 from graceful.stop import StopObserver
 
 if TYPE_CHECKING:
@@ -71,9 +72,10 @@ class Metrics(StopObserver):
     """The runtime's metrics: counters kept from the stop's notifications, gauges read from
     the runtime at each scrape; served by `bind()` until `stopped`."""
 
-    def __init__(self, runtime: Runtime, bind: str) -> None:
+    def __init__(self, runtime: Runtime, bind: str, *, default_registry: bool = True) -> None:
         self._runtime = runtime
         self.host, self.port = parse_bind(bind)
+        self._default_registry = default_registry
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self._stops = Counter("graceful_stops", NAMES["graceful_stops_total"],
                               ["source", "mode"], registry=registry)
@@ -114,7 +116,8 @@ class Metrics(StopObserver):
         except OSError as err:
             raise ConfigError(f"cannot serve metrics on {self.host}:{self.port}: "
                               f"{err.strerror or err}") from err
-        self._server = _serve(sock, self.registry)
+        self._server = _serve(sock, to_serve(self.registry,
+                                             default_registry=self._default_registry))
         self.port = self._server.server_port
         log.info("metrics.started", host=self.host, port=self.port)
 
@@ -267,7 +270,7 @@ class _Server(ThreadingWSGIServer):
             self.serve_forever()
 
 
-def _serve(sock: socket.socket, registry: CollectorRegistry) -> _Server:
+def _serve(sock: socket.socket, registry: Readable) -> _Server:
     """prometheus_client's server (start_http_server's pieces) on a listening socket of
     ours, on a thread of its own: what TCPServer's bind would have set, set from the
     socket. Non-blocking: after a restart two processes accept from this one socket, and
@@ -281,7 +284,7 @@ def _serve(sock: socket.socket, registry: CollectorRegistry) -> _Server:
     host, port = server.server_address[:2]
     server.server_name, server.server_port = socket.getfqdn(host), port
     server.setup_environ()
-    server.set_app(make_wsgi_app(registry))
+    server.set_app(make_wsgi_app(registry))  # type: ignore[arg-type]
     sock.setblocking(False)
     threading.Thread(target=server.serve, name="graceful-metrics", daemon=True).start()
     return server

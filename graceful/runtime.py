@@ -88,7 +88,8 @@ class Runtime(RuntimeView):
         self._metrics: Any = None
         if self.config.metrics_bind is not None:  # prometheus_client imported only then
             from graceful.metrics import Metrics
-            self._metrics = Metrics(self, self.config.metrics_bind)
+            self._metrics = Metrics(self, self.config.metrics_bind,
+                                    default_registry=self.config.metrics_default_registry)
             self._observers.append(self._metrics)
         self._pauser: Pauser | None = None
 

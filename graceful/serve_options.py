@@ -93,6 +93,10 @@ _OPTIONS = [
     _option("--metrics-bind", metavar="HOST:PORT",
             help="Serve Prometheus metrics on /metrics at HOST:PORT, a listener of its own "
                  "that stays up through the stop (the metrics extra)."),
+    _option("--metrics-default-registry/--no-metrics-default-registry",
+            help="Serve prometheus_client's default registry on /metrics too: the process "
+                 "collector and the app's own metrics; --no-metrics-default-registry serves "
+                 "graceful's alone."),
     click.option("--app-dir", envvar="GRACEFUL_APP_DIR", show_envvar=True, show_default=True,
                  type=click.Path(file_okay=False), default=".",
                  help="Folder to import MODULE from (put first on the import path)."),

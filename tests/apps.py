@@ -614,8 +614,9 @@ def slow_volume() -> web.Application:
 
 
 def large_state() -> web.Application:
-    """A state of $STATE_MB megabytes of records that never changes, and a loop-lag probe:
-    GET /lag gives the loop stalls seen (ms) and the time one json.dumps of the state takes."""
+    """A state of $STATE_MB megabytes of records that never changes (with $STATE_CHANGES:
+    one of them changes every few milliseconds), and a loop-lag probe: GET /lag gives the
+    loop stalls seen (ms) and the time one json.dumps of the state takes."""
     import json
     import time
 
@@ -625,6 +626,8 @@ def large_state() -> web.Application:
     stalls: list[float] = []
     dumps_ms: list[float] = []
 
+    changing = bool(os.environ.get("STATE_CHANGES"))
+
     async def fill(app: web.Application) -> None:
         state = app[graceful.STATE]
         state["users"] = {f"user{i:07d}": {"name": "x" * 20, "n": i, "tags": ["a", "b"]}
@@ -633,9 +636,9 @@ def large_state() -> web.Application:
             started = time.perf_counter()
             json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             dumps_ms.append((time.perf_counter() - started) * 1e3)
-        app[_PROBE] = asyncio.create_task(probe())
+        app[_PROBE] = asyncio.create_task(probe(state))
 
-    async def probe() -> None:
+    async def probe(state: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
@@ -643,6 +646,8 @@ def large_state() -> web.Application:
             stall = (loop.time() - started - 0.002) * 1e3
             if stall > 5:
                 stalls.append(stall)
+            if changing:  # $STATE_CHANGES: a record changes all the time, as a busy app's do
+                state["users"]["user0000000"]["n"] += 1
 
     async def stop_probe(app: web.Application) -> None:
         app[_PROBE].cancel()
@@ -821,6 +826,20 @@ def with_slow_ws() -> web.Application:
 async def _loaded_modules(request: web.Request) -> web.Response:
     watched = ("prometheus_client", "graceful.metrics")
     return web.json_response(sorted(m for m in sys.modules if m.startswith(watched)))
+
+
+def instrumented() -> web.Application:
+    """An app with metrics of its own, as users of prometheus_client write it: a Counter in
+    the default registry, counted by GET /hit."""
+    from prometheus_client import Counter
+
+    hits = Counter("app_hits", "Hits of /hit.")
+
+    async def hit(request: web.Request) -> web.Response:
+        hits.inc()
+        return web.Response(text="hit\n")
+
+    return _basic_with_route("/hit", hit)
 
 
 def observed() -> web.Application:

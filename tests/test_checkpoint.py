@@ -8,11 +8,17 @@
 6. `graceful checkpoint verify/show` exit 0/1 with one line.
 7. kill -9 at random instants during rapid checkpointing never leaves a torn or older file.
 8. The file assembled from per-key fragments is the canonical version-1 file.
+9. A flush that holds the loop (no fork: Windows) says so: `checkpoint.slow` with the
+   state's size and the time, once a minute at most while serving, and at the stop.
+10. In a forked child: the same generations as on the loop (unchanged keys not sent back,
+    the bad values named, a key that keeps its last written value), with the loop held for
+    the fork alone.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import signal
@@ -172,3 +178,52 @@ def test_fragments_assemble_to_the_canonical_file(tmp_path):
     path = tmp_path / "s.json"
     ckpt.write_atomic(path, pieces)
     assert ckpt.read(path).state == state and ckpt.read(path).generation == 7
+
+
+def _big_state(megabytes: float) -> dict:
+    return {"users": {f"user{i:07d}": {"name": "x" * 20, "n": i} for i in
+                      range(int(megabytes * 1e6 / 50))}}
+
+
+async def test_a_flush_that_holds_the_loop_says_so(tmp_path):
+    """9."""
+    from structlog.testing import capture_logs
+
+    from graceful.flushing import SLOW_LOOP_MS, Flusher
+
+    path = tmp_path / "s.json"
+    checkpointer = ckpt.Checkpointer(path, ckpt.CheckpointLock.acquire(path), off_loop=False)
+    checkpointer.state.update(_big_state(10))
+    flusher = Flusher(checkpointer, None)
+    with capture_logs() as logs:
+        assert await flusher.final(60) == 0
+    [slow] = [e for e in logs if e["event"] == "checkpoint.slow"]
+    assert slow["log_level"] == "warning" and slow["final"] is True
+    assert slow["loop_ms"] >= SLOW_LOOP_MS
+    users = ckpt.read(path).state["users"]
+    assert slow["state_bytes"] == len(json.dumps(users, sort_keys=True, separators=(",", ":")))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a forked child serialises where fork is")
+async def test_a_forked_snapshot_writes_what_the_loop_would(tmp_path):
+    """10."""
+    results = {}
+    for off_loop in (False, True):
+        path = tmp_path / f"{off_loop}.json"
+        checkpointer = ckpt.Checkpointer(path, ckpt.CheckpointLock.acquire(path),
+                                         off_loop=off_loop)
+        checkpointer.state.update(_big_state(1), hits=1, when="now")
+        first = await checkpointer.flush()
+        same = await checkpointer.flush(only_if_changed=True)
+        checkpointer.state.update(hits=2, when=object())  # hits changes; when cannot be kept
+        checkpointer.state[42] = "an int key"
+        last = await checkpointer.flush(only_if_changed=True)
+        checkpointer.close()
+        results[off_loop] = (first.generation, same.written, last.generation,
+                             sorted(p.path for p in last.invalid), ckpt.read(path).state)
+        assert last.state_bytes > 1_000_000
+    assert results[True] == results[False]
+    generations, unchanged_written, last_generation, invalid, state = results[True]
+    assert (generations, unchanged_written, last_generation) == (1, False, 2)
+    assert invalid == ['state["when"]', "state[42]"]
+    assert state["hits"] == 2 and state["when"] == "now"

@@ -7,7 +7,11 @@
 3. A second process on the same checkpoint refuses to start (exit 4, naming the pid that
    holds it); the first goes on and keeps its own count.
 4. A checkpoint rewritten behind the process's back is not overwritten: exit 4, logged.
-5. A large state that never changes costs one serialisation per tick on the loop.
+5. A large state that never changes costs one serialisation per tick, off the loop where
+   the platform can fork, else on it.
+6. A large state that changes all the time is serialised off the loop (POSIX): while
+   generation after generation is written, the loop never stalls for as long as half of
+   one json.dumps of the state (it did for a whole one, and a walk of it, at every tick).
 """
 
 from __future__ import annotations
@@ -110,20 +114,45 @@ async def test_checkpoint_rewritten_behind_our_back_is_not_overwritten(serve, tm
 
 
 async def test_large_unchanged_state_costs_one_serialisation_per_tick(serve, tmp_path):
-    """5. The app measures its own loop stalls; the median tick's stall is compared with
-    the time of one json.dumps of the same state, measured by the app in the same process.
-    (Before: three serialisations per tick, about 3x.)"""
+    """5. The app measures its own loop stalls; they are compared with the time of one
+    json.dumps of the same state, measured by the app in the same process. Where it can
+    fork, a tick's serialisation is a child's: no stall of half a json.dumps in 2 s of
+    ticks. Elsewhere the median tick's stall is under 2 json.dumps (before: three
+    serialisations per tick, about 3x)."""
     server = serve("tests.apps:large_state", "--checkpoint", str(tmp_path / "s.json"),
                    "--checkpoint-interval", "0.2", env={"STATE_MB": "5"})
-    deadline = asyncio.get_running_loop().time() + 60
+    loop = asyncio.get_running_loop()
+    watched_until, deadline = loop.time() + 2, loop.time() + 60
     while True:
         seen = json.loads((await get(server.port, "/lag")).body)
         one_dumps = statistics.median(seen["dumps_ms"])
         ticks = [stall for stall in seen["stalls_ms"] if stall > one_dumps / 2]
-        if len(ticks) >= 7 or asyncio.get_running_loop().time() > deadline:
+        if hasattr(os, "fork") and loop.time() > watched_until:
+            break
+        if len(ticks) >= 7 or loop.time() > deadline:
             break
         await asyncio.sleep(0.5)
     server.signal()
     assert await asyncio.to_thread(server.wait) == 0
+    if hasattr(os, "fork"):
+        assert ticks == [], seen
+        return
     assert len(ticks) >= 7, seen
     assert statistics.median(ticks) < 2 * one_dumps, seen
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="serialised off the loop where fork is")
+async def test_a_large_changing_state_is_serialised_off_the_loop(serve, tmp_path):
+    """6."""
+    path = tmp_path / "s.json"
+    server = serve("tests.apps:large_state", "--checkpoint", str(path),
+                   "--checkpoint-interval", "0.2", "--log-level", "debug",
+                   env={"STATE_MB": "5", "STATE_CHANGES": "1"})
+    for generation in range(1, 7):
+        await server.event("checkpoint.flushed", timeout=60, generation=generation)
+    seen = json.loads((await get(server.port, "/lag")).body)
+    server.signal()
+    assert await asyncio.to_thread(server.wait) == 0
+    one_dumps = statistics.median(seen["dumps_ms"])
+    assert [stall for stall in seen["stalls_ms"] if stall > one_dumps / 2] == [], seen
+    assert ckpt.read(path).state["users"]["user0000000"]["n"] > 0

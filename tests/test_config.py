@@ -67,6 +67,8 @@ def parsed(monkeypatch):
       "required"], "ssl_client_cert", "required"),
     (["--metrics-bind", "127.0.0.1:9100"], "metrics_bind", "127.0.0.1:9100"),
     ([], "metrics_bind", None),
+    ([], "metrics_default_registry", True),
+    (["--no-metrics-default-registry"], "metrics_default_registry", False),
 ])
 def test_flag_to_config(parsed, args, field, value):
     assert getattr(parsed(*args), field) == value
@@ -88,6 +90,7 @@ def test_flag_to_config(parsed, args, field, value):
     ({"GRACEFUL_BIND": "127.0.0.1:1 unix:/a.sock"}, "bind", ("127.0.0.1:1", "unix:/a.sock")),
     ({"GRACEFUL_UNIX_SOCKET_MODE": "600"}, "unix_socket_mode", 0o600),
     ({"GRACEFUL_METRICS_BIND": "[::1]:0"}, "metrics_bind", "[::1]:0"),
+    ({"GRACEFUL_METRICS_DEFAULT_REGISTRY": "0"}, "metrics_default_registry", False),
 ])
 def test_environment_to_config(parsed, env, field, value):
     assert getattr(parsed(env=env), field) == value

@@ -8,6 +8,9 @@
 4. Without --metrics-bind, the served process has not imported prometheus_client (nor
    graceful.metrics); with it, it has.
 5. A bad or busy --metrics-bind is a usage error (exit 2) before the app starts.
+6. /metrics also serves prometheus_client's default registry: the process collector and
+   the app's own metrics, beside graceful's; --no-metrics-default-registry (or its
+   environment variable, or its key in a --config file) serves graceful's alone.
 """
 
 from __future__ import annotations
@@ -121,3 +124,29 @@ async def test_bad_or_busy_metrics_bind_is_a_usage_error(serve):
         assert await server.exited() == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in "".join(server.raw)
     assert "server.started" not in server.names()
+
+
+@pytest.mark.parametrize("opt_out", [None, "flag", "env", "file"])
+async def test_the_default_registry_is_served_unless_opted_out(serve, tmp_path, opt_out):
+    """6."""
+    args, env = ["--metrics-bind", "127.0.0.1:0"], {}
+    if opt_out == "flag":
+        args.append("--no-metrics-default-registry")
+    elif opt_out == "env":
+        env["GRACEFUL_METRICS_DEFAULT_REGISTRY"] = "0"
+    elif opt_out == "file":
+        (tmp_path / "g.toml").write_text("metrics-default-registry = false\n")
+        args += ["--config", str(tmp_path / "g.toml")]
+    server = serve("tests.apps:instrumented", *args, env=env)
+    for _ in range(3):
+        await server.get("/hit")
+    page = await scrape(server)
+    assert _value(page, "graceful_phase", phase="ready") == 1
+    if opt_out is None:
+        assert _value(page, "app_hits_total") == 3
+        assert _value(page, "process_cpu_seconds_total") > 0
+        assert page.count("# TYPE graceful_phase gauge") == 1
+    else:
+        assert "app_hits_total" not in page and "process_cpu_seconds_total" not in page
+    server.signal()
+    assert await server.exited() == 0

@@ -1,11 +1,15 @@
 """Generations of one state dict written to one path: one writer, a cheap unchanged check.
 
-A flush takes its snapshot on the loop, so it is consistent: one json.dumps per top-level
-key (the C encoder; a key whose JSON is the same as at the last tick is not examined
-further). The checksum, the encoding and the write run on one writer thread, one write at
-a time and in order: a flush waits for the write in progress (a periodic one the stop has
-cancelled included) before taking its snapshot. A key whose value the file cannot keep
+A flush takes its snapshot on the loop, between two callbacks, so it is consistent. Where
+the platform can fork (forked.py) the snapshot is a forked child: it serialises the state
+(one json.dumps per top-level key, the C encoder) and checks the values while the loop
+serves on, and answers with the JSON of the keys that changed since the last write only.
+Elsewhere (Windows, or when a fork fails) the same serialisation runs on the loop. The
+checksum, the encoding and the write run on one writer thread, one write at a time and in
+order: a flush waits for the write in progress (a periodic one the stop has cancelled
+included) before taking its snapshot. A key whose value the file cannot keep
 (graceful/checkpoint/values.py) keeps its last written value; the other keys are written.
+A key whose JSON is the one last written is not examined further.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import os
+import pickle
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from graceful.checkpoint import fileformat, lock, values, writer
+from graceful.checkpoint import fileformat, forked, lock, values, writer
 from graceful.errors import CheckpointError
 
 _Identity = tuple[int, int, int, int] | None
@@ -35,6 +42,20 @@ class FlushResult:
     # `fresh` are those not reported by an earlier flush.
     invalid: tuple[values.Problem, ...] = ()
     fresh: tuple[values.Problem, ...] = ()
+    # How long the loop was held (the fork, or the whole serialisation where there is no
+    # fork), and the size of the state's JSON whether or not it was written.
+    loop_ms: float = 0.0
+    state_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Serialised:
+    """The state's JSON by top-level key: `same` are the keys whose JSON is the one last
+    written, `changed` the JSON of the others that the file can keep."""
+
+    same: tuple[str, ...]
+    changed: dict[str, str]
+    invalid: tuple[values.Problem, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +64,7 @@ class _Snapshot:
     invalid: tuple[values.Problem, ...]
     unchanged: bool
     started: float
+    loop_ms: float
 
 
 class Checkpointer:
@@ -50,7 +72,9 @@ class Checkpointer:
 
     def __init__(self, path: Path, held: lock.CheckpointLock,
                  restored: fileformat.Snapshot | None = None,
-                 fallback: CheckpointError | None = None) -> None:
+                 fallback: CheckpointError | None = None, *,
+                 off_loop: bool | None = None) -> None:
+        """`off_loop`: serialise in a forked child (None: where the platform can)."""
         self.path = path
         self.restored = restored
         self.fallback = fallback
@@ -59,8 +83,8 @@ class Checkpointer:
         self._lock = held
         state = restored.state if restored else {}
         self._written = {key: fileformat.dumps(value) for key, value in state.items()}
-        self._seen: dict[str, tuple[str, list[values.Problem]]] = {}
         self._reported: set[values.Problem] = set()
+        self._off_loop = forked.available() if off_loop is None else off_loop
         self._on_disk = _identity(path)
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "graceful-checkpoint")
         self._pending: concurrent.futures.Future[FlushResult] | None = None
@@ -94,7 +118,6 @@ class Checkpointer:
         self.generation = restored.generation if restored else 0
         state = restored.state if restored else {}
         self._written = {key: fileformat.dumps(value) for key, value in state.items()}
-        self._seen = {}
         self._on_disk = _identity(self.path)
         return restored
 
@@ -107,7 +130,8 @@ class Checkpointer:
         return problems
 
     async def flush(self, *, only_if_changed: bool = False) -> FlushResult:
-        """Snapshot the state now, on the loop, and write it on the writer thread.
+        """Snapshot the state now, on the loop (a fork where it can), and write it on the
+        writer thread.
 
         Waits first for a write in progress. With `only_if_changed`, a state whose JSON is
         the one last written is not written again (`written` is False).
@@ -116,7 +140,19 @@ class Checkpointer:
         pending = self._pending
         if pending is not None and not pending.done():
             await asyncio.wait([asyncio.wrap_future(pending)])
-        snapshot = self._snapshot()
+        started, written = time.perf_counter(), self._written
+        child = None
+        if self._off_loop:
+            with contextlib.suppress(OSError):  # no fork now (memory, process limit)
+                child = forked.start(functools.partial(_serialise_portable, self.state,
+                                                       written))
+        if child is not None:
+            loop_ms = (time.perf_counter() - started) * 1e3
+            self._pending = self._pool.submit(self._finish, child, written, started, loop_ms,
+                                              only_if_changed)
+            return await asyncio.wrap_future(self._pending)
+        snapshot = self._snapshot(_serialise(self.state, written), written, started,
+                                  (time.perf_counter() - started) * 1e3)
         if only_if_changed and snapshot.unchanged:
             return self._result(snapshot, 0, written=False)
         self._pending = self._pool.submit(self._write, snapshot)
@@ -129,7 +165,10 @@ class Checkpointer:
         pending = self._pending
         if pending is not None and not pending.done():
             concurrent.futures.wait([pending], timeout)
-        self._pending = self._pool.submit(self._write, self._snapshot())
+        started, written = time.perf_counter(), self._written
+        snapshot = self._snapshot(_serialise(self.state, written), written, started,
+                                  (time.perf_counter() - started) * 1e3)
+        self._pending = self._pool.submit(self._write, snapshot)
         try:
             return self._pending.result(max(deadline - time.monotonic(), 0))
         except concurrent.futures.TimeoutError:
@@ -153,47 +192,39 @@ class Checkpointer:
         if self._closed:
             raise CheckpointError(f"{self.path}: the checkpoint is closed (final flush done)")
 
-    # -- on the loop -----------------------------------------------------------------------
+    # -- on the loop or the writer thread ---------------------------------------------------
 
-    def _snapshot(self) -> _Snapshot:
-        started = time.perf_counter()
-        fragments: dict[str, str] = {}
-        invalid: list[values.Problem] = []
-        seen: dict[str, tuple[str, list[values.Problem]]] = {}
-        for key, value in self.state.items():
-            if type(key) is not str:
-                invalid += values.check_item(key, value, strings=True)
-                continue
-            try:
-                text = fileformat.dumps(value)
-            except (TypeError, ValueError, RecursionError) as err:
-                invalid += (values.check_item(key, value, strings=True)
-                            or [values.Problem(key, values.path_of(key), str(err))])
-                continue
-            cached = self._seen.get(key)
-            if cached is not None and cached[0] == text:
-                text, problems = cached  # the same JSON: examined at an earlier tick
-            else:
-                problems = values.check_item(key, value, strings=not text.isascii())
-            seen[key] = (text, problems)
-            if problems:
-                invalid += problems
-            else:
-                fragments[key] = text
-        self._seen = seen
-        for problem in invalid:
-            kept = self._written.get(problem.key) if type(problem.key) is str else None
+    def _snapshot(self, serialised: _Serialised, written: Mapping[str, str], started: float,
+                  loop_ms: float) -> _Snapshot:
+        """The file's fragments: `written` for the keys that did not change (and for those
+        whose new value the file cannot keep), the new JSON for the others."""
+        fragments = {key: written[key] for key in serialised.same}
+        fragments.update(serialised.changed)
+        for problem in serialised.invalid:
+            kept = written.get(problem.key) if type(problem.key) is str else None
             if kept is not None and problem.key not in fragments:
                 fragments[problem.key] = kept
-        return _Snapshot(fragments, tuple(invalid), fragments == self._written, started)
+        return _Snapshot(fragments, serialised.invalid, fragments == written, started, loop_ms)
 
     def _result(self, snapshot: _Snapshot, size: int, *, written: bool) -> FlushResult:
         fresh = tuple(p for p in snapshot.invalid if p not in self._reported)
         self._reported = set(snapshot.invalid)
         return FlushResult(self.generation, size, (time.perf_counter() - snapshot.started) * 1e3,
-                           written, snapshot.invalid, fresh)
+                           written, snapshot.invalid, fresh, snapshot.loop_ms,
+                           sum(len(text) for text in snapshot.fragments.values()))
 
     # -- on the writer thread --------------------------------------------------------------
+
+    def _finish(self, child: forked.Child, written: Mapping[str, str], started: float,
+                loop_ms: float, only_if_changed: bool) -> FlushResult:
+        try:
+            serialised = child.result()
+        except forked.ChildFailed as err:
+            raise CheckpointError(f"{self.path}: the snapshot failed: {err}") from None
+        snapshot = self._snapshot(serialised, written, started, loop_ms)
+        if only_if_changed and snapshot.unchanged:
+            return self._result(snapshot, 0, written=False)
+        return self._write(snapshot)
 
     def _write(self, snapshot: _Snapshot) -> FlushResult:
         on_disk = _identity(self.path)
@@ -208,6 +239,51 @@ class Checkpointer:
         self.generation = generation
         self._written = snapshot.fragments
         return self._result(snapshot, size, written=True)
+
+
+def _serialise(state: Mapping[Any, Any], written: Mapping[str, str]) -> _Serialised:
+    """One json.dumps per top-level key; the values of a key whose JSON changed are checked
+    (values.py). Runs in the forked child, or on the loop."""
+    same: list[str] = []
+    changed: dict[str, str] = {}
+    invalid: list[values.Problem] = []
+    for key, value in state.items():
+        if type(key) is not str:
+            invalid += values.check_item(key, value, strings=True)
+            continue
+        try:
+            text = fileformat.dumps(value)
+        except (TypeError, ValueError, RecursionError) as err:
+            invalid += (values.check_item(key, value, strings=True)
+                        or [values.Problem(key, values.path_of(key), str(err))])
+            continue
+        if text == written.get(key):
+            same.append(key)
+            continue
+        problems = values.check_item(key, value, strings=not text.isascii())
+        if problems:
+            invalid += problems
+        else:
+            changed[key] = text
+    return _Serialised(tuple(same), changed, tuple(invalid))
+
+
+def _serialise_portable(state: Mapping[Any, Any], written: Mapping[str, str]) -> _Serialised:
+    """`_serialise`, its answer fit to cross the pipe: a key that pickle cannot carry (an
+    object used as a key) is named by its repr."""
+    serialised = _serialise(state, written)
+    invalid = tuple(problem if _picklable(problem.key)
+                    else dataclasses.replace(problem, key=repr(problem.key))
+                    for problem in serialised.invalid)
+    return dataclasses.replace(serialised, invalid=invalid)
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def _identity(path: Path) -> _Identity:

@@ -106,7 +106,6 @@ class ServiceHost:
         process' own exit) waits for the work the app left to threads, as the CLI does."""
         from graceful import logs
 
-        self.reporter.starting()
         # A service still gets console events: the C runtime turns CTRL_LOGOFF and
         # CTRL_SHUTDOWN into SIGBREAK, whose default would end us. System shutdown
         # comes through the SCM's PRESHUTDOWN and SHUTDOWN controls instead.
@@ -168,6 +167,9 @@ class ServiceHost:
         self.config = config = serve.config
         self.reporter.budget_s = config.stop_budget
         self.reporter.startup_budget_s = config.startup_timeout
+        # Only now: the first START_PENDING's wait hint is the start's own budget (the SCM
+        # shows START_PENDING from StartService on; reading the options takes milliseconds).
+        self.reporter.starting()
         if self.writer is None:
             self._open_log(log_file_for(args.name, config), early)
         logs.configure("json", config.log_level, stream=self.writer)  # type: ignore[arg-type]

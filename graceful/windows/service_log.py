@@ -122,7 +122,7 @@ class RotatingWriter:
 
     def _put(self, text: str) -> bool:
         data = text.encode("utf-8", errors="replace")
-        if self._torn:  # the end of a line cut by a full disk: start a fresh one
+        if self._torn:  # a cut line could not be taken back: end it, start a fresh one
             data = b"\n" + data
         before = self._size
         try:
@@ -132,14 +132,24 @@ class RotatingWriter:
                 data = data[written:]
             self._torn = False
         except OSError as err:  # a full disk, a volume gone
-            # Part of the line may be in the file even when the error says nothing of it.
-            with contextlib.suppress(OSError):
-                self._torn = self._torn or os.fstat(self._file.fileno()).st_size > before
             self.error = f"{type(err).__name__}: {err}"
+            self._take_back(before)
             self._close_file()
             self._reopen_at = self._clock() + REOPEN_RETRY_S
             return False
         return True
+
+    def _take_back(self, size: int) -> None:
+        """Cut the file back to `size`, where the failed line began: part of it may be in
+        the file even when the error says nothing of it, and a reader of JSON lines would
+        stop at it. Only if that fails is the cut line ended by the next one."""
+        try:
+            fd = self._file.fileno()
+            if os.fstat(fd).st_size > size:
+                os.ftruncate(fd, size)
+            self._size = size
+        except OSError:
+            self._torn = True
 
     def _open(self) -> bool:
         try:

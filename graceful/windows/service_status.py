@@ -63,10 +63,11 @@ class ServiceReporter(StopObserver):
     def starting(self) -> None:
         """START_PENDING, accepting STOP (a stop ends the start), then progress every
         START_TICK_S with a wait hint from what is left of the startup budget, until the
-        state changes or the budget is spent (then the SCM's own timeout shows the hang)."""
+        state changes or the budget is spent (then the SCM's own timeout shows the hang).
+        Nothing after a stop control that came first: pending states only go forward."""
         self._started_at = self._win32.monotonic()
         self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED_STARTING,
-                     hint_s=self.startup_budget_s + HINT_SLACK_S)
+                     hint_s=self.startup_budget_s + HINT_SLACK_S, only_from=w.SERVICE_STOPPED)
         threading.Thread(target=self._tick_start, name="graceful.start-progress",
                          daemon=True).start()
 
