@@ -303,3 +303,58 @@ async def test_orphaned_grandchildren_are_reaped(namespace):
     assert not zombies(ns.init)
     ns.signal(signal.SIGTERM)
     assert await asyncio.to_thread(ns.wait) == 0
+
+
+def restart_inside(ns: Namespace, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`graceful restart --pid PID` run inside the container (`docker exec`), PID the
+    supervisor's pid there (1, or dumb-init's child)."""
+    command = ["nsenter", "-t", str(ns.init), "-p", "-m", sys.executable, "-m", "graceful",
+               "restart", "--pid", str(ns.ready["pid"]), "--timeout", "30"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+async def test_graceful_restart_inside_the_container_reports_its_outcome(namespace):
+    """6. `graceful restart --pid P` inside the container (`docker exec`, P the
+    supervisor's pid there): a release that fails to start exits 1 with the reason (the
+    old worker serves on); a good one exits 0 naming this container's new workers, and
+    the new release serves."""
+    ns = namespace()
+    server = ns.server
+    (old,) = ns.ready["workers"]
+    namespace.release.write_text("startup-error\n")
+    failed = await asyncio.to_thread(restart_inside, ns)
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    assert "exited before it was ready (exit code 1)" in failed.stderr, failed.stderr
+    assert await get(server.port, "/release") == (200, f"v1 {old}\n")
+    namespace.release.write_text("v2\n")
+    done = await asyncio.to_thread(restart_inside, ns)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    outcome = await _restart_done(server, 2)
+    assert f"pid {ns.ready['pid']} serves with workers {outcome['workers'][0]}" in done.stdout
+    status, body = await get(server.port, "/release")
+    assert (status, body) == (200, f"v2 {outcome['workers'][0]}\n")
+    ns.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(ns.wait) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="the control socket's abstract address is keyed by the "
+                   "pid inside the PID namespace: containers sharing a network namespace "
+                   "collide, and `graceful restart` restarts the other container's service")
+async def test_two_containers_on_the_host_network_each_restart_their_own(namespace):
+    """7. Two containers sharing the host's network namespace (`docker run --network
+    host`, Kubernetes' hostNetwork), each with graceful as its entrypoint: their
+    supervisors have the same pid inside their containers. `graceful restart` inside the
+    second must restart the second's workers, not the first's, and each supervisor's
+    control socket must be its own (no `supervisor.control_unavailable`)."""
+    first, second = namespace(), namespace()
+    assert first.ready["pid"] == second.ready["pid"]
+    done = await asyncio.to_thread(restart_inside, second)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "restart.requested" not in first.server.names(), \
+        f"the other container restarted: {done.stdout}"
+    unavailable = [e for ns in (first, second) for e in ns.server.events
+                   if e["event"] == "supervisor.control_unavailable"]
+    assert not unavailable, unavailable
+    restarted = await second.server.event("restart.done", 30)
+    status, body = await get(second.server.port, "/release")
+    assert status == 200 and int(body.split()[1]) in restarted["workers"], body
