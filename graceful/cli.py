@@ -124,8 +124,12 @@ def serve(target: str, **options: Any) -> None:
     from graceful.supervisor import supervise
     from graceful.supervisor.main import serve_args
 
-    _exit(supervise(target, app_dir, config, lambda: parse_serve(serve_args()).config,
-                    early))
+    try:
+        code = supervise(target, app_dir, config, lambda: parse_serve(serve_args()).config,
+                         early)
+    except GracefulError as err:
+        _fail(err)
+    _exit(code)
 
 
 @main.command(hidden=True)

@@ -177,8 +177,6 @@ async def test_sigterm_while_new_workers_start_ends_them_and_clients_see_refusal
     assert [e["code"] for e in server.events if e["event"] == "supervisor.exit"] == [0]
 
 
-@pytest.mark.xfail(strict=True, reason="a stop during a restart waits only for the serving "
-                   "workers: the supervisor exits 0 while a replaced worker still drains")
 async def test_sigterm_while_the_old_worker_drains_after_a_restart_answers_it(
         serve, release):
     """5. A request in flight on the old worker (an upload half sent) when a restart

@@ -232,8 +232,6 @@ async def test_docker_stop_drains_and_exits_0(namespace):
     assert [e["code"] for e in server.events if e["event"] == "supervisor.exit"] == [0]
 
 
-@pytest.mark.xfail(strict=True, reason="a stop during a restart waits only for the serving "
-                   "workers: the supervisor exits 0 while a replaced worker still drains")
 async def test_docker_stop_while_the_old_worker_drains_after_a_reload_answers_it(namespace):
     """3. `docker stop` soon after a reload: SIGTERM to PID 1 while the replaced worker
     still drains a request (an upload half sent). The container must not end before that
@@ -337,9 +335,6 @@ async def test_graceful_restart_inside_the_container_reports_its_outcome(namespa
     assert await asyncio.to_thread(ns.wait) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="the control socket's abstract address is keyed by the "
-                   "pid inside the PID namespace: containers sharing a network namespace "
-                   "collide, and `graceful restart` restarts the other container's service")
 async def test_two_containers_on_the_host_network_each_restart_their_own(namespace):
     """7. Two containers sharing the host's network namespace (`docker run --network
     host`, Kubernetes' hostNetwork), each with graceful as its entrypoint: their

@@ -30,9 +30,25 @@ Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], Awaitable
 
 
 def address(pid: int) -> str:
+    """The control socket of supervisor `pid` (as the caller's namespace numbers it). On
+    Linux the name holds the supervisor's PID namespace and its pid there: containers that
+    share a network namespace (host networking) each have a PID 1 of their own."""
     if sys.platform.startswith("linux"):
-        return f"\0graceful-supervisor-{pid}"
+        return "\0graceful-supervisor-{}-{}".format(*_namespaced(pid))
     return os.path.join(tempfile.gettempdir(), f"graceful-supervisor-{pid}.sock")
+
+
+def _namespaced(pid: int) -> tuple[int, int]:
+    """(the inode of `pid`'s PID namespace, its pid in that namespace)."""
+    try:
+        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return namespace, int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return 0, pid
 
 
 class ControlServer:
@@ -42,7 +58,12 @@ class ControlServer:
 
     async def start(self) -> None:
         path = address(os.getpid())
+        if not path.startswith("\0"):
+            with contextlib.suppress(OSError):  # a file left by a supervisor killed with pid
+                os.unlink(path)
         self._server = await asyncio.start_unix_server(self._serve, path=path)
+        if not path.startswith("\0"):
+            os.chmod(path, 0o600)
 
     async def close(self) -> None:
         if self._server is not None:

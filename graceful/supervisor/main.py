@@ -25,7 +25,9 @@ def supervise(target: str, app_dir: str | None, config: Config,
               reread: Callable[[], Config], early: EarlySignals | None = None) -> ExitCode:
     """Serve `target` with `config.workers` workers until a stop; the exit code.
     `reread` reads the options again for a restart (raises ConfigError); `early` holds the
-    signals that came before the supervisor's loop."""
+    signals that came before the supervisor's loop. Raises GracefulError when what the
+    supervisor itself opens (the listeners, the checkpoint's lock, --reload's watcher)
+    cannot be."""
     config = absolute_paths(config)
     # The workers' log goes through our pipes: "auto" is decided here, for the terminal.
     config = config.replace(log_format="json" if logs.writes_json() else "console")
@@ -44,10 +46,9 @@ def supervise(target: str, app_dir: str | None, config: Config,
             from graceful.checkpoint.lock import CheckpointLock
 
             lock = CheckpointLock.acquire(config.checkpoint)
-    except GracefulError as err:
+    except GracefulError:
         listening.close()
-        log.error("process.failed", error=str(err))
-        return err.exit_code
+        raise
     launcher = Launcher(target, app_dir, config, environ, listening,
                         lock_fd=lock.fd if lock is not None else None)
     workers = Workers(launcher, config.workers)

@@ -97,18 +97,13 @@ class Rolling:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         if self._starting:
-            # new workers that already serve drain with the others; the rest have served
-            # nothing and are ended at once
-            serving = [w for w in self._starting if w.ready.done() and w.ready.result()
-                       and not w.exited.done()]
-            starting = [w for w in self._starting if w not in serving]
+            # stopped with the others, by the same signal: one still starting ends at once
+            # (start.abandoned), one that accepts already (it may before we read its
+            # "ready") drains what it accepted
+            starting = [w for w in self._starting if not w.exited.done()]
             log.warning("restart.abandoned", pids=[w.pid for w in starting],
-                        serving=[w.pid for w in serving],
                         reason="stop requested while new workers were starting")
-            self._workers.adopt_extra(serving)
-            for worker in starting:
-                worker.stopping = True
-                worker.kill_group()
+            self._workers.adopt_extra(starting)
             self._starting = []
         self._fail_queued("the service is stopping")
 

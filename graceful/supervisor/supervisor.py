@@ -94,8 +94,9 @@ class Supervisor:
         started = time.perf_counter()
         first = await self._workers.start_generation(self._workers.count, self._stop_requested)
         if first.failed is not None:
-            log.error("supervisor.start_failed", reason=first.reason,
-                      worker_pid=first.failed.pid, last_lines=first.failed.last_lines())
+            if first.code != ExitCode.USAGE:  # a usage error is the worker's one line
+                log.error("supervisor.start_failed", reason=first.reason,
+                          worker_pid=first.failed.pid, last_lines=first.failed.last_lines())
             codes = await self._workers.stop_all(signal.SIGTERM, self._kill_after())
             return worst(_exit_code(first.code), *codes) if first.code else worst(*codes)
         if not self._stop_requested.done():

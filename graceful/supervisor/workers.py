@@ -143,7 +143,10 @@ class Workers:
         worker = self.launcher.spawn(number, self.generation, go_fd)
         assert self.reaper is not None
         self.reaper.watch(worker.pid, worker.exit_seen)
-        log.info("worker.started", worker=number, pid=worker.pid, generation=self.generation)
+        # the first start's are details (`supervisor.ready` names the workers); later ones
+        # (a restart, a replacement) are news
+        (log.info if self.generation or number in self._deaths else log.debug)(
+            "worker.started", worker=number, pid=worker.pid, generation=self.generation)
         return worker
 
     async def start_generation(self, count: int, cancel: asyncio.Future[Any],
@@ -180,8 +183,9 @@ class Workers:
             return Generation(workers, late, f"not ready within {timeout:g}s",
                               ExitCode.ERROR)
         for worker in workers:
-            log.info("worker.ready", worker=worker.number, pid=worker.pid,
-                     generation=worker.generation)
+            (log.info if worker.generation else log.debug)(
+                "worker.ready", worker=worker.number, pid=worker.pid,
+                generation=worker.generation)
         return Generation(workers)
 
     def adopt(self, workers: list[WorkerProcess]) -> None:
@@ -191,7 +195,7 @@ class Workers:
             worker.exited.add_done_callback(lambda _, w=worker: self._exited(w))
 
     def adopt_extra(self, workers: list[WorkerProcess]) -> None:
-        """Workers that serve beside the ones in their slots (a restart cut short by a
+        """Workers beside the ones in their slots (the new ones of a restart cut short by a
         stop): stopped with them."""
         for worker in workers:
             self._extra.append(worker)
@@ -220,7 +224,10 @@ class Workers:
             worker.stopping = True
             worker.signal(signum)
         workers += self._retiring
-        return [exit_code(code) for code in await self.wait_exits(workers, kill_after)]
+        codes = await self.wait_exits(workers, kill_after)
+        # one that never said ready served nothing: how its start ended is not the stop's
+        return [exit_code(code) for worker, code in zip(workers, codes, strict=True)
+                if worker.ready.done() and worker.ready.result()]
 
     async def wait_exits(self, workers: list[WorkerProcess], kill_after: float) -> list[int]:
         if not workers:

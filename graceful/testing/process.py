@@ -85,14 +85,19 @@ class SubprocessServer(GracefulServer):
 
     def kill(self) -> None:
         """SIGKILL the supervisor and every worker it started (each a process group of its
-        own, read from the `worker.started` events), by pid."""
+        own: the supervisor's children, and those its log names), by pid."""
+        workers = set(_children(self.proc.pid)) if self.proc.poll() is None else set()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
         for event in self.events:
-            if event.get("event") == "worker.started" and isinstance(event.get("pid"), int):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(event["pid"], signal.SIGKILL)
+            if event.get("event") in ("worker.started", "supervisor.ready"):
+                pids = event.get("workers", [event.get("pid")])
+                workers.update(pid for pid in pids if isinstance(pid, int))
+        workers.discard(self.proc.pid)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
     def close(self) -> None:
         super().close()
@@ -189,6 +194,17 @@ class InProcessServer(GracefulServer):
         root = logging.getLogger()
         root.handlers[:], level = self._root_logging
         root.setLevel(level)
+
+
+def _children(pid: int) -> list[int]:
+    """The children of `pid` (Linux's /proc; none elsewhere)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(child) for child in
+                          Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return found
 
 
 def _option(args: Sequence[str], name: str) -> str | None:
