@@ -115,6 +115,12 @@ def serve(target: str, **options: Any) -> None:
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
     config = _build(Config, options)
+    from graceful.http.aiohttp_range import ensure_installed_in_range
+
+    try:
+        ensure_installed_in_range()  # before any worker: one line, not one per worker
+    except GracefulError as err:
+        _fail(err)
     from graceful import imports
 
     with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
@@ -124,12 +130,8 @@ def serve(target: str, **options: Any) -> None:
     from graceful.supervisor import supervise
     from graceful.supervisor.main import serve_args
 
-    try:
-        code = supervise(target, app_dir, config, lambda: parse_serve(serve_args()).config,
-                         early)
-    except GracefulError as err:
-        _fail(err)
-    _exit(code)
+    _exit(supervise(target, app_dir, config, lambda: parse_serve(serve_args()).config,
+                    early))
 
 
 @main.command(hidden=True)

@@ -11,6 +11,7 @@ scripts/test-matrix runs this file on the latest patch of every supported aiohtt
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -25,7 +26,7 @@ import graceful
 from graceful.errors import ConfigError, ExitCode
 from graceful.http import aiohttp_check, aiohttp_internals, aiohttp_probes
 from graceful.http.aiohttp_check import check, ensure_supported
-from graceful.http.aiohttp_internals import SUPPORTED
+from graceful.http.aiohttp_range import SUPPORTED
 from tests.conftest import ROOT
 
 REFUSAL = (f"aiohttp 3.10.11 is installed; graceful supports aiohttp{SUPPORTED} "
@@ -101,10 +102,13 @@ def test_graceful_run_refuses_before_starting(monkeypatch: pytest.MonkeyPatch) -
         graceful.run(factory, port=0, bridge=None)
 
 
-def test_serve_refuses_before_importing_the_app() -> None:
-    """4. Through the real CLI: exit 2 and one line, before the (missing) app is imported."""
-    code = ("import aiohttp; aiohttp.__version__ = '3.10.11'; from graceful.cli import main; "
-            "main(['serve', 'no_such_module:app'], prog_name='graceful')")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+def test_serve_refuses_before_importing_the_app(tmp_path) -> None:
+    """4. Through the real CLI, with an aiohttp 3.10.11 distribution first on the import
+    path: exit 2 and one line, before the (missing) app is imported or a worker started."""
+    dist = tmp_path / "aiohttp-3.10.11.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: aiohttp\nVersion: 3.10.11\n")
+    result = subprocess.run([sys.executable, "-m", "graceful", "serve", "no_such_module:app"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert (result.returncode, result.stderr) == (2, f"graceful: error: {REFUSAL}\n")

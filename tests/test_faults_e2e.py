@@ -254,7 +254,7 @@ async def test_sigterm_then_sigkill_keeps_last_flushed_generation(serve, tmp_pat
     await asyncio.to_thread(server.wait_for, "app.handler_started", n=1)
     server.signal()
     await asyncio.to_thread(server.wait_for, "listeners.closed")
-    server.proc.kill()
+    server.kill()  # the supervisor and its workers, as a service manager's SIGKILL does
     assert await asyncio.to_thread(server.wait) == -signal.SIGKILL
     flushed = ckpt.read(path)
     assert flushed.state["count"] == 5

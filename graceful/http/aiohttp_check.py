@@ -16,28 +16,18 @@ import asyncio
 import functools
 import importlib
 import inspect
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
 
 from graceful.errors import ConfigError
-from graceful.http.aiohttp_internals import REQUIREMENTS, SUPPORTED, Requirement
+from graceful.http.aiohttp_internals import REQUIREMENTS, Requirement
+from graceful.http.aiohttp_range import SUPPORTED, in_range, refusal
 
 
 def installed_version() -> str:
     return aiohttp.__version__
-
-
-def supported_range() -> tuple[tuple[int, int], tuple[int, int]]:
-    low, high = SUPPORTED.removeprefix(">=").split(",<")
-    return _minor(low), _minor(high)
-
-
-def in_range(version: str) -> bool:
-    low, high = supported_range()
-    return low <= _minor(version) < high
 
 
 def ensure_supported() -> None:
@@ -49,8 +39,7 @@ def ensure_supported() -> None:
 @functools.cache  # graceful serve and graceful.run both ask, in the same process
 def _ensure(version: str) -> None:
     if not in_range(version):
-        raise ConfigError(f"aiohttp {version} is installed; graceful supports "
-                          f"aiohttp{SUPPORTED} (pip install 'aiohttp{SUPPORTED}')")
+        raise ConfigError(refusal(version))
     moved = check(behaviours=False)
     if moved:
         raise ConfigError(f"aiohttp {version} is installed and its internals moved "
@@ -115,13 +104,6 @@ def _has_attribute(cls: type, name: str) -> bool:
         if code is not None and name in code.co_names:
             return True
     return False
-
-
-def _minor(version: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", version)
-    if match is None:
-        raise ConfigError(f"cannot read aiohttp's version {version!r}")
-    return int(match[1]), int(match[2])
 
 
 # -- behaviours ------------------------------------------------------------------------------

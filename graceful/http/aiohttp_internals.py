@@ -21,10 +21,6 @@ from typing import Any
 from aiohttp import WSCloseCode, web, web_app
 from aiohttp.web_protocol import RequestHandler
 
-# Keep equal to pyproject's dependency (a test compares them): the minors scripts/test-matrix
-# runs the canary and the end-to-end tests on.
-SUPPORTED = ">=3.11,<3.15"
-
 _HANDLER = "aiohttp.web_protocol.RequestHandler"
 _REQUEST = "aiohttp.web_request.BaseRequest"
 _WS = "aiohttp.web_ws.WebSocketResponse"

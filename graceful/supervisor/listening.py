@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterable
 
 from graceful.config import Config
+from graceful.errors import ConfigError
 from graceful.http import activation, binding
 from graceful.http.listeners import bind_all, close_socket
 
@@ -48,7 +49,11 @@ class Listening:
             from graceful.config import parse_bind
 
             host, port = parse_bind(config.metrics_bind)
-            (self.metrics, *extra) = bind_all(host, port)
+            try:
+                (self.metrics, *extra) = bind_all(host, port)
+            except ConfigError as err:  # said as the metrics' own error
+                raise ConfigError(f"cannot serve metrics on {host}:{port}: "
+                                  f"{str(err).rpartition(': ')[2]}") from err
             for sock in extra:
                 sock.close()
             self.metrics.listen(self._backlog)

@@ -25,9 +25,9 @@ def supervise(target: str, app_dir: str | None, config: Config,
               reread: Callable[[], Config], early: EarlySignals | None = None) -> ExitCode:
     """Serve `target` with `config.workers` workers until a stop; the exit code.
     `reread` reads the options again for a restart (raises ConfigError); `early` holds the
-    signals that came before the supervisor's loop. Raises GracefulError when what the
-    supervisor itself opens (the listeners, the checkpoint's lock, --reload's watcher)
-    cannot be."""
+    signals that came before the supervisor's loop. What the supervisor itself opens (the
+    listeners, the checkpoint's lock, --reload's watcher) and cannot is `process.failed`,
+    with the error's exit code."""
     config = absolute_paths(config)
     # The workers' log goes through our pipes: "auto" is decided here, for the terminal.
     config = config.replace(log_format="json" if logs.writes_json() else "console")
@@ -43,12 +43,16 @@ def supervise(target: str, app_dir: str | None, config: Config,
             reload_folder = reload.app_folder(target, app_dir)
         listening.open(config)
         if config.checkpoint is not None:
-            from graceful.checkpoint.lock import CheckpointLock
+            from graceful.checkpoint import CheckpointLock, fileformat, probe_folder
 
+            # as a worker's own start would, before anything: refused now, not at the stop
+            fileformat.refuse_symlink(config.checkpoint)
+            probe_folder(config.checkpoint)
             lock = CheckpointLock.acquire(config.checkpoint)
-    except GracefulError:
+    except GracefulError as err:
         listening.close()
-        raise
+        log.error("process.failed", error=str(err))
+        return err.exit_code
     launcher = Launcher(target, app_dir, config, environ, listening,
                         lock_fd=lock.fd if lock is not None else None)
     workers = Workers(launcher, config.workers)

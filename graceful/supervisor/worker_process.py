@@ -74,7 +74,7 @@ class WorkerProcess:
         """Stop reading its pipes (they may stay open in processes it left behind)."""
         self._close_ready()
         for fd in list(self._open):
-            self._close(fd)
+            self._stop_reading(fd)
 
     def _on_ready_pipe(self) -> None:
         fd = self._ready_fd
@@ -118,10 +118,10 @@ class WorkerProcess:
                 self._tail.extend(line.decode(errors="replace")
                                   for line in lines.splitlines() if line.strip())
             if not chunk:
-                self._close(fd)
+                self._stop_reading(fd)
                 return
 
-    def _close(self, fd: int) -> None:
+    def _stop_reading(self, fd: int) -> None:
         if self._open.pop(fd, None) is not None:
             self._loop.remove_reader(fd)
             with contextlib.suppress(OSError):
