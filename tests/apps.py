@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import logging
 import os
 import sys
 import threading
@@ -838,4 +839,25 @@ def observed() -> web.Application:
 
     graceful.add_hook(app, report_to_dashboard)
     app.on_shutdown.append(notify_peers)
+    return app
+
+
+def logs_what_it_is_sent() -> web.Application:
+    """Handlers that log what the client sent, as apps do: the search words and the user
+    agent, through structlog and through the standard library's logging; and an error
+    whose message quotes the query (aiohttp logs it with its traceback)."""
+    app = web.Application()
+
+    async def search(request: web.Request) -> web.Response:
+        words = request.query.get("q", "")
+        structlog.get_logger().info("app.search", q=words,
+                                    agent=request.headers.get("User-Agent", ""))
+        logging.getLogger("app").warning("searched for %s", words)
+        return web.Response(text="found nothing\n")
+
+    async def item(request: web.Request) -> web.Response:
+        raise LookupError(f"no item called {request.query.get('name', '')}")
+
+    app.router.add_get("/search", search)
+    app.router.add_get("/item", item)
     return app
