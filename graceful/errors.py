@@ -61,6 +61,12 @@ class ConfigError(GracefulError):
         return self.template.format_map({field: name(field) for field in self.fields})
 
 
+def kind_of(value: object) -> str:
+    """`an int`, `a list`: the type of `value` with its article, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def literal(value: object) -> str:
     """repr(value), to put in a ConfigError's message next to `{field}` names."""
     return repr(value).replace("{", "{{").replace("}", "}}")

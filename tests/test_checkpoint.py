@@ -8,6 +8,8 @@
 6. `graceful checkpoint verify/show` exit 0/1 with one line.
 7. kill -9 at random instants during rapid checkpointing never leaves a torn or older file.
 8. The file assembled from per-key fragments is the canonical version-1 file.
+9. Messages read as sentences: "key 42 is an int".
+10. A file rewritten by someone else: what it holds now, and the generation written last.
 """
 
 from __future__ import annotations
@@ -172,3 +174,34 @@ def test_fragments_assemble_to_the_canonical_file(tmp_path):
     path = tmp_path / "s.json"
     ckpt.write_atomic(path, pieces)
     assert ckpt.read(path).state == state and ckpt.read(path).generation == 7
+
+
+def test_messages_read_as_sentences():
+    """9. A key of the wrong type says its type with its article."""
+    from graceful.checkpoint import values
+
+    problem = values.check_item(42, "x", strings=False)[0]
+    assert "key 42 is an int: JSON keys are strings" in problem.error
+
+
+@pytest.mark.parametrize(("content", "holds"), [
+    (b"not a checkpoint\n", "it now holds something that is not a checkpoint;"),
+    (ckpt.encode({"b": 2}, 7), "it now holds generation 7;"),
+])
+async def test_a_file_rewritten_by_someone_else_is_named(tmp_path, content, holds):
+    """10. A checkpoint rewritten behind the writer's back: it says what the file holds now
+    and which generation it wrote last."""
+    from graceful.checkpoint.checkpointer import Checkpointer
+
+    path = tmp_path / "state.json"
+    keeper = Checkpointer.open(path)
+    try:
+        keeper.state["a"] = 1
+        await keeper.flush()
+        path.write_bytes(content)
+        keeper.state["a"] = 2
+        with pytest.raises(CheckpointError) as caught:
+            await keeper.flush()
+        assert holds in str(caught.value) and "wrote generation 1 last" in str(caught.value)
+    finally:
+        keeper.close()
