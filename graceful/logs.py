@@ -18,6 +18,7 @@ Three promises hold for every line, whoever logs it:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from io import StringIO
@@ -27,6 +28,8 @@ import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
+
+from graceful.escaping import escape
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -119,15 +122,6 @@ def access_line(logger: WrappedLogger, method: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
-def escape(text: str) -> str:
-    """`text` with each character that is not printable written as a repr writes it: a
-    client's decoded path, query or header cannot end our line and start a forged one, nor
-    send escape sequences to the operator's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 class _Quoted:
     """A string the console renderer writes as its repr, escapes included."""
 
@@ -160,6 +154,13 @@ def indented_traceback(sio: TextIO, exc_info: Any) -> None:
     structlog.dev.plain_traceback(text, exc_info)
     for line in text.getvalue().rstrip("\n").split("\n"):
         sio.write(f"{TRACEBACK_INDENT}{escape(line)}\n")
+
+
+def add_pid(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Every JSON line names its process: after a restart, the old process and its successor
+    write to one log (graceful timeline tells their runs apart by it)."""
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
 
 
 def writes_json() -> bool:
@@ -197,6 +198,7 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
     if not as_json:
         exc += [access_line, escape_for_console]
     if as_json:
+        exc.append(add_pid)
         exc.append(structlog.processors.ExceptionRenderer(
             ExceptionDictTransformer(show_locals=False)))
     structlog.configure(

@@ -844,8 +844,9 @@ def observed() -> web.Application:
 
 def logs_what_it_is_sent() -> web.Application:
     """Handlers that log what the client sent, as apps do: the search words and the user
-    agent, through structlog and through the standard library's logging; and an error
-    whose message quotes the query (aiohttp logs it with its traceback)."""
+    agent, through structlog and through the standard library's logging; an error whose
+    message quotes the query (aiohttp logs it with its traceback); and /wait/NAME, which
+    waits `s` seconds, whatever NAME holds."""
     app = web.Application()
 
     async def search(request: web.Request) -> web.Response:
@@ -858,6 +859,11 @@ def logs_what_it_is_sent() -> web.Application:
     async def item(request: web.Request) -> web.Response:
         raise LookupError(f"no item called {request.query.get('name', '')}")
 
+    async def wait(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "1")))
+        return web.Response(text="waited\n")
+
     app.router.add_get("/search", search)
     app.router.add_get("/item", item)
+    app.router.add_get("/wait/{name}", wait)
     return app
