@@ -34,9 +34,9 @@ from graceful.escaping import escape
 WIDTH = 80
 LABEL, BAR = 32, 44  # columns before the bar, and of the bar
 SPARK = " ▁▂▃▄▅▆▇█"
-# took_ms comes from the event loop's clock, the timestamps from the wall clock: uvloop's
-# clock counts milliseconds, so a request that began just before the stop can seem to begin
-# just after it.
+# took_ms comes from the event loop's clock, the timestamps from the wall clock; uvloop's
+# counts milliseconds and is read once per loop turn, so a request that began just before
+# the stop can seem to begin a few milliseconds after it.
 CLOCK_SLACK_S = 0.005
 EXIT_MEANING = {0: "clean", 1: "error", 2: "usage", 3: "work was cut",
                 4: "checkpoint failed", 5: "hook failed"}
