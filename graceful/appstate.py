@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful.errors import ConfigError
+from graceful.errors import ConfigError, kind_of
 
 # `app[graceful.STATE]`: a dict of JSON values, restored from the checkpoint at start and
 # flushed at stop (and every --checkpoint-interval). Mutate it from handlers on the loop.
@@ -64,7 +64,7 @@ def adopt(app: web.Application, restored: Mapping[str, Any]) -> dict[str, Any]:
         own = {}
         app[STATE] = own
     elif type(own) is not dict:
-        raise ConfigError(f"app[graceful.STATE] is a {type(own).__name__}, not a dict")
+        raise ConfigError(f"app[graceful.STATE] is {kind_of(own)}, not a dict")
     own.update(restored)
     for where, subapp in _subapps(app):
         theirs = subapp.get(STATE)

@@ -13,6 +13,7 @@ import dataclasses
 
 from graceful import appstate, loader, threads, tls
 from graceful.config import Config
+from graceful.errors import GracefulError, StartupError
 from graceful.http import health
 
 
@@ -49,13 +50,19 @@ def render(rows: list[Row], worst: float) -> str:
     return "\n".join(lines)
 
 
-def build_app(source: loader.AppSource, config: Config) -> None:
+def build_app(source: loader.AppSource, config: Config, name: str = "the factory") -> None:
     """Build the app as serve would, on a loop of its own, without on_startup or binding;
-    raise ConfigError for what serve would refuse at start."""
+    raise ConfigError for what serve would refuse at start, StartupError when the factory
+    (`name`) raises."""
     tls.server_context(config)  # the files load, the key matches, the password is right
     loop = asyncio.new_event_loop()
     try:
-        app = loop.run_until_complete(loader.build_app(source))
+        try:
+            app = loop.run_until_complete(loader.build_app(source))
+        except GracefulError:
+            raise
+        except Exception as err:
+            raise StartupError(f"{name} raised {type(err).__name__}: {err}") from err
         appstate.adopt(app, {})
         if config.health:
             health.Health(config.livez_path, config.readyz_path, is_ready=lambda: False,

@@ -15,7 +15,7 @@ import click
 
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
-from graceful.serve_options import SECONDS, serve_options
+from graceful.serve_options import SECONDS, config_from, serve_options
 
 
 class _OneLineErrors(click.Group):
@@ -108,13 +108,13 @@ def serve(target: str, **options: Any) -> None:
             bridge.capture()  # from here a stop signal is a clean stop, not a kill
         options["log_level"] = options["log_level"].lower()
         app_dir = options.pop("app_dir")
-        _serve_in_process(target, app_dir, _build(Config, options), bridge)
+        _serve_in_process(target, app_dir, _build(options), bridge)
     from graceful.supervisor.early import EarlySignals
 
     early = EarlySignals.capture()  # from here a stop signal is a clean stop, not a kill
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
-    config = _build(Config, options)
+    config = _build(options)
     from graceful.http.aiohttp_range import ensure_installed_in_range
 
     try:
@@ -258,9 +258,9 @@ def _read_checkpoint(path: Path) -> Any:
         _fail(err, ExitCode.ERROR)
 
 
-def _build(cls: type[Config], options: dict[str, Any]) -> Config:
+def _build(options: dict[str, Any]) -> Config:
     try:
-        return cls(**options)
+        return config_from(click.get_current_context(), options)
     except GracefulError as err:
         _fail(err)
 
@@ -306,12 +306,12 @@ def _check(target: str, within: float | None, **options: Any) -> None:
 
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
-    config = _build(Config, options)
+    config = _build(options)
     try:
         aiohttp_check.ensure_supported()
-        check.build_app(loader.import_target(target, app_dir), config)
+        check.build_app(loader.import_target(target, app_dir), config, name=target)
     except GracefulError as err:
-        _fail(err)
+        _fail(err, ExitCode.USAGE)  # 1 says "does not fit --within"
     worst = check.worst_case(config)
     click.echo(f"stop budget of {target}, in seconds:")
     click.echo(check.render(check.budget_rows(config), worst))
@@ -331,7 +331,8 @@ main.add_command(click.Command(
              "terminationGracePeriodSeconds, TimeoutStopSec, docker stop's timeout).")],
     help="Import MODULE:ATTR and build the app without serving it (no on_startup, no "
          "bind), validate the options, and print the stop budget: each phase and the worst "
-         "case from the stop signal to the exit."))
+         "case from the stop signal to the exit. Exit 2 when an option is refused or the "
+         "app cannot be built (its factory raises)."))
 
 @main.command()
 @click.argument("logfile", type=click.Path(dir_okay=False, path_type=Path))

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from graceful import binds
-from graceful.errors import ConfigError
+from graceful.errors import ConfigError, literal
 
 LOOPS = ("auto", "asyncio", "uvloop", "winloop")
 LOG_FORMATS = ("auto", "json", "console")
@@ -95,30 +95,38 @@ class Config:
         if self.checkpoint_interval is not None:
             _check_seconds("checkpoint_interval", self.checkpoint_interval, positive=True)
             if self.checkpoint is None:
-                raise ConfigError("checkpoint_interval needs a checkpoint path")
+                raise ConfigError("{checkpoint_interval} needs {checkpoint} (a file to flush)",
+                                  fields=["checkpoint_interval", "checkpoint"])
         if self.termination_grace_period is not None:
             _check_seconds("termination_grace_period", self.termination_grace_period)
         if len(self.websocket_close_reason.encode()) > 123:  # RFC 6455 section 5.5
-            raise ConfigError("websocket_close_reason must be at most 123 bytes in UTF-8")
+            raise ConfigError("{websocket_close_reason} must be at most 123 bytes in UTF-8",
+                              fields=["websocket_close_reason"])
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+            raise ConfigError(f"{{port}} must be between 0 and 65535, got {literal(self.port)}",
+                              fields=["port"])
         if not isinstance(self.workers, int) or self.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {self.workers!r}")
+            raise ConfigError(f"{{workers}} must be at least 1, got {literal(self.workers)}",
+                              fields=["workers"])
         if self.workers > 1 and self.checkpoint is not None:
-            raise ConfigError("--workers above 1 with --checkpoint: a checkpoint has one "
+            raise ConfigError("{workers} above 1 with {checkpoint}: a checkpoint has one "
                               "writer, so it is served by one worker (keep state shared by "
-                              "several workers in a database or a cache)")
+                              "several workers in a database or a cache)",
+                              fields=["workers", "checkpoint"])
         if self.backlog < 1:
-            raise ConfigError(f"backlog must be at least 1, got {self.backlog}")
+            raise ConfigError(f"{{backlog}} must be at least 1, got {literal(self.backlog)}",
+                              fields=["backlog"])
         _check_choice("loop", self.loop, LOOPS)
         _check_choice("log_format", self.log_format, LOG_FORMATS)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
         for name in ("livez_path", "readyz_path"):
             path = getattr(self, name)
             if not path.startswith("/"):
-                raise ConfigError(f"{name} must start with '/', got {path!r}")
+                raise ConfigError(f"{{{name}}} must start with '/', got {literal(path)}",
+                                  fields=[name])
         if self.livez_path == self.readyz_path:
-            raise ConfigError("livez_path and readyz_path must differ")
+            raise ConfigError("{livez_path} and {readyz_path} must differ",
+                              fields=["livez_path", "readyz_path"])
         if self.metrics_bind is not None:
             parse_bind(self.metrics_bind)
             if importlib.util.find_spec("prometheus_client") is None:
@@ -134,16 +142,18 @@ class Config:
             binds.parse(spec)
         for fd in self.fd:
             if fd < 0:
-                raise ConfigError(f"--fd {fd}: a file descriptor is >= 0")
+                raise ConfigError(f"{{fd}} {fd}: a file descriptor is >= 0", fields=["fd"])
         object.__setattr__(self, "unix_socket_mode", binds.parse_mode(self.unix_socket_mode))
         _check_choice("ssl_client_cert", self.ssl_client_cert, CLIENT_CERTS)
         if self.ssl_certfile is None:
             for name in ("ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs"):
                 if getattr(self, name) is not None:
-                    raise ConfigError(f"{name} needs ssl_certfile")
+                    raise ConfigError(f"{{{name}}} needs {{ssl_certfile}}",
+                                      fields=[name, "ssl_certfile"])
         if self.ssl_client_cert != "none" and self.ssl_ca_certs is None:
-            raise ConfigError("ssl_client_cert optional/required needs ssl_ca_certs (the CAs "
-                              "that sign client certificates)")
+            raise ConfigError("{ssl_client_cert} optional/required needs {ssl_ca_certs} (the "
+                              "CAs that sign client certificates)",
+                              fields=["ssl_client_cert", "ssl_ca_certs"])
 
     @property
     def hooks_budget(self) -> float:
@@ -167,18 +177,21 @@ def parse_bind(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"metrics_bind must be HOST:PORT (for example 127.0.0.1:9100), "
-                          f"got {value!r}")
+        raise ConfigError(f"{{metrics_bind}} must be HOST:PORT (for example 127.0.0.1:9100), "
+                          f"got {literal(value)}", fields=["metrics_bind"])
     return host, int(port)
 
 
 def _check_seconds(name: str, value: float, *, positive: bool = False) -> None:
     if not isinstance(value, int | float) or math.isnan(value) or math.isinf(value):
-        raise ConfigError(f"{name} must be a finite number of seconds, got {value!r}")
+        raise ConfigError(f"{{{name}}} must be a finite number of seconds, got "
+                          f"{literal(value)}", fields=[name])
     if value < 0 or (positive and value == 0):
-        raise ConfigError(f"{name} must be {'>' if positive else '>='} 0 seconds, got {value}")
+        raise ConfigError(f"{{{name}}} must be {'>' if positive else '>='} 0 seconds, got "
+                          f"{literal(value)}", fields=[name])
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise ConfigError(f"{{{name}}} must be one of {', '.join(choices)}; got "
+                          f"{literal(value)}", fields=[name])

@@ -16,6 +16,7 @@ import click
 from graceful.errors import ConfigError
 
 NOT_IN_FILE = {"within"}  # graceful check's own: the file is the service's, for serve too
+META = "graceful.config_file"  # ctx.meta: (the path, each option's key as the file writes it)
 HELP = ("TOML file of options, keys named like the options (drain-timeout = 15). "
         "Precedence: flag > GRACEFUL_* environment variable > this file > default.")
 
@@ -30,17 +31,21 @@ def option() -> Any:
 def _load_into_context(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
     if not path:
         return
+    keys: dict[str, str] = {}
     try:
-        values = load(path, ctx.command.params, ctx)
+        values = load(path, ctx.command.params, ctx, keys)
     except ConfigError as err:
         click.echo(f"graceful: error: {err}", err=True)
         ctx.exit(2)
     ctx.default_map = {**(ctx.default_map or {}), **values}
+    ctx.meta[META] = (os.fspath(path), keys)
 
 
 def load(path: str | os.PathLike[str], params: list[click.Parameter],
-         ctx: click.Context | None = None) -> dict[str, Any]:
-    """The file's values by parameter name, each checked against its option."""
+         ctx: click.Context | None = None, keys: dict[str, str] | None = None
+         ) -> dict[str, Any]:
+    """The file's values by parameter name, each checked against its option; `keys` gets
+    each parameter's key as the file writes it (`drain_timeout` or `drain-timeout`)."""
     import tomllib  # here: a serve without --config does not pay for it at start (2 ms)
 
     try:
@@ -51,16 +56,24 @@ def load(path: str | os.PathLike[str], params: list[click.Parameter],
                           f"{err.strerror or err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {os.fspath(path)} is not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {os.fspath(path)} is not UTF-8 text (TOML is): byte "
+                          f"{err.object[err.start]:#04x} at offset {err.start}") from err
     by_key = {_key(p): p for p in params
               if isinstance(p, click.Option) and p.expose_value and p.name
               and p.name not in NOT_IN_FILE}
     values: dict[str, Any] = {}
+    written: dict[str, str] = {} if keys is None else keys
     for key, value in data.items():
         param = by_key.get(key.replace("_", "-"))
-        if param is None:
+        if param is None or param.name is None:
             raise ConfigError(f"{os.fspath(path)}: unknown key {key!r} (keys are named like "
                               "the options of `graceful serve --help`)")
-        values[param.name] = _checked(path, key, param, value, ctx)  # type: ignore[index]
+        if param.name in written:  # TOML sees two keys; taking the later would hide one
+            raise ConfigError(f"{os.fspath(path)}: keys {written[param.name]!r} and {key!r} "
+                              f"both set {_key(param)}; keep one")
+        written[param.name] = key
+        values[param.name] = _checked(path, key, param, value, ctx)
     return values
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 
 
 class ExitCode(enum.IntEnum):
@@ -40,9 +41,35 @@ class GracefulError(Exception):
 
 
 class ConfigError(GracefulError):
-    """Bad options, a bad MODULE:ATTR or a loop that is not installed (exit 2)."""
+    """Bad options, a bad MODULE:ATTR or a loop that is not installed (exit 2).
+
+    `message` may name Config fields as `{field}` (listed in `fields`): str() says them as
+    Config spells them, for a caller of the library; the command line says them as the user
+    wrote them (`naming`): a flag, an environment variable, a key of the --config file.
+    """
 
     exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, *, fields: Sequence[str] = ()) -> None:
+        self.template, self.fields = message, tuple(fields)
+        super().__init__(self.naming(lambda field: field))
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """The message with each field said as `name(field)`."""
+        if not self.fields:
+            return self.template
+        return self.template.format_map({field: name(field) for field in self.fields})
+
+
+def kind_of(value: object) -> str:
+    """`an int`, `a list`: the type of `value` with its article, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def literal(value: object) -> str:
+    """repr(value), to put in a ConfigError's message next to `{field}` names."""
+    return repr(value).replace("{", "{{").replace("}", "}}")
 
 
 class StartupError(GracefulError):

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful.errors import ConfigError
+from graceful.errors import ConfigError, kind_of
 
 AppSource = web.Application | Callable[[], web.Application | Awaitable[web.Application]]
 
@@ -46,7 +46,7 @@ def import_target(target: str, app_dir: str | os.PathLike[str] | None = None) ->
         except AttributeError as err:
             raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from err
     if not isinstance(obj, web.Application) and not callable(obj):
-        raise ConfigError(f"{target} is a {type(obj).__name__}, not an aiohttp Application "
+        raise ConfigError(f"{target} is {kind_of(obj)}, not an aiohttp Application "
                           "or a factory returning one")
     return obj
 

@@ -3,24 +3,32 @@
 JSON lines when asked or when stderr is not a terminal, readable console output otherwise.
 aiohttp's own stdlib loggers go through the same renderer, so every line has one shape.
 
-Two promises hold for every line, whoever logs it:
+Three promises hold for every line, whoever logs it:
 - a log write can never fail a stop, a drain, a flush or a request: the stream is wrapped in
   a `DroppingSink`, which drops a line it cannot write, counts it, and says so once on a
   fallback stream (`2>&1 | head -1` and a dead log shipper leave a broken pipe behind);
 - tracebacks carry file, line, function and the exception, never frame locals, and aiohttp's
-  bad-request errors lose the raw request bytes they quote (headers, query strings).
+  bad-request errors lose the raw request bytes they quote (headers, query strings);
+- a value, whoever sent it, cannot start a line of its own or drive the reader's terminal:
+  JSON escapes control characters, and console output writes every character that is not
+  printable escaped (`\\n`, `\\x1b`), and indents tracebacks, so that a line that starts at
+  the first column is always one of ours.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
+from io import StringIO
 from typing import Any, TextIO
 
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
+
+from graceful.escaping import escape
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -117,6 +125,47 @@ def access_line(logger: WrappedLogger, method: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+class _Quoted:
+    """A string the console renderer writes as its repr, escapes included."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+
+def escape_for_console(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """The event and keys escaped, and values that are not printable quoted as a repr
+    (JSON escapes them itself). structlog's console renderer quotes a value with a space or
+    a line feed, but writes `a\\x1bb` raw."""
+    return {escape(k) if isinstance(k, str) else k:
+            escape(v) if k == "event" and isinstance(v, str)
+            else _Quoted(v) if isinstance(v, str) and not v.isprintable() else v
+            for k, v in event_dict.items()}
+
+
+TRACEBACK_INDENT = "    "
+
+
+def indented_traceback(sio: TextIO, exc_info: Any) -> None:
+    """structlog's plain traceback, escaped and indented: an exception's message may quote
+    what a client sent, line feeds included."""
+    text = StringIO()
+    structlog.dev.plain_traceback(text, exc_info)
+    for line in text.getvalue().rstrip("\n").split("\n"):
+        sio.write(f"{TRACEBACK_INDENT}{escape(line)}\n")
+
+
+def add_pid(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Every JSON line names its process: after a restart, the old process and its successor
+    write to one log (graceful timeline tells their runs apart by it)."""
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
 def writes_json() -> bool:
     """Whether configure() chose JSON lines (what the supervisor's workers write too)."""
     return _as_json
@@ -145,13 +194,14 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         structlog.processors.JSONRenderer()
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sink.isatty(),
-                                           exception_formatter=structlog.dev.plain_traceback)
+                                           exception_formatter=indented_traceback)
     )
     # Never frame locals: they hold tokens, API keys and DSNs (structlog's default shows them).
     exc: list[Any] = [scrub_http_errors]
     if not as_json:
-        exc.append(access_line)
+        exc += [access_line, escape_for_console]
     if as_json:
+        exc.append(add_pid)
         exc.append(structlog.processors.ExceptionRenderer(
             ExceptionDictTransformer(show_locals=False)))
     structlog.configure(

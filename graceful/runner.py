@@ -14,7 +14,7 @@ from graceful import budget, loader, logs, threads
 from graceful.bridge import StopBridge, default_bridge
 from graceful.config import Config
 from graceful.controls import PauseRequest
-from graceful.errors import ExitCode
+from graceful.errors import ConfigError, ExitCode
 from graceful.http.aiohttp_check import ensure_supported
 from graceful.loops import loop_factory
 from graceful.pidfile import PidFile
@@ -38,7 +38,9 @@ def run(app: loader.AppSource, config: Config | None = None, *,
     """Serve `app` (an Application or a sync/async factory) until a stop, and return the
     exit code. Blocks. Installs the platform's stop bridge (POSIX signals, Windows console
     events) unless `bridge` says otherwise; `bridge=None` leaves stopping to observers and
-    the API. Options are Config fields. Raises GracefulError when the start fails.
+    the API. Off the main thread, which cannot catch signals, `bridge` must be given (None
+    or one of the caller's): ConfigError otherwise. Options are Config fields. Raises
+    GracefulError when the start fails.
 
     Returns once the loop's default executor has run the jobs given to it (as asyncio.run
     does), until the end of the stop budget plus threads.RESERVE_S; threads still busy then
@@ -72,9 +74,15 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
         logs.configure(config.log_format, config.log_level)
     _, factory = loop_factory(config.loop)
     if bridge is _DEFAULT:
-        # Signal handlers can only be set from the main thread; elsewhere the caller stops
-        # the runtime through an observer, its own bridge, or Runtime.stop.
-        bridge = default_bridge() if threading.current_thread() is threading.main_thread() else None
+        # Signal handlers can only be set from the main thread. Serving on without them
+        # would leave SIGTERM to kill the process mid-request (143): refuse instead.
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigError(
+                "graceful.run() must be called from the main thread, the only one that can "
+                "catch stop signals; on another thread pass bridge=None and stop it yourself "
+                "(an observer, or graceful.Runtime and runtime.stop()), leaving the process's "
+                "signals to its main thread")
+        bridge = default_bridge()
     # the stop budget against the platform's limit, said at start (graceful/budget.py)
     budget.check_at_start(config, budget.gather(
         windows_console=type(bridge).__name__ == "WindowsConsoleBridge"))

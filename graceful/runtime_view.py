@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from graceful.deadline import StopBudget
+from graceful.errors import GracefulError
 from graceful.http.listeners import Listener
 
 if TYPE_CHECKING:
@@ -62,7 +63,17 @@ class RuntimeView:
 
     @property
     def port(self) -> int:
-        return self.addresses[0][1]  # type: ignore[return-value]
+        """The first TCP listener's port (the one `port=0` picked). Raises GracefulError
+        before start() has bound, and when every listener is a Unix socket."""
+        addresses = self.addresses
+        if not addresses:
+            raise GracefulError("Runtime.port: nothing is bound yet; the port is known once "
+                                "start() has returned")
+        port = next((a[1] for a in addresses if isinstance(a, tuple)), None)
+        if port is None:
+            raise GracefulError(f"Runtime.port: this runtime listens on no TCP port "
+                                f"(addresses: {addresses})")
+        return port
 
     @property
     def requests_in_flight(self) -> int:

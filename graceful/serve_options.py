@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,7 +20,22 @@ from graceful import config_file
 from graceful.config import CLIENT_CERTS, LOG_FORMATS, LOG_LEVELS, LOOPS, Config
 from graceful.errors import ConfigError
 
-SECONDS = click.FloatRange(min=0)
+
+class Seconds(click.FloatRange):
+    """A duration: a number of seconds in the range, and finite (nan passes every range
+    check; inf would make a budget that never ends)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds(min=0)
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(Config)}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,7 +66,7 @@ _OPTIONS = [
     _option("--hook-timeout", type=SECONDS, help="SECONDS each shutdown hook gets."),
     _option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
             help="File that keeps app[graceful.STATE] across restarts."),
-    _option("--checkpoint-interval", type=click.FloatRange(min=0, min_open=True),
+    _option("--checkpoint-interval", type=Seconds(min=0, min_open=True),
             help="Also flush the checkpoint every SECONDS while serving."),
     _option("--checkpoint-timeout", type=SECONDS,
             help="SECONDS reserved for the final checkpoint flush."),
@@ -167,12 +183,42 @@ def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
         for name in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):  # the service's cwd differs
             if params.get(name) is not None:
                 params[name] = os.path.abspath(params[name])
-        config = Config(**params)
+        config = config_from(ctx, params)
     except click.ClickException as err:
         raise ConfigError(f"serve arguments: {err.format_message()}") from None
     given = ctx.get_parameter_source("app_dir") is not ParameterSource.DEFAULT
     return Serve(target, config, os.path.abspath(app_dir) if given else None,
                  _explicit_options(ctx, config))
+
+
+def config_from(ctx: click.Context, options: dict[str, Any]) -> Config:
+    """Config(**options), its refusal naming each option as the user gave it (`user_name`)."""
+    try:
+        return Config(**options)
+    except ConfigError as err:
+        if not err.fields:
+            raise
+        message = err.naming(lambda field: user_name(ctx, field))
+        path, keys = ctx.meta.get(config_file.META, (None, {}))
+        if any(ctx.get_parameter_source(field) is ParameterSource.DEFAULT_MAP
+               and field in keys for field in err.fields):
+            message = f"{path}: {message}"
+        raise ConfigError(message) from None
+
+
+def user_name(ctx: click.Context, field: str) -> str:
+    """A Config field as the user gave it: its flag, its environment variable or its key in
+    the --config file; its flag when it was not given."""
+    param = next((p for p in ctx.command.params if p.name == field), None)
+    if not isinstance(param, click.Option):
+        return field
+    source = ctx.get_parameter_source(field)
+    _, keys = ctx.meta.get(config_file.META, (None, {}))
+    if source is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+        return param.envvar
+    if source is ParameterSource.DEFAULT_MAP and field in keys:
+        return f"key {keys[field]!r}"
+    return param.opts[0]
 
 
 def _explicit_options(ctx: click.Context, config: Config) -> list[str]:

@@ -13,8 +13,10 @@
 Phases are read from the events that end them (DESIGN.md's order): listeners.closed ends
 pre_stop, drain.done (or the forcing stop, or drain.deadline) the drain, drain.deadline
 the cancel, hooks.done the hooks, checkpoint.flushed the checkpoint, process.exit the exit.
-The in-flight count comes from the access log when there is one (--access-log: each answer
-after the stop counts down), else from drain.progress (once a second), 0 from drain.done.
+The in-flight count comes from the access log when there is one (--access-log: a request
+answered after the stop counts from its start, or the stop, to its answer), else from
+drain.progress (once a second), 0 from drain.done. A log holds several runs; after a restart
+the old process and its successor write to it at once, and each event joins its pid's run.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from graceful.errors import ConfigError, GracefulError
+from graceful.escaping import escape
 
 WIDTH = 80
 LABEL, BAR = 32, 44  # columns before the bar, and of the bar
 SPARK = " ▁▂▃▄▅▆▇█"
+# took_ms comes from the event loop's clock, the timestamps from the wall clock; uvloop's
+# counts milliseconds and is read once per loop turn, so a request that began just before
+# the stop can seem to begin a few milliseconds after it.
+CLOCK_SLACK_S = 0.005
 EXIT_MEANING = {0: "clean", 1: "error", 2: "usage", 3: "work was cut",
                 4: "checkpoint failed", 5: "hook failed"}
 
@@ -68,8 +75,15 @@ def at(event: dict[str, Any]) -> float:
 
 
 def read_runs(lines: Iterable[str]) -> list[list[dict[str, Any]]]:
-    """The JSON events of each run in a log (a run starts at server.started)."""
+    """The JSON events of each run in a log, in the order the runs began.
+
+    After a restart the old process drains while its successor serves, both writing to one
+    log: an event joins the run of its `pid`. A process's run begins at its first event and
+    a later server.started of the same process (run again) begins another. Lines without a
+    pid (logs of older versions name it only in server.started) join the latest run.
+    """
     runs: list[list[dict[str, Any]]] = []
+    of_pid: dict[Any, list[dict[str, Any]]] = {}
     for line in lines:
         try:
             event = json.loads(line)
@@ -77,9 +91,15 @@ def read_runs(lines: Iterable[str]) -> list[list[dict[str, Any]]]:
             continue
         if not isinstance(event, dict) or "event" not in event or "timestamp" not in event:
             continue
-        if event["event"] == "server.started" or not runs:
-            runs.append([])
-        runs[-1].append(event)
+        pid = event.get("pid")
+        run = of_pid.get(pid) if pid is not None else (runs[-1] if runs else None)
+        if run is None or (event["event"] == "server.started"
+                           and any(e["event"] == "server.started" for e in run)):
+            run = []
+            runs.append(run)
+        if pid is not None:
+            of_pid[pid] = run
+        run.append(event)
     return runs
 
 
@@ -133,22 +153,34 @@ def analyse(events: list[dict[str, Any]]) -> Run:
 
 def _from_access_log(events: list[dict[str, Any]], t0: float,
                      end: float | None) -> list[tuple[float, int]]:
-    """With --access-log, the in-flight count at each answer: every request answered after
-    the stop (http.access) or cancelled at the deadline was in flight until then."""
+    """With --access-log, the in-flight count over the stop: each request answered after the
+    stop (http.access: its end, and its start `took_ms` before) counts from its start (or
+    the stop) to its answer, and each one cancelled at the deadline until then. Requests
+    that came and went during a pre-stop delay count only while they ran."""
     if end is None:
         return []
-    answered = sorted(at(e) - t0 for e in events
-                      if e["event"] == "http.access" and 0 <= at(e) - t0 <= end)
-    if not answered:
+    spans = [(at(e) - t0 - float(e.get("took_ms") or 0) / 1e3, at(e) - t0) for e in events
+             if e["event"] == "http.access" and 0 <= at(e) - t0 <= end]
+    if not spans:
         return []
     cut = next((e for e in events if e["event"] == "drain.deadline"), None)
-    left = len(answered) + (int(cut.get("cancelled", 0)) if cut else 0)
-    samples = [(0.0, left)]
-    for when in answered:
-        left -= 1
-        samples.append((when, left))
-    if left:
-        samples.append((end, 0))
+    if cut is not None:
+        cut_at = at(cut) - t0
+        ages = [float(r.get("age_s") or cut_at) for r in cut.get("requests", [])]
+        ages += [cut_at] * (int(cut.get("cancelled", 0)) - len(ages))
+        spans += [(cut_at - age, end) for age in ages]
+    steps = sorted([(0.0 if start < CLOCK_SLACK_S else start, 1) for start, _ in spans]
+                   + [(stop, -1) for _, stop in spans])
+    samples: list[tuple[float, int]] = []
+    count = 0
+    for when, change in steps:
+        count += change
+        if samples and samples[-1][0] == when:
+            samples[-1] = (when, count)
+        else:
+            samples.append((when, count))
+    if samples[0][0] > 0:
+        samples.insert(0, (0.0, 0))
     return samples
 
 
@@ -182,11 +214,12 @@ def render(run: Run) -> str:
                                                for t, n in run.samples[:6]))
     cut = run.first("drain.deadline")
     if cut is not None and cut.get("cancelled"):
-        names = ", ".join(f"{r.get('method')} {r.get('path')}" for r in cut.get("requests", []))
+        names = ", ".join(escape(f"{r.get('method')} {r.get('path')}")
+                          for r in cut.get("requests", []))
         lines.append(f"cancelled {cut['cancelled']}: {names}"[:WIDTH])
     hooks = run.first("hooks.done")
     if hooks is not None and hooks.get("failed"):
-        lines.append(f"hooks failed: {', '.join(hooks['failed'])}"[:WIDTH])
+        lines.append(escape(f"hooks failed: {', '.join(hooks['failed'])}")[:WIDTH])
     return "\n".join(line[:WIDTH] for line in lines[:24])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import logging
 import os
 import sys
 import threading
@@ -896,4 +897,31 @@ def with_guarded_uploads() -> web.Application:
     api = web.Application(middlewares=[_token_required])
     api.router.add_post("/body", read_body)
     app.add_subapp("/api", api)
+    return app
+
+
+def logs_what_it_is_sent() -> web.Application:
+    """Handlers that log what the client sent, as apps do: the search words and the user
+    agent, through structlog and through the standard library's logging; an error whose
+    message quotes the query (aiohttp logs it with its traceback); and /wait/NAME, which
+    waits `s` seconds, whatever NAME holds."""
+    app = web.Application()
+
+    async def search(request: web.Request) -> web.Response:
+        words = request.query.get("q", "")
+        structlog.get_logger().info("app.search", q=words,
+                                    agent=request.headers.get("User-Agent", ""))
+        logging.getLogger("app").warning("searched for %s", words)
+        return web.Response(text="found nothing\n")
+
+    async def item(request: web.Request) -> web.Response:
+        raise LookupError(f"no item called {request.query.get('name', '')}")
+
+    async def wait(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "1")))
+        return web.Response(text="waited\n")
+
+    app.router.add_get("/search", search)
+    app.router.add_get("/item", item)
+    app.router.add_get("/wait/{name}", wait)
     return app

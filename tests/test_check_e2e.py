@@ -32,7 +32,13 @@ def _env() -> dict[str, str]:
 
 def check(cwd: Path, *args: str, env: dict[str, str] | None = None
           ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CONSOLE_SCRIPT), "check", *args], cwd=cwd,
+    return run(cwd, "check", *args, env=env)
+
+
+def run(cwd: Path, *args: str, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """`graceful ARGS` in `cwd`, with no GRACEFUL_* variable but those of `env`."""
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], cwd=cwd,
                           env={**_env(), **(env or {})}, capture_output=True, text=True,
                           timeout=60)
 
@@ -90,3 +96,32 @@ def shadows():
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_factory_that_raises_exits_2_in_one_line(tmp_path):
+    """5. A factory that raises is not "too long for --within" (exit 1): exit 2, one line
+    naming the target and the error, no traceback."""
+    (tmp_path / "app.py").write_text(APP + """
+def broken():
+    raise KeyError("DATABASE_URL")
+
+async def broken_async():
+    raise RuntimeError("no database")
+""")
+    for target, error in (("app:broken", "KeyError: 'DATABASE_URL'"),
+                          ("app:broken_async", "RuntimeError: no database")):
+        result = check(tmp_path, target, "--within", "1000")
+        assert result.returncode == 2, (target, result.stdout, result.stderr)
+        message = result.stderr.strip()
+        assert len(message.splitlines()) == 1 and target in message and error in message, \
+            message
+
+
+def test_within_must_be_a_finite_number(tmp_path):
+    """6. `--within nan` and `--within inf` would let every budget fit: refused, exit 2."""
+    (tmp_path / "app.py").write_text(APP)
+    for value in ("nan", "inf", "-inf"):
+        result = check(tmp_path, "app:create_app", "--within", value)
+        assert result.returncode == 2, (value, result.stdout, result.stderr)
+        message = result.stderr.strip()
+        assert len(message.splitlines()) == 1 and "--within" in message, message

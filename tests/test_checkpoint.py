@@ -13,6 +13,8 @@
 10. In a forked child: the same generations as on the loop (unchanged keys not sent back,
     the bad values named, a key that keeps its last written value), with the loop held for
     the fork alone.
+11. Messages read as sentences: "key 42 is an int".
+12. A file rewritten by someone else: what it holds now, and the generation written last.
 """
 
 from __future__ import annotations
@@ -227,3 +229,34 @@ async def test_a_forked_snapshot_writes_what_the_loop_would(tmp_path):
     assert (generations, unchanged_written, last_generation) == (1, False, 2)
     assert invalid == ['state["when"]', "state[42]"]
     assert state["hits"] == 2 and state["when"] == "now"
+
+
+def test_messages_read_as_sentences():
+    """11. A key of the wrong type says its type with its article."""
+    from graceful.checkpoint import values
+
+    problem = values.check_item(42, "x", strings=False)[0]
+    assert "key 42 is an int: JSON keys are strings" in problem.error
+
+
+@pytest.mark.parametrize(("content", "holds"), [
+    (b"not a checkpoint\n", "it now holds something that is not a checkpoint;"),
+    (ckpt.encode({"b": 2}, 7), "it now holds generation 7;"),
+])
+async def test_a_file_rewritten_by_someone_else_is_named(tmp_path, content, holds):
+    """12. A checkpoint rewritten behind the writer's back: it says what the file holds now
+    and which generation it wrote last."""
+    from graceful.checkpoint.checkpointer import Checkpointer
+
+    path = tmp_path / "state.json"
+    keeper = Checkpointer.open(path)
+    try:
+        keeper.state["a"] = 1
+        await keeper.flush()
+        path.write_bytes(content)
+        keeper.state["a"] = 2
+        with pytest.raises(CheckpointError) as caught:
+            await keeper.flush()
+        assert holds in str(caught.value) and "wrote generation 1 last" in str(caught.value)
+    finally:
+        keeper.close()

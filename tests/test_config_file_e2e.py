@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.test_check_e2e import APP, check
+from tests.test_check_e2e import APP, check, run
 from tests.test_cli_e2e import _serve
 
 
@@ -73,3 +73,73 @@ def test_missing_file_exits_2_naming_it(tmp_path):
     result = check(tmp_path, "app:create_app", "--config", "nowhere.toml")
     assert result.returncode == 2
     assert "nowhere.toml" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_that_is_not_utf8_exits_2_naming_it(tmp_path):
+    """5. A config file saved as Latin-1 or UTF-16: exit 2, one line naming it, for check and
+    serve alike."""
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "latin.toml").write_bytes('websocket-close-reason = "arrêt"\n'.encode("latin-1"))
+    (tmp_path / "utf16.toml").write_bytes("drain-timeout = 3\n".encode("utf-16"))
+    for command in ("check", "serve"):
+        for name in ("latin.toml", "utf16.toml"):
+            result = run(tmp_path, command, "app:create_app", "--config", name)
+            assert result.returncode == 2, (command, name, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert name in result.stderr and "UTF-8" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("drain-timeout = nan\n", ["finite"]),
+    ("hook_timeout = inf\n", ["finite"]),
+    ('unix-socket-mode = "999"\n', ["octal"]),
+    ('websocket-close-reason = "' + "x" * 200 + '"\n', ["123 bytes"]),
+    ('metrics-bind = "nowhere"\n', ["HOST:PORT"]),
+    ("checkpoint-interval = 5\n", ["--checkpoint"]),
+    ('livez-path = "health"\n', ["start with '/'"]),
+    ('bind = ["[::1:80"]\n', ["IPv6"]),
+])
+def test_refused_values_name_the_file_and_the_key(tmp_path, text, words):
+    """6. A value the options refuse: exit 2, one line naming the file and the key as the
+    file writes it, never Config's own field name."""
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "bad.toml").write_text(text)
+    key = text.split(" =")[0]
+    result = check(tmp_path, "app:create_app", "--config", "bad.toml")
+    assert result.returncode == 2, result
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert f"bad.toml: key {key!r}" in message, message
+    assert key.replace("-", "_") not in message.replace(key, ""), message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize(("args", "env", "name"), [
+    (["--unix-socket-mode", "999"], {}, "--unix-socket-mode"),
+    ([], {"GRACEFUL_WEBSOCKET_CLOSE_REASON": "x" * 200}, "GRACEFUL_WEBSOCKET_CLOSE_REASON"),
+    (["--metrics-bind", "nowhere"], {}, "--metrics-bind"),
+    (["--drain-timeout", "nan"], {}, "--drain-timeout"),
+    ([], {"GRACEFUL_DRAIN_TIMEOUT": "inf"}, "GRACEFUL_DRAIN_TIMEOUT"),
+    (["--livez-path", "/same", "--readyz-path", "/same"], {}, "--readyz-path"),
+])
+def test_refused_values_name_the_flag_or_the_variable(tmp_path, args, env, name):
+    """7. The same from a flag or an environment variable: that is what the line names."""
+    (tmp_path / "app.py").write_text(APP)
+    result = check(tmp_path, "app:create_app", *args, env=env)
+    assert result.returncode == 2, result
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and name in message, message
+    assert "_path" not in message and "_timeout" not in message.replace(name, ""), message
+
+
+def test_a_key_written_twice_is_refused(tmp_path):
+    """8. `drain_timeout` and `drain-timeout` in one file: refused, not the later taken."""
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "twice.toml").write_text("drain_timeout = 3\ndrain-timeout = 9\n")
+    result = check(tmp_path, "app:create_app", "--config", "twice.toml")
+    assert result.returncode == 2, result
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert "twice.toml" in message and "'drain_timeout'" in message \
+        and "'drain-timeout'" in message, message

@@ -3,6 +3,8 @@
 1. The runtime starts READY, serves, turns readiness off at stop, runs hooks, and reports
    the exit code; `stop()` works from another thread.
 2. The README example runs as a script and stops cleanly on SIGTERM, keeping its state.
+3. `Runtime.port` before `start()`, or with no TCP listener, says so.
+4. `graceful.run()` off the main thread is refused (it could not catch a stop signal).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import threading
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 import graceful
@@ -83,3 +86,46 @@ def test_readme_example_runs_and_stops(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_port_before_start_says_why(tmp_path):
+    """3. `Runtime.port` before `start()`, or on a runtime with no TCP listener: an error
+    that says so, not an IndexError."""
+    runtime = graceful.Runtime(web.Application(), graceful.Config(port=0))
+    with pytest.raises(graceful.GracefulError, match=r"start\(\)"):
+        runtime.port  # noqa: B018
+    sock = str(tmp_path / "app.sock")
+    async with graceful.Runtime(web.Application(),
+                                graceful.Config(bind=(f"unix:{sock}",))) as unix_only:
+        assert unix_only.addresses == [sock]
+        with pytest.raises(graceful.GracefulError, match="no TCP port"):
+            unix_only.port  # noqa: B018
+        unix_only.stop("test")
+        assert await unix_only.wait_stopped() == graceful.ExitCode.OK
+
+
+THREAD_SCRIPT = """
+import threading, graceful
+from aiohttp import web
+
+outcome = []
+def serve():
+    try:
+        outcome.append(graceful.run(web.Application(), port=0, log_format="json"))
+    except graceful.GracefulError as err:
+        outcome.append(f"{type(err).__name__}: {err}")
+thread = threading.Thread(target=serve, daemon=True)
+thread.start()
+thread.join(5)  # served on: the refusal did not come
+print(outcome)
+"""
+
+
+def test_run_on_another_thread_is_refused():
+    """4. `graceful.run()` on a thread other than the main one cannot set stop handlers (a
+    SIGTERM would kill the process with 143): refused at once, saying what to do instead."""
+    done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ConfigError" in done.stdout and "main thread" in done.stdout, done.stdout
+    assert "bridge=None" in done.stdout, done.stdout

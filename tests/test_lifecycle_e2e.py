@@ -64,7 +64,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     ("nocolon", "is not MODULE:ATTR"),
     ("tests.nowhere:app", "no module named 'tests.nowhere'"),
     ("tests.apps:missing", "has no attribute 'missing'"),
-    ("tests.apps:not_an_app", "is a int, not an aiohttp Application"),
+    ("tests.apps:not_an_app", "is an int, not an aiohttp Application"),
 ])
 def test_bad_target_exits_2_with_one_line(target, says):
     """3."""

@@ -115,7 +115,7 @@ async def test_bad_or_busy_metrics_bind_is_a_usage_error(serve):
     """5."""
     server = serve(APP, "--metrics-bind", "nowhere", wait_started=False)
     assert await server.exited() == 2
-    assert "metrics_bind must be HOST:PORT" in "".join(server.raw)
+    assert "--metrics-bind must be HOST:PORT" in "".join(server.raw)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -8,16 +8,29 @@
 4. `--png` draws a PNG with matplotlib (the bench extra); without it, a usage error
    naming the extra (exit 2).
 5. With --access-log, the in-flight count steps down at each answer, from the stop on.
+6. With a pre-stop delay, requests that came and went during it are counted only while
+   they ran: one client sending one request after another is at most one in flight.
+7. After a restart the old process's stop and the new one's are two runs (split by pid),
+   not one; and a path quoted from the log cannot write a line of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+
+from graceful.processes import alive
+from tests.rawhttp import Connection
 
 
 def timeline(*args: str) -> subprocess.CompletedProcess[str]:
@@ -120,3 +133,63 @@ async def test_in_flight_from_the_access_log(serve, tmp_path):
     assert "3 max" in text, text
     samples = text.split("samples: ", 1)[1].splitlines()[0]
     assert [s.split(" at ")[0] for s in samples.split(", ")] == ["3", "2", "1", "0"], text
+
+
+async def test_pre_stop_delay_counts_only_what_was_in_flight(serve, tmp_path):
+    """6. One /slow?s=1.5 held at the stop, and one client sending /fast after /fast
+    through a 1 s pre-stop delay: at most 3 in flight (the held one, and two /fast for the
+    instant between an answer sent and its access line written), not one per answer."""
+    server = serve("tests.apps:basic", "--access-log", "--pre-stop-delay", "1",
+                   "--drain-timeout", "10")
+    held = await server.hold("/slow?s=1.5")
+    server.stop()
+    await asyncio.sleep(0.05)  # the client's first request clearly after the stop
+    answered = 0
+    deadline = time.monotonic() + 0.85
+    while time.monotonic() < deadline:
+        response = await server.get("/fast")
+        assert response.status == 200
+        answered += 1
+    assert (await held.response()).status == 200
+    assert await server.exited() == 0
+    assert answered >= 5
+    log = tmp_path / "run.log"
+    log.write_text("".join(server.raw))
+    text = timeline(str(log)).stdout
+    peak = int(re.search(r"in flight +(\d+) max", text).group(1))  # type: ignore[union-attr]
+    assert 1 <= peak <= 3, text
+
+
+async def test_a_restart_is_two_runs_split_by_pid(serve, tmp_path):
+    """7."""
+    server = serve("tests.apps:logs_what_it_is_sent", "--drain-timeout", "10")
+    await server.hold("/wait/first?s=0.3")
+    server.signal(signal.SIGHUP)
+    successor = (await server.event("restart.ready"))["successor_pid"]
+    try:
+        assert await asyncio.to_thread(server.proc.wait, 30) == 0
+        conn = await Connection.open(server.port)  # served by the successor
+        conn.send("GET", "/wait/x%0a2000-01-01T00:00:00Z%20forged?s=30")
+        await asyncio.sleep(0.3)
+        os.kill(successor, signal.SIGTERM)
+        time.sleep(0.6)  # graceful ignores a repeat within 0.5 s
+        os.kill(successor, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while alive(successor) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        conn.close()
+        await asyncio.to_thread(server.wait)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(successor, signal.SIGKILL)
+    log = tmp_path / "run.log"
+    log.write_text("".join(server.raw))
+    last, first = timeline(str(log)), timeline(str(log), "--run", "1")
+    assert f"pid {successor}" in last.stdout and "stop 1 SIGTERM graceful" in last.stdout, \
+        last.stdout
+    assert "RESTART" not in last.stdout and "exit 3" in last.stdout, last.stdout
+    assert "cancelled 1: GET /wait/x\\n2000-01-01" in last.stdout, last.stdout
+    assert not any(line.startswith("2000") for line in last.stdout.split("\n"))
+    assert f"pid {server.proc.pid}" in first.stdout and "stop 1 RESTART" in first.stdout, \
+        first.stdout
+    assert "exit 0" in first.stdout, first.stdout

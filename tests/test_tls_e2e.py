@@ -173,9 +173,9 @@ def test_client_certificates(pki, mode):
     (["--ssl-certfile", "{cert}"], ["cert.pem", "--ssl-keyfile"]),
     (["--ssl-certfile", "{cert}", "--ssl-keyfile", "{key}", "--ssl-ca-certs", "{junk}"],
      ["junk.pem"]),
-    (["--ssl-keyfile", "{key}"], ["ssl_certfile"]),
+    (["--ssl-keyfile", "{key}"], ["--ssl-certfile"]),
     (["--ssl-certfile", "{cert}", "--ssl-keyfile", "{key}", "--ssl-client-cert", "required"],
-     ["ssl_ca_certs"]),
+     ["--ssl-ca-certs"]),
 ])
 def test_bad_tls_files_exit_2_in_one_line(pki, tmp_path, args, words):
     """4. Missing file, key that does not match, wrong or missing password, not PEM, client

@@ -230,9 +230,9 @@ class Checkpointer:
         on_disk = _identity(self.path)
         if on_disk is not None and on_disk != self._on_disk:
             raise CheckpointError(
-                f"{self.path} was rewritten by someone else (it holds generation "
-                f"{_generation_at(self.path)}, this process wrote {self.generation} last): "
-                "not overwriting it")
+                f"{self.path} was rewritten by someone else (it now holds "
+                f"{_generation_at(self.path)}; this process wrote generation {self.generation} "
+                "last): not overwriting it")
         generation = self.generation + 1
         size = writer.write_atomic(self.path, fileformat.assemble(snapshot.fragments, generation))
         self._on_disk = _identity(self.path)
@@ -295,7 +295,8 @@ def _identity(path: Path) -> _Identity:
 
 
 def _generation_at(path: Path) -> str:
+    """What the file at `path` holds, said for a message."""
     with contextlib.suppress(OSError), path.open("rb") as f:
         found = fileformat.generation_in(f.read(128))
-        return str(found) if found is not None else "no readable generation"
-    return "unknown"
+        return f"generation {found}" if found is not None else "something that is not a checkpoint"
+    return "a file this process cannot read"

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from graceful.errors import CheckpointError
+from graceful.errors import CheckpointError, kind_of
 
 _PLAIN = {dict: "dict", list: "list", str: "str", int: "int", float: "float"}
 
@@ -101,7 +101,7 @@ def _type_error(value: Any) -> str:
 
 
 def _key_error(key: Any) -> str:
-    return (f"key {key!r} is a {type(key).__name__}: JSON keys are strings "
+    return (f"key {key!r} is {kind_of(key)}: JSON keys are strings "
             f"(it would come back as {str(key)!r})")
 
 
