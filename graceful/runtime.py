@@ -72,7 +72,7 @@ class Runtime(RuntimeView):
         self._hooks: list[hooks.ShutdownHook] = []
         self.phase = Phase.STARTING
         # takeover: we are a worker of graceful serve's supervisor (graceful/worker.py)
-        self._builder = Builder(app, self.config, is_ready=lambda: self.phase is Phase.READY,
+        self._builder = Builder(app, self.config, is_ready=self._is_ready,
                                 phase=lambda: str(self.phase), takeover=takeover)
         self._started: Started | None = None  # the record of a start that succeeded
         self._flusher = Flusher(None, None)
@@ -240,6 +240,15 @@ class Runtime(RuntimeView):
                               notify=self._notify)
         self._notify("ready")
         self._ready.set()
+
+    def _is_ready(self) -> bool:
+        """Readiness is the service's: at a restart new workers serve the same sockets,
+        so a worker that drains for one (what its accept queue held) still says ready; a
+        load balancer must not take the service out of rotation for a restart."""
+        requests = self._escalation.requests
+        return self.phase is Phase.READY or (
+            self.phase is Phase.DRAINING and len(requests) == 1
+            and requests[0].source == StopSource.RESTART)
 
     async def _undo_start(self) -> None:
         if self._metrics is not None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -419,5 +420,109 @@ async def version(request):
 def create_app():
     app = web.Application()
     app.router.add_get("/version", version)
+    return app
+'''
+
+
+async def test_a_restart_skips_the_pre_stop_delay_and_readiness_stays_up(serve, release):
+    """20. --pre-stop-delay is for a stop (load balancers deregister the server); at a
+    restart the new workers serve the same sockets already: readiness probes on new
+    connections through the restart all answer 200, and the restart does not wait out the
+    delay."""
+    server = serve(TARGET, "--pre-stop-delay", "5", env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        while not stop.is_set():
+            statuses.append((await get(server.port, "/readyz"))[0])
+            await asyncio.sleep(0.005)
+
+    prober = asyncio.create_task(probe())
+    done = await asyncio.to_thread(restart, server.pid)
+    stop.set()
+    await prober
+    assert done.returncode == 0, done.stderr
+    assert server.wait_for("restart.done")["took_s"] < 5
+    assert len(statuses) > 20 and set(statuses) == {200}, statuses
+
+
+async def test_an_fd_given_to_the_supervisor_reaches_a_worker_only_as_a_listener(tmp_path):
+    """21. `--fd N`: the worker serves the socket (descriptor 3, announced as systemd
+    does), and descriptor N is not that socket in it (the supervisor's copy is not
+    inherited), before and after a restart."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    inode = os.fstat(listener.fileno()).st_ino
+    (tmp_path / "app.py").write_text(FDS_APP)
+    given = listener.fileno()
+    proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "app:create_app", "--fd",
+                             str(given), "--log-format", "json"], cwd=tmp_path,
+                            pass_fds=[given], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    listener.close()
+    from graceful.testing.process import SubprocessServer
+
+    server = SubprocessServer.following(proc)
+    try:
+        server.wait_for("supervisor.ready")
+        for _ in range(2):
+            links = dict(line.split(" ", 1) for line in (await get(port, "/fds"))[1].split("\n"))
+            assert links["3"] == f"socket:[{inode}]", links
+            assert links.get(str(given)) != f"socket:[{inode}]", links
+            done = await asyncio.to_thread(restart, proc.pid)
+            assert done.returncode == 0, done.stderr
+    finally:
+        server.kill()
+
+
+async def test_a_final_flush_that_fails_during_a_restart_fails_it(serve, tmp_path):
+    """22. The old worker's final flush fails (its disk is full): `graceful restart` exits
+    1 naming the old worker's exit code 4, not "restarted"."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
+    try:
+        server = serve("tests.apps:basic", "--checkpoint", str(disk / "s.json"))
+        worker_pids(server)
+        for _ in range(50):
+            await get(server.port, "/count")
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as full:
+            while True:
+                full.write(b"x" * 512)
+                full.flush()
+        done = await asyncio.to_thread(restart, server.pid)
+        assert done.returncode == 1, done.stdout
+        assert "exit code 4" in done.stderr, done.stderr
+        server.kill()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+FDS_APP = '''import os
+
+from aiohttp import web
+
+
+async def fds(request):
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(f"{fd} {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass
+    return web.Response(text="\\n".join(links))
+
+
+def create_app():
+    app = web.Application()
+    app.router.add_get("/fds", fds)
     return app
 '''
