@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.servers import PY, ROOT, _answers, _new_group, free_port
+from bench.servers import PY, ROOT, _new_group, answers, free_port
 
 LOAD_S = 2.5  # long enough for two flushes at a 1 s interval
 READY_TIMEOUT_S = 30.0
@@ -52,7 +52,7 @@ async def _start(argv: list[str], port: int, log: Path) -> tuple[Any, float]:
     while time.perf_counter() - started < READY_TIMEOUT_S:
         if proc.returncode is not None:
             raise RuntimeError(f"graceful exited {proc.returncode} (see {log})")
-        if await _answers(port):
+        if await answers(port):
             return proc, time.perf_counter() - started
         await asyncio.sleep(POLL_S)
     raise RuntimeError(f"not ready after {READY_TIMEOUT_S:g} s (see {log})")

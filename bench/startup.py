@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.servers import ROOT, SERVERS, Launch, Proc, _answers, _new_group, free_port
+from bench.servers import ROOT, SERVERS, Launch, Proc, _new_group, answers, free_port
 
 POLL_S = 0.002
 READY_TIMEOUT_S = 30.0
@@ -85,7 +85,7 @@ async def time_start(name: str, log: Path, extra: list[str] | None = None
         while time.perf_counter() < deadline:
             if process.returncode is not None:
                 raise RuntimeError(f"{name} exited {process.returncode} (see {log})")
-            if await _answers(port):
+            if await answers(port):
                 return time.perf_counter() - started, _cpu_s(process.pid)
             await asyncio.sleep(POLL_S)
         raise RuntimeError(f"{name} not ready after {READY_TIMEOUT_S:g} s (see {log})")

@@ -121,17 +121,18 @@ def serve(target: str, **options: Any) -> None:
         ensure_installed_in_range()  # before any worker: one line, not one per worker
     except GracefulError as err:
         _fail(err)
+    from graceful.supervisor.start import start
+
+    started = start(target, app_dir, config)  # the workers start now, beside what follows
     from graceful import imports
 
     with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
         from graceful import logs
     logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
     from graceful.serve_options import parse_serve
-    from graceful.supervisor import supervise
-    from graceful.supervisor.main import serve_args
+    from graceful.supervisor.main import serve_args, supervise
 
-    _exit(supervise(target, app_dir, config, lambda: parse_serve(serve_args()).config,
-                    early))
+    _exit(supervise(started, lambda: parse_serve(serve_args()).config, early))
 
 
 @main.command(hidden=True)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from graceful.errors import ConfigError
 from graceful.logs import get_logger
 
 log = get_logger()
@@ -41,18 +40,10 @@ def app_folder(target: str, app_dir: str | None) -> Path:
     return Path(origin).resolve().parent
 
 
-def watcher() -> Any:
-    try:
-        import watchfiles
-    except ImportError:
-        raise ConfigError("--reload needs the watchfiles package: "
-                          "pip install 'aiohttp-graceful[reload]'") from None
-    return watchfiles
-
-
 async def watch(folder: Path, restart: Callable[[str], Any]) -> None:
     """Until cancelled: each change (a burst of saves is one) asks `restart` for one."""
-    watchfiles = watcher()
+    import watchfiles  # its presence is checked at the start (graceful/supervisor/start.py)
+
     log.info("reload.watching", folder=str(folder), files="*.py")
     stop = asyncio.Event()
     try:

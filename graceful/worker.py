@@ -22,7 +22,7 @@ from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.logs import get_logger
 from graceful.stop import StopObserver
-from graceful.supervisor.workers import (
+from graceful.supervisor.launch import (
     CONFIG_FD_ENV,
     GO_FD_ENV,
     LOCK_FD_ENV,

@@ -18,11 +18,12 @@ def parsed(monkeypatch):
     """Run `graceful serve` up to the point it would start, and return its Config."""
     seen: list[Config] = []
 
-    def fake_supervise(target, app_dir, config, reread, early=None):
+    def fake_start(target, app_dir, config):
         seen.append(config)
-        return 0
+        return None
 
-    monkeypatch.setattr("graceful.supervisor.supervise", fake_supervise)
+    monkeypatch.setattr("graceful.supervisor.start.start", fake_start)
+    monkeypatch.setattr("graceful.supervisor.main.supervise", lambda *args: 0)
 
     def parse(*args: str, env: dict[str, str] | None = None) -> Config:
         result = CliRunner().invoke(cli.main, ["serve", "tests.apps:basic", *args], env=env)

@@ -1,9 +1,11 @@
 """The supervisor and its workers: what `graceful serve` runs on POSIX.
 
+    start.py        its first steps: bind, lock, start the first workers (before its log)
     supervisor.py   the process systemd, Docker, a pid file and `graceful restart` know:
                     signals, the stop, the exit code, systemd's notifications, the pid file
     listening.py    the listening sockets, bound once and handed to every worker
-    workers.py      how a worker is started; the ones that serve; a dead one replaced
+    launch.py       how a worker is started (what it is given, and nothing else)
+    workers.py      the ones that serve; a set started together; a dead one replaced
     rolling.py      a restart: new workers ready, then the old ones drain; queued, one at
                     a time, each with its own outcome
     control.py      the control socket `graceful restart` talks to
@@ -13,7 +15,3 @@ A worker is the in-process runtime (graceful/runtime.py) serving the sockets it 
 its side of the link is graceful/worker.py. `graceful.run` and `Runtime` (the library)
 serve in-process, without a supervisor.
 """
-
-from graceful.supervisor.main import supervise
-
-__all__ = ["supervise"]

@@ -1,60 +1,42 @@
-"""`graceful serve` on POSIX: build the supervisor from the options and run it."""
+"""`graceful serve` on POSIX, once its first workers are starting (start.py): the rest of
+the supervisor, and its loop until the service stops."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import types
 from collections.abc import Callable
-from pathlib import Path
 
 from graceful import logs
 from graceful.config import Config
-from graceful.errors import ExitCode, GracefulError
+from graceful.errors import ExitCode
 from graceful.supervisor.early import EarlySignals
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.rolling import Rolling
+from graceful.supervisor.start import Started, absolute_paths
 from graceful.supervisor.supervisor import Supervisor
-from graceful.supervisor.workers import Launcher, Workers
+from graceful.supervisor.workers import Workers
 
 log = logs.get_logger()
 
 
-def supervise(target: str, app_dir: str | None, config: Config,
-              reread: Callable[[], Config], early: EarlySignals | None = None) -> ExitCode:
-    """Serve `target` with `config.workers` workers until a stop; the exit code.
-    `reread` reads the options again for a restart (raises ConfigError); `early` holds the
-    signals that came before the supervisor's loop. What the supervisor itself opens (the
-    listeners, the checkpoint's lock, --reload's watcher) and cannot is `process.failed`,
-    with the error's exit code."""
-    config = absolute_paths(config)
-    # The workers' log goes through our pipes: "auto" is decided here, for the terminal.
-    config = config.replace(log_format="json" if logs.writes_json() else "console")
-    environ = dict(os.environ)  # before anything changes it: what every worker starts with
-    listening = Listening(config.backlog)
-    lock = None
+def supervise(started: Started, reread: Callable[[], Config],
+              early: EarlySignals | None = None) -> ExitCode:
+    """Serve with the workers `started` began until a stop; the exit code. `reread` reads
+    the options again for a restart (raises ConfigError); `early` holds the signals that
+    came before the supervisor's loop. What the supervisor could not open (the listeners,
+    the checkpoint's lock) is `process.failed`, with the error's exit code."""
+    if started.error is not None:
+        log.error("process.failed", error=str(started.error))
+        return started.error.exit_code
+    launcher = started.launcher
+    config, listening = launcher.config, launcher.listening
     reload_folder = None
-    try:
-        if config.reload:
-            from graceful import reload
+    if config.reload:
+        from graceful import reload
 
-            reload.watcher()  # installed, or a configuration error now
-            reload_folder = reload.app_folder(target, app_dir)
-        listening.open(config)
-        if config.checkpoint is not None:
-            from graceful.checkpoint import CheckpointLock, fileformat, probe_folder
-
-            # as a worker's own start would, before anything: refused now, not at the stop
-            fileformat.refuse_symlink(config.checkpoint)
-            probe_folder(config.checkpoint)
-            lock = CheckpointLock.acquire(config.checkpoint)
-    except GracefulError as err:
-        listening.close()
-        log.error("process.failed", error=str(err))
-        return err.exit_code
-    launcher = Launcher(target, app_dir, config, environ, listening,
-                        lock_fd=lock.fd if lock is not None else None)
+        reload_folder = reload.app_folder(launcher.target, launcher.app_dir)
     workers = Workers(launcher, config.workers)
     notifier = _notifier(listening)
     pid_file = None
@@ -68,24 +50,12 @@ def supervise(target: str, app_dir: str | None, config: Config,
 
     rolling = Rolling(workers, listening, reread_absolute, notifier)
     supervisor = Supervisor(workers, listening, config, rolling, notifier, pid_file, early,
-                            reload_folder)
+                            reload_folder, first=started.spawned)
     try:
         return asyncio.run(supervisor.run())
     finally:
-        if lock is not None:
-            lock.release()
-
-
-def absolute_paths(config: Config) -> Config:
-    """Paths as the folder we started in names them: a worker may start in another one
-    (a deploy's symlink switched)."""
-    changes: dict[str, object] = {}
-    for name in ("checkpoint", "pid_file", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):
-        value = getattr(config, name)
-        if value is not None and not os.path.isabs(value):
-            changes[name] = type(value)(os.path.abspath(value)) if isinstance(value, Path) \
-                else os.path.abspath(value)
-    return config.replace(**changes) if changes else config
+        if started.lock is not None:
+            started.lock.release()  # type: ignore[attr-defined]
 
 
 def _notifier(listening: Listening) -> object | None:

@@ -35,6 +35,7 @@ from graceful.supervisor.early import EarlySignals
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.reaper import Reaper
 from graceful.supervisor.rolling import Rolling
+from graceful.supervisor.spawn import Spawned
 from graceful.supervisor.workers import Workers
 
 log = get_logger()
@@ -47,7 +48,9 @@ KILL_MARGIN_S = 5.0  # past the stop budget, a worker that has not exited is kil
 class Supervisor:
     def __init__(self, workers: Workers, listening: Listening, config: Config,
                  rolling: Rolling, notifier: Any = None, pid_file: Any = None,
-                 early: EarlySignals | None = None, reload_folder: Path | None = None) -> None:
+                 early: EarlySignals | None = None, reload_folder: Path | None = None,
+                 first: list[Spawned] | None = None) -> None:
+        self._first = first  # the first workers, started before the loop (start.py)
         self._early = early
         self._reload_folder = reload_folder
         self._workers = workers
@@ -92,7 +95,8 @@ class Supervisor:
     async def _serve(self) -> ExitCode:
         assert self._stop_requested is not None
         started = time.perf_counter()
-        first = await self._workers.start_generation(self._workers.count, self._stop_requested)
+        first = await self._workers.start_generation(self._workers.count, self._stop_requested,
+                                                     spawned=self._first)
         if first.failed is not None:
             if first.code != ExitCode.USAGE:  # a usage error is the worker's one line
                 log.error("supervisor.start_failed", reason=first.reason,

@@ -1,12 +1,5 @@
-"""The workers behind the supervisor: how one is started, the ones that serve, and what
-happens when one dies.
-
-A worker is `python -m graceful worker MODULE:ATTR`: a fresh interpreter with the
-supervisor's own environment (as the supervisor found it at its start: nothing an
-application changed reaches a new worker), started in the folder $PWD names now (a deploy's
-symlink switched since is followed), given the listening sockets, the checkpoint's lock,
-the configuration (through a pipe: it holds the TLS key's password) and a ready pipe. The
-worker's side is graceful/worker.py.
+"""The workers behind the supervisor: the ones that serve, a set started together (the first
+start, a restart), and what happens when one dies. How one is started: launch.py.
 """
 
 from __future__ import annotations
@@ -14,47 +7,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
-import os
 import signal
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from graceful.config import Config
 from graceful.errors import ExitCode
 from graceful.logs import get_logger
-from graceful.supervisor.listening import Listening
+from graceful.supervisor.launch import Launcher
 from graceful.supervisor.reaper import Reaper
-from graceful.supervisor.spawn import spawn
+from graceful.supervisor.spawn import Spawned
 from graceful.supervisor.worker_process import WorkerProcess
 
 log = get_logger()
 
-# What a worker finds in its environment (graceful/worker.py reads them).
-SUPERVISOR_ENV = "GRACEFUL_SUPERVISOR_PID"
-READY_FD_ENV = "GRACEFUL_WORKER_READY_FD"
-CONFIG_FD_ENV = "GRACEFUL_WORKER_CONFIG_FD"
-LOCK_FD_ENV = "GRACEFUL_WORKER_LOCK_FD"
-GO_FD_ENV = "GRACEFUL_WORKER_GO_FD"
-NUMBER_ENV = "GRACEFUL_WORKER_NUMBER"
-# The supervisor's to use, not a worker's: systemd would take a worker's READY=1 for ours.
-_NOT_FOR_WORKERS = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE",
-                    "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-
 BACKOFF_FIRST_S = 0.5  # a dead worker's replacement waits this, doubled at each death
 BACKOFF_MAX_S = 30.0
 STABLE_S = 10.0  # a replacement up this long resets its slot's backoff
-
-
-def config_to_json(config: Config) -> str:
-    fields = dataclasses.asdict(config)
-    return json.dumps({key: (str(value) if isinstance(value, Path) else value)
-                       for key, value in fields.items()})
-
-
-def config_from_json(text: str) -> Config:
-    return Config(**json.loads(text))
 
 
 def exit_code(code: int) -> ExitCode:
@@ -72,45 +39,6 @@ def describe_exit(code: int) -> dict[str, Any]:
             return {"exit_code": None, "signal": signal.Signals(-code).name}
         return {"exit_code": None, "signal": -code}
     return {"exit_code": code}
-
-
-@dataclasses.dataclass
-class Launcher:
-    """How a worker is started; `config` is replaced by a restart's."""
-
-    target: str
-    app_dir: str | None
-    config: Config
-    environ: Mapping[str, str]
-    listening: Listening
-    # computed once, at the supervisor's start: a symlink's path, followed at each spawn
-    folder: str = dataclasses.field(default_factory=lambda: start_folder())
-    lock_fd: int | None = None
-    entry: list[str] = dataclasses.field(default_factory=lambda: entry_point())
-
-    def spawn(self, number: int, generation: int, go_fd: int | None = None) -> WorkerProcess:
-        argv = [*self.entry, "worker", self.target]
-        if self.app_dir is not None:
-            argv += ["--app-dir", self.app_dir]
-        env = {key: value for key, value in self.environ.items() if key not in _NOT_FOR_WORKERS}
-        env[SUPERVISOR_ENV] = str(os.getpid())
-        env[NUMBER_ENV] = str(number)
-        config_r, config_w = os.pipe()
-        try:
-            os.write(config_w, config_to_json(self.config).encode())
-        finally:
-            os.close(config_w)
-        passed = [(CONFIG_FD_ENV, config_r)]
-        if self.lock_fd is not None:
-            passed.append((LOCK_FD_ENV, self.lock_fd))
-        if go_fd is not None:
-            passed.append((GO_FD_ENV, go_fd))
-        try:
-            spawned = spawn(argv, env, self.folder, self.listening.pairs(), passed,
-                            READY_FD_ENV)
-        finally:
-            os.close(config_r)
-        return WorkerProcess(spawned, number, generation)
 
 
 @dataclasses.dataclass
@@ -139,8 +67,11 @@ class Workers:
     def pids(self) -> list[int]:
         return [worker.pid for worker in self.serving.values()]
 
-    def spawn(self, number: int, go_fd: int | None = None) -> WorkerProcess:
-        worker = self.launcher.spawn(number, self.generation, go_fd)
+    def spawn(self, number: int, go_fd: int | None = None,
+              spawned: Spawned | None = None) -> WorkerProcess:
+        """Start worker `number` (or take `spawned`, started before the loop ran)."""
+        worker = WorkerProcess(spawned or self.launcher.spawn(number, go_fd), number,
+                               self.generation)
         assert self.reaper is not None
         self.reaper.watch(worker.pid, worker.exit_seen)
         # the first start's are details (`supervisor.ready` names the workers); later ones
@@ -151,14 +82,16 @@ class Workers:
 
     async def start_generation(self, count: int, cancel: asyncio.Future[Any],
                                timeout: float | None = None, go_fd: int | None = None,
-                               into: list[WorkerProcess] | None = None) -> Generation:
+                               into: list[WorkerProcess] | None = None,
+                               spawned: list[Spawned] | None = None) -> Generation:
         """Spawn `count` workers (appended to `into` as they start) and wait until all are
         ready, one fails, `cancel` is done or `timeout` passes. A failure or a timeout ends
-        all of them."""
+        all of them. `spawned`: the processes, already started (the first start)."""
         workers = into if into is not None else []
         try:
             for number in range(1, count + 1):
-                workers.append(self.spawn(number, go_fd))
+                workers.append(self.spawn(number, go_fd, spawned[number - 1] if spawned
+                                          else None))
         except OSError as err:
             await self.end(workers)
             return Generation([], None, f"cannot start a worker: {err}", ExitCode.ERROR)
@@ -296,30 +229,3 @@ def _said(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
     return f"exit code {code}"
-
-
-def start_folder() -> str:
-    """Where workers start: $PWD when it names our working directory at our start, as a
-    shell or systemd's WorkingDirectory= sets it, else that directory. $PWD may go through a
-    symlink a deploy switches to the next release (`current -> releases/v2`): a worker
-    started after the switch starts in the release the link names then (our own working
-    directory is the release it named at our start: the kernel keeps the folder)."""
-    here = os.getcwd()
-    named = os.environ.get("PWD")
-    with contextlib.suppress(OSError):
-        if named and os.path.isabs(named) and os.path.samefile(named, here):
-            return named
-    return here
-
-
-def entry_point() -> list[str]:
-    """How this process was started, up to its command (`serve`): the interpreter, its
-    options and the script or module (`graceful`, `-m graceful`, or a wrapper such as the
-    pytest plugin's `-m graceful.testing.child`). A worker is started the same way."""
-    import sys
-
-    args = sys.argv[1:]
-    orig = sys.orig_argv
-    if args and orig[len(orig) - len(args):] == args:
-        return [sys.executable, *orig[1:len(orig) - len(args)]]
-    return [sys.executable, "-m", "graceful"]

@@ -1,0 +1,87 @@
+"""The supervisor's first steps, before its log and its loop: bind the listeners, take the
+checkpoint's lock, start the first workers. The workers' start (an interpreter, aiohttp,
+the app) is most of the service's; begun here, it runs beside the supervisor's own
+imports (structlog, asyncio) instead of after them. Nothing here logs: an error is kept
+for the supervisor to log once its log is configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from graceful.config import Config
+from graceful.errors import ConfigError, GracefulError
+from graceful.supervisor.launch import Launcher
+from graceful.supervisor.listening import Listening
+from graceful.supervisor.spawn import Spawned
+
+
+@dataclasses.dataclass
+class Started:
+    launcher: Launcher
+    spawned: list[Spawned]  # the first workers, numbered 1..N in order
+    lock: object | None = None  # the checkpoint's CheckpointLock, held for good
+    error: GracefulError | None = None  # what could not be opened: nothing was spawned
+
+
+def start(target: str, app_dir: str | None, config: Config) -> Started:
+    config = absolute_paths(config)
+    # The workers' log goes through our pipes: "auto" is decided here, for the terminal, as
+    # graceful.logs decides it.
+    as_json = config.log_format == "json" or (config.log_format == "auto"
+                                               and not _isatty(sys.stderr))
+    config = config.replace(log_format="json" if as_json else "console")
+    environ = dict(os.environ)  # before anything changes it: what every worker starts with
+    listening = Listening(config.backlog)
+    launcher = Launcher(target, app_dir, config, environ, listening)
+    lock = None
+    try:
+        if config.reload and importlib.util.find_spec("watchfiles") is None:
+            raise ConfigError("--reload needs the watchfiles package: pip install "
+                              "watchfiles (or the reload extra)")
+        listening.open(config)
+        if config.checkpoint is not None:
+            from graceful.checkpoint import CheckpointLock, fileformat, probe_folder
+
+            # as a worker's own start would, before anything: refused now, not at the stop
+            fileformat.refuse_symlink(config.checkpoint)
+            probe_folder(config.checkpoint)
+            lock = CheckpointLock.acquire(config.checkpoint)
+            launcher.lock_fd = lock.fd
+        spawned: list[Spawned] = []
+        try:
+            for number in range(1, config.workers + 1):
+                spawned.append(launcher.spawn(number))
+        except OSError as err:
+            for worker in spawned:  # none has served: ended at once, reaped by the loop
+                os.kill(worker.pid, 9)
+            raise GracefulError(f"cannot start a worker: {err}") from err
+    except GracefulError as err:
+        listening.close()
+        if lock is not None:
+            lock.release()
+        return Started(launcher, [], None, err)
+    return Started(launcher, spawned, lock)
+
+
+def absolute_paths(config: Config) -> Config:
+    """Paths as the folder we started in names them: a worker may start in another one
+    (a deploy's symlink switched)."""
+    changes: dict[str, object] = {}
+    for name in ("checkpoint", "pid_file", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):
+        value = getattr(config, name)
+        if value is not None and not os.path.isabs(value):
+            changes[name] = type(value)(os.path.abspath(value)) if isinstance(value, Path) \
+                else os.path.abspath(value)
+    return config.replace(**changes) if changes else config
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
