@@ -77,21 +77,29 @@ def at(event: dict[str, Any]) -> float:
 def read_runs(lines: Iterable[str]) -> list[list[dict[str, Any]]]:
     """The JSON events of each run in a log, in the order the runs began.
 
-    After a restart the old process drains while its successor serves, both writing to one
-    log: an event joins the run of its `pid`. A process's run begins at its first event and
+    Under graceful serve the workers and their supervisor write to one log, and after a
+    restart an old worker drains while a new one serves: an event joins the run of its
+    `pid`, and the supervisor's events join none. A process's run begins at its first event and
     a later server.started of the same process (run again) begins another. Lines without a
     pid (logs of older versions name it only in server.started) join the latest run.
     """
     runs: list[list[dict[str, Any]]] = []
     of_pid: dict[Any, list[dict[str, Any]]] = {}
+    events = []
     for line in lines:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if not isinstance(event, dict) or "event" not in event or "timestamp" not in event:
-            continue
+        if isinstance(event, dict) and "event" in event and "timestamp" in event:
+            events.append(event)
+    # graceful serve's supervisor writes to the same log and serves nothing: a run is a
+    # worker's (each worker of a restart is a run of its own)
+    supervisors = {e.get("pid") for e in events if str(e["event"]).startswith("supervisor.")}
+    for event in events:
         pid = event.get("pid")
+        if pid is not None and pid in supervisors:
+            continue
         run = of_pid.get(pid) if pid is not None else (runs[-1] if runs else None)
         if run is None or (event["event"] == "server.started"
                            and any(e["event"] == "server.started" for e in run)):

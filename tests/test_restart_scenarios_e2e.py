@@ -45,7 +45,7 @@ async def started(server: Any, generation: int, count: int = 1,
     """The pids of the `count` workers a restart (its generation) started, once logged."""
     deadline = time.monotonic() + timeout
     while True:
-        pids = [e["pid"] for e in server.events
+        pids = [e["worker_pid"] for e in server.events
                 if e.get("event") == "worker.started" and e.get("generation") == generation]
         if len(pids) >= count:
             return pids
@@ -84,7 +84,7 @@ async def test_a_new_worker_not_ready_in_time_is_ended_and_the_old_one_serves_on
     assert queued["source"] == "SIGHUP"
     failed = await server.event("restart.failed", 30)
     assert failed["reason"] == "not ready within 1.5s", failed
-    assert failed["pid"] == first
+    assert failed["worker_pid"] == first
     assert await ended(first, 5)
     (second,) = await started(server, 2)
     assert second != first
@@ -93,7 +93,7 @@ async def test_a_new_worker_not_ready_in_time_is_ended_and_the_old_one_serves_on
         await asyncio.sleep(0.05)
         failures = [e for e in server.events if e["event"] == "restart.failed"]
         assert server.running()
-    assert failures[1]["pid"] == second and failures[1]["reason"] == "not ready within 1.5s"
+    assert failures[1]["worker_pid"] == second and failures[1]["reason"] == "not ready within 1.5s"
     assert await ended(second, 5)
     await serves_on(server, old)
     await stops_with_0(server)
@@ -113,7 +113,7 @@ async def test_a_new_worker_killed_mid_restart_leaves_the_old_one_serving(serve,
     os.kill(new, signal.SIGKILL)
     failed = await server.event("restart.failed", 30)
     assert time.monotonic() - killed_at < 10, "the restart waited for its timeout"
-    assert failed["pid"] == new and failed["signal"] == "SIGKILL", failed
+    assert failed["worker_pid"] == new and failed["signal"] == "SIGKILL", failed
     assert "exited before it was ready" in failed["reason"]
     await serves_on(server, old)
     await stops_with_0(server)
@@ -134,7 +134,7 @@ async def test_a_new_worker_that_fails_to_start_leaves_the_old_one_serving(
     server.signal(signal.SIGHUP)
     (new,) = await started(server, 1)
     failed = await server.event("restart.failed", 30)
-    assert failed["pid"] == new and failed["exit_code"] == exit_code, failed
+    assert failed["worker_pid"] == new and failed["exit_code"] == exit_code, failed
     assert failed["reason"].startswith("exited before it was ready"), failed
     if said is not None:
         assert any(said in line for line in failed["last_lines"]), failed["last_lines"]
@@ -189,7 +189,7 @@ async def test_sigterm_while_the_old_worker_drains_after_a_restart_answers_it(
     release.write_text("v2\n")
     server.signal(signal.SIGHUP)
     (new,) = await started(server, 1)
-    await server.event("worker.ready", 30, pid=new)
+    await server.event("worker.ready", 30, worker_pid=new)
     await server.event("stop.requested", 30, source="RESTART")  # the old worker drains
     server.signal(signal.SIGTERM)
     await server.event("supervisor.stopping", 10)
@@ -222,7 +222,7 @@ async def test_an_old_worker_killed_while_its_replacement_starts(serve, release)
     assert outcomes["refused"] == 0, (outcomes, load.errors[:5])
     assert outcomes["ok"] > 0
     await asyncio.sleep(1.5)  # any replacement still pending has started by now
-    workers = {e["pid"] for e in server.events if e["event"] == "worker.started"}
+    workers = {e["worker_pid"] for e in server.events if e["event"] == "worker.started"}
     running = sorted(pid for pid in workers if alive(pid))
     assert running == outcome["workers"], (running, outcome)
     status, body = await get(server.port, "/release")

@@ -99,10 +99,10 @@ async def test_a_killed_worker_is_logged_and_replaced(serve, release):
     await load.answered(10)
     os.kill(victim, signal.SIGKILL)
     exited = await asyncio.to_thread(server.wait_for, "worker.exited", 15)
-    assert exited["pid"] == victim and exited["signal"] == "SIGKILL"
+    assert exited["worker_pid"] == victim and exited["signal"] == "SIGKILL"
     assert exited["last_lines"], exited
     replaced = await asyncio.to_thread(server.wait_for, "worker.ready", 30, replaced=True)
-    assert replaced["pid"] != victim
+    assert replaced["worker_pid"] != victim
     await load.answered(load.outcomes["ok"] + 10, timeout=20)
     outcomes = await load.finish()
     # in flight on the killed worker: cut (what any server does to a SIGKILLed process);
@@ -123,7 +123,7 @@ async def test_a_new_worker_that_dies_after_ready_fails_the_restart(serve, relea
         started = server.wait_for("worker.ready", 30, generation=1)
         time.sleep(0.5)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(started["pid"], signal.SIGKILL)
+            os.kill(started["worker_pid"], signal.SIGKILL)
         killer_done.set()
 
     killer = threading.Thread(target=kill_new_worker, daemon=True)

@@ -264,9 +264,9 @@ async def test_a_killed_worker_is_reaped_and_replaced(namespace):
     victim = ns.host_pid(worker)
     os.kill(victim, signal.SIGKILL)
     exited = await server.event("worker.exited", 15)
-    assert exited["pid"] == worker and exited["signal"] == "SIGKILL", exited
+    assert exited["worker_pid"] == worker and exited["signal"] == "SIGKILL", exited
     replaced = await server.event("worker.ready", 30, replaced=True)
-    assert replaced["pid"] != worker
+    assert replaced["worker_pid"] != worker
     assert await ended(victim, 5), "the killed worker was left a zombie"
     status, body = await get(server.port, "/release")
     assert (status, body) == (200, f"v1 {replaced['pid']}\n")

@@ -17,10 +17,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import json
-import os
 import re
 import signal
 import subprocess
@@ -29,7 +27,6 @@ import time
 
 import pytest
 
-from graceful.processes import alive
 from tests.rawhttp import Connection
 
 
@@ -163,33 +160,26 @@ async def test_pre_stop_delay_counts_only_what_was_in_flight(serve, tmp_path):
 async def test_a_restart_is_two_runs_split_by_pid(serve, tmp_path):
     """7."""
     server = serve("tests.apps:logs_what_it_is_sent", "--drain-timeout", "10")
+    old = server.wait_for("supervisor.ready")["workers"][0]
     await server.hold("/wait/first?s=0.3")
     server.signal(signal.SIGHUP)
-    successor = (await server.event("restart.ready"))["successor_pid"]
-    try:
-        assert await asyncio.to_thread(server.proc.wait, 30) == 0
-        conn = await Connection.open(server.port)  # served by the successor
-        conn.send("GET", "/wait/x%0a2000-01-01T00:00:00Z%20forged?s=30")
-        await asyncio.sleep(0.3)
-        os.kill(successor, signal.SIGTERM)
-        time.sleep(0.6)  # graceful ignores a repeat within 0.5 s
-        os.kill(successor, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while alive(successor) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        conn.close()
-        await asyncio.to_thread(server.wait)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(successor, signal.SIGKILL)
+    (new,) = (await server.event("restart.done", 30))["workers"]
+    conn = await Connection.open(server.port)  # served by the new worker
+    conn.send("GET", "/wait/x%0a2000-01-01T00:00:00Z%20forged?s=30")
+    await asyncio.sleep(0.3)
+    server.signal(signal.SIGTERM)
+    time.sleep(0.6)  # graceful ignores a repeat within 0.5 s
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 3
+    conn.close()
     log = tmp_path / "run.log"
     log.write_text("".join(server.raw))
     last, first = timeline(str(log)), timeline(str(log), "--run", "1")
-    assert f"pid {successor}" in last.stdout and "stop 1 SIGTERM graceful" in last.stdout, \
+    assert f"pid {new}" in last.stdout and "stop 1 SIGTERM graceful" in last.stdout, \
         last.stdout
     assert "RESTART" not in last.stdout and "exit 3" in last.stdout, last.stdout
     assert "cancelled 1: GET /wait/x\\n2000-01-01" in last.stdout, last.stdout
     assert not any(line.startswith("2000") for line in last.stdout.split("\n"))
-    assert f"pid {server.proc.pid}" in first.stdout and "stop 1 RESTART" in first.stdout, \
+    assert f"pid {old}" in first.stdout and "stop 1 RESTART" in first.stdout, \
         first.stdout
     assert "exit 0" in first.stdout, first.stdout

@@ -189,7 +189,7 @@ class Rolling:
             self._starting = []
             failed = generation.failed
             return {"outcome": "failed", "reason": generation.reason or "stopping",
-                    **({"pid": failed.pid, **describe_exit(generation.code),
+                    **({"worker_pid": failed.pid, **describe_exit(generation.code),
                         "last_lines": failed.last_lines()} if failed else {})}
         new = generation.workers
         self._starting = []

@@ -77,7 +77,7 @@ class Workers:
         # the first start's are details (`supervisor.ready` names the workers); later ones
         # (a restart, a replacement) are news
         (log.info if self.generation or number in self._deaths else log.debug)(
-            "worker.started", worker=number, pid=worker.pid, generation=self.generation)
+            "worker.started", worker=number, worker_pid=worker.pid, generation=self.generation)
         return worker
 
     async def start_generation(self, count: int, cancel: asyncio.Future[Any],
@@ -117,7 +117,7 @@ class Workers:
                               ExitCode.ERROR)
         for worker in workers:
             (log.info if worker.generation else log.debug)(
-                "worker.ready", worker=worker.number, pid=worker.pid,
+                "worker.ready", worker=worker.number, worker_pid=worker.pid,
                 generation=worker.generation)
         return Generation(workers)
 
@@ -168,7 +168,7 @@ class Workers:
         _, late = await asyncio.wait([worker.exited for worker in workers], timeout=kill_after)
         for worker in workers:
             if not worker.exited.done():
-                log.error("worker.killed", worker=worker.number, pid=worker.pid,
+                log.error("worker.killed", worker=worker.number, worker_pid=worker.pid,
                           reason=f"still running {kill_after:g}s after it was told to stop")
                 worker.kill_group()
         if late:
@@ -198,7 +198,7 @@ class Workers:
             self._deaths.pop(worker.number, None)
         deaths = self._deaths[worker.number] = self._deaths.get(worker.number, 0) + 1
         delay = min(BACKOFF_FIRST_S * 2 ** (deaths - 1), BACKOFF_MAX_S)
-        log.error("worker.exited", worker=worker.number, pid=worker.pid, up_s=round(up_s, 3),
+        log.error("worker.exited", worker=worker.number, worker_pid=worker.pid, up_s=round(up_s, 3),
                   **describe_exit(code), last_lines=worker.last_lines(),
                   replaced_in_s=delay)
         self._replacing[worker.number] = asyncio.ensure_future(
@@ -219,7 +219,7 @@ class Workers:
         self.serving[number] = worker  # stopped with the others if a stop comes now
         worker.exited.add_done_callback(lambda _: self._exited(worker))
         if await worker.ready:
-            log.info("worker.ready", worker=number, pid=worker.pid, replaced=True,
+            log.info("worker.ready", worker=number, worker_pid=worker.pid, replaced=True,
                      generation=worker.generation)
         self._replacing.pop(number, None)
 

@@ -92,7 +92,7 @@ class SubprocessServer(GracefulServer):
             self.proc.wait(10)
         for event in self.events:
             if event.get("event") in ("worker.started", "supervisor.ready"):
-                pids = event.get("workers", [event.get("pid")])
+                pids = event.get("workers", [event.get("worker_pid")])
                 workers.update(pid for pid in pids if isinstance(pid, int))
         workers.discard(self.proc.pid)
         for pid in workers:
