@@ -145,8 +145,11 @@ def worker(target: str, app_dir: str) -> None:
     bridge = default_bridge()
     if hasattr(bridge, "capture"):
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
+    from graceful import imports
     from graceful.errors import ConfigError
-    from graceful.worker import WorkerLink
+
+    with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
+        from graceful.worker import WorkerLink
 
     link = WorkerLink.from_environment()
     try:

@@ -86,6 +86,11 @@ class SystemdNotifier(StopObserver):
         status = "serving" if failure is None else f"serving; restart failed: {failure}"
         self._send("READY=1", f"STATUS={status}")
 
+    def workers_stopping(self, workers: int, time_left_s: float) -> None:
+        """The supervisor's stop: its workers drain; systemd waits as long as they may."""
+        self._send("STOPPING=1", f"STATUS=stopping: {workers} worker"
+                   f"{'s' if workers != 1 else ''} draining", self._extend(time_left_s))
+
     def phase(self, name: str, time_left_s: float) -> None:
         self._send("STOPPING=1", f"STATUS=stopping: {name}", self._extend(time_left_s))
 

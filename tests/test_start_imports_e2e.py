@@ -30,9 +30,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from graceful import cli
+from graceful.config import Config
 from graceful.heap import Heap
 from graceful.http import listeners
 from tests.conftest import ROOT, ServerProcess
@@ -60,7 +60,8 @@ def create_app():
 NOT_IMPORTED = {"rich", "better_exceptions", "tomllib", "encodings.idna", "graceful.checkpoint",
                 "graceful.metrics", "prometheus_client", "watchfiles", "graceful.service_cli",
                 "graceful.restart_cli", "graceful.timeline", "graceful.check",
-                "graceful.windows", "graceful.waiter"}
+                "graceful.windows", "graceful.supervisor.supervisor",
+                "graceful.supervisor.rolling", "graceful.supervisor.control"}
 
 
 def _installed(folder: Path, name: str) -> None:
@@ -119,13 +120,13 @@ def test_the_start_collects_the_young_generations_only():
 
 
 def test_a_serve_in_process_leaves_the_collector_as_it_found_it(monkeypatch):
-    """2."""
-    monkeypatch.setattr(cli, "_run", lambda source, config, bridge: 0)
+    """2. A worker's serve (what `graceful worker` runs), in this process."""
+    monkeypatch.setattr(cli, "_run", lambda *args: 0)
     monkeypatch.setattr(cli, "_exit_now", cli._exit)  # os._exit would end pytest itself
-    monkeypatch.setattr("graceful.bridge.default_bridge", lambda: None)  # no signals taken
     for target, code in (("tests.apps:basic", 0), ("no_such_module:app", 2)):
-        result = CliRunner().invoke(cli.main, ["serve", target])
-        assert result.exit_code == code, result.output
+        with pytest.raises(SystemExit) as exited:
+            cli._serve_in_process(target, ".", Config(), None)
+        assert exited.value.code == code
         assert gc.isenabled() and gc.get_freeze_count() == 0
 
 

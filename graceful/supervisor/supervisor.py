@@ -133,7 +133,7 @@ class Supervisor:
         log.info("supervisor.stopping", source=name, workers=self._workers.pids(),
                  budget_s=round(budget, 3))
         if self._notifier is not None:
-            self._notifier.phase("stop", budget)
+            self._notifier.workers_stopping(len(self._workers.pids()), budget)
         await self._rolling.abandon()  # workers still starting for a restart: ended
         stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget))
         # our copies of the listeners: the workers hold theirs until their queues are served
@@ -158,8 +158,8 @@ class Supervisor:
         end = time.monotonic() + budget
         while not stopping.done():
             await asyncio.sleep(1.0)
-            self._notifier.drain_progress(len(self._workers.pids()),
-                                          max(0.0, end - time.monotonic()))
+            self._notifier.workers_stopping(self._workers.running(),
+                                            max(0.0, end - time.monotonic()))
 
     def _kill_after(self) -> float:
         return self._config.stop_budget + KILL_MARGIN_S

@@ -67,6 +67,11 @@ class Workers:
     def pids(self) -> list[int]:
         return [worker.pid for worker in self.serving.values()]
 
+    def running(self) -> int:
+        """Workers not yet exited: serving, or stopping (a restart's old ones too)."""
+        return sum(not worker.exited.done()
+                   for worker in [*self.serving.values(), *self._extra, *self._retiring])
+
     def spawn(self, number: int, go_fd: int | None = None,
               spawned: Spawned | None = None) -> WorkerProcess:
         """Start worker `number` (or take `spawned`, started before the loop ran)."""
