@@ -35,6 +35,7 @@ def supervise(target: str, app_dir: str | None, config: Config,
     listening = Listening(config.backlog)
     lock = None
     reload_folder = None
+    metrics = None
     try:
         if config.reload:
             from graceful import reload
@@ -49,12 +50,18 @@ def supervise(target: str, app_dir: str | None, config: Config,
             fileformat.refuse_symlink(config.checkpoint)
             probe_folder(config.checkpoint)
             lock = CheckpointLock.acquire(config.checkpoint)
+        if config.metrics_bind is not None:
+            from graceful.supervisor.metrics_folder import MetricsFolder
+
+            metrics = MetricsFolder.open(environ)
     except GracefulError as err:
         listening.close()
+        if lock is not None:
+            lock.release()
         log.error("process.failed", error=str(err))
         return err.exit_code
     launcher = Launcher(target, app_dir, config, environ, listening,
-                        lock_fd=lock.fd if lock is not None else None)
+                        lock_fd=lock.fd if lock is not None else None, metrics=metrics)
     workers = Workers(launcher, config.workers)
     notifier = _notifier(listening)
     pid_file = None
@@ -74,6 +81,8 @@ def supervise(target: str, app_dir: str | None, config: Config,
     finally:
         if lock is not None:
             lock.release()
+        if metrics is not None:
+            metrics.close()
 
 
 def absolute_paths(config: Config) -> Config:

@@ -25,6 +25,8 @@ from graceful.config import Config
 from graceful.errors import ExitCode
 from graceful.logs import get_logger
 from graceful.supervisor.listening import Listening
+from graceful.supervisor.metrics_folder import ENV as METRICS_FOLDER_ENV
+from graceful.supervisor.metrics_folder import MetricsFolder
 from graceful.supervisor.reaper import Reaper
 from graceful.supervisor.spawn import spawn
 from graceful.supervisor.worker_process import WorkerProcess
@@ -86,6 +88,7 @@ class Launcher:
     # computed once, at the supervisor's start: a symlink's path, followed at each spawn
     folder: str = dataclasses.field(default_factory=lambda: start_folder())
     lock_fd: int | None = None
+    metrics: MetricsFolder | None = None  # with --metrics-bind: the workers' metrics
     entry: list[str] = dataclasses.field(default_factory=lambda: entry_point())
 
     def spawn(self, number: int, generation: int, go_fd: int | None = None) -> WorkerProcess:
@@ -95,6 +98,8 @@ class Launcher:
         env = {key: value for key, value in self.environ.items() if key not in _NOT_FOR_WORKERS}
         env[SUPERVISOR_ENV] = str(os.getpid())
         env[NUMBER_ENV] = str(number)
+        if self.metrics is not None:  # read by prometheus_client at its import in the worker
+            env[METRICS_FOLDER_ENV] = self.metrics.path
         config_r, config_w = os.pipe()
         try:
             os.write(config_w, config_to_json(self.config).encode())
@@ -143,6 +148,8 @@ class Workers:
         worker = self.launcher.spawn(number, self.generation, go_fd)
         assert self.reaper is not None
         self.reaper.watch(worker.pid, worker.exit_seen)
+        if (metrics := self.launcher.metrics) is not None:
+            worker.exited.add_done_callback(lambda _: metrics.worker_exited(worker.pid))
         # the first start's are details (`supervisor.ready` names the workers); later ones
         # (a restart, a replacement) are news
         (log.info if self.generation or number in self._deaths else log.debug)(
