@@ -57,6 +57,13 @@ def worker(server) -> str:
     return str(server.wait_for("server.started")["pid"])
 
 
+async def stopped(server) -> None:
+    """Stopped, not killed at the test's end: a killed supervisor leaves its metrics folder
+    behind. The app's notify_peers hook fails: exit 5."""
+    server.signal()
+    assert await server.exited() == 5
+
+
 async def test_metrics_while_serving(serve):
     """1."""
     server = serve(APP, "--metrics-bind", "127.0.0.1:0")
@@ -67,6 +74,7 @@ async def test_metrics_while_serving(serve):
     # a family without samples is left out of the merged page (prometheus_client's
     # multiprocess mode): the stops appear with the first one (2.)
     assert "# TYPE graceful_requests_cancelled_total counter" in page
+    await stopped(server)
 
 
 async def test_a_scrape_during_the_drain_sees_the_in_flight_count_fall(serve):
@@ -122,6 +130,7 @@ async def test_prometheus_client_is_imported_only_with_metrics(serve, metrics):
         assert {"graceful.metrics", "prometheus_client"} <= loaded
     else:
         assert loaded == set()
+    await stopped(server)
 
 
 async def test_bad_or_busy_metrics_bind_is_a_usage_error(serve):
