@@ -17,7 +17,10 @@ does not answer within READ_TIMEOUT_S, the last values read are served.
 
 Under graceful serve the supervisor binds the metrics socket and hands it to every worker
 with the app's (named graceful-metrics), which serves it instead of binding the port: a
-restart never closes it, so no scrape is refused at any instant.
+restart never closes it, so no scrape is refused at any instant. There a scrape answers for
+the service, not for the worker that accepted it: every worker writes its metrics to the
+supervisor's folder (prometheus_client's multiprocess mode: graceful/metrics_shared.py for
+the live values, graceful/metrics_registry.py for what a scrape reads).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from prometheus_client.registry import Collector
 from graceful.config import parse_bind
 from graceful.errors import ConfigError
 from graceful.logs import get_logger
-from graceful.metrics_registry import Readable, to_serve
+from graceful.metrics_registry import Readable, Shared, to_serve
+from graceful.metrics_shared import PHASES, PUBLISH_INTERVAL_S, SharedLive
 from graceful.stop import StopObserver
 
 if TYPE_CHECKING:
@@ -50,7 +54,6 @@ log = get_logger()
 
 READ_TIMEOUT_S = 0.5
 ANSWER_TIMEOUT_S = 0.5  # at the end of the stop, for scrapes accepted and not yet answered
-PHASES = ("starting", "ready", "draining", "stopped")
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 # name, kind, help: the README's metrics table says the same.
@@ -70,17 +73,24 @@ NAMES = {
 
 class Metrics(StopObserver):
     """The runtime's metrics: counters kept from the stop's notifications, gauges read from
-    the runtime at each scrape; served by `bind()` until `stopped`."""
+    the runtime at each scrape; served by `bind()` until `stopped`. `shared_folder`: a
+    supervisor's worker, whose metrics go to that folder with the other workers'."""
 
-    def __init__(self, runtime: Runtime, bind: str, *, default_registry: bool = True) -> None:
+    def __init__(self, runtime: Runtime, bind: str, *, default_registry: bool = True,
+                 shared_folder: str | None = None) -> None:
         self._runtime = runtime
         self.host, self.port = parse_bind(bind)
         self._default_registry = default_registry
+        self._shared_folder = shared_folder
+        self._shared: SharedLive | None = None  # once ready, with a shared folder
+        self._timer: asyncio.TimerHandle | None = None
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self._stops = Counter("graceful_stops", NAMES["graceful_stops_total"],
                               ["source", "mode"], registry=registry)
+        # with workers: the longest drain of the workers alive (one that exited is dropped)
         self._drain = Gauge("graceful_drain_duration_seconds",
-                            NAMES["graceful_drain_duration_seconds"], registry=registry)
+                            NAMES["graceful_drain_duration_seconds"], registry=registry,
+                            multiprocess_mode="livemax")
         self._cancelled = Counter("graceful_requests_cancelled",
                                   NAMES["graceful_requests_cancelled_total"], registry=registry)
         self._hooks = Counter("graceful_hooks_failed", NAMES["graceful_hooks_failed_total"],
@@ -97,7 +107,8 @@ class Metrics(StopObserver):
         # scrapes waiting for the loop to read: stopped() answers them, as it then waits for
         # the scrapes (close) on the loop they wait for
         self._waiting: set[concurrent.futures.Future[dict[str, Any]]] = set()
-        registry.register(_LiveValues(self))
+        if shared_folder is None:
+            registry.register(_LiveValues(self))
 
     # -- the listener ----------------------------------------------------------------------
 
@@ -116,7 +127,11 @@ class Metrics(StopObserver):
         except OSError as err:
             raise ConfigError(f"cannot serve metrics on {self.host}:{self.port}: "
                               f"{err.strerror or err}") from err
-        self._server = _serve(sock, to_serve(self.registry,
+        shared = None
+        if self._shared_folder is not None:
+            shared = Shared(self._shared_folder, self._refresh,
+                            frozenset(name.removesuffix("_total") for name in NAMES))
+        self._server = _serve(sock, to_serve(self.registry, shared=shared,
                                              default_registry=self._default_registry))
         self.port = self._server.server_port
         log.info("metrics.started", host=self.host, port=self.port)
@@ -144,10 +159,13 @@ class Metrics(StopObserver):
 
     def ready(self) -> None:
         self._last = self._read()
+        if self._shared_folder is not None:
+            self._shared = SharedLive(NAMES)
+            self._tick()
 
     def stop_requested(self, source: str, mode: str) -> None:
         self._stops.labels(source=source, mode=mode).inc()
-        self._last = self._read()
+        self._update()
 
     def phase(self, name: str, time_left_s: float) -> None:
         now = time.monotonic()
@@ -156,10 +174,10 @@ class Metrics(StopObserver):
         self._phase_started = (name, now)
         if name == "cancel":  # all of these are cancelled at once (Runtime._cancel)
             self._cancelled.inc(self._runtime.requests_in_flight)
-        self._last = self._read()
+        self._update()
 
     def drain_progress(self, in_flight: int, time_left_s: float) -> None:
-        self._last = self._read()
+        self._update()
 
     def hooks_failed(self, names: list[str]) -> None:
         self._hooks.inc(len(names))
@@ -169,15 +187,39 @@ class Metrics(StopObserver):
         if took_s is not None:
             self._flush.observe(took_s)
         self._generation, self._written_at = generation, written_at
+        self._publish()
 
     def stopped(self, exit_code: int) -> None:
         if self._phase_started is not None and self._phase_started[0] == "drain":
             self._drain.set(time.monotonic() - self._phase_started[1])
         self._last = {**self._read(), "phase": "stopped"}
+        if self._timer is not None:
+            self._timer.cancel()
+        self._publish()
         for future in list(self._waiting):
             if not future.done():
                 future.set_result(self._last)
         self.close(answer_within=ANSWER_TIMEOUT_S)
+
+    # -- a supervisor's worker: its live values written for the other workers' scrapes ----
+
+    def _update(self) -> None:
+        self._last = self._read()
+        self._publish()
+
+    def _tick(self) -> None:
+        self._update()
+        self._timer = asyncio.get_running_loop().call_later(PUBLISH_INTERVAL_S, self._tick)
+
+    def _publish(self) -> None:
+        if self._shared is not None:
+            self._shared.publish(self._last, self._generation, self._written_at)
+
+    def _refresh(self) -> None:
+        """Before a scrape this worker answers: its own values as they are now."""
+        if self._shared is not None:
+            self.live()
+            self._publish()
 
     # -- read for a scrape (on the scrape's thread) -----------------------------------------
 

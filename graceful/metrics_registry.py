@@ -3,17 +3,24 @@
 GC collectors and the metrics an app registers the usual way (`Counter("hits", ...)`, no
 `registry=`). One endpoint, as users of prometheus_client expect.
 
-The one place that decides it: a multiprocess mode (workers behind a supervisor,
-PROMETHEUS_MULTIPROC_DIR) would build what it serves here, from a MultiProcessCollector.
+The one place that decides it. A worker of graceful serve's supervisor answers for the
+service: it serves what every worker wrote to the shared folder (PROMETHEUS_MULTIPROC_DIR),
+merged by prometheus_client's MultiProcessCollector, as its documentation says to: counters
+and histograms summed over the workers (those that have exited included), gauges by their
+`multiprocess_mode`. The app's metrics (in that folder too) are served the same way; the
+process, platform and GC collectors are not (each is one process's: prometheus_client's
+multiprocess mode leaves them out). --no-metrics-default-registry keeps graceful's series.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import dataclasses
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 class Readable(Protocol):
@@ -41,6 +48,36 @@ class Joined:
         return Joined(*(r.restricted_registry(names) for r in self._registries))
 
 
-def to_serve(own: CollectorRegistry, *, default_registry: bool) -> Readable:
-    """The registry a scrape reads: `own`, then the default registry if `default_registry`."""
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """A worker's view of the service's metrics."""
+
+    folder: str  # PROMETHEUS_MULTIPROC_DIR
+    refresh: Callable[[], None]  # writes this worker's live values, before a scrape reads
+    own: Collection[str]  # graceful's metric families, all --no-metrics-default-registry keeps
+
+
+class _Service:
+    """Every worker's series, merged; this worker's live values written first."""
+
+    def __init__(self, shared: Shared, default_registry: bool) -> None:
+        self._shared = shared
+        self._merged = MultiProcessCollector(None, shared.folder)
+        self._only = None if default_registry else frozenset(shared.own)
+
+    def collect(self) -> Iterator[Metric]:
+        self._shared.refresh()
+        for metric in self._merged.collect():
+            if self._only is None or metric.name in self._only:
+                yield metric
+
+
+def to_serve(own: CollectorRegistry, *, default_registry: bool,
+             shared: Shared | None = None) -> Readable:
+    """The registry a scrape reads: `own`, then the default registry if `default_registry`;
+    a worker's (`shared`): the service's, from the folder every worker writes to."""
+    if shared is not None:
+        service = CollectorRegistry()
+        service.register(_Service(shared, default_registry))
+        return service
     return Joined(own, REGISTRY) if default_registry else own

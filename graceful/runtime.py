@@ -88,8 +88,14 @@ class Runtime(RuntimeView):
         self._metrics: Any = None
         if self.config.metrics_bind is not None:  # prometheus_client imported only then
             from graceful.metrics import Metrics
+            shared_folder = None
+            if takeover is not None:  # a supervisor's worker: it answers for the service
+                from graceful.supervisor.metrics_folder import ENV
+
+                shared_folder = os.environ.get(ENV)
             self._metrics = Metrics(self, self.config.metrics_bind,
-                                    default_registry=self.config.metrics_default_registry)
+                                    default_registry=self.config.metrics_default_registry,
+                                    shared_folder=shared_folder)
             self._observers.append(self._metrics)
         self._pauser: Pauser | None = None
 

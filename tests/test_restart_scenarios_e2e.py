@@ -448,7 +448,9 @@ async def test_the_metrics_listener_answers_across_a_restart(serve, release, fix
     await task
     assert set(outcomes) == {"ok"}, (outcomes, errors[:5])
     status, page = await scrape(port)
-    assert status == 200 and 'graceful_phase{phase="ready"} 1.0' in page, page
+    (new,) = outcome["workers"]
+    assert status == 200 and f'graceful_phase{{phase="ready",pid="{new}"}} 1.0' in page, page
+    assert f'pid="{old}"' not in page, page
     started_on = [e["port"] for e in server.events if e["event"] == "metrics.started"]
     assert started_on == [port, port]
     await stops_with_0(server)

@@ -9,6 +9,7 @@
     rolling.py      a restart: new workers ready, then the old ones drain; queued, one at
                     a time, each with its own outcome
     control.py      the control socket `graceful restart` talks to
+    metrics_folder.py  --metrics-bind: the folder the workers' metrics are merged from
     spawn.py, worker_process.py, reaper.py   a worker's process: its start, pipes, exit
 
 A worker is the in-process runtime (graceful/runtime.py) serving the sockets it was given;

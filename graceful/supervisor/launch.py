@@ -23,6 +23,8 @@ from pathlib import Path
 
 from graceful.config import Config
 from graceful.supervisor.listening import Listening
+from graceful.supervisor.metrics_folder import ENV as METRICS_FOLDER_ENV
+from graceful.supervisor.metrics_folder import MetricsFolder
 from graceful.supervisor.spawn import Spawned, spawn
 
 # What a worker finds in its environment (graceful/worker.py reads them).
@@ -58,6 +60,7 @@ class Launcher:
     # computed once, at the supervisor's start: a symlink's path, followed at each spawn
     folder: str = dataclasses.field(default_factory=lambda: start_folder())
     lock_fd: int | None = None
+    metrics: MetricsFolder | None = None  # with --metrics-bind: the workers' metrics
     entry: list[str] = dataclasses.field(default_factory=lambda: entry_point())
 
     def spawn(self, number: int, go_fd: int | None = None) -> Spawned:
@@ -67,6 +70,8 @@ class Launcher:
         env = {key: value for key, value in self.environ.items() if key not in _NOT_FOR_WORKERS}
         env[SUPERVISOR_ENV] = str(os.getpid())
         env[NUMBER_ENV] = str(number)
+        if self.metrics is not None:  # read by prometheus_client at its import in the worker
+            env[METRICS_FOLDER_ENV] = self.metrics.path
         config_r, config_w = os.pipe()
         try:
             os.write(config_w, config_to_json(self.config).encode())

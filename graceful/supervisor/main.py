@@ -37,6 +37,8 @@ def supervise(started: Started, reread: Callable[[], Config],
         from graceful import reload
 
         reload_folder = reload.app_folder(launcher.target, launcher.app_dir)
+    if launcher.metrics is not None:
+        launcher.metrics.log_opened()
     workers = Workers(launcher, config.workers)
     notifier = _notifier(listening)
     pid_file = None
@@ -56,6 +58,8 @@ def supervise(started: Started, reread: Callable[[], Config],
     finally:
         if started.lock is not None:
             started.lock.release()  # type: ignore[attr-defined]
+        if launcher.metrics is not None:
+            launcher.metrics.close()
 
 
 def _notifier(listening: Listening) -> object | None:

@@ -52,6 +52,10 @@ def start(target: str, app_dir: str | None, config: Config) -> Started:
             probe_folder(config.checkpoint)
             lock = CheckpointLock.acquire(config.checkpoint)
             launcher.lock_fd = lock.fd
+        if config.metrics_bind is not None:
+            from graceful.supervisor.metrics_folder import MetricsFolder
+
+            launcher.metrics = MetricsFolder.open(environ)
         spawned: list[Spawned] = []
         try:
             for number in range(1, config.workers + 1):
@@ -64,6 +68,8 @@ def start(target: str, app_dir: str | None, config: Config) -> Started:
         listening.close()
         if lock is not None:
             lock.release()
+        if launcher.metrics is not None:
+            launcher.metrics.close()
         return Started(launcher, [], None, err)
     return Started(launcher, spawned, lock)
 

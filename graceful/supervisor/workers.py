@@ -79,6 +79,8 @@ class Workers:
                                self.generation)
         assert self.reaper is not None
         self.reaper.watch(worker.pid, worker.exit_seen)
+        if (metrics := self.launcher.metrics) is not None:
+            worker.exited.add_done_callback(lambda _: metrics.worker_exited(worker.pid))
         # the first start's are details (`supervisor.ready` names the workers); later ones
         # (a restart, a replacement) are news
         (log.info if self.generation or number in self._deaths else log.debug)(
