@@ -83,7 +83,7 @@ async def test_a_killed_worker_counts_stay_and_its_live_values_go(serve):
     left_in_flight = sum(1 for h in held if h.entered["pid"] != victim)
     os.kill(victim, signal.SIGKILL)
     replaced = await server.event("worker.ready", 30, replaced=True)
-    serving = workers - {victim} | {replaced["pid"]}
+    serving = workers - {victim} | {replaced["worker_pid"]}
     await hits(server, 10)
     await asyncio.sleep(1.0)
     for _ in range(10):
