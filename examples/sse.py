@@ -19,6 +19,7 @@ import graceful
 log = logging.getLogger("examples.sse")
 
 
+# --8<-- [start:events]
 async def events(request: web.Request) -> web.StreamResponse:
     stop = graceful.stopping(request)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -34,6 +35,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.write_eof()  # the terminating chunk: the client sees a whole stream
     log.info("sse.stream_ended", extra={"events": sent})
     return response
+# --8<-- [end:events]
 
 
 def create_app() -> web.Application:

@@ -672,6 +672,7 @@ async def _page(request: web.Request) -> web.Response:
                         else "live\n")
 
 
+# --8<-- [start:checks]
 def with_dependencies() -> web.Application:
     """A database that must be there (DB_PORT) and a cache that may be missing
     (CACHE_PORT), each a TCP server on 127.0.0.1 the test starts and stops."""
@@ -699,6 +700,7 @@ def with_dependencies() -> web.Application:
         graceful.add_check(app, "hangs", hangs, required=os.environ["HANGING_CHECK"] == "required",
                            timeout=float(os.environ.get("HANGING_TIMEOUT", "2")), backoff=0.05)
     return app
+# --8<-- [end:checks]
 
 
 def with_traced_hooks() -> web.Application:
@@ -763,6 +765,7 @@ async def _endless_events(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.1)
 
 
+# --8<-- [start:route-deadlines]
 def with_route_deadlines() -> web.Application:
     """Stream routes cut after 0.5 s, marked every way a user would: on add_get's route,
     above and below a route table's decorator, on a class-based view, in a sub-app."""
@@ -800,6 +803,7 @@ def with_route_deadlines() -> web.Application:
     graceful.drain_deadline(0.5, sub.router.add_get("/events", sub_events))
     app.add_subapp("/sub", sub)
     return app
+# --8<-- [end:route-deadlines]
 
 
 async def _slow_ws(request: web.Request) -> web.WebSocketResponse:
