@@ -272,7 +272,7 @@ def with_polite_stream() -> web.Application:
     return _basic_with_route("/polite-stream", polite_stream)
 
 
-# -- apps shaped the way users write them (issue 16) ----------------------------------------
+# -- apps shaped the way users write them -----------------------------------------------------
 
 
 async def read_body(request: web.Request) -> web.Response:
@@ -469,7 +469,7 @@ def traced_startup() -> web.Application:
     return _basic_starting_with(started)
 
 # -- on_cleanup hands its last write to a thread, as logging handlers, metrics exporters and
-# message-queue producers do; the file lands in $OUT_DIR half a second later (issue 14).
+# message-queue producers do; the file lands in $OUT_DIR half a second later.
 
 def _slow_write(name: str) -> None:
     time.sleep(0.5)
@@ -525,7 +525,7 @@ def endless_executor_job() -> web.Application:
 
 
 def own_state() -> web.Application:
-    """The factory creates the state itself and keeps a reference to it (issue 17, 1)."""
+    """The factory creates the state itself and keeps a reference to it."""
     app = web.Application()
     state = app[graceful.STATE] = {"hits": 0, "since": "factory"}
 
@@ -751,7 +751,7 @@ def large_heap() -> web.Application:
 LARGE_HEAP = web.AppKey("large_heap", list)
 
 
-# -- per-route drain deadlines (issue 10) ----------------------------------------------------
+# -- per-route drain deadlines --------------------------------------------------------------
 
 
 async def _endless_events(request: web.Request) -> web.StreamResponse:

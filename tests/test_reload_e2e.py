@@ -1,4 +1,4 @@
-"""--reload, for development: a save restarts through the hand-over (issue 15 item 5)."""
+"""--reload, for development: a save restarts through the hand-over."""
 
 from __future__ import annotations
 
