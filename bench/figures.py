@@ -22,7 +22,7 @@ def percentile(values: list[float], q: float) -> float | None:
 def run_figures(attempts: list[Attempt], t_signal: float, t_exit: float, nominal_s: float,
                 refused_first: float | None, last_accept: float | None,
                 pre_stop_s: float = 0.0, logged_exit_s: float | None = None) -> dict[str, Any]:
-    """Figures as in issue 4: times in seconds relative to the signal unless noted.
+    """Figures: times in seconds relative to the signal unless noted.
 
     Work left: every request written before the server was due to stop accepting (the
     signal, or the end of a pre-stop delay the server was given), at its nominal end.

@@ -1,4 +1,4 @@
-"""The restart scenarios of `bench drain` (issue 15): clients under load, SIGHUP, each
+"""The restart scenarios of `bench drain`: clients under load, SIGHUP, each
 server's own restart, every attempt classified as in the drain runs.
 
     python -m bench drain --scenario restart,restart-close --connections 50,500 --repeat 10

@@ -1,4 +1,4 @@
-"""The drain scenarios of issue 4, and the restart scenarios of issue 15."""
+"""The drain scenarios (a stop under load) and the restart scenarios (SIGHUP under load)."""
 
 from __future__ import annotations
 

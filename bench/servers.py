@@ -126,7 +126,7 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
            default_timeout="graceful_timeout=30 s"),
 )}
 # What `bench drain` runs when --servers is not given: the restart scenarios (each server's
-# own SIGHUP, issue 15) and the others.
+# own SIGHUP) and the others.
 RESTART_SERVERS = ("graceful-uvloop", "uvicorn-workers2", "gunicorn-uvicorn", "gunicorn-aiohttp",
                    "uvicorn", "granian", "hypercorn")
 DRAIN_SERVERS = tuple(name for name in SERVERS if name != "uvicorn-workers2")

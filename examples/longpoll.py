@@ -39,6 +39,7 @@ class Board:
 BOARD = web.AppKey("board", Board)
 
 
+# --8<-- [start:poll]
 async def poll(request: web.Request) -> web.Response:
     after = int(request.query.get("after", "0"))
     stop = graceful.stopping(request)
@@ -49,6 +50,7 @@ async def poll(request: web.Request) -> web.Response:
         # An empty answer: the client polls again at once, and reaches another server.
         return web.json_response({"messages": [], "next": after, "stopping": True})
     return web.json_response({"messages": messages, "next": after + len(messages)})
+# --8<-- [end:poll]
 
 
 async def post(request: web.Request) -> web.Response:

@@ -32,6 +32,7 @@ def feed_position() -> int:
     return int(time.time() / TICK_S)
 
 
+# --8<-- [start:events]
 async def events(request: web.Request) -> web.StreamResponse:
     stop = graceful.stopping(request)
     last = request.headers.get("Last-Event-ID", "")
@@ -52,6 +53,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.write_eof()  # the terminating chunk: the client sees a whole stream
     log.info("sse.stream_ended", extra={"events": sent})
     return response
+# --8<-- [end:events]
 
 
 def create_app() -> web.Application:

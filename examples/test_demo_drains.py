@@ -15,6 +15,7 @@ import pytest
 APP = "graceful.demo:factory"
 
 
+# --8<-- [start:sigterm]
 async def test_requests_in_flight_at_sigterm_are_answered(graceful_server):
     """A SIGTERM while two slow requests run: both answered in full, with Connection: close;
     the stop's phases in order and within a second of the slowest request; exit 0."""
@@ -26,6 +27,7 @@ async def test_requests_in_flight_at_sigterm_are_answered(graceful_server):
     assert (await held[1].response()).body.startswith(b'{"slept_s": 0.8')
     assert await server.exited() == 0
     server.assert_timeline(budget_s=2)
+# --8<-- [end:sigterm]
 
 
 async def test_the_counter_survives_the_stop(graceful_server, tmp_path):

@@ -130,8 +130,8 @@ class Config:
         if self.metrics_bind is not None:
             parse_bind(self.metrics_bind)
             if importlib.util.find_spec("prometheus_client") is None:
-                raise ConfigError("metrics need prometheus_client: pip install "
-                                  "'aiohttp-graceful[metrics]'")
+                raise ConfigError("--metrics-bind needs prometheus_client (the metrics "
+                                  "extra): pip install prometheus_client")
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(os.fspath(self.checkpoint)))
 

@@ -1,6 +1,6 @@
 """The startup heap, collected once and frozen before the first connection.
 
-Why (issue 18, item 9): a full collection of CPython's cyclic garbage collector walks
+Why: a full collection of CPython's cyclic garbage collector walks
 every container object, and stops the loop while it does. A server's startup heap
 (modules, the app and its routes, the restored state) is most of those objects, and it lives
 as long as the process. Left alone, the first full collection comes when the counters
@@ -16,7 +16,7 @@ freezes everything that survives: later collections, full ones included, skip it
 objects are still freed by their reference count; only a reference cycle among them that
 becomes garbage later is kept until `release()` (at the end of the serve).
 
-Not a full collection first (issue 12, item 3: the start time): it walked the whole startup
+Not a full collection first (it would cost the start time): it walked the whole startup
 heap for nothing, 10 to 18 ms of the bench app's 250 ms start (40,000 objects) and 73 ms with
 the 200,000-object test app, and found nothing to free in either; the old generation's
 garbage, if an app leaves some, is frozen with the rest (memory, never a pause). The next

@@ -34,8 +34,8 @@ def loop_factory(name: str) -> tuple[str, LoopFactory]:
     factory = _import_optional(name)
     if factory is None:
         raise ConfigError(
-            f"loop {name!r} is not installed; install it with "
-            f"pip install 'aiohttp-graceful[{'windows' if name == 'winloop' else name}]'"
+            f"loop {name!r} is not installed: pip install {name} (the "
+            f"{'windows' if name == 'winloop' else name} extra)"
         )
     return name, factory
 

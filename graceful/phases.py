@@ -94,7 +94,8 @@ class StopPhases:
     async def _on_shutdown(self) -> list[hooks.HookFailure]:
         """aiohttp's on_shutdown, each handler bounded; then 1001 to the websockets it left
         open. Not at once: aiohttp's recipe has on_shutdown say goodbye to its websockets
-        and close them itself, and our close would cut that goodbye (issue 16)."""
+        and close them itself, and our close would cut that goodbye (an app shaped as
+        aiohttp's docs show: tests/test_app_shapes_e2e.py)."""
         app = self._started.app
         failures = await hooks.run_steps(
             hooks.signal_steps(app, app.on_shutdown), self._config.hook_timeout,

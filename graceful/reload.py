@@ -4,7 +4,7 @@ completes, and new code that does not import or start leaves the old workers ser
 error shown in `restart.failed`. A save during a restart queues the next one: the last
 save is what serves. Only `*.py` files count (as uvicorn's default): the app's own log,
 checkpoint or upload files do not restart it. Uses the `watchfiles` package
-(`pip install aiohttp-graceful[reload]`).
+(the `reload` extra; `pip install watchfiles` installs it alone).
 """
 
 from __future__ import annotations

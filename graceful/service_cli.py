@@ -108,7 +108,8 @@ def install(win32: w.Win32, name: str, display_name: str | None, description: st
     config = parsed.config
     start_type, delayed = STARTUPS[startup]
     # Every option resolved now, GRACEFUL_* of this shell included: the SCM starts the
-    # service with the system's environment, and the host reads none (issue 19).
+    # service with the system's environment, and the host reads none: a GRACEFUL_* left to
+    # the service's start would silently not apply.
     log_path = Path(os.path.abspath(log_file or log_file_for(name, config)))
     command = host_command(name, [parsed.target, *parsed.options], app_dir=app_dir,
                            log_file=log_path, log_retention_days=log_retention_days)

@@ -5,7 +5,8 @@ to 90 ms after aiohttp). That would also skip what the interpreter does first at
 (threading._shutdown, CPython 3.11 to 3.13): run the hooks registered with
 threading._register_atexit, among them concurrent.futures' _python_exit, which lets every
 ThreadPoolExecutor finish the jobs queued on it, then join every non-daemon thread. The
-application's last writes, handed to a thread in on_cleanup, were lost (issue 14).
+application's last writes, handed to a thread in on_cleanup, were lost when the exit
+skipped this (an os._exit after the stop).
 `join_all` does the same work, with a deadline, so that a thread that never ends cannot
 hold the process.
 

@@ -277,7 +277,7 @@ def png(run: Run, out: Path) -> Path:
     try:
         import matplotlib
     except ModuleNotFoundError:
-        raise ConfigError("--png needs matplotlib: pip install 'aiohttp-graceful[bench]'"
+        raise ConfigError("--png needs matplotlib (the bench extra): pip install matplotlib"
                           ) from None
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

@@ -273,7 +273,7 @@ def with_polite_stream() -> web.Application:
     return _basic_with_route("/polite-stream", polite_stream)
 
 
-# -- apps shaped the way users write them (issue 16) ----------------------------------------
+# -- apps shaped the way users write them -----------------------------------------------------
 
 
 async def read_body(request: web.Request) -> web.Response:
@@ -470,7 +470,7 @@ def traced_startup() -> web.Application:
     return _basic_starting_with(started)
 
 # -- on_cleanup hands its last write to a thread, as logging handlers, metrics exporters and
-# message-queue producers do; the file lands in $OUT_DIR half a second later (issue 14).
+# message-queue producers do; the file lands in $OUT_DIR half a second later.
 
 def _slow_write(name: str) -> None:
     time.sleep(0.5)
@@ -526,7 +526,7 @@ def endless_executor_job() -> web.Application:
 
 
 def own_state() -> web.Application:
-    """The factory creates the state itself and keeps a reference to it (issue 17, 1)."""
+    """The factory creates the state itself and keeps a reference to it."""
     app = web.Application()
     state = app[graceful.STATE] = {"hits": 0, "since": "factory"}
 
@@ -678,6 +678,7 @@ async def _page(request: web.Request) -> web.Response:
                         else "live\n")
 
 
+# --8<-- [start:checks]
 def with_dependencies() -> web.Application:
     """A database that must be there (DB_PORT) and a cache that may be missing
     (CACHE_PORT), each a TCP server on 127.0.0.1 the test starts and stops."""
@@ -705,6 +706,7 @@ def with_dependencies() -> web.Application:
         graceful.add_check(app, "hangs", hangs, required=os.environ["HANGING_CHECK"] == "required",
                            timeout=float(os.environ.get("HANGING_TIMEOUT", "2")), backoff=0.05)
     return app
+# --8<-- [end:checks]
 
 
 def with_traced_hooks() -> web.Application:
@@ -755,7 +757,7 @@ def large_heap() -> web.Application:
 LARGE_HEAP = web.AppKey("large_heap", list)
 
 
-# -- per-route drain deadlines (issue 10) ----------------------------------------------------
+# -- per-route drain deadlines --------------------------------------------------------------
 
 
 async def _endless_events(request: web.Request) -> web.StreamResponse:
@@ -769,6 +771,7 @@ async def _endless_events(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.1)
 
 
+# --8<-- [start:route-deadlines]
 def with_route_deadlines() -> web.Application:
     """Stream routes cut after 0.5 s, marked every way a user would: on add_get's route,
     above and below a route table's decorator, on a class-based view, in a sub-app."""
@@ -806,6 +809,7 @@ def with_route_deadlines() -> web.Application:
     graceful.drain_deadline(0.5, sub.router.add_get("/events", sub_events))
     app.add_subapp("/sub", sub)
     return app
+# --8<-- [end:route-deadlines]
 
 
 async def _slow_ws(request: web.Request) -> web.WebSocketResponse:

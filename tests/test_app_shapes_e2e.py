@@ -1,4 +1,4 @@
-"""Apps shaped the way users write them, served by the real CLI (issue 16).
+"""Apps shaped the way users write them, served by the real CLI.
 
 1. `handler_args` and `client_max_size` reach the server as under run_app: a 16 KB cookie
    is served, a 2 MiB body read, an idle keep-alive connection closed after the app's

@@ -1,4 +1,4 @@
-"""The restart scenario of `bench drain` (issue 15 item 7): a short real run against
+"""The restart scenario of `bench drain`: a short real run against
 graceful, SIGHUP under load, the successor found and stopped, the counter checked."""
 
 from __future__ import annotations

@@ -287,7 +287,7 @@ def test_accept_queue_served_on_unix_and_tls_listeners(tmp_path, kind):
 
 
 def test_reuse_port_lets_two_processes_share_a_port(tmp_path):
-    """--reuse-port (run_app's reuse_port, issue 16 item 3): a second process listens on the
+    """--reuse-port (run_app's reuse_port): a second process listens on the
     same port and both stop cleanly; without it the second is refused (exit 2)."""
     from tests.conftest import ServerProcess
 

@@ -1,4 +1,4 @@
-"""The checkpoint refuses at once what would lose state later (issue 17, cases 3 to 6).
+"""The checkpoint refuses at once what would lose state later .
 
 1. A checkpoint folder that does not exist, or cannot be written (a read-only mount), is
    refused at start: exit 4, one line naming the folder and the reason.

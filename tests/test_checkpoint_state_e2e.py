@@ -1,4 +1,4 @@
-"""The checkpoint keeps the state the app gives it (issue 17, cases 1 and 2).
+"""The checkpoint keeps the state the app gives it.
 
 1. A factory that creates `app[graceful.STATE]` itself keeps its dict: the restored keys
    are merged into it, its own initial values stay when there is no file yet.

@@ -142,7 +142,7 @@ def test_metrics_without_prometheus_client_name_the_extra(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "prometheus_client" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"aiohttp-graceful\[metrics\]"):
+    with pytest.raises(ConfigError, match=r"the metrics extra\): pip install prometheus_client"):
         Config(metrics_bind="127.0.0.1:0")
 
 

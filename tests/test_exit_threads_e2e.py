@@ -1,4 +1,4 @@
-"""Work the application left to threads at the stop, end to end (issue 14).
+"""Work the application left to threads at the stop, end to end.
 
 1. A non-daemon thread, a ThreadPoolExecutor job and a run_in_executor(None, ...) job
    started in on_cleanup all finish before the process exits 0, as under web.run_app.

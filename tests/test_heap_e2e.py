@@ -1,4 +1,4 @@
-"""The startup heap under load (issue 18 item 9): a full collection of the cyclic garbage
+"""The startup heap under load: a full collection of the cyclic garbage
 collector stops the loop for as long as it walks the heap, and the startup heap (modules,
 the app, its caches and restored state) is most of it.
 

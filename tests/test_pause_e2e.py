@@ -7,7 +7,7 @@
 2. A stop while paused is a normal stop: the connection waiting in the queue is served,
    on_shutdown and the hooks run, the checkpoint is written; exit 0.
 3. The library: runtime.pause() and resume() from another thread; observers are told.
-4. Over TLS, on a Unix socket and TCP at once (--bind, issue 9): a client that connects
+4. Over TLS, on a Unix socket and TCP at once (--bind): a client that connects
    while paused gets its TLS handshake and its answer after continue, on both; at the stop
    the socket file is removed as without a pause.
 5. A stream that watches graceful.stopping ends at a pause with its last event, told

@@ -1,4 +1,4 @@
-"""`graceful service install` on a par with nssm, against the fake SCM (issue 12, item 5).
+"""`graceful service install` on a par with nssm, against the fake SCM.
 
 1. install sets the service's environment (--env KEY=VALUE, repeatable), its account
    (LocalSystem, LocalService, NetworkService, or a user with --password), its

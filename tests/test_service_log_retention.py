@@ -1,4 +1,4 @@
-"""The service log's retention (issue 12, item 4), against the rotation code directly.
+"""The service log's retention, against the rotation code directly.
 
 1. A file older than max_age is rotated at its next line, however small.
 2. Rotated files are gzip-compressed (NAME.N.gz), off the writer's lock; at most `backups`

@@ -1,4 +1,4 @@
-"""What `graceful serve` imports before it serves (issue 12 item 3: its start no slower than
+"""What `graceful serve` imports before it serves (its start no slower than
 bare aiohttp's plus 20 %). Not a timed test: it reads `sys.modules` in the served process.
 
 1. A plain serve (no --config, --checkpoint, --metrics-bind, --reload, TLS) does not import

@@ -1,6 +1,6 @@
-"""The Windows service's exit waits for the work the app left to threads (issue 14's case,
-for the process the SCM starts), in a process of its own (tests/service_child.py: SvcRun's
-body on its own thread, the Win32 calls faked).
+"""The Windows service's exit waits for the work the app left to threads (an app's last
+writes handed to a thread, for the process the SCM starts), in a process of its own
+(tests/service_child.py: SvcRun's body on its own thread, the Win32 calls faked).
 
 1. A thread, a ThreadPoolExecutor job and a default-executor job started in on_cleanup all
    finish before the process ends; STOPPED with exit code 0; STOP_PENDING is reported while

@@ -1,4 +1,4 @@
-"""The service's log file on an operator's real day (issue 19, item 1): it never raises into
+"""The service's log file on an operator's real day: it never raises into
 the runtime, so the service can always be stopped.
 
 1. Another process holds NAME.log open when it is due to rotate (a log viewer: Windows

@@ -77,8 +77,9 @@ class ServiceSpec:
     restart_delay_s: float | None = None
     restart_reset_s: int = 86400
     preshutdown_timeout_ms: int = 0
-    # nssm parity (issue 12): the account (None: LocalSystem), its password (a user
-    # account's), the services it needs started first, its own environment variables.
+    # What nssm's install sets, so that moving from nssm loses nothing: the account (None:
+    # LocalSystem), its password (a user account's), the services it needs started first,
+    # its own environment variables.
     account: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     dependencies: tuple[str, ...] = ()

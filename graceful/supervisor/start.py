@@ -41,8 +41,10 @@ def start(target: str, app_dir: str | None, config: Config) -> Started:
     lock = None
     try:
         if config.reload and importlib.util.find_spec("watchfiles") is None:
-            raise ConfigError("--reload needs the watchfiles package: pip install "
-                              "watchfiles (or the reload extra)")
+            # by its own name: `aiohttp-graceful[reload]` works only once graceful is on
+            # PyPI, `.[reload]` only from a checkout; `pip install watchfiles` everywhere
+            raise ConfigError("--reload needs the watchfiles package (the reload extra): "
+                              "pip install watchfiles")
         listening.open(config)
         if config.checkpoint is not None:
             from graceful.checkpoint import CheckpointLock, fileformat, probe_folder

@@ -3,9 +3,9 @@ raises into the runtime, and a memory buffer for the lines written before the fi
 Rotated files are compressed and expire by the writer's Retention (log_retention.py).
 
 A service has no console (sys.stdout and sys.stderr are None), so a log call that raises
-would surface in whatever the runtime was doing (a stop request included: issue 19). Here a
-line that cannot be written is dropped and counted, and the count is written as a
-`log.dropped` line as soon as the file takes lines again.
+would surface in whatever the runtime was doing (a stop request included, which the SCM
+would then wait for in vain). Here a line that cannot be written is dropped and counted,
+and the count is written as a `log.dropped` line as soon as the file takes lines again.
 """
 
 from __future__ import annotations

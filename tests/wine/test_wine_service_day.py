@@ -1,4 +1,4 @@
-"""Under Wine, the service on an operator's real day (issue 19, items 1-4):
+"""Under Wine, the service on an operator's real day:
 
 1. the log rotation with a second handle on NAME.log (Wine gives the sharing violation,
    WinError 32): lines go on into the current file, the rotation succeeds once the handle

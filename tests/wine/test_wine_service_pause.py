@@ -1,4 +1,4 @@
-"""Under Wine: the service paused and continued through the SCM (issue 12).
+"""Under Wine: the service paused and continued through the SCM.
 
 Wine's sc.exe has no pause or continue verb (it exits 1 and prints nothing: Wine 8's
 programs/sc knows create, description, failure, delete, start, stop, query, sdset), so the
