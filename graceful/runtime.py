@@ -39,7 +39,7 @@ from graceful.deadline import StopBudget
 from graceful.errors import ExitCode, GracefulError, StartupError, worst
 from graceful.escalation import REPEAT_IGNORED_S, Escalation
 from graceful.flushing import Flusher
-from graceful.http.listeners import format_address
+from graceful.http.sockets import format_address
 from graceful.logs import get_logger
 from graceful.pause import Pauser
 from graceful.phases import StopPhases, budget_of

@@ -16,7 +16,7 @@ import sys
 
 from graceful.binds import Unix, parse
 from graceful.errors import ConfigError
-from graceful.http.listeners import bind_all, unlink_at_close
+from graceful.http.sockets import bind_all, unlink_at_close
 
 # A live server's socket answers a connect at once; only a full accept queue makes us wait.
 _LIVE_PROBE_TIMEOUT_S = 1.0

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from graceful.config import Config
 from graceful.errors import ConfigError
 from graceful.http import activation, binding
-from graceful.http.listeners import bind_all, close_socket
+from graceful.http.sockets import bind_all, close_socket
 
 Pair = tuple[str, socket.socket]  # (name announced to the worker, socket)
 
@@ -87,7 +87,7 @@ class Listening:
         return pairs
 
     def addresses(self) -> list[str]:
-        from graceful.http.listeners import format_address
+        from graceful.http.sockets import format_address
 
         return [format_address(sock.getsockname()) for name, sock in self.pairs()
                 if name != activation.METRICS_NAME]
