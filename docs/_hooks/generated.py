@@ -5,7 +5,8 @@
                  sentence names a code that is gone.
     log events   every event the package logs, found by reading its source (ast): a call
                  log.<level>("event.name", field=...) (any logger object), the Windows
-                 service log's _note("event.name", ...), a name bound to a string constant
+                 service log's _note("event.name", ...), (log.info if x else log.debug)(...)
+                 (either level), a name bound to a string constant
                  (ACCESS_EVENT), and f"{request.action}.x" (a pause or a resume). The
                  fields are the keyword arguments of those calls, the level their method.
                  The sentence for each is in reference.toml; tests/test_docs.py checks
@@ -81,6 +82,18 @@ def _names(arg: ast.expr, constants: dict[str, str]) -> list[str]:
     return []
 
 
+def _levels(func: ast.expr) -> set[str]:
+    """The levels a call logs at: log.<level>(...), _note(...) (the Windows service's own
+    log file: warning), or either of two, `(log.info if news else log.debug)(...)`."""
+    if isinstance(func, ast.IfExp):
+        body, orelse = _levels(func.body), _levels(func.orelse)
+        return body | orelse if body and orelse else set()
+    if isinstance(func, ast.Attribute) and func.attr in LEVELS:
+        return {"error" if func.attr == "exception" else func.attr}
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return {"warning"} if name == "_note" else set()
+
+
 def log_events() -> dict[str, Event]:
     """Every event the package logs, by name."""
     assigned: dict[str, ast.expr] = {}
@@ -95,19 +108,14 @@ def log_events() -> dict[str, Event]:
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and node.args):
                 continue
-            func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name in LEVELS and isinstance(func, ast.Attribute):
-                level = "error" if name == "exception" else name
-            elif name == "_note":  # the Windows service's own log file
-                level = "warning"
-            else:
+            levels = _levels(node.func)
+            if not levels:
                 continue
             for event_name in _names(node.args[0], constants):
                 if "." not in event_name or " " in event_name:
                     continue  # a message, not one of our dotted events
                 event = events.setdefault(event_name, Event(event_name))
-                event.levels.add(level)
+                event.levels.update(levels)
                 event.modules.add(module)
                 for keyword in node.keywords:
                     if keyword.arg == "exc_info":
