@@ -121,9 +121,10 @@ def serve(target: str, **options: Any) -> None:
         ensure_installed_in_range()  # before any worker: one line, not one per worker
     except GracefulError as err:
         _fail(err)
-    from graceful.supervisor.start import start
+    from graceful.supervisor.start import start, wait_ready
 
-    started = start(target, app_dir, config)  # the workers start now, beside what follows
+    started = start(target, app_dir, config)  # the workers start now
+    wait_ready(started, lambda: bool(early.received))  # and have the cores to themselves
     from graceful import imports
 
     with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used

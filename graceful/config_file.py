@@ -21,6 +21,16 @@ HELP = ("TOML file of options, keys named like the options (drain-timeout = 15).
         "Precedence: flag > GRACEFUL_* environment variable > this file > default.")
 
 
+class FileError(click.ClickException):
+    """A --config file that cannot be used: one line, exit 2, on the command line; and a
+    ClickException to whoever reads the options again (a restart), with its reason."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"graceful: error: {self.message}", err=True)
+
+
 def option() -> Any:
     """The eager `--config` option; its callback loads the file into ctx.default_map."""
     return click.option("--config", "config_file", envvar="GRACEFUL_CONFIG", show_envvar=True,
@@ -35,8 +45,7 @@ def _load_into_context(ctx: click.Context, _param: click.Parameter, path: str | 
     try:
         values = load(path, ctx.command.params, ctx, keys)
     except ConfigError as err:
-        click.echo(f"graceful: error: {err}", err=True)
-        ctx.exit(2)
+        raise FileError(str(err)) from None
     ctx.default_map = {**(ctx.default_map or {}), **values}
     ctx.meta[META] = (os.fspath(path), keys)
 

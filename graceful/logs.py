@@ -160,8 +160,9 @@ def indented_traceback(sio: TextIO, exc_info: Any) -> None:
 
 
 def add_pid(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-    """Every JSON line names its process: after a restart, the old process and its successor
-    write to one log (graceful timeline tells their runs apart by it)."""
+    """Every JSON line names the process that wrote it: the supervisor and its workers, old
+    and new at a restart, write to one log (graceful timeline tells their runs apart by it;
+    the supervisor names a worker its lines are about as worker_pid)."""
     event_dict.setdefault("pid", os.getpid())
     return event_dict
 

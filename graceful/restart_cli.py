@@ -63,8 +63,10 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
                            f"{_pids(answer.get('replaced'))}) in {answer.get('took_s')}s")
                 sys.exit(ExitCode.OK)
             if outcome is not None:
-                _fail(f"restart failed: {answer.get('reason')}; pid {pid} serves on",
-                      ExitCode.ERROR)
+                serving = answer.get("serving")
+                _fail(f"restart failed: {answer.get('reason')}" + (
+                    f"; pid {pid} serves with workers {_pids(serving)}" if serving else ""),
+                    ExitCode.ERROR)
     except NotASupervisor:
         _fail(f"process {pid} is not a graceful serve supervisor (nothing was signalled)"
               + (f": is the pid file {pid_file} stale?" if pid_file else ""), ExitCode.USAGE)

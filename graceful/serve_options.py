@@ -184,6 +184,8 @@ def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
             if params.get(name) is not None:
                 params[name] = os.path.abspath(params[name])
         config = config_from(ctx, params)
+    except config_file.FileError as err:
+        raise ConfigError(err.format_message()) from None
     except click.ClickException as err:
         raise ConfigError(f"serve arguments: {err.format_message()}") from None
     given = ctx.get_parameter_source("app_dir") is not ParameterSource.DEFAULT

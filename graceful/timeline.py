@@ -16,7 +16,8 @@ the cancel, hooks.done the hooks, checkpoint.flushed the checkpoint, process.exi
 The in-flight count comes from the access log when there is one (--access-log: a request
 answered after the stop counts from its start, or the stop, to its answer), else from
 drain.progress (once a second), 0 from drain.done. A log holds several runs; after a restart
-the old process and its successor write to it at once, and each event joins its pid's run.
+the old and the new workers write to it at once, and each event joins its pid's run (the
+supervisor's own events join none).
 """
 
 from __future__ import annotations

@@ -340,22 +340,30 @@ async def test_a_restart_asked_while_stopping_is_refused_at_once(serve, release)
     assert (await request)[0] == 200
 
 
-async def test_helpers_the_app_starts_outlive_a_restart_and_keep_logging(serve, tmp_path):
-    """17. A helper process started in on_startup writes to the worker's stderr: after a
-    restart (its worker gone) it is still alive and its lines still reach the log (no
-    SIGPIPE); and the helper does not hold the restart open."""
+async def test_helpers_the_app_starts_keep_logging_and_end_with_their_worker(serve, tmp_path):
+    """17. A helper process started in on_startup writes to its worker's stderr. Through a
+    restart the new worker's helper keeps logging (nothing dies of SIGPIPE when the old
+    worker exits, and no helper holds the restart open); the old worker's helper, never
+    stopped by the app, is ended with its worker (`worker.leftovers`) instead of piling up
+    one per restart."""
     server = serve("tests.operator_app:create_app", env={"START_HELPER": "1"})
     worker_pids(server)
-    helper = int((await get(server.port, "/helper"))[1])
+    old_helper = int((await get(server.port, "/helper"))[1])
     started = time.monotonic()
     done = await asyncio.to_thread(restart, server.pid)
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 15
-    lines = len([line for line in server.raw if "helper line" in line])
+    new_helper = int((await get(server.port, "/helper"))[1])
+    assert new_helper != old_helper
+    await asyncio.to_thread(server.wait_for, "worker.leftovers", 15)
+    assert await ended(old_helper, 10)
+    lines = len(server.raw)
     await asyncio.sleep(1.0)
-    assert alive(helper)
-    assert len([line for line in server.raw if "helper line" in line]) > lines
-    os.kill(helper, signal.SIGKILL)
+    assert alive(new_helper)
+    assert len([line for line in server.raw[lines:] if "helper line" in line]) > 5
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait_exit, 30) == 0
+    assert await ended(new_helper, 10)
 
 
 async def test_new_workers_get_the_supervisors_environment_not_the_apps(serve, tmp_path):
@@ -526,3 +534,20 @@ def create_app():
     app.router.add_get("/fds", fds)
     return app
 '''
+
+
+async def test_a_restart_while_paused_is_refused(serve, release):
+    """23. SIGUSR1 (pause), then `graceful restart`: exit 1 saying the service is paused,
+    the old worker stays paused (no new worker accepts); after SIGUSR2 a restart works."""
+    server = serve(TARGET, env={"RELEASE_FILE": str(release)})
+    (old,) = worker_pids(server)
+    server.signal(signal.SIGUSR1)
+    await asyncio.to_thread(server.wait_for, "pause.done", 15)
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 1 and "paused" in done.stderr, done.stderr
+    assert "worker.started" not in server.names()
+    server.signal(signal.SIGUSR2)
+    await asyncio.to_thread(server.wait_for, "resume.done", 15)
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 0, done.stderr
+    assert await ended(old)

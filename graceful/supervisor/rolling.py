@@ -28,12 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import click
+
 from graceful.config import Config
 from graceful.errors import GracefulError
 from graceful.logs import get_logger
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.worker_process import WorkerProcess
-from graceful.supervisor.workers import Workers, describe_exit, exit_code
+from graceful.supervisor.workers import Workers, describe_exit, exit_code, said
 
 log = get_logger()
 
@@ -66,6 +68,7 @@ class Rolling:
         self._abandoned: asyncio.Future[Any] | None = None
         self._closed = False
         self._busy = False
+        self.paused = False  # SIGUSR1 came last: restarts wait for the continue
 
     def ready(self) -> None:
         """The first start is done: restarts may run."""
@@ -144,6 +147,7 @@ class Rolling:
             finally:
                 self._busy = False
             outcome["took_s"] = round(time.perf_counter() - started, 4)
+            outcome.setdefault("serving", self._workers.pids())
             if outcome["outcome"] == "ok":
                 log.info("restart.done", **outcome)
             else:
@@ -154,15 +158,30 @@ class Rolling:
                 request.outcome.set_result(outcome)
 
     async def _restart(self) -> dict[str, Any]:
+        if self.paused:
+            return {"outcome": "failed", "reason": "the service is paused (SIGUSR1): new "
+                                                   "workers would accept; continue it "
+                                                   "(SIGUSR2) first"}
         if self._notifier is not None:
             self._notifier.reloading()
         launcher = self._workers.launcher
+        self._workers.cancel_replacements()  # every slot gets a new worker now
         old_config = launcher.config
+        try:
+            # into the folder $PWD named at our start, as it is now: after a deploy switched
+            # a release symlink, a relative --config (and the paths in it) are the new
+            # release's, and our own folder is not a release that may be deleted
+            os.chdir(launcher.folder)
+        except OSError as err:
+            return {"outcome": "failed", "reason": f"cannot enter {launcher.folder}: "
+                                                   f"{err.strerror or err}"}
         try:
             config = self._kept(old_config, self._reread())
             removed = self._listening.update(config)
         except GracefulError as err:
             return {"outcome": "failed", "reason": str(err)}
+        except (SystemExit, click.exceptions.Exit, click.ClickException) as err:
+            return {"outcome": "failed", "reason": _said_by_click(err)}
         loop = asyncio.get_running_loop()
         self._abandoned = loop.create_future()
         go_r = go_w = None
@@ -214,7 +233,7 @@ class Rolling:
         if died is not None:
             return {"outcome": "failed", **outcome,
                     "reason": f"new worker {died.pid} exited within {SETTLE_S:g}s of the "
-                              f"restart ({describe_exit(died.exited.result())})",
+                              f"restart ({said(died.exited.result())}); it is replaced",
                     "last_lines": died.last_lines()}
         return {"outcome": "ok", **outcome}
 
@@ -227,6 +246,13 @@ class Rolling:
                             reason="it needs a stop and a start to change")
                 kept[name] = getattr(old, name)
         return new.replace(**kept) if kept else new
+
+
+def _said_by_click(err: BaseException) -> str:
+    if isinstance(err, click.ClickException):
+        return err.format_message()
+    return f"the options could not be read again (exit {getattr(err, 'exit_code', err)}); " \
+           "the reason is in the service's log"
 
 
 def config_workers(config: Config, current: int) -> int:

@@ -23,14 +23,17 @@ FIRST_FD = 3  # SD_LISTEN_FDS_START
 _SH_EXEC = 'cd -- "$1" || exit 2; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Spawned:
-    """A started worker's pid and the supervisor's ends of its pipes."""
+    """A started worker's pid and the supervisor's ends of its pipes; what was read from
+    them before the supervisor's loop ran (graceful/supervisor/start.py)."""
 
     pid: int
     ready_fd: int  # it writes "ready" once it serves (or is about to, with a checkpoint)
     stdout_fd: int
     stderr_fd: int
+    ready_seen: bool = False  # "ready" read already (the ready pipe is then closed)
+    output: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)  # (fd, bytes)
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
@@ -65,6 +68,11 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
         environment.update({name: str(FIRST_FD + n + i) for i, (name, _) in enumerate(passed)})
         if ready_env:
             environment[ready_env] = str(FIRST_FD + n + len(passed))
+        # descriptors the supervisor inherited open and inheritable (a deploy script's
+        # flock, a stray one of its parent's) are closed in the worker
+        targets_end = FIRST_FD + len(targets)
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable()
+                    if fd >= targets_end]
         pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", folder, *argv],
                              environment, file_actions=actions, setpgroup=0,
                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
@@ -76,3 +84,21 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
         for fd in (*copies, ready_w, out_w, err_w, null):
             os.close(fd)
     return Spawned(pid, ready_r, out_r, err_r)
+
+
+def _inheritable() -> list[int]:
+    """Our descriptors from 3 up that a spawned process would inherit."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+    found = []
+    for fd in fds:
+        if fd < FIRST_FD:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            continue
+    return found

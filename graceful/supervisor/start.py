@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import selectors
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from graceful.config import Config
@@ -19,6 +22,9 @@ from graceful.supervisor.launch import Launcher
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.spawn import Spawned
 
+# The longest the supervisor waits for its first workers before its own start: past it,
+# its loop waits for them (and reports a start that hangs) as usual.
+READY_WAIT_S = 30.0
 
 @dataclasses.dataclass
 class Started:
@@ -74,6 +80,40 @@ def start(target: str, app_dir: str | None, config: Config) -> Started:
             launcher.metrics.close()
         return Started(launcher, [], None, err)
     return Started(launcher, spawned, lock)
+
+
+def wait_ready(started: Started, stop_requested: Callable[[], bool],
+               timeout: float = READY_WAIT_S) -> None:
+    """Until the first workers are ready, one ends, a stop signal came or `timeout` passed:
+    the supervisor's own start (structlog, its loop) then runs beside a worker that serves
+    already, not beside its start on the same cores. What they write meanwhile is read
+    (a pipe that fills would stall them) and kept for the loop to forward."""
+    waiting = {worker.ready_fd: worker for worker in started.spawned}
+    outputs = {fd: worker for worker in started.spawned
+               for fd in (worker.stdout_fd, worker.stderr_fd)}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for fd in [*waiting, *outputs]:
+            selector.register(fd, selectors.EVENT_READ)
+        while waiting and not stop_requested() and time.monotonic() < deadline:
+            for key, _ in selector.select(0.05):  # a signal's handler only records it
+                fd = key.fd
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if fd in waiting:
+                    worker = waiting.pop(fd)
+                    selector.unregister(fd)
+                    if b"ready" in data:
+                        worker.ready_seen = True
+                        os.close(fd)
+                    else:
+                        return  # it ended before it was ready: the loop reports it
+                elif data:
+                    outputs[fd].output.append((fd, data))
+                else:
+                    selector.unregister(fd)
 
 
 def absolute_paths(config: Config) -> Config:

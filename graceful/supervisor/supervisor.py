@@ -72,7 +72,7 @@ class Supervisor:
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self._rolling.request, "SIGHUP", None)
         for signum in FORWARDED:
-            loop.add_signal_handler(signum, self._workers.signal_all, signum)
+            loop.add_signal_handler(signum, self._pause_or_continue, signum)
         if self._early is not None:
             self._early.replay(self._on_early_signal)
         control = ControlServer(self._on_control)
@@ -160,6 +160,13 @@ class Supervisor:
             await asyncio.sleep(1.0)
             self._notifier.workers_stopping(self._workers.running(),
                                             max(0.0, end - time.monotonic()))
+
+    def _pause_or_continue(self, signum: int) -> None:
+        """Forwarded to every worker; kept, so that a restart or a replaced worker does not
+        undo a pause (a new worker would accept again)."""
+        self._workers.paused = signum == signal.SIGUSR1
+        self._rolling.paused = self._workers.paused
+        self._workers.signal_all(signum)
 
     def _kill_after(self) -> float:
         return self._config.stop_budget + KILL_MARGIN_S

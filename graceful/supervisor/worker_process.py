@@ -18,6 +18,9 @@ import signal
 from graceful.supervisor.spawn import Spawned
 
 LOG_TAIL = 20  # lines of a worker's output repeated when it exits unexpectedly
+# Output with no newline is forwarded once it reaches this much, not kept whole: a worker
+# writing megabytes without one would grow the supervisor's memory without bound.
+LONGEST_LINE = 64 * 1024
 
 
 class WorkerProcess:
@@ -36,13 +39,19 @@ class WorkerProcess:
         self.stopping = False  # the supervisor asked it to stop: its exit is expected
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self._partial: dict[int, bytes] = {}
-        self._ready_fd: int | None = spawned.ready_fd
+        self._ready_fd: int | None = None
         self._open: dict[int, int] = {spawned.stdout_fd: 1, spawned.stderr_fd: 2}  # ours: theirs
-        for fd in self._open:
+        for fd, data in spawned.output:  # read before the loop ran (start.py)
+            self._take(fd, data)
+        for fd in list(self._open):
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._drain, fd, False)
-        os.set_blocking(spawned.ready_fd, False)
-        loop.add_reader(spawned.ready_fd, self._on_ready_pipe)
+        if spawned.ready_seen:
+            self.ready.set_result(True)
+        else:
+            self._ready_fd = spawned.ready_fd
+            os.set_blocking(spawned.ready_fd, False)
+            loop.add_reader(spawned.ready_fd, self._on_ready_pipe)
 
     def __repr__(self) -> str:
         return f"<worker {self.number} pid {self.pid}>"
@@ -109,17 +118,24 @@ class WorkerProcess:
                 return
             except OSError:
                 chunk = b""
-            data = self._partial.pop(fd, b"") + chunk
-            lines, _, rest = data.rpartition(b"\n") if chunk else (data, b"", b"")
-            if rest:
-                self._partial[fd] = rest
-            if lines:
-                _write(target, lines + b"\n")
-                self._tail.extend(line.decode(errors="replace")
-                                  for line in lines.splitlines() if line.strip())
+            self._take(fd, chunk)
             if not chunk:
                 self._stop_reading(fd)
                 return
+
+    def _take(self, fd: int, chunk: bytes) -> None:
+        """Forward the whole lines of what was read from `fd` (all of it at its end)."""
+        data = self._partial.pop(fd, b"") + chunk
+        lines, _, rest = data.rpartition(b"\n") if chunk else (data, b"", b"")
+        if len(rest) >= LONGEST_LINE:
+            _write(self._open.get(fd, 2), rest)  # the line's start; its end comes later
+            rest = b""
+        if rest:
+            self._partial[fd] = rest
+        if lines:
+            _write(self._open.get(fd, 2), lines + b"\n")
+            self._tail.extend(line.decode(errors="replace")
+                              for line in lines.splitlines() if line.strip())
 
     def _stop_reading(self, fd: int) -> None:
         if self._open.pop(fd, None) is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 from typing import Any
 
@@ -22,6 +23,7 @@ log = get_logger()
 BACKOFF_FIRST_S = 0.5  # a dead worker's replacement waits this, doubled at each death
 BACKOFF_MAX_S = 30.0
 STABLE_S = 10.0  # a replacement up this long resets its slot's backoff
+LEFTOVERS_GRACE_S = 3.0  # what a worker left running gets this long after SIGTERM
 
 
 def exit_code(code: int) -> ExitCode:
@@ -60,6 +62,7 @@ class Workers:
         self._replacing: dict[int, asyncio.Task[None]] = {}
         self._deaths: dict[int, int] = {}  # slot -> replacements that died in a row
         self._stopping = False
+        self.paused = False  # the supervisor's: a replacement is paused once ready
         self._extra: list[WorkerProcess] = []
         self._retiring: list[WorkerProcess] = []
         self.generation = 0
@@ -81,6 +84,7 @@ class Workers:
         self.reaper.watch(worker.pid, worker.exit_seen)
         if (metrics := self.launcher.metrics) is not None:
             worker.exited.add_done_callback(lambda _: metrics.worker_exited(worker.pid))
+        worker.exited.add_done_callback(lambda _: asyncio.ensure_future(end_leftovers(worker)))
         # the first start's are details (`supervisor.ready` names the workers); later ones
         # (a restart, a replacement) are news
         (log.info if self.generation or number in self._deaths else log.debug)(
@@ -116,7 +120,7 @@ class Workers:
                             code = await worker.exited
                             await self.end(workers)
                             return Generation(workers, worker, "exited before it was ready "
-                                              f"({_said(code)})", code)
+                                              f"({said(code)})", code)
         except TimeoutError:
             late = next(worker for worker in workers if not worker.ready.done())
             await self.end(workers)
@@ -211,10 +215,25 @@ class Workers:
         self._replacing[worker.number] = asyncio.ensure_future(
             self._replace(worker.number, delay))
 
+    def cancel_replacements(self) -> None:
+        """A restart replaces every slot: a replacement still waiting out its backoff would
+        start beside the restart's worker, unseen by it (a second writer of the state)."""
+        for task in self._replacing.values():
+            task.cancel()
+        self._replacing.clear()
+
     async def _replace(self, number: int, delay: float) -> None:
         await asyncio.sleep(delay)
-        if self._stopping:
+        if self._stopping or number in self.serving:
+            self._replacing.pop(number, None)
             return
+        if self.launcher.lock_fd is not None and self._retiring:
+            # the state is the old worker's until its final flush: a replacement that
+            # accepted before would start from an older state and lose what it wrote
+            await asyncio.wait([worker.exited for worker in self._retiring])
+            if self._stopping or number in self.serving:
+                self._replacing.pop(number, None)
+                return
         try:
             worker = self.spawn(number)
         except OSError as err:
@@ -228,10 +247,28 @@ class Workers:
         if await worker.ready:
             log.info("worker.ready", worker=number, worker_pid=worker.pid, replaced=True,
                      generation=worker.generation)
+            if self.paused:  # as the others are
+                worker.signal(signal.SIGUSR1)
         self._replacing.pop(number, None)
 
 
-def _said(code: int) -> str:
+async def end_leftovers(worker: WorkerProcess) -> None:
+    """What a worker started and left running (a helper of its on_startup never stopped)
+    ends with it: SIGTERM to its process group, SIGKILL after LEFTOVERS_GRACE_S. Otherwise
+    every restart would leave one more behind, holding its files and memory."""
+    try:
+        os.killpg(worker.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return  # nothing left in its group
+    log.warning("worker.leftovers", worker=worker.number, worker_pid=worker.pid,
+                grace_s=LEFTOVERS_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(worker.pid, signal.SIGTERM)
+    await asyncio.sleep(LEFTOVERS_GRACE_S)
+    worker.kill_group()
+
+
+def said(code: int) -> str:
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
