@@ -174,8 +174,8 @@ class Runtime(RuntimeView):
             return
         if self.phase is Phase.STARTING:
             self._stop_requested.set()
-            if self._startup is not None:
-                self._startup.cancel()
+            if self._startup is not None and not self._builder.committed:
+                self._startup.cancel()  # (once committed, the stop begins as it serves)
         elif level is StopLevel.GRACEFUL:
             self._begin_stop()
         elif level is StopLevel.FORCE:

@@ -69,6 +69,13 @@ class Builder:
         self.listeners: list[Listener] = []
         self.heap = heap.Heap()  # released by the runtime once the serve is over
 
+    @property
+    def committed(self) -> bool:
+        """The start cannot be undone: a worker has taken over the state the old one left
+        at a restart, and the connections queued meanwhile are its to serve (a stop now
+        begins once it serves, instead of closing the queue under them)."""
+        return bool(getattr(self._takeover, "took_over", False))
+
     def inherit(self) -> socket.socket | None:
         """Take the sockets handed to us (systemd, or a predecessor's restart): build()
         serves the app's; the metrics listener among them (graceful-metrics) is returned

@@ -2,10 +2,12 @@
 
 The supervisor gives a worker its configuration through a pipe, its listening sockets as
 systemd does, the checkpoint's lock, and a ready pipe. The worker says "ready" once it
-serves; with a checkpoint it says so before accepting (app built, on_startup run), then
-waits until the supervisor closes its "go" pipe (the old worker's final flush is done: a
-restart) and takes that final state before accepting. When the supervisor dies, the worker
-is sent SIGTERM by the kernel (Linux) and drains: nothing serves on unsupervised.
+serves. The new worker of a restart with a checkpoint says "ready" before accepting (app
+built, on_startup run), then waits for "go" on its go pipe (the old worker's final flush is
+done), takes that final state, accepts, and says "serving"; the go pipe closed without
+"go" means the restart was abandoned, and it exits without accepting. When the supervisor
+dies, the worker is sent SIGTERM by the kernel (Linux) and drains: nothing serves on
+unsupervised.
 SIGHUP to a worker means: stop, you are being replaced (kind "restart").
 """
 
@@ -19,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graceful.config import Config
-from graceful.errors import ConfigError
+from graceful.errors import ConfigError, StartupError
 from graceful.logs import get_logger
 from graceful.stop import StopObserver
 from graceful.supervisor.launch import (
@@ -58,6 +60,7 @@ class WorkerLink(StopObserver):
         self._ready_fd: int | None = ready_fd
         self._config_fd = config_fd
         self.lock_fd, self._go_fd = lock_fd, go_fd
+        self.took_over = False  # the old worker's final state is ours (a restart)
 
     @classmethod
     def from_environment(cls) -> WorkerLink | None:
@@ -102,10 +105,14 @@ class WorkerLink(StopObserver):
         if self._go_fd is None or checkpointer is None:
             return  # no state to take over: accept with the others at once
         first = dict(checkpointer.restored.state) if checkpointer.restored else {}
-        self.ready()
+        self._say(b"ready\n")  # built, on_startup run: the old worker may stop now
         started = time.perf_counter()
-        await _closed(self._go_fd)
+        go = await _read_to_end(self._go_fd)
         self._go_fd = None
+        if b"go" not in go:  # closed without "go": the restart was abandoned
+            raise StartupError("the restart that started this worker was abandoned before "
+                               "the old worker handed its state over")
+        self.took_over = True  # from here a stop begins once we serve: the queue is ours
         final = checkpointer.reload()
         final_state = final.state if final is not None else {}
         for key in first.keys() - final_state.keys():
@@ -115,20 +122,25 @@ class WorkerLink(StopObserver):
                  keys=len(final_state), waited_s=round(time.perf_counter() - started, 4))
 
     def ready(self) -> None:
-        """Tell the supervisor we serve (once)."""
-        if self._ready_fd is None:
-            return
-        with contextlib.suppress(OSError):  # the supervisor died: PDEATHSIG stops us
-            os.write(self._ready_fd, b"ready\n")
-        with contextlib.suppress(OSError):
-            os.close(self._ready_fd)
-        self._ready_fd = None
+        """We serve (the runtime's READY): tell the supervisor, once. A worker that took
+        over the state said "ready" before accepting; it now says "serving"."""
+        self._say(b"serving\n" if self.took_over else b"ready\n")
+        if self._ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._ready_fd)
+            self._ready_fd = None
+
+    def _say(self, message: bytes) -> None:
+        if self._ready_fd is not None:
+            with contextlib.suppress(OSError):  # the supervisor died: PDEATHSIG stops us
+                os.write(self._ready_fd, message)
 
 
-async def _closed(fd: int) -> None:
-    """Until the other end of the pipe `fd` is closed (its writer done, or dead)."""
+async def _read_to_end(fd: int) -> bytes:
+    """What the pipe `fd` holds once its other end is closed (its writer done, or dead)."""
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
+    done: asyncio.Future[bytes] = loop.create_future()
+    received = bytearray()
 
     def readable() -> None:
         try:
@@ -137,13 +149,14 @@ async def _closed(fd: int) -> None:
             return
         except OSError:
             data = b""
+        received.extend(data)
         if not data and not done.done():
-            done.set_result(None)
+            done.set_result(bytes(received))
 
     os.set_blocking(fd, False)
     loop.add_reader(fd, readable)
     try:
-        await done
+        return await done
     finally:
         loop.remove_reader(fd)
         os.close(fd)

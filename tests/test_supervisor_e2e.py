@@ -551,3 +551,27 @@ async def test_a_restart_while_paused_is_refused(serve, release):
     done = await asyncio.to_thread(restart, server.pid)
     assert done.returncode == 0, done.stderr
     assert await ended(old)
+
+
+async def test_a_stop_during_the_hand_over_of_the_state_resets_nothing(serve, release,
+                                                                       tmp_path):
+    """24. With --checkpoint, SIGTERM while the new worker waits for the old one's final
+    flush (connections queue in the kernel meanwhile): the hand-over completes, the new
+    worker serves what queued and then stops; clients see answers or refusals, never a
+    reset; the request in flight on the old worker is answered; exit 0."""
+    server = serve(TARGET, "--checkpoint", str(tmp_path / "s.ckpt"),
+                   env={"RELEASE_FILE": str(release)})
+    worker_pids(server)
+    held = asyncio.create_task(get(server.port, "/slow?s=2"))
+    load = Load(server.port, clients=8).start()
+    await load.answered(10)
+    server.signal(signal.SIGHUP)
+    await asyncio.to_thread(server.wait_for, "worker.ready", 30, generation=1)
+    await asyncio.sleep(0.3)  # connections queue behind the hand-over
+    server.signal(signal.SIGTERM)
+    assert (await held)[0] == 200
+    assert await asyncio.to_thread(server.wait_exit, 30) == 0
+    outcomes = await load.finish()
+    Path("/tmp/ho_raw.log").write_text("".join(server.raw) + "\n".join(load.errors))
+    assert outcomes["reset"] == 0 and outcomes["cut"] == 0, (outcomes, load.errors[:5])
+    assert "restart.completing" in server.names()

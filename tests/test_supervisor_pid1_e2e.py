@@ -269,7 +269,7 @@ async def test_a_killed_worker_is_reaped_and_replaced(namespace):
     assert replaced["worker_pid"] != worker
     assert await ended(victim, 5), "the killed worker was left a zombie"
     status, body = await get(server.port, "/release")
-    assert (status, body) == (200, f"v1 {replaced['pid']}\n")
+    assert (status, body) == (200, f"v1 {replaced['worker_pid']}\n")
     assert alive(ns.supervisor)
     ns.signal(signal.SIGTERM)
     assert await asyncio.to_thread(ns.wait) == 0

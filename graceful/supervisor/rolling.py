@@ -68,6 +68,7 @@ class Rolling:
         self._abandoned: asyncio.Future[Any] | None = None
         self._closed = False
         self._busy = False
+        self._handing_over: asyncio.Future[None] | None = None  # old flushing, new waiting
         self.paused = False  # SIGUSR1 came last: restarts wait for the continue
 
     def ready(self) -> None:
@@ -90,9 +91,20 @@ class Rolling:
         return outcome
 
     async def abandon(self) -> None:
-        """A stop: new workers still starting are ended (they have served nothing), and
-        queued restarts fail."""
+        """A stop, before the workers are told: what a restart under way started is settled
+        so that no connection the kernel queued is reset.
+
+        New workers that accept nothing yet (starting, or waiting for the old worker's
+        final flush) are ended first, while the old ones still serve: a socket copy they
+        hold would otherwise keep queueing connections that nobody accepts. New workers that
+        accept already stop with the others. A hand-over of the state under way (the old
+        worker draining, the new one waiting) is let finish: the new worker then serves what
+        queued meanwhile, and stops with the others. Queued restarts fail."""
         self._closed = True
+        if self._handing_over is not None and not self._handing_over.done():
+            log.info("restart.completing", reason="stop requested during the hand-over of "
+                                                  "the state: the new worker takes it first")
+            await asyncio.shield(self._handing_over)
         if self._abandoned is not None and not self._abandoned.done():
             self._abandoned.set_result(None)
         if self._runner is not None:
@@ -100,13 +112,16 @@ class Rolling:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         if self._starting:
-            # stopped with the others, by the same signal: one still starting ends at once
-            # (start.abandoned), one that accepts already (it may before we read its
-            # "ready") drains what it accepted
             starting = [w for w in self._starting if not w.exited.done()]
-            log.warning("restart.abandoned", pids=[w.pid for w in starting],
+            gated = self._workers.launcher.lock_fd is not None
+            accepting = [w for w in starting if not gated and w.ready.done()
+                         and w.ready.result()]
+            idle = [w for w in starting if w not in accepting]
+            log.warning("restart.abandoned", pids=[w.pid for w in idle],
+                        accepting=[w.pid for w in accepting],
                         reason="stop requested while new workers were starting")
-            self._workers.adopt_extra(starting)
+            self._workers.adopt_extra(accepting)
+            await self._workers.end(idle)
             self._starting = []
         self._fail_queued("the service is stopping")
 
@@ -219,9 +234,21 @@ class Rolling:
         self._workers.adopt(new)
         for worker in old:
             worker.signal(signal.SIGHUP)  # a worker stops for a restart on SIGHUP
-        codes = await self._workers.wait_exits(old, config.stop_budget + 5.0)
         if go_w is not None:
-            os.close(go_w)  # the new worker takes the state the old one left, and accepts
+            self._handing_over = loop.create_future()
+        try:
+            codes = await self._workers.wait_exits(old, config.stop_budget + 5.0)
+            if go_w is not None:  # the new worker takes the state the old one left
+                with contextlib.suppress(OSError):
+                    os.write(go_w, b"go")
+                os.close(go_w)
+                go_w = None
+                await asyncio.wait([w.serving for w in new], timeout=config.restart_timeout)
+        finally:
+            if go_w is not None:
+                os.close(go_w)  # without "go": the new worker exits without accepting
+            if self._handing_over is not None and not self._handing_over.done():
+                self._handing_over.set_result(None)
         self._listening.close(removed)
         worst_old = max((exit_code(code) for code in codes), default=0)
         outcome: dict[str, Any] = {"workers": [w.pid for w in new],

@@ -27,13 +27,19 @@ class WorkerProcess:
     """A spawned worker: `ready` resolves True once it serves (False if it exited first),
     `exited` with its exit code (negative: the signal that ended it)."""
 
-    def __init__(self, spawned: Spawned, number: int, generation: int) -> None:
+    def __init__(self, spawned: Spawned, number: int, generation: int,
+                 gated: bool = False) -> None:
         self.pid = spawned.pid
         self.number = number  # its slot, 1..N, kept by its replacements
         self.generation = generation  # the restart that started it (0: the first start)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.ready: asyncio.Future[bool] = loop.create_future()
+        # `ready` is "built, serving" except for a gated worker (the new one of a restart
+        # with a checkpoint), which says "ready" before accepting and "serving" once it has
+        # taken the state over and accepts
+        self.gated = gated
+        self.serving: asyncio.Future[bool] = loop.create_future()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.started_at = loop.time()
         self.stopping = False  # the supervisor asked it to stop: its exit is expected
@@ -46,8 +52,9 @@ class WorkerProcess:
         for fd in list(self._open):
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._drain, fd, False)
-        if spawned.ready_seen:
+        if spawned.ready_seen:  # never gated: the first start
             self.ready.set_result(True)
+            self.serving.set_result(True)
         else:
             self._ready_fd = spawned.ready_fd
             os.set_blocking(spawned.ready_fd, False)
@@ -67,8 +74,9 @@ class WorkerProcess:
 
     def exit_seen(self, code: int) -> None:
         """The reaper's report (code as os.waitstatus_to_exitcode gives it)."""
-        if not self.ready.done():
-            self.ready.set_result(False)
+        for said in (self.ready, self.serving):
+            if not said.done():
+                said.set_result(False)
         if not self.exited.done():
             self.exited.set_result(code)
         self._close_ready()
@@ -95,10 +103,17 @@ class WorkerProcess:
             return
         except OSError:
             data = b""
-        if b"ready" in data or not data:
+        if data and not self.ready.done() and b"ready" in data:
+            self.ready.set_result(True)
+            if not self.gated:
+                self.serving.set_result(True)
+        if b"serving" in data and not self.serving.done():
+            self.serving.set_result(True)
+        if not data or self.serving.done():
             self._close_ready()
-            if not self.ready.done():
-                self.ready.set_result(bool(data))
+            for said in (self.ready, self.serving):
+                if not said.done():
+                    said.set_result(False)
 
     def _close_ready(self) -> None:
         if self._ready_fd is not None:
