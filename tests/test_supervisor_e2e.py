@@ -575,3 +575,37 @@ async def test_a_stop_during_the_hand_over_of_the_state_resets_nothing(serve, re
     Path("/tmp/ho_raw.log").write_text("".join(server.raw) + "\n".join(load.errors))
     assert outcomes["reset"] == 0 and outcomes["cut"] == 0, (outcomes, load.errors[:5])
     assert "restart.completing" in server.names()
+
+
+async def test_a_restart_during_a_replacements_backoff_leaves_no_worker_behind(serve, release):
+    """25. A worker killed three times (its replacement now waits 2 s), then a restart
+    with new code: when that backoff has passed, the supervisor has exactly the restart's
+    workers, and every answer is the new code's."""
+    from graceful.testing.process import _children
+
+    server = serve(TARGET, "--workers", "2", env={"RELEASE_FILE": str(release)})
+    victim = worker_pids(server)[0]
+    for death in range(1, 4):
+        os.kill(victim, signal.SIGKILL)
+        await asyncio.to_thread(server.wait_for, "worker.exited", 15, worker_pid=victim)
+        if death < 3:
+            victim = await _replacement(server, death)
+    release.write_text("v2\n")
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 0, done.stderr
+    new = set(server.wait_for("restart.done")["workers"])
+    await asyncio.sleep(2.5)  # past the cancelled replacement's backoff
+    assert set(_children(server.pid)) == new
+    bodies = {(await get(server.port, "/release"))[1].split()[0] for _ in range(20)}
+    assert bodies == {"v2"}
+
+
+async def _replacement(server, nth: int) -> int:
+    """The pid of the nth replacement that became ready."""
+    deadline = time.monotonic() + 30
+    while True:
+        ready = [e for e in server.events if e["event"] == "worker.ready" and e.get("replaced")]
+        if len(ready) >= nth:
+            return ready[nth - 1]["worker_pid"]
+        assert time.monotonic() < deadline, server.names()
+        await asyncio.sleep(0.05)
