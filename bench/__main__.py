@@ -18,7 +18,7 @@ from bench import report
 from bench.drain import RESTART_SIGNAL, SIGNALS, RunSpec, run_one
 from bench.progress import Progress
 from bench.scenarios import NAMES, build
-from bench.servers import DRAIN_SERVERS, RESTART_SERVERS, SERVERS
+from bench.servers import DRAIN_SERVERS, RESTART_SERVERS, SERVERS, WORKER_SERVERS
 
 OUT = Path(__file__).resolve().parent / "out"
 PACKAGES = ("aiohttp-graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
@@ -71,11 +71,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     thr.add_argument("--rounds", type=int, default=5)
     thr.add_argument("--connections", type=int, default=32)
     thr.add_argument("--seconds", type=float, default=3.0)
-    thr.add_argument("--variant", choices=("plain", "tls", "access-log", "metrics"),
+    thr.add_argument("--variant", choices=("plain", "tls", "access-log", "metrics", "workers"),
                      default="plain",
                      help="plain: graceful vs run_app; tls: both over HTTPS; access-log: "
                           "graceful --access-log vs graceful; metrics: graceful "
-                          "--metrics-bind vs graceful")
+                          "--metrics-bind vs graceful; workers: graceful --workers 1 and 2 "
+                          "against the peers with 1 and 2 workers, measured by wrk")
+    thr.add_argument("--servers", type=_csv, default=list(WORKER_SERVERS),
+                     help="--variant workers: comma list (default: "
+                          f"{', '.join(WORKER_SERVERS)})")
     st = sub.add_parser("startup", help="exec to READY of each server, same app")
     st.add_argument("--servers", type=_csv, default=["graceful", "graceful-uvloop", "aiohttp",
                                                      "uvicorn", "hypercorn", "granian"])
@@ -127,6 +131,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
         for name in args.scenario:
             if name not in NAMES:
                 parser.error(f"unknown scenario {name!r}")
+        if args.checkpoint:
+            restarting = args.servers or RESTART_SERVERS
+            if refused := [n for n in restarting if SERVERS[n].port_from_log
+                           and SERVERS[n].workers > 1]:
+                parser.error(f"--checkpoint: graceful refuses --checkpoint with more than one "
+                             f"worker ({', '.join(refused)}); give --servers with one-worker "
+                             "graceful entries (graceful-uvloop)")
+    if args.mode == "throughput" and args.variant == "workers":
+        import shutil
+
+        for name in args.servers:
+            if name not in SERVERS:
+                parser.error(f"unknown server {name!r}")
+        if shutil.which("wrk") is None:
+            parser.error("--variant workers needs wrk (Debian: apt-get install wrk)")
     return args
 
 
@@ -234,6 +253,14 @@ async def stream_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
 async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import throughput
 
+    if args.variant == "workers":
+        rows, raw = await throughput.run_workers(args.servers, args.rounds, args.connections,
+                                                 args.seconds, args.out)
+        (args.out / "throughput.json").write_text(json.dumps({"env": env, "rows": rows,
+                                                              "runs": raw}))
+        print(f"raw results: {args.out / 'throughput.json'}", file=sys.stderr)
+        print(report.workers_throughput_table(rows))
+        return 0
     rows, raw = await throughput.run(args.loop, args.rounds, args.connections, args.seconds,
                                      args.out, args.variant)
     (args.out / "throughput.json").write_text(json.dumps({"env": env, "rows": rows,

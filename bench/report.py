@@ -256,3 +256,25 @@ def _latencies(row: dict[str, Any], server: str) -> str:
     if f"{server}_p99_ms" not in row:  # results from before the latencies were recorded
         return "-"
     return "/".join(f"{row[f'{server}_{f}']:.1f}" for f in ("p50_ms", "p99_ms", "max_ms"))
+
+
+def workers_throughput_table(rows: list[dict[str, Any]]) -> str:
+    """`bench throughput --variant workers`: per server, requests/s (median over the
+    rounds), graceful's over it with the same worker count in the same round, and its own
+    2 workers over 1 worker, as ratios (median, min-max)."""
+    base = next((r["family"] for r in rows if r.get("base") == r["server"]), "graceful")
+    lines = [f"| server | workers | rps (median) | {base} / this (median, min-max) "
+             "| 2 workers / 1 (median, min-max) | server CPU µs/req | p50 / p99 ms "
+             "| errors |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(
+            f"| {r['server']} | {r['workers']} | {r['rps']:.0f} "
+            f"| {_ratio(r, 'base_over')} | {_ratio(r, 'scale')} | {r['cpu_us']:.1f} "
+            f"| {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['errors']:.0f} |")
+    return "\n".join(lines)
+
+
+def _ratio(row: dict[str, Any], key: str) -> str:
+    if row.get(key) is None:
+        return "-"
+    return f"{row[key]:.2f} ({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
