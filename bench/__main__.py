@@ -99,7 +99,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--drain", type=Path, action="append",
                      help="a drain.json (repeatable; required unless --update)")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
-    rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
+    rep.add_argument("--notes", type=Path, help="markdown inserted after the commands (with "
+                     "--update: after the explanation of the --restart or --throughput "
+                     "--variant workers section)")
     rep.add_argument("--stream", type=Path, help="a stream.json")
     rep.add_argument("--startup", type=Path, help="a startup.json")
     rep.add_argument("--crash", type=Path, help="a crash.json")
@@ -193,6 +195,10 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     if restarts:
         print(report.restart_table(restarts))
         print()
+        servers = {r["server"] for r in restarts}
+        if len(servers) > 1 and "graceful-uvloop-workers2" in servers:
+            print(report.restart_ratio_table(restarts, "graceful-uvloop-workers2"))
+            print()
         if any(r.get("control") for r in restarts):
             print(report.restart_cost_table(restarts))
             print()
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.update:
             results.update(args.write, args.startup, args.crash, args.throughput,
-                           args.restart)
+                           args.restart, args.notes.read_text() if args.notes else "")
             print(f"updated {args.write}", file=sys.stderr)
             return 0
         for path in results.write(args.drain, args.throughput, args.write, args.notes,

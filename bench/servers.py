@@ -171,10 +171,11 @@ RESTART_SERVERS = ("graceful-uvloop", "graceful-uvloop-workers2", "uvicorn-worke
 DRAIN_SERVERS = tuple(name for name, s in SERVERS.items() if s.workers == 1)
 # Throughput mode (`--variant workers`): graceful with --workers 1 and 2 against the same
 # peers, each with 1 and 2 workers.
-WORKER_SERVERS = ("graceful-uvloop", "graceful-uvloop-workers2", "uvicorn", "uvicorn-workers2",
-                  "gunicorn-uvicorn", "gunicorn-uvicorn-w2", "gunicorn-aiohttp",
-                  "gunicorn-aiohttp-w2", "granian", "granian-workers2", "hypercorn",
-                  "hypercorn-workers2")
+# aiohttp's run_app (one process, uvloop) is the reference for what graceful's worker adds.
+WORKER_SERVERS = ("graceful-uvloop", "graceful-uvloop-workers2", "aiohttp", "uvicorn",
+                  "uvicorn-workers2", "gunicorn-uvicorn", "gunicorn-uvicorn-w2",
+                  "gunicorn-aiohttp", "gunicorn-aiohttp-w2", "granian", "granian-workers2",
+                  "hypercorn", "hypercorn-workers2")
 # Throughput mode compares graceful with the same app under aiohttp's run_app.
 THROUGHPUT_PAIR = ("graceful", "aiohttp")
 

@@ -248,7 +248,10 @@ async def measure_wrk(server: str, connections: int, seconds: float, out: Path
                       ) -> dict[str, float]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    proc = await start(SERVERS[server], Launch(port=0, drain_timeout_s=5),
+    # uvloop for the entries that take the loop from here (aiohttp's run_app); graceful's
+    # entries name theirs, the peers pick uvloop themselves where installed (not hypercorn,
+    # gunicorn's aiohttp worker)
+    proc = await start(SERVERS[server], Launch(port=0, drain_timeout_s=5, loop="uvloop"),
                        logs / f"throughput-{server}.log", None)
     try:
         await _wrk(proc.port, connections, 1)  # warm-up: every worker has served
