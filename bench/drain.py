@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from bench.figures import run_figures, timeline
 from bench.load import LoadConfig, LoadState, finish_clients, probe_listener, start_clients
 from bench.progress import Progress
 from bench.scenarios import Scenario
-from bench.servers import Launch, Proc, Server, start
+from bench.servers import Launch, Proc, Server, descendants, start
+from graceful.processes import alive
 
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
 RESTART_SIGNAL = "HUP"  # the restart scenario's (bench/restart.py)
@@ -108,6 +110,8 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
     proc, state = loaded.proc, loaded.state
     killed = orphans = False
     try:
+        # graceful's workers have process groups of their own: known by pid, for _outlived
+        below = [pid for pid in descendants(proc.pid) if pid != proc.pid]
         t_signal, wall_signal = time.monotonic(), time.time()
         proc.signal(SIGNALS[spec.sig])
         prober = asyncio.create_task(probe_listener(proc.port, state))
@@ -118,8 +122,12 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
             await proc.kill_group()
         t_exit = time.monotonic()
         state.stopped = True
-        orphans = await _outlived(proc.pid, 0.2)
+        orphans = await _outlived(proc.pid, 0.2, below)
         await proc.kill_group()
+        for pid in below:  # outside the group, no longer below the pid once it exited
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         last_accept, refused_first = await prober
         await finish_clients(loaded.tasks, grace_s=5.0)
     finally:
@@ -186,11 +194,12 @@ def log_events(log: Path) -> list[dict[str, Any]]:
     return found
 
 
-async def _outlived(pgid: int, grace_s: float) -> bool:
-    """True if a process the server started is still running ``grace_s`` after it exited
-    (a worker that is merely finishing its own exit is given that long)."""
+async def _outlived(pgid: int, grace_s: float, pids: Sequence[int] = ()) -> bool:
+    """True if a process the server started (in its group, or one of ``pids``, its
+    processes at the signal) is still running ``grace_s`` after it exited (a worker that
+    is merely finishing its own exit is given that long)."""
     end = time.monotonic() + grace_s
-    while _group_alive(pgid):
+    while _group_alive(pgid) or any(alive(pid) for pid in pids):
         if time.monotonic() >= end:
             return True
         await asyncio.sleep(0.01)
