@@ -19,7 +19,7 @@ from bench.figures import run_figures, timeline
 from bench.load import LoadConfig, LoadState, finish_clients, probe_listener, start_clients
 from bench.progress import Progress
 from bench.scenarios import Scenario
-from bench.servers import Launch, Proc, Server, descendants, start
+from bench.servers import Launch, Proc, Server, start
 from graceful.processes import alive
 
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
@@ -111,7 +111,9 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
     killed = orphans = False
     try:
         # graceful's workers have process groups of their own: known by pid, for _outlived
-        below = [pid for pid in descendants(proc.pid) if pid != proc.pid]
+        # (its children only, one read: a scan of /proc here would hold the clients' answers
+        # back until after the signal, where they would count as drain responses)
+        below = _children(proc.pid)
         t_signal, wall_signal = time.monotonic(), time.time()
         proc.signal(SIGNALS[spec.sig])
         prober = asyncio.create_task(probe_listener(proc.port, state))
@@ -204,6 +206,15 @@ async def _outlived(pgid: int, grace_s: float, pids: Sequence[int] = ()) -> bool
             return True
         await asyncio.sleep(0.01)
     return False
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (Linux), [] where /proc does not tell."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(each) for each in text.split()]
 
 
 def _group_alive(pgid: int) -> bool:
