@@ -269,18 +269,17 @@ def _latencies(row: dict[str, Any], server: str) -> str:
 
 
 def workers_throughput_table(rows: list[dict[str, Any]]) -> str:
-    """`bench throughput --variant workers`: per server, requests/s (median over the
-    rounds), graceful's over it with the same worker count in the same round, and its own
-    2 workers over 1 worker, as ratios (median, min-max)."""
+    """`bench throughput --variant workers`, as ratios within a round (medians, min-max over
+    the rounds): graceful's requests/s over each server's with the same worker count, each
+    server's CPU per request over graceful's, and its own 2 workers over 1 worker."""
     base = next((r["family"] for r in rows if r.get("base") == r["server"]), "graceful")
-    lines = [f"| server | workers | rps (median) | {base} / this (median, min-max) "
-             "| 2 workers / 1 (median, min-max) | server CPU µs/req | p50 / p99 ms "
-             "| errors |", "|" + "---|" * 8]
+    lines = [f"| server | workers | {base} rps / this (median, min-max) "
+             f"| CPU per request / {base}'s | 2 workers / 1 worker, rps | errors |",
+             "|" + "---|" * 6]
     for r in rows:
         lines.append(
-            f"| {r['server']} | {r['workers']} | {r['rps']:.0f} "
-            f"| {_ratio(r, 'base_over')} | {_ratio(r, 'scale')} | {r['cpu_us']:.1f} "
-            f"| {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['errors']:.0f} |")
+            f"| {r['server']} | {r['workers']} | {_ratio(r, 'base_over')} "
+            f"| {_ratio(r, 'cpu_over_base')} | {_ratio(r, 'scale')} | {r['errors']:.0f} |")
     return "\n".join(lines)
 
 

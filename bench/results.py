@@ -111,21 +111,25 @@ def restart_section(docs: list[dict[str, Any]], notes: str = "") -> list[str]:
 WORKERS_HEADING = "## Throughput with workers (`bench throughput --variant workers`)"
 WORKERS_ABOUT = (
     "Each server in turn (the order reversed every other round), the same app, `GET "
-    "/work?ms=0` on keep-alive connections from `wrk` (one thread; the Python client "
-    "saturates before two workers do). *graceful / this*: graceful's requests/s (with the "
-    "same worker count) over this server's in the same round; *2 workers / 1*: the server's "
-    "own 2-worker requests/s over its 1-worker one in the same round. **This machine has 2 "
-    "cores, and wrk runs on them too**: a 2-worker over 1-worker ratio is bounded well below "
-    "2 by the load generator sharing the cores (and by the other developers' processes on "
-    "the machine), so it says little about scaling on a larger machine. *server CPU µs/req*: "
-    "the CPU time of the server and all its processes over the requests wrk counted.")
+    "/work?ms=0` on 64 keep-alive connections from `wrk` (one thread: a C client costs less "
+    "CPU per request than the bench's Python client, leaving more of the cores to the "
+    "servers). Every figure is a ratio within a round, median and range over the rounds "
+    "(the requests/s, CPU and latency themselves are in the JSON file): *graceful rps / "
+    "this*: graceful's requests/s (with the same worker count) over this server's; *CPU per "
+    "request*: the CPU time of the server and all its processes over the requests wrk "
+    "counted, over graceful's; *2 workers / 1 worker*: the server's own. **This machine has "
+    "2 cores, and wrk runs on them too**: a 2-worker over 1-worker ratio is bounded well "
+    "below 2 by the load generator sharing the cores (and by the other developers' "
+    "processes on the machine), so it says little about scaling on a larger machine.")
 
 
 def workers_section(doc: dict[str, Any], notes: str = "") -> list[str]:
     lines = [WORKERS_HEADING, "", *_env_lines(doc["env"]), "", WORKERS_ABOUT, ""]
     if notes:
         lines += [notes.rstrip(), ""]
-    return [*lines, report.workers_throughput_table(doc["rows"]), ""]
+    from bench.throughput import workers_rows  # from the raw runs: the ratios per round
+
+    return [*lines, report.workers_throughput_table(workers_rows(doc["runs"])), ""]
 
 
 def update(target: Path, startup_file: Path | None = None, crash_file: Path | None = None,

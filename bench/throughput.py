@@ -198,8 +198,8 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
 
 
 # --variant workers: graceful with --workers 1 and 2 against the same peers with 1 and 2
-# workers, all measured by wrk (C, one thread: the Python client saturates before two
-# workers do), in interleaved rounds.
+# workers, all measured by wrk (C, one thread: less CPU per request than the Python client
+# above, so more of a small machine's cores go to the servers), in interleaved rounds.
 WRK_LINE = "Requests/sec:"
 
 
@@ -296,30 +296,39 @@ async def run_workers(servers: list[str], rounds: int, connections: int, seconds
                             f"{m.get('rps', 0):.0f} rps, {m['cpu_us']:.1f} µs CPU/req, "
                             f"p50/p99 {m.get('p50_ms', 0):.2f}/{m.get('p99_ms', 0):.2f} ms, "
                             f"errors {m['errors']:.0f}")
+    return workers_rows(raw, base), raw
+
+
+def workers_rows(raw: list[dict[str, Any]], base: str = "graceful-uvloop"
+                 ) -> list[dict[str, Any]]:
+    """The rows of `--variant workers` from its raw runs: per server and round, its
+    requests/s over `base`'s with the same worker count (as "base / this"), its CPU per
+    request over `base`'s, and its 2 workers' requests/s over its 1 worker's; medians and
+    ranges over the rounds. Absolute figures stay in the raw runs."""
+    servers = list(dict.fromkeys(r["server"] for r in raw))
+    per = {(r["server"], r["round"]): r for r in raw}
+    rounds = sorted({r["round"] for r in raw})
     families = _families(servers)
     bases = families.get(base, {})
     rows = []
+
+    def ratios(a: str | None, b: str | None, key: str) -> list[float]:
+        return [per[(a, i)][key] / per[(b, i)][key] for i in rounds
+                if (a, i) in per and (b, i) in per and per[(b, i)].get(key)]
+
     for family, by_workers in families.items():
         for workers, name in sorted(by_workers.items()):
-            runs = per[name]
-            ref = per.get(bases.get(workers, ""), [])
-            ratios = [b["rps"] / r["rps"] for r, b in zip(runs, ref, strict=False) if r.get("rps")]
-            one = per.get(by_workers.get(1, ""), [])
-            scale = ([r["rps"] / o["rps"] for r, o in zip(runs, one, strict=False)
-                      if o.get("rps")] if workers != 1 else [])
-            rows.append({
-                "variant": "workers", "server": name, "family": family, "workers": workers,
-                "rounds": rounds, "connections": connections, "seconds": seconds,
-                "rps": statistics.median(r.get("rps", 0.0) for r in runs),
-                "base": bases.get(workers),
-                "base_over": statistics.median(ratios) if ratios else None,
-                "base_over_min": min(ratios, default=None),
-                "base_over_max": max(ratios, default=None),
-                "scale": statistics.median(scale) if scale else None,
-                "scale_min": min(scale, default=None), "scale_max": max(scale, default=None),
-                "cpu_us": statistics.median(r["cpu_us"] for r in runs),
-                "p50_ms": statistics.median(r.get("p50_ms", 0.0) for r in runs),
-                "p99_ms": statistics.median(r.get("p99_ms", 0.0) for r in runs),
-                "errors": sum(r["errors"] for r in runs),
-            })
-    return rows, raw
+            row: dict[str, Any] = {"variant": "workers", "server": name, "family": family,
+                                   "workers": workers, "rounds": len(rounds),
+                                   "base": bases.get(workers),
+                                   "errors": sum(per[(name, i)]["errors"] for i in rounds
+                                                 if (name, i) in per)}
+            for key, values in (
+                    ("base_over", ratios(bases.get(workers), name, "rps")),
+                    ("cpu_over_base", ratios(name, bases.get(workers), "cpu_us")),
+                    ("scale", ratios(name, by_workers.get(1), "rps") if workers != 1 else [])):
+                row[key] = statistics.median(values) if values else None
+                row[f"{key}_min"] = min(values, default=None)
+                row[f"{key}_max"] = max(values, default=None)
+            rows.append(row)
+    return rows
