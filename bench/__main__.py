@@ -18,7 +18,7 @@ from bench import report
 from bench.drain import RESTART_SIGNAL, SIGNALS, RunSpec, run_one
 from bench.progress import Progress
 from bench.scenarios import NAMES, build
-from bench.servers import DRAIN_SERVERS, RESTART_SERVERS, SERVERS
+from bench.servers import DRAIN_SERVERS, RESTART_SERVERS, SERVERS, WORKER_SERVERS
 
 OUT = Path(__file__).resolve().parent / "out"
 PACKAGES = ("aiohttp-graceful", "aiohttp", "uvicorn", "hypercorn", "granian", "gunicorn", "uvloop",
@@ -71,11 +71,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     thr.add_argument("--rounds", type=int, default=5)
     thr.add_argument("--connections", type=int, default=32)
     thr.add_argument("--seconds", type=float, default=3.0)
-    thr.add_argument("--variant", choices=("plain", "tls", "access-log", "metrics"),
+    thr.add_argument("--variant", choices=("plain", "tls", "access-log", "metrics", "workers"),
                      default="plain",
                      help="plain: graceful vs run_app; tls: both over HTTPS; access-log: "
                           "graceful --access-log vs graceful; metrics: graceful "
-                          "--metrics-bind vs graceful")
+                          "--metrics-bind vs graceful; workers: graceful --workers 1 and 2 "
+                          "against the peers with 1 and 2 workers, measured by wrk")
+    thr.add_argument("--servers", type=_csv, default=list(WORKER_SERVERS),
+                     help="--variant workers: comma list (default: "
+                          f"{', '.join(WORKER_SERVERS)})")
     st = sub.add_parser("startup", help="exec to READY of each server, same app")
     st.add_argument("--servers", type=_csv, default=["graceful", "graceful-uvloop", "aiohttp",
                                                      "uvicorn", "hypercorn", "granian"])
@@ -95,7 +99,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     rep.add_argument("--drain", type=Path, action="append",
                      help="a drain.json (repeatable; required unless --update)")
     rep.add_argument("--throughput", type=Path, help="a throughput.json")
-    rep.add_argument("--notes", type=Path, help="markdown inserted after the commands")
+    rep.add_argument("--notes", type=Path, help="markdown inserted after the commands (with "
+                     "--update: after the explanation of the --restart or --throughput "
+                     "--variant workers section)")
     rep.add_argument("--stream", type=Path, help="a stream.json")
     rep.add_argument("--startup", type=Path, help="a startup.json")
     rep.add_argument("--crash", type=Path, help="a crash.json")
@@ -127,6 +133,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
         for name in args.scenario:
             if name not in NAMES:
                 parser.error(f"unknown scenario {name!r}")
+        if args.checkpoint:
+            restarting = args.servers or RESTART_SERVERS
+            if refused := [n for n in restarting if SERVERS[n].port_from_log
+                           and SERVERS[n].workers > 1]:
+                parser.error(f"--checkpoint: graceful refuses --checkpoint with more than one "
+                             f"worker ({', '.join(refused)}); give --servers with one-worker "
+                             "graceful entries (graceful-uvloop)")
+    if args.mode == "throughput" and args.variant == "workers":
+        import shutil
+
+        for name in args.servers:
+            if name not in SERVERS:
+                parser.error(f"unknown server {name!r}")
+        if shutil.which("wrk") is None:
+            parser.error("--variant workers needs wrk (Debian: apt-get install wrk)")
     return args
 
 
@@ -174,6 +195,10 @@ async def drain_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     if restarts:
         print(report.restart_table(restarts))
         print()
+        servers = {r["server"] for r in restarts}
+        if len(servers) > 1 and "graceful-uvloop-workers2" in servers:
+            print(report.restart_ratio_table(restarts, "graceful-uvloop-workers2"))
+            print()
         if any(r.get("control") for r in restarts):
             print(report.restart_cost_table(restarts))
             print()
@@ -234,6 +259,14 @@ async def stream_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
 async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import throughput
 
+    if args.variant == "workers":
+        rows, raw = await throughput.run_workers(args.servers, args.rounds, args.connections,
+                                                 args.seconds, args.out)
+        (args.out / "throughput.json").write_text(json.dumps({"env": env, "rows": rows,
+                                                              "runs": raw}))
+        print(f"raw results: {args.out / 'throughput.json'}", file=sys.stderr)
+        print(report.workers_throughput_table(rows))
+        return 0
     rows, raw = await throughput.run(args.loop, args.rounds, args.connections, args.seconds,
                                      args.out, args.variant)
     (args.out / "throughput.json").write_text(json.dumps({"env": env, "rows": rows,
@@ -254,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.update:
             results.update(args.write, args.startup, args.crash, args.throughput,
-                           args.restart)
+                           args.restart, args.notes.read_text() if args.notes else "")
             print(f"updated {args.write}", file=sys.stderr)
             return 0
         for path in results.write(args.drain, args.throughput, args.write, args.notes,

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from bench.load import LoadConfig, LoadState, finish_clients, probe_listener, st
 from bench.progress import Progress
 from bench.scenarios import Scenario
 from bench.servers import Launch, Proc, Server, start
+from graceful.processes import alive
 
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
 RESTART_SIGNAL = "HUP"  # the restart scenario's (bench/restart.py)
@@ -108,6 +110,10 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
     proc, state = loaded.proc, loaded.state
     killed = orphans = False
     try:
+        # graceful's workers have process groups of their own: known by pid, for _outlived
+        # (its children only, one read: a scan of /proc here would hold the clients' answers
+        # back until after the signal, where they would count as drain responses)
+        below = _children(proc.pid)
         t_signal, wall_signal = time.monotonic(), time.time()
         proc.signal(SIGNALS[spec.sig])
         prober = asyncio.create_task(probe_listener(proc.port, state))
@@ -118,8 +124,12 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
             await proc.kill_group()
         t_exit = time.monotonic()
         state.stopped = True
-        orphans = await _outlived(proc.pid, 0.2)
+        orphans = await _outlived(proc.pid, 0.2, below)
         await proc.kill_group()
+        for pid in below:  # outside the group, no longer below the pid once it exited
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         last_accept, refused_first = await prober
         await finish_clients(loaded.tasks, grace_s=5.0)
     finally:
@@ -186,15 +196,25 @@ def log_events(log: Path) -> list[dict[str, Any]]:
     return found
 
 
-async def _outlived(pgid: int, grace_s: float) -> bool:
-    """True if a process the server started is still running ``grace_s`` after it exited
-    (a worker that is merely finishing its own exit is given that long)."""
+async def _outlived(pgid: int, grace_s: float, pids: Sequence[int] = ()) -> bool:
+    """True if a process the server started (in its group, or one of ``pids``, its
+    processes at the signal) is still running ``grace_s`` after it exited (a worker that
+    is merely finishing its own exit is given that long)."""
     end = time.monotonic() + grace_s
-    while _group_alive(pgid):
+    while _group_alive(pgid) or any(alive(pid) for pid in pids):
         if time.monotonic() >= end:
             return True
         await asyncio.sleep(0.01)
     return False
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (Linux), [] where /proc does not tell."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(each) for each in text.split()]
 
 
 def _group_alive(pgid: int) -> bool:

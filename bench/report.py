@@ -158,7 +158,8 @@ def restart_table(results: list[dict[str, Any]]) -> str:
     no signal) are rows of their own, "(no restart)" after the server's name."""
     lines = ["| scenario | conns | server | runs | ok | lost / refused / reset / race | 5xx "
              "| p99 before | window p50 | window p99 | window max | pause | hand-over s "
-             "| hand-over p99 | serving after | count exact |", "|" + "---|" * 16]
+             "| hand-over p99 | serving after | count exact | pid kept | took-over wait |",
+             "|" + "---|" * 18]
     labelled = [r | {"server": _restart_label(r)} for r in results]
     for (scenario, conns, _), servers in groups(labelled).items():
         for server, runs in servers.items():
@@ -177,8 +178,17 @@ def restart_table(results: list[dict[str, Any]]) -> str:
                 f"| {_range([r['hand_over_s'] for r in runs], '.2f', '')} "
                 f"| {_range([(r['hand_over_ms'] or {}).get('p99') for r in runs])} "
                 f"| {sum(bool(r['serving_after']) for r in runs)} of {len(runs)} "
-                f"| {f'{sum(counted)} of {len(counted)}' if counted else 'n/a'} |")
+                f"| {f'{sum(counted)} of {len(counted)}' if counted else 'n/a'} "
+                f"| {_kept(runs)} "
+                f"| {_range([r.get('took_over_waited_ms') for r in runs])} |")
     return "\n".join(lines)
+
+
+def _kept(runs: list[dict[str, Any]]) -> str:
+    """In how many runs the pid the harness started still ran after the window ("-" for
+    control runs and results from before it was recorded)."""
+    kept = [r["pid_kept"] for r in runs if "pid_kept" in r]
+    return f"{sum(kept)} of {len(kept)}" if kept else "-"
 
 
 def _restart_label(r: dict[str, Any]) -> str:
@@ -256,3 +266,58 @@ def _latencies(row: dict[str, Any], server: str) -> str:
     if f"{server}_p99_ms" not in row:  # results from before the latencies were recorded
         return "-"
     return "/".join(f"{row[f'{server}_{f}']:.1f}" for f in ("p50_ms", "p99_ms", "max_ms"))
+
+
+def workers_throughput_table(rows: list[dict[str, Any]]) -> str:
+    """`bench throughput --variant workers`, as ratios within a round (medians, min-max over
+    the rounds): graceful's requests/s over each server's with the same worker count, each
+    server's CPU per request over graceful's, and its own 2 workers over 1 worker."""
+    base = next((r["family"] for r in rows if r.get("base") == r["server"]), "graceful")
+    lines = [f"| server | workers | {base} rps / this (median, min-max) "
+             f"| CPU per request / {base}'s | 2 workers / 1 worker, rps | errors |",
+             "|" + "---|" * 6]
+    for r in rows:
+        lines.append(
+            f"| {r['server']} | {r['workers']} | {_ratio(r, 'base_over')} "
+            f"| {_ratio(r, 'cpu_over_base')} | {_ratio(r, 'scale')} | {r['errors']:.0f} |")
+    return "\n".join(lines)
+
+
+def _ratio(row: dict[str, Any], key: str) -> str:
+    if row.get(key) is None:
+        return "-"
+    return f"{row[key]:.2f} ({row[f'{key}_min']:.2f}-{row[f'{key}_max']:.2f})"
+
+
+def _median_range(values: list[float]) -> str:
+    spread = _range(values, ".2f", "")
+    middle = _median(values, ".2f")
+    return middle if spread == middle else f"{middle} ({spread})"
+
+
+def restart_ratio_table(results: list[dict[str, Any]], base: str) -> str:
+    """``base``'s window p99 and max over each other server's, per scenario and
+    connections: the ratio per repeat (the servers of a repeat ran one after the other),
+    its median and range. Below 1: ``base`` was faster through the restart."""
+    runs = [r for r in results if not r.get("control") and not r.get("checkpoint")]
+    ref = {(r["scenario"], r["connections"], r["repeat"]): r for r in runs
+           if r["server"] == base}
+    lines = [f"| scenario | conns | peer | pairs | {base} window p99 / peer's "
+             f"| {base} window max / peer's |", "|" + "---|" * 6]
+    for (scenario, conns, _), servers in groups(runs).items():
+        for server, peer_runs in servers.items():
+            if server == base:
+                continue
+            ratios: dict[str, list[float]] = {"p99": [], "max": []}
+            for r in peer_runs:
+                b = ref.get((scenario, conns, r["repeat"]))
+                for k in ratios:
+                    mine = (b or {}).get("window_ms", {}).get(k)
+                    theirs = r["window_ms"].get(k)
+                    if mine is not None and theirs:
+                        ratios[k].append(mine / theirs)
+            lines.append(f"| {scenario} | {conns} | {server} | {len(ratios['p99'])} "
+                         + "".join(f"| {_median_range(v)} " if v
+                                   else "| - (no window: it did not serve) "
+                                   for v in ratios.values()) + "|")
+    return "\n".join(lines)

@@ -69,47 +69,90 @@ def stream_section(doc: dict[str, Any]) -> list[str]:
 RESTART_ABOUT = (
     "Clients under load (keep-alive, or a new connection per request: `restart-close`) on "
     "300 ms handlers, SIGHUP 1.3 s into the load, every server restarted by its own SIGHUP "
-    "(graceful hands its sockets to a successor; gunicorn's HUP; uvicorn `--workers 2`: its "
-    "rolling restart; uvicorn with one worker exits; granian, hypercorn: their reload), the "
-    "servers of a repeat one after the other. The *window* is the same for every server: "
-    "the requests started in the 4 s after the signal; graceful's *hand-over* (the signal to "
-    "the old process's exit) lies within it. *pause*: the longest request of the window "
-    "beyond the handler's time. *reset*: the lost and raced attempts that ended in a reset. "
-    "*(no restart)* rows (`--control`): the same server, load and window just before, with "
-    "no signal; the second table is the restart run's window minus that, per repeat: what "
-    "the restart itself added. *count exact* (`--checkpoint`): the counter graceful's app "
-    "keeps in its checkpoint equals the 200s the clients got.")
+    "(bench/servers.py says how each does it: graceful's supervisor keeps its pid, starts "
+    "new workers and drains the old ones once they are ready; gunicorn's HUP: new workers, "
+    "then the old ones stop; uvicorn `--workers 2`: its rolling restart, one worker at a "
+    "time; granian: each worker respawned in turn, the old one stopped 3.5 s after the new "
+    "one started; hypercorn: all workers stopped, then new ones started, the socket held by "
+    "its parent; uvicorn with one process exits), the servers of a repeat one after the "
+    "other. The *window* is the same for every server: the requests started in the "
+    "`--window` seconds after the signal; graceful's *hand-over* (the signal to the exit of "
+    "its last old worker) lies within it. *pause*: the longest request of the window beyond "
+    "the handler's time. *reset*: the lost and raced attempts that ended in a reset. *pid "
+    "kept*: the process the harness started (graceful's supervisor, the peers' parent) still "
+    "ran after the window. *(no restart)* rows (`--control`): the same server, load and "
+    "window just before, with no signal; their table is the restart run's window minus "
+    "that, per repeat. *count exact* (`--checkpoint`, graceful with one worker: it refuses "
+    "more): the counter graceful's app keeps in its checkpoint equals the 200s the clients "
+    "got; *took-over wait*: the new worker's wait for the old one's drain and final flush "
+    "before it accepts (`restart.took_over` waited_s). The ratio table: graceful's window "
+    "p99 and max over each peer's in the same repeat (below 1: graceful was faster).")
+RESTART_BASE = "graceful-uvloop-workers2"
 
 
-def restart_section(docs: list[dict[str, Any]]) -> list[str]:
+def restart_section(docs: list[dict[str, Any]], notes: str = "") -> list[str]:
     """The restart runs of one or more `bench drain --scenario restart...` files."""
     lines = ["## Restart in place (`bench drain --scenario restart,restart-close`)", ""]
     for doc in docs:
         lines += _env_lines(doc["env"])
     lines += ["", RESTART_ABOUT, ""]
+    if notes:
+        lines += [notes.rstrip(), ""]
     for doc in docs:
         runs = [r for r in doc["runs"] if r["signal"] == "SIGHUP"]
         lines += [f"`{doc['env']['command']}`:", "", report.restart_table(runs), ""]
+        if any(r["server"] == RESTART_BASE for r in runs) and len({r["server"] for r in runs}) > 1:
+            lines += [report.restart_ratio_table(runs, RESTART_BASE), ""]
         if any(r.get("control") for r in runs):
             lines += [report.restart_cost_table(runs), ""]
     return lines
 
 
+WORKERS_HEADING = "## Throughput with workers (`bench throughput --variant workers`)"
+WORKERS_ABOUT = (
+    "Each server in turn (the order reversed every other round), the same app, `GET "
+    "/work?ms=0` on 64 keep-alive connections from `wrk` (one thread: a C client costs less "
+    "CPU per request than the bench's Python client, leaving more of the cores to the "
+    "servers). Every figure is a ratio within a round, median and range over the rounds "
+    "(the requests/s, CPU and latency themselves are in the JSON file): *graceful rps / "
+    "this*: graceful's requests/s (with the same worker count) over this server's; *CPU per "
+    "request*: the CPU time of the server and all its processes over the requests wrk "
+    "counted, over graceful's; *2 workers / 1 worker*: the server's own. **This machine has "
+    "2 cores, and wrk runs on them too**: a 2-worker over 1-worker ratio is bounded well "
+    "below 2 by the load generator sharing the cores (and by the other developers' "
+    "processes on the machine), so it says little about scaling on a larger machine.")
+
+
+def workers_section(doc: dict[str, Any], notes: str = "") -> list[str]:
+    lines = [WORKERS_HEADING, "", *_env_lines(doc["env"]), "", WORKERS_ABOUT, ""]
+    if notes:
+        lines += [notes.rstrip(), ""]
+    from bench.throughput import workers_rows  # from the raw runs: the ratios per round
+
+    return [*lines, report.workers_throughput_table(workers_rows(doc["runs"])), ""]
+
+
 def update(target: Path, startup_file: Path | None = None, crash_file: Path | None = None,
            throughput_file: Path | None = None,
-           restart_files: list[Path] | None = None) -> None:
+           restart_files: list[Path] | None = None, notes: str = "") -> None:
     """Rewrite only these sections of an existing RESULTS.md, from their JSON files; the
-    others (and their JSON files, which need not be at hand) are left as they are."""
+    others (and their JSON files, which need not be at hand) are left as they are. `notes`
+    (markdown) goes after the explanation of the restart or the workers throughput section
+    (only one of them should be given with notes)."""
     text = target.read_text()
     for file, section in ((startup_file, startup_section), (crash_file, crash_section)):
         if file is not None:
             text = _replace_section(text, section(json.loads(file.read_text())))
     if restart_files:
         text = _replace_section(text, restart_section(
-            [json.loads(f.read_text()) for f in restart_files]))
+            [json.loads(f.read_text()) for f in restart_files], notes))
     target.write_text(text)
     if throughput_file is not None:
-        update_throughput(throughput_file, target)
+        doc = json.loads(throughput_file.read_text())
+        if doc["rows"] and doc["rows"][0].get("variant") == "workers":
+            target.write_text(_replace_section(target.read_text(), workers_section(doc, notes)))
+        else:
+            update_throughput(throughput_file, target)
 
 
 def _replace_section(text: str, lines: list[str]) -> str:

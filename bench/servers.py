@@ -57,6 +57,7 @@ class Server:
     port_from_log: bool = False  # graceful: --port 0, read server.started
     pre_stop: bool = False  # takes the scenario's pre-stop delay
     default_timeout: str = ""  # what the server does with no timeout option
+    workers: int = 1  # worker processes (graceful: behind its supervisor)
 
 
 def _opt(launch: Launch, *flag: str) -> list[str]:
@@ -89,49 +90,109 @@ def _uvicorn(*extra: str) -> Callable[[Launch], list[str]]:
     return argv
 
 
-def _hypercorn(ln: Launch) -> list[str]:
-    return [PY, "-m", "hypercorn", "bench.apps:asgi", "-b", f"127.0.0.1:{ln.port}",
-            *_opt(ln, "--graceful-timeout", f"{ln.drain_timeout_s:g}")]
-
-
-def _granian(ln: Launch) -> list[str]:
-    return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
-            str(ln.port), "--workers", "1", "--no-ws", "--log-level", "warning",
-            *_opt(ln, "--workers-kill-timeout", str(max(1, round(ln.drain_timeout_s)))),
-            "bench.apps:asgi"]
-
-
-def _gunicorn(worker: str, app: str) -> Callable[[Launch], list[str]]:
+def _hypercorn(workers: int = 1) -> Callable[[Launch], list[str]]:
     def argv(ln: Launch) -> list[str]:
-        return [PY, "-m", "gunicorn", "-k", worker, "-w", "1", "-b", f"127.0.0.1:{ln.port}",
-                "--log-level", "warning",
+        return [PY, "-m", "hypercorn", "bench.apps:asgi", "-b", f"127.0.0.1:{ln.port}",
+                *(["--workers", str(workers)] if workers != 1 else []),
+                *_opt(ln, "--graceful-timeout", f"{ln.drain_timeout_s:g}")]
+    return argv
+
+
+def _granian(workers: int = 1) -> Callable[[Launch], list[str]]:
+    def argv(ln: Launch) -> list[str]:
+        return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
+                str(ln.port), "--workers", str(workers), "--no-ws", "--log-level", "warning",
+                *_opt(ln, "--workers-kill-timeout", str(max(1, round(ln.drain_timeout_s)))),
+                "bench.apps:asgi"]
+    return argv
+
+
+def _gunicorn(worker: str, app: str, workers: int = 1) -> Callable[[Launch], list[str]]:
+    def argv(ln: Launch) -> list[str]:
+        return [PY, "-m", "gunicorn", "-k", worker, "-w", str(workers), "-b",
+                f"127.0.0.1:{ln.port}", "--log-level", "warning",
                 *_opt(ln, "--graceful-timeout", str(max(1, round(ln.drain_timeout_s)))), app]
     return argv
 
 
+GUNICORN_AIOHTTP = ("aiohttp.GunicornWebWorker", "bench.apps:aiohttp_app_async")
+GUNICORN_UVICORN = ("uvicorn.workers.UvicornWorker", "bench.apps:asgi")
+
+# How each restarts in the restart scenarios (bench/restart.py), each the way it documents,
+# all of them by SIGHUP to the pid the harness started:
+#   graceful       its supervisor (the pid stays) starts new workers, waits until they are
+#                  ready, then the old ones drain; the listeners never close (README, Restart)
+#   gunicorn       HUP (both workers): "reload the configuration, start the new worker
+#                  processes with a new configuration and gracefully shutdown older workers"
+#                  (its Signal Handling page): new workers first, the arbiter's pid stays
+#   uvicorn -w 2   its multiprocess supervisor's SIGHUP: each worker in turn, the new one
+#                  started and waited for (--timeout-worker-healthcheck) before the old one is
+#                  terminated; the parent's pid stays
+#   granian        SIGHUP ("gracefully respawning workers", in its log): each worker in turn,
+#                  a new one started, then after --respawn-interval (3.5 s, not its readiness)
+#                  the old one stopped: 2 workers take 7 s or more (use a --window that long)
+#   hypercorn      SIGHUP stops every worker and waits for them to exit, then starts new ones
+#                  (its run.py): it cannot restart without a stop; the parent keeps the
+#                  listening socket, so new connections wait in its backlog meanwhile
+#   uvicorn        (one process, no --workers) has no restart: SIGHUP ends it
 SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("graceful", _graceful(""), port_from_log=True, pre_stop=True),
     Server("graceful-uvloop", _graceful("uvloop"), port_from_log=True,
            pre_stop=True),
+    Server("graceful-workers2", _graceful("", "--workers", "2"), port_from_log=True,
+           pre_stop=True, workers=2),
+    Server("graceful-uvloop-workers2", _graceful("uvloop", "--workers", "2"),
+           port_from_log=True, pre_stop=True, workers=2),
     Server("aiohttp", _aiohttp, default_timeout="shutdown_timeout=60 s"),
     Server("uvicorn", _uvicorn(), default_timeout="no limit"),
     # the multi-process uvicorn: its SIGHUP is a rolling restart of the workers (0.51)
-    Server("uvicorn-workers2", _uvicorn("--workers", "2"), default_timeout="no limit"),
-    Server("hypercorn", _hypercorn, default_timeout="graceful_timeout=3 s"),
-    Server("granian", _granian, default_timeout="no limit"),
-    Server("gunicorn-aiohttp", _gunicorn("aiohttp.GunicornWebWorker",
-                                         "bench.apps:aiohttp_app_async"),
+    Server("uvicorn-workers2", _uvicorn("--workers", "2"), default_timeout="no limit",
+           workers=2),
+    Server("hypercorn", _hypercorn(), default_timeout="graceful_timeout=3 s"),
+    Server("hypercorn-workers2", _hypercorn(2), default_timeout="graceful_timeout=3 s",
+           workers=2),
+    Server("granian", _granian(), default_timeout="no limit"),
+    Server("granian-workers2", _granian(2), default_timeout="no limit", workers=2),
+    Server("gunicorn-aiohttp", _gunicorn(*GUNICORN_AIOHTTP),
            default_timeout="graceful_timeout=30 s"),
-    Server("gunicorn-uvicorn", _gunicorn("uvicorn.workers.UvicornWorker", "bench.apps:asgi"),
+    Server("gunicorn-aiohttp-w2", _gunicorn(*GUNICORN_AIOHTTP, workers=2),
+           default_timeout="graceful_timeout=30 s", workers=2),
+    Server("gunicorn-uvicorn", _gunicorn(*GUNICORN_UVICORN),
            default_timeout="graceful_timeout=30 s"),
+    Server("gunicorn-uvicorn-w2", _gunicorn(*GUNICORN_UVICORN, workers=2),
+           default_timeout="graceful_timeout=30 s", workers=2),
 )}
 # What `bench drain` runs when --servers is not given: the restart scenarios (each server's
-# own SIGHUP) and the others.
-RESTART_SERVERS = ("graceful-uvloop", "uvicorn-workers2", "gunicorn-uvicorn", "gunicorn-aiohttp",
-                   "uvicorn", "granian", "hypercorn")
-DRAIN_SERVERS = tuple(name for name in SERVERS if name != "uvicorn-workers2")
+# own SIGHUP: one worker and two) and the others (the one-process servers).
+RESTART_SERVERS = ("graceful-uvloop", "graceful-uvloop-workers2", "uvicorn-workers2",
+                   "gunicorn-uvicorn", "gunicorn-uvicorn-w2", "gunicorn-aiohttp",
+                   "gunicorn-aiohttp-w2", "uvicorn", "granian", "granian-workers2",
+                   "hypercorn", "hypercorn-workers2")
+DRAIN_SERVERS = tuple(name for name, s in SERVERS.items() if s.workers == 1)
+# Throughput mode (`--variant workers`): graceful with --workers 1 and 2 against the same
+# peers, each with 1 and 2 workers.
+# aiohttp's run_app (one process, uvloop) is the reference for what graceful's worker adds.
+WORKER_SERVERS = ("graceful-uvloop", "graceful-uvloop-workers2", "aiohttp", "uvicorn",
+                  "uvicorn-workers2", "gunicorn-uvicorn", "gunicorn-uvicorn-w2",
+                  "gunicorn-aiohttp", "gunicorn-aiohttp-w2", "granian", "granian-workers2",
+                  "hypercorn", "hypercorn-workers2")
 # Throughput mode compares graceful with the same app under aiohttp's run_app.
 THROUGHPUT_PAIR = ("graceful", "aiohttp")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (Linux: from /proc; elsewhere ``[pid]``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
 
 
 class StartError(RuntimeError):
@@ -159,12 +220,18 @@ class Proc:
         os.kill(self.pid, sig)
 
     async def kill_group(self) -> None:
-        """SIGKILL the session the server leads (itself and any workers), then reap it."""
+        """SIGKILL the session the server leads (itself and any workers), and its
+        descendants in process groups of their own (graceful's workers: its supervisor
+        gives each one), then reap it."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if WINDOWS:
                 self.process.kill()
             else:
+                stragglers = [pid for pid in descendants(self.pid) if pid != self.pid]
                 os.killpg(self.pid, signal.SIGKILL)
+                for pid in stragglers:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             await asyncio.wait_for(self.process.wait(), 10)
 

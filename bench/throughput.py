@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from bench.figures import percentile
 from bench.progress import Progress
-from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, Launch, client_tls, start
+from bench.servers import ROOT, SERVERS, THROUGHPUT_PAIR, Launch, client_tls, descendants, start
 
 # What each variant compares (a against b), and how graceful is launched for each side.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -195,3 +195,140 @@ async def run(loops: list[str], rounds: int, connections: int, seconds: float,
             "b": " ".join([sides["b"][0], *sides["b"][1]]),
         })
     return rows, raw
+
+
+# --variant workers: graceful with --workers 1 and 2 against the same peers with 1 and 2
+# workers, all measured by wrk (C, one thread: less CPU per request than the Python client
+# above, so more of a small machine's cores go to the servers), in interleaved rounds.
+WRK_LINE = "Requests/sec:"
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and every live process below it (a server and
+    its workers, whatever their process group), with what each has counted for its reaped
+    children."""
+    total = 0
+    for each in descendants(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests, requests/s, latency percentiles (ms) and errors from `wrk --latency`."""
+    figures: dict[str, float] = {"errors": 0.0}
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    for line in text.splitlines():
+        words = line.split()
+        if line.startswith(WRK_LINE):
+            figures["rps"] = float(words[1])
+        elif len(words) >= 4 and words[1:3] == ["requests", "in"]:
+            figures["requests"] = float(words[0])
+        elif len(words) == 2 and words[0] in ("50%", "99%"):
+            value = words[1]
+            unit = next(u for u in ("us", "ms", "s") if value.endswith(u))
+            figures[f"p{words[0][:-1]}_ms"] = float(value[:-len(unit)]) * units[unit]
+        elif line.strip().startswith(("Socket errors:", "Non-2xx")):
+            figures["errors"] += sum(int(w.strip(",")) for w in words if w.strip(",").isdigit())
+    return figures
+
+
+async def _wrk(port: int, connections: int, seconds: float) -> dict[str, float]:
+    process = await asyncio.create_subprocess_exec(
+        "wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
+        f"http://127.0.0.1:{port}/work?ms=0", stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk exited {process.returncode}: {out.decode()[-300:]}")
+    return parse_wrk(out.decode())
+
+
+async def measure_wrk(server: str, connections: int, seconds: float, out: Path
+                      ) -> dict[str, float]:
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # uvloop for the entries that take the loop from here (aiohttp's run_app); graceful's
+    # entries name theirs, the peers pick uvloop themselves where installed (not hypercorn,
+    # gunicorn's aiohttp worker)
+    proc = await start(SERVERS[server], Launch(port=0, drain_timeout_s=5, loop="uvloop"),
+                       logs / f"throughput-{server}.log", None)
+    try:
+        await _wrk(proc.port, connections, 1)  # warm-up: every worker has served
+        c0 = _tree_cpu_s(proc.pid)
+        m = await _wrk(proc.port, connections, seconds)
+        c1 = _tree_cpu_s(proc.pid)
+    finally:
+        proc.signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.process.wait(), 15)
+        await proc.kill_group()
+    return {**m, "cpu_us": (c1 - c0) * 1e6 / max(m.get("requests", 0), 1)}
+
+
+def _families(servers: list[str]) -> dict[str, dict[int, str]]:
+    """{family: {workers: server}}: a peer's 1- and 2-worker entries side by side."""
+    out: dict[str, dict[int, str]] = {}
+    for name in servers:
+        s = SERVERS[name]
+        family = name.removesuffix("-workers2").removesuffix("-w2")
+        out.setdefault(family, {})[s.workers] = name
+    return out
+
+
+async def run_workers(servers: list[str], rounds: int, connections: int, seconds: float,
+                      out: Path, base: str = "graceful-uvloop"
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each server once per round, the order reversed every other round; per round, each
+    server's rps over `base`'s with the same worker count, and each family's 2 workers over
+    1 worker."""
+    progress = Progress(rounds * len(servers))
+    per: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    raw: list[dict[str, Any]] = []
+    for i in range(rounds):
+        for name in (servers if i % 2 == 0 else servers[::-1]):
+            progress.status(f"throughput workers {name} round {i + 1}", "")
+            m = await measure_wrk(name, connections, seconds, out)
+            per[name].append(m)
+            raw.append({"server": name, "workers": SERVERS[name].workers, "round": i + 1,
+                        "variant": "workers", "client": "wrk", **m})
+            progress.finish(f"throughput workers {name} round {i + 1}",
+                            f"{m.get('rps', 0):.0f} rps, {m['cpu_us']:.1f} µs CPU/req, "
+                            f"p50/p99 {m.get('p50_ms', 0):.2f}/{m.get('p99_ms', 0):.2f} ms, "
+                            f"errors {m['errors']:.0f}")
+    return workers_rows(raw, base), raw
+
+
+def workers_rows(raw: list[dict[str, Any]], base: str = "graceful-uvloop"
+                 ) -> list[dict[str, Any]]:
+    """The rows of `--variant workers` from its raw runs: per server and round, its
+    requests/s over `base`'s with the same worker count (as "base / this"), its CPU per
+    request over `base`'s, and its 2 workers' requests/s over its 1 worker's; medians and
+    ranges over the rounds. Absolute figures stay in the raw runs."""
+    servers = list(dict.fromkeys(r["server"] for r in raw))
+    per = {(r["server"], r["round"]): r for r in raw}
+    rounds = sorted({r["round"] for r in raw})
+    families = _families(servers)
+    bases = families.get(base, {})
+    rows = []
+
+    def ratios(a: str | None, b: str | None, key: str) -> list[float]:
+        return [per[(a, i)][key] / per[(b, i)][key] for i in rounds
+                if (a, i) in per and (b, i) in per and per[(b, i)].get(key)]
+
+    for family, by_workers in families.items():
+        for workers, name in sorted(by_workers.items()):
+            row: dict[str, Any] = {"variant": "workers", "server": name, "family": family,
+                                   "workers": workers, "rounds": len(rounds),
+                                   "base": bases.get(workers),
+                                   "errors": sum(per[(name, i)]["errors"] for i in rounds
+                                                 if (name, i) in per)}
+            for key, values in (
+                    ("base_over", ratios(bases.get(workers), name, "rps")),
+                    ("cpu_over_base", ratios(name, bases.get(workers), "cpu_us")),
+                    ("scale", ratios(name, by_workers.get(1), "rps") if workers != 1 else [])):
+                row[key] = statistics.median(values) if values else None
+                row[f"{key}_min"] = min(values, default=None)
+                row[f"{key}_max"] = max(values, default=None)
+            rows.append(row)
+    return rows

@@ -55,3 +55,37 @@ def test_the_restart_section_names_control_and_checkpoint_rows_and_replaces_its_
     doc = _replace_section(DOC, lines)
     assert doc.count(lines[0]) == 1 and doc.index(lines[0]) < doc.index("## Plots")
     assert _replace_section(doc, lines) == doc
+
+
+def test_the_restart_ratio_table_pairs_each_peer_with_graceful_in_the_same_repeat():
+    """graceful's window p99 over the peer's per repeat: 322/330 and 341/310; a peer that
+    served nothing in the window has no ratio."""
+    from bench.report import restart_ratio_table
+
+    runs = [_restart_run("g", 1, 322.0, 329.0), _restart_run("g", 2, 341.0, 350.0),
+            _restart_run("p", 1, 330.0, 329.0), _restart_run("p", 2, 310.0, 350.0),
+            _restart_run("q", 1, 0.0, 0.0) | {"window_ms": {}}]
+    rows = restart_ratio_table(runs, "g").splitlines()[2:]
+    assert rows == ["| restart-close | 500 | p | 2 | 1.04 (0.98-1.10) | 1.00 |",
+                    "| restart-close | 500 | q | 0 | - (no window: it did not serve) "
+                    "| - (no window: it did not serve) |"]
+
+
+def test_the_wrk_output_is_read():
+    from bench.throughput import parse_wrk
+
+    out = """Running 3s test @ http://127.0.0.1:1/work?ms=0
+  1 threads and 64 connections
+  Latency Distribution
+     50%    2.50ms
+     75%    3.00ms
+     90%    4.00ms
+     99%  850.00us
+  36000 requests in 3.00s, 5.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:  12000.50
+Transfer/sec:      1.67MB
+"""
+    m = parse_wrk(out)
+    assert m == {"errors": 3.0, "p50_ms": 2.5, "p99_ms": 0.85, "requests": 36000.0,
+                 "rps": 12000.5}

@@ -23,6 +23,7 @@ def parsed(monkeypatch):
         return None
 
     monkeypatch.setattr("graceful.supervisor.start.start", fake_start)
+    monkeypatch.setattr("graceful.supervisor.start.wait_ready", lambda *args: None)
     monkeypatch.setattr("graceful.supervisor.main.supervise", lambda *args: 0)
 
     def parse(*args: str, env: dict[str, str] | None = None) -> Config:
