@@ -6,9 +6,10 @@
     config   --config and the command line are read again; a changed bind is bound now, a
              removed one closed once the old workers have stopped; an option that cannot
              change without a stop is kept and logged (`restart.option_unchanged`).
-    spawn    the new workers, all together; each must be ready within --restart-timeout.
-             One that fails: all the new ones are ended, the old ones serve on, the outcome
-             is "failed" with the reason and the worker's last lines.
+    spawn    the new workers, one at a time (each once the one before is ready: the old
+             workers serve on the same cores meanwhile); each must be ready within
+             --restart-timeout. One that fails: all the new ones are ended, the old ones
+             serve on, the outcome is "failed" with the reason and the worker's last lines.
     replace  the old workers are told to stop for a restart (SIGHUP to a worker): they skip
              the pre-stop delay, drain, close websockets with 1012, flush. With a checkpoint
              the new worker accepts only once the old one has exited (its final flush
@@ -208,7 +209,8 @@ class Rolling:
         self._starting = []
         try:
             generation = await self._workers.start_generation(
-                count, self._abandoned, config.restart_timeout, go_r, into=self._starting)
+                count, self._abandoned, config.restart_timeout, go_r, into=self._starting,
+                one_at_a_time=True)
         except BaseException:
             if go_w is not None:
                 os.close(go_w)

@@ -94,19 +94,42 @@ class Workers:
     async def start_generation(self, count: int, cancel: asyncio.Future[Any],
                                timeout: float | None = None, go_fd: int | None = None,
                                into: list[WorkerProcess] | None = None,
-                               spawned: list[Spawned] | None = None) -> Generation:
+                               spawned: list[Spawned] | None = None,
+                               one_at_a_time: bool = False) -> Generation:
         """Spawn `count` workers (appended to `into` as they start) and wait until all are
-        ready, one fails, `cancel` is done or `timeout` passes. A failure or a timeout ends
-        all of them. `spawned`: the processes, already started (the first start)."""
+        ready, one fails, `cancel` is done or `timeout` passes (for each worker). A failure
+        or a timeout ends all of them. `spawned`: the processes, already started (the first
+        start). `one_at_a_time`: each starts once the one before is ready (a restart: the
+        old workers serve meanwhile on the same cores, and one start at a time takes less
+        from them than all at once)."""
         workers = into if into is not None else []
-        try:
-            for number in range(1, count + 1):
-                workers.append(self.spawn(number, go_fd, spawned[number - 1] if spawned
-                                          else None))
-        except OSError as err:
-            await self.end(workers)
-            return Generation([], None, f"cannot start a worker: {err}", ExitCode.ERROR)
-        pending: set[asyncio.Future[Any]] = {worker.ready for worker in workers}
+        numbers = list(range(1, count + 1))
+        while numbers:
+            batch = [numbers.pop(0)] if one_at_a_time else [*numbers]
+            numbers = numbers if one_at_a_time else []
+            try:
+                for number in batch:
+                    workers.append(self.spawn(number, go_fd, spawned[number - 1] if spawned
+                                              else None))
+            except OSError as err:
+                await self.end(workers)
+                return Generation([], None, f"cannot start a worker: {err}", ExitCode.ERROR)
+            failed = await self._all_ready(workers, cancel, timeout)
+            if cancel.done():
+                return Generation(workers)
+            if failed is not None:
+                return failed
+        for worker in workers:
+            (log.info if worker.generation else log.debug)(
+                "worker.ready", worker=worker.number, worker_pid=worker.pid,
+                generation=worker.generation)
+        return Generation(workers)
+
+    async def _all_ready(self, workers: list[WorkerProcess], cancel: asyncio.Future[Any],
+                         timeout: float | None) -> Generation | None:
+        """None once every one of `workers` is ready (or `cancel` is done); else the
+        failure, all of them ended."""
+        pending: set[asyncio.Future[Any]] = {w.ready for w in workers if not w.ready.done()}
         try:
             async with asyncio.timeout(timeout):
                 while pending:
@@ -114,7 +137,7 @@ class Workers:
                         {*pending, cancel}, return_when=asyncio.FIRST_COMPLETED)
                     pending.discard(cancel)
                     if cancel.done():
-                        return Generation(workers)
+                        return None
                     for worker in workers:
                         if worker.ready.done() and not worker.ready.result():
                             code = await worker.exited
@@ -126,11 +149,7 @@ class Workers:
             await self.end(workers)
             return Generation(workers, late, f"not ready within {timeout:g}s",
                               ExitCode.ERROR)
-        for worker in workers:
-            (log.info if worker.generation else log.debug)(
-                "worker.ready", worker=worker.number, worker_pid=worker.pid,
-                generation=worker.generation)
-        return Generation(workers)
+        return None
 
     def adopt(self, workers: list[WorkerProcess]) -> None:
         """These serve from now on; their unexpected exits are replaced."""
