@@ -33,7 +33,9 @@ class Spawned:
     stdout_fd: int
     stderr_fd: int
     ready_seen: bool = False  # "ready" read already (the ready pipe is then closed)
-    output: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)  # (fd, bytes)
+    # its output read (and forwarded) already: the last lines, and an unfinished line's start
+    tail: list[str] = dataclasses.field(default_factory=list)
+    partial: dict[int, bytes] = dataclasses.field(default_factory=dict)
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,

@@ -86,8 +86,11 @@ def wait_ready(started: Started, stop_requested: Callable[[], bool],
                timeout: float = READY_WAIT_S) -> None:
     """Until the first workers are ready, one ends, a stop signal came or `timeout` passed:
     the supervisor's own start (structlog, its loop) then runs beside a worker that serves
-    already, not beside its start on the same cores. What they write meanwhile is read
-    (a pipe that fills would stall them) and kept for the loop to forward."""
+    already, not beside its start on the same cores. What they write meanwhile is
+    forwarded as it comes, whole lines, as the loop does later."""
+    # imported here, after the spawn: it brings asyncio, which the spawn need not wait for
+    from graceful.supervisor.worker_process import LOG_TAIL, forward_lines
+
     waiting = {worker.ready_fd: worker for worker in started.spawned}
     outputs = {fd: worker for worker in started.spawned
                for fd in (worker.stdout_fd, worker.stderr_fd)}
@@ -110,10 +113,15 @@ def wait_ready(started: Started, stop_requested: Callable[[], bool],
                         os.close(fd)
                     else:
                         return  # it ended before it was ready: the loop reports it
-                elif data:
-                    outputs[fd].output.append((fd, data))
                 else:
-                    selector.unregister(fd)
+                    worker = outputs[fd]
+                    target = 1 if fd == worker.stdout_fd else 2
+                    rest, lines = forward_lines(worker.partial.pop(fd, b""), data, target)
+                    if rest:
+                        worker.partial[fd] = rest
+                    worker.tail = [*worker.tail, *lines][-LOG_TAIL:]
+                    if not data:
+                        selector.unregister(fd)
 
 
 def absolute_paths(config: Config) -> Config:

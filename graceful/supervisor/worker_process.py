@@ -47,8 +47,9 @@ class WorkerProcess:
         self._partial: dict[int, bytes] = {}
         self._ready_fd: int | None = None
         self._open: dict[int, int] = {spawned.stdout_fd: 1, spawned.stderr_fd: 2}  # ours: theirs
-        for fd, data in spawned.output:  # read before the loop ran (start.py)
-            self._take(fd, data)
+        # what was read and forwarded before the loop ran (start.py)
+        self._tail.extend(spawned.tail)
+        self._partial.update(spawned.partial)
         for fd in list(self._open):
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._drain, fd, False)
@@ -140,23 +141,29 @@ class WorkerProcess:
 
     def _take(self, fd: int, chunk: bytes) -> None:
         """Forward the whole lines of what was read from `fd` (all of it at its end)."""
-        data = self._partial.pop(fd, b"") + chunk
-        lines, _, rest = data.rpartition(b"\n") if chunk else (data, b"", b"")
-        if len(rest) >= LONGEST_LINE:
-            _write(self._open.get(fd, 2), rest)  # the line's start; its end comes later
-            rest = b""
+        rest, lines = forward_lines(self._partial.pop(fd, b""), chunk, self._open.get(fd, 2))
         if rest:
             self._partial[fd] = rest
-        if lines:
-            _write(self._open.get(fd, 2), lines + b"\n")
-            self._tail.extend(line.decode(errors="replace")
-                              for line in lines.splitlines() if line.strip())
+        self._tail.extend(lines)
 
     def _stop_reading(self, fd: int) -> None:
         if self._open.pop(fd, None) is not None:
             self._loop.remove_reader(fd)
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def forward_lines(partial: bytes, chunk: bytes, target: int) -> tuple[bytes, list[str]]:
+    """Write the whole lines of `partial + chunk` to `target` (everything when `chunk` is
+    b"": the pipe's end); the rest, and the lines written (for a worker's last lines)."""
+    data = partial + chunk
+    lines, _, rest = data.rpartition(b"\n") if chunk else (data, b"", b"")
+    if len(rest) >= LONGEST_LINE:
+        _write(target, rest)  # the line's start; its end comes later
+        rest = b""
+    if lines:
+        _write(target, lines + b"\n")
+    return rest, [line.decode(errors="replace") for line in lines.splitlines() if line.strip()]
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -132,18 +132,20 @@ class Workers:
         pending: set[asyncio.Future[Any]] = {w.ready for w in workers if not w.ready.done()}
         try:
             async with asyncio.timeout(timeout):
-                while pending:
-                    _, pending = await asyncio.wait(
-                        {*pending, cancel}, return_when=asyncio.FIRST_COMPLETED)
-                    pending.discard(cancel)
-                    if cancel.done():
-                        return None
-                    for worker in workers:
+                while True:
+                    for worker in workers:  # one may have failed before we looked
                         if worker.ready.done() and not worker.ready.result():
                             code = await worker.exited
                             await self.end(workers)
                             return Generation(workers, worker, "exited before it was ready "
                                               f"({said(code)})", code)
+                    if not pending:
+                        break
+                    _, pending = await asyncio.wait(
+                        {*pending, cancel}, return_when=asyncio.FIRST_COMPLETED)
+                    pending.discard(cancel)
+                    if cancel.done():
+                        return None
         except TimeoutError:
             late = next(worker for worker in workers if not worker.ready.done())
             await self.end(workers)
