@@ -7,6 +7,7 @@ end-to-end test here.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,20 @@ def handlers() -> Iterator[Handlers]:
 def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+
+
+def _mount_tmpfs(where, size: str, *, read_only: bool = False) -> None:
+    options = f"size={size}" + (",ro" if read_only else "")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {result.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    where = tmp_path / "disk"
+    where.mkdir()
+    _mount_tmpfs(where, "64k")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)

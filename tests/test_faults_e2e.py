@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 
 from graceful import checkpoint as ckpt
+from tests.conftest import _mount_tmpfs
 from tests.rawhttp import Connection, get
 from tests.test_tracker_scenarios import until
 
@@ -167,23 +168,6 @@ async def test_stop_during_checkpoint_writes(serve, tmp_path):
         snapshot = ckpt.read(path)
         assert snapshot.state["gen"] == round_ + 1
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-
-
-def _mount_tmpfs(where, size: str, *, read_only: bool = False) -> None:
-    options = f"size={size}" + (",ro" if read_only else "")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {result.stderr.strip()}")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    where = tmp_path / "disk"
-    where.mkdir()
-    _mount_tmpfs(where, "64k")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 async def test_full_disk_exits_4_old_file_intact(serve, small_disk):

@@ -487,31 +487,21 @@ async def test_an_fd_given_to_the_supervisor_reaches_a_worker_only_as_a_listener
         server.kill()
 
 
-async def test_a_final_flush_that_fails_during_a_restart_fails_it(serve, tmp_path):
+async def test_a_final_flush_that_fails_during_a_restart_fails_it(serve, small_disk):
     """22. The old worker's final flush fails (its disk is full): `graceful restart` exits
     1 naming the old worker's exit code 4, not "restarted"."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
-    try:
-        server = serve("tests.apps:basic", "--checkpoint", str(disk / "s.json"))
-        worker_pids(server)
-        for _ in range(50):
-            await get(server.port, "/count")
-        filler = disk / "filler"
-        with contextlib.suppress(OSError), filler.open("wb") as full:
-            while True:
-                full.write(b"x" * 512)
-                full.flush()
-        done = await asyncio.to_thread(restart, server.pid)
-        assert done.returncode == 1, done.stdout
-        assert "exit code 4" in done.stderr, done.stderr
-        server.kill()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+    server = serve("tests.apps:basic", "--checkpoint", str(small_disk / "s.json"))
+    worker_pids(server)
+    for _ in range(50):
+        await get(server.port, "/count")
+    with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as full:
+        while True:
+            full.write(b"x" * 512)
+            full.flush()
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 1, done.stdout
+    assert "exit code 4" in done.stderr, done.stderr
+    server.kill()
 
 
 FDS_APP = '''import os
