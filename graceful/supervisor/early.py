@@ -1,5 +1,6 @@
-"""Stop and restart signals that arrive while the supervisor starts, before its loop has
-handlers: kept, and delivered once it has (otherwise SIGTERM would kill it with 143)."""
+"""Signals that arrive while the supervisor starts, before its loop has handlers: kept, and
+delivered once it has (otherwise SIGTERM would kill it with 143, and SIGUSR1, a pause sent
+as soon as a worker serves, would kill it outright: their default action)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-CAUGHT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+CAUGHT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+          signal.SIGUSR2)
 
 
 class EarlySignals:
@@ -24,8 +26,14 @@ class EarlySignals:
     def _record(self, signum: int, frame: Any) -> None:  # only records (a signal handler)
         self.received.append(signum)
 
-    def replay(self, handlers: Callable[[int], None]) -> None:
-        """Deliver what came early, in order, to the loop's handlers (which replace ours)."""
-        received, self.received = self.received, []
-        for signum in received:
-            handlers(signum)
+    def replay(self, handlers: Callable[[int], None],
+               only: tuple[int, ...] = CAUGHT) -> None:
+        """Deliver what came early among `only`, in order, to the loop's handlers (which
+        replace ours); the others stay for a later replay."""
+        kept = []
+        for signum in self.received:
+            if signum in only:
+                handlers(signum)
+            else:
+                kept.append(signum)
+        self.received = kept

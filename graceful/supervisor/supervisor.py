@@ -73,8 +73,8 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._rolling.request, "SIGHUP", None)
         for signum in FORWARDED:
             loop.add_signal_handler(signum, self._pause_or_continue, signum)
-        if self._early is not None:
-            self._early.replay(self._on_early_signal)
+        if self._early is not None:  # a stop at once; the others once workers serve
+            self._early.replay(self._on_early_signal, only=STOP_SIGNALS)
         control = ControlServer(self._on_control)
         try:
             await control.start()
@@ -106,6 +106,8 @@ class Supervisor:
         if not self._stop_requested.done():
             self._workers.adopt(first.workers)
             self._rolling.ready()
+            if self._early is not None:  # a pause or a restart sent as soon as one served
+                self._early.replay(self._on_early_signal)
             if self._notifier is not None:
                 self._notifier.ready()
             if self._pid_file is not None:
@@ -174,6 +176,8 @@ class Supervisor:
     def _on_early_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
             self._rolling.request("SIGHUP")
+        elif signum in FORWARDED:
+            self._pause_or_continue(signum)
         else:
             self._on_stop_signal(signum)
 
