@@ -20,11 +20,8 @@ the runtime, so the service can always be stopped.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from graceful.bridge import win32 as w
 from graceful.windows import service_host as ws
@@ -144,32 +141,23 @@ def test_service_with_a_full_log_disk(tmp_path):
     assert kind == "warning" and "lines dropped" in message and "No space left" in message
 
 
-def test_a_disk_that_fills_mid_line_leaves_only_whole_lines(tmp_path):
+def test_a_disk_that_fills_mid_line_leaves_only_whole_lines(tmp_path, small_disk):
     """6."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
-    try:
-        filler = disk / "filler"
-        filler.write_bytes(b"x" * 40_000)
-        fake = FakeWin32()
-        log = disk / "svc.log"
-        host, runner, base = service(tmp_path, fake, str(log))
-        assert host.writer is not None
-        while not host.writer.dropped:
-            assert get(f"{base}/fast?pad={'p' * 100}")[0] == 200
-        filler.unlink()
-        fake.clock += service_log.REOPEN_RETRY_S
-        assert get(f"{base}/fast")[0] == 200
-        assert host.bridge.control(w.SERVICE_CONTROL_STOP) == 0
-        assert runner.outcome(15) == 0
-        raw = log.read_text()
-        assert raw.endswith("\n")
-        lines = [json.loads(text) for text in raw.splitlines()]  # a cut line would raise here
-        assert "log.dropped" in [e["event"] for e in lines]
-        assert lines[-1]["event"] == "service.exit"
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"x" * 40_000)
+    fake = FakeWin32()
+    log = small_disk / "svc.log"
+    host, runner, base = service(tmp_path, fake, str(log))
+    assert host.writer is not None
+    while not host.writer.dropped:
+        assert get(f"{base}/fast?pad={'p' * 100}")[0] == 200
+    filler.unlink()
+    fake.clock += service_log.REOPEN_RETRY_S
+    assert get(f"{base}/fast")[0] == 200
+    assert host.bridge.control(w.SERVICE_CONTROL_STOP) == 0
+    assert runner.outcome(15) == 0
+    raw = log.read_text()
+    assert raw.endswith("\n")
+    lines = [json.loads(text) for text in raw.splitlines()]  # a cut line would raise here
+    assert "log.dropped" in [e["event"] for e in lines]
+    assert lines[-1]["event"] == "service.exit"
