@@ -205,7 +205,7 @@ class Rolling:
             go_r, go_w = os.pipe()
         launcher.config = config
         self._workers.generation += 1
-        count = config_workers(config, self._workers.count)
+        count = config.workers
         self._starting = []
         try:
             generation = await self._workers.start_generation(
@@ -282,10 +282,6 @@ def _said_by_click(err: BaseException) -> str:
         return err.format_message()
     return f"the options could not be read again (exit {getattr(err, 'exit_code', err)}); " \
            "the reason is in the service's log"
-
-
-def config_workers(config: Config, current: int) -> int:
-    return getattr(config, "workers", current) or current
 
 
 async def _settle(new: list[WorkerProcess], settle_s: float) -> WorkerProcess | None:

@@ -36,7 +36,7 @@ from graceful.supervisor.listening import Listening
 from graceful.supervisor.reaper import Reaper
 from graceful.supervisor.rolling import Rolling
 from graceful.supervisor.spawn import Spawned
-from graceful.supervisor.workers import Workers
+from graceful.supervisor.workers import Workers, exit_code
 
 log = get_logger()
 
@@ -102,7 +102,7 @@ class Supervisor:
                 log.error("supervisor.start_failed", reason=first.reason,
                           worker_pid=first.failed.pid, last_lines=first.failed.last_lines())
             codes = await self._workers.stop_all(signal.SIGTERM, self._kill_after())
-            return worst(_exit_code(first.code), *codes) if first.code else worst(*codes)
+            return worst(exit_code(first.code), *codes) if first.code else worst(*codes)
         if not self._stop_requested.done():
             self._workers.adopt(first.workers)
             self._rolling.ready()
@@ -203,12 +203,3 @@ class Supervisor:
             reply(await outcome)
         else:
             reply({"error": f"unknown command {command!r}"})
-
-
-def _exit_code(code: int) -> ExitCode:
-    """A worker's exit code as ours: a signal that ended it, or a code outside the table,
-    is an unexpected error."""
-    try:
-        return ExitCode(code)
-    except ValueError:
-        return ExitCode.ERROR
