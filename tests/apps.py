@@ -829,7 +829,7 @@ def with_slow_ws() -> web.Application:
 
 
 async def _loaded_modules(request: web.Request) -> web.Response:
-    watched = ("prometheus_client", "graceful.metrics")
+    watched = ("prometheus_client", "graceful.metrics.endpoint")
     return web.json_response(sorted(m for m in sys.modules if m.startswith(watched)))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from graceful import checkpoint
-from graceful.processes import alive
+from graceful.host.processes import alive
 from tests.loadgen import Load, ended, get
 from tests.rawhttp import Connection
 

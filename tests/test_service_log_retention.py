@@ -21,7 +21,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
-from graceful.service_cli import service
+from graceful.cli.service import service
 from graceful.windows.log_retention import DAY_S, SERVICE_RETENTION, Retention
 from graceful.windows.service_host import parse_host_args, retention_for
 from graceful.windows.service_log import RotatingWriter

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from graceful.processes import alive
+from graceful.host.processes import alive
 from tests.conftest import ROOT
 from tests.loadgen import Load, ended, get
 

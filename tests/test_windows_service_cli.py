@@ -24,8 +24,8 @@ import pytest
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
-from graceful.cli import main
-from graceful.service_cli import parse_serve, service
+from graceful.cli.main import main
+from graceful.cli.service import parse_serve, service
 from graceful.windows.service_host import parse_host_args
 from tests.fake_win32 import FakeWin32
 

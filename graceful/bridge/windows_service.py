@@ -1,5 +1,5 @@
 """The Windows service's stop source: SCM controls become stop requests; PAUSE and
-CONTINUE become pause requests (graceful/pause.py).
+CONTINUE become pause requests (graceful/lifecycle/pause.py).
 
 The process the SCM starts, and how it reports to the SCM, are in graceful/windows/.
 """
@@ -10,8 +10,8 @@ from typing import Protocol
 
 from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
-from graceful.controls import PauseAction, PauseRequest
-from graceful.stop import StopRequest, StopSource
+from graceful.bridge.controls import PauseAction, PauseRequest
+from graceful.bridge.stop import StopRequest, StopSource
 
 CONTROLS = {w.SERVICE_CONTROL_STOP: StopSource.SCM_STOP,
             w.SERVICE_CONTROL_SHUTDOWN: StopSource.SCM_SHUTDOWN,

@@ -126,7 +126,7 @@ class ConnectionTracker:
         show_responses(self, False)
 
     def end_stopping(self) -> None:
-        """A pause is over (graceful/pause.py): responses keep connections alive again."""
+        """A pause is over (graceful/lifecycle/pause.py): responses keep connections alive again."""
         self.stopping = False
         show_responses(self, False)
         self._websockets_closing = None

@@ -78,7 +78,7 @@ class Listener:
     async def pause(self) -> int:
         """Stop accepting, serve what the accept queue held, and keep the socket listening:
         connections made from now on wait in the kernel's queue until `resume` (see
-        graceful/pause.py). Returns how many the queue held."""
+        graceful/lifecycle/pause.py). Returns how many the queue held."""
         if self._server is None or self._keeper is None:
             return 0
         self._server.close()  # closes self.sock; the duplicate keeps listening

@@ -35,12 +35,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from graceful import threads
 from graceful.bridge import win32 as w
 from graceful.bridge.windows_service import ServiceBridge
+from graceful.cli.serve_options import parse_serve
 from graceful.config import Config
 from graceful.errors import ConfigError, ExitCode, GracefulError
-from graceful.serve_options import parse_serve
+from graceful.lifecycle import threads
 from graceful.windows.log_retention import DAY_S, SERVICE_RETENTION, Retention
 from graceful.windows.service_log import LOG_BACKUPS, LOG_MAX_BYTES, MemoryLog, RotatingWriter
 from graceful.windows.service_status import ACCEPTED, ServiceReporter
@@ -183,8 +183,8 @@ class ServiceHost:
 
     def _run_to_end(self, target: str, config: Config,
                     join_threads: Callable[[float], list[str]] | None) -> ExitCode:
-        from graceful import loader
-        from graceful.runner import run_to_end
+        from graceful.lifecycle import loader
+        from graceful.lifecycle.runner import run_to_end
 
         finished = run_to_end(loader.import_target(target), config, bridge=self.bridge,
                               observers=[self.reporter], configure_logging=False)

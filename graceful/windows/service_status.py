@@ -13,9 +13,9 @@ import threading
 from typing import Any
 
 from graceful.bridge import win32 as w
+from graceful.bridge.controls import PauseAction
+from graceful.bridge.stop import StopObserver
 from graceful.config import Config
-from graceful.controls import PauseAction
-from graceful.stop import StopObserver
 
 HINT_SLACK_S = 2.0  # added to every wait hint: the loop closing, the process exiting
 START_TICK_S = 1.0  # START_PENDING progress while the app starts

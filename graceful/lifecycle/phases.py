@@ -9,14 +9,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from graceful import hooks, stopnotice
 from graceful.config import Config
-from graceful.deadline import StopBudget
 from graceful.errors import ExitCode, worst
-from graceful.flushing import Flusher
-from graceful.http import route_deadlines, websockets
+from graceful.http import route_deadlines, stopnotice, websockets
+from graceful.lifecycle import hooks
+from graceful.lifecycle.deadline import StopBudget
+from graceful.lifecycle.flushing import Flusher
+from graceful.lifecycle.startup import Started
 from graceful.logs import get_logger
-from graceful.startup import Started
 
 log = get_logger()
 

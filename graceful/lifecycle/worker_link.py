@@ -20,10 +20,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from graceful.bridge.stop import StopObserver
 from graceful.config import Config
 from graceful.errors import ConfigError, StartupError
 from graceful.logs import get_logger
-from graceful.stop import StopObserver
 from graceful.supervisor.launch import (
     CONFIG_FD_ENV,
     GO_FD_ENV,

@@ -13,10 +13,10 @@
                       the threads, bounded)
     second stop: skip to 4 at once; third stop: best-effort checkpoint, return at once.
 
-Each phase is one call (graceful/phases.py) that takes its time from the one stop budget
-(graceful/deadline.py), returns its exit code, and is logged as `phase.started` and
-`phase.finished` with its budget and the time it took. The start is graceful/startup.py;
-how repeated stop requests escalate is graceful/escalation.py.
+Each phase is one call (graceful/lifecycle/phases.py) that takes its time from the one stop budget
+(graceful/lifecycle/deadline.py), returns its exit code, and is logged as `phase.started` and
+`phase.finished` with its budget and the time it took. The start is graceful/lifecycle/startup.py;
+how repeated stop requests escalate is graceful/lifecycle/escalation.py.
 
 Not covered: background tasks the application starts itself (stop them in a hook or a
 cleanup_ctx); a handler that blocks the loop without awaiting cannot be cancelled.
@@ -31,24 +31,24 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from graceful import hooks, loader
 from graceful.bridge import Handover
+from graceful.bridge.controls import PauseAction, PauseRequest
+from graceful.bridge.stop import StopLevel, StopObserver, StopRequest, StopSource
 from graceful.config import Config
-from graceful.controls import PauseAction, PauseRequest
-from graceful.deadline import StopBudget
 from graceful.errors import ExitCode, GracefulError, StartupError, worst
-from graceful.escalation import REPEAT_IGNORED_S, Escalation
-from graceful.flushing import Flusher
 from graceful.http.sockets import format_address
+from graceful.lifecycle import hooks, loader
+from graceful.lifecycle.deadline import StopBudget
+from graceful.lifecycle.escalation import REPEAT_IGNORED_S, Escalation
+from graceful.lifecycle.flushing import Flusher
+from graceful.lifecycle.pause import Pauser
+from graceful.lifecycle.phases import StopPhases, budget_of
+from graceful.lifecycle.runtime_view import Phase, RuntimeView
+from graceful.lifecycle.startup import Builder, Started
 from graceful.logs import get_logger
-from graceful.pause import Pauser
-from graceful.phases import StopPhases, budget_of
-from graceful.runtime_view import Phase, RuntimeView
-from graceful.startup import Builder, Started
-from graceful.stop import StopLevel, StopObserver, StopRequest, StopSource
 
 if TYPE_CHECKING:
-    from graceful.worker import Takeover
+    from graceful.lifecycle.worker_link import Takeover
 
 __all__ = ["REPEAT_IGNORED_S", "Phase", "Runtime"]
 
@@ -71,7 +71,7 @@ class Runtime(RuntimeView):
         self._observers = list(observers)
         self._hooks: list[hooks.ShutdownHook] = []
         self.phase = Phase.STARTING
-        # takeover: we are a worker of graceful serve's supervisor (graceful/worker.py)
+        # takeover: we are a worker of graceful serve's supervisor (lifecycle/worker_link.py)
         self._builder = Builder(app, self.config, is_ready=self._is_ready,
                                 phase=lambda: str(self.phase), takeover=takeover)
         self._started: Started | None = None  # the record of a start that succeeded
@@ -87,7 +87,7 @@ class Runtime(RuntimeView):
         self._abandoned: asyncio.Future[ExitCode] | None = None
         self._metrics: Any = None
         if self.config.metrics_bind is not None:  # prometheus_client imported only then
-            from graceful.metrics import Metrics
+            from graceful.metrics.endpoint import Metrics
             shared_folder = None
             if takeover is not None:  # a supervisor's worker: it answers for the service
                 from graceful.supervisor.metrics_folder import ENV
@@ -113,7 +113,7 @@ class Runtime(RuntimeView):
         self._early(StopRequest(source, reason))
 
     def pause(self, source: str = "API") -> None:
-        """Stop accepting and drain, keeping the process and its state (graceful/pause.py);
+        """Stop accepting and drain, keeping the process and its state (lifecycle/pause.py);
         safe from any thread. Ignored unless READY."""
         self._early(PauseRequest(PauseAction.PAUSE, source))  # type: ignore[arg-type]
 
@@ -158,7 +158,7 @@ class Runtime(RuntimeView):
 
     def request_stop(self, request: StopRequest) -> None:
         """Handle a stop request on the loop thread: the first drains, the second forces,
-        the third abandons (graceful/escalation.py). A PauseRequest from the same bridges
+        the third abandons (graceful/lifecycle/escalation.py). A PauseRequest from the same bridges
         goes to the pauser."""
         if isinstance(request, PauseRequest):
             if self._pauser is None or self.phase not in (Phase.READY, Phase.PAUSING,
@@ -193,7 +193,7 @@ class Runtime(RuntimeView):
         if self._stop_requested.is_set():  # stopped before the start began
             log.info("start.abandoned", reason="stop requested before the start")
             return self._finish(ExitCode.OK)
-        self._startup = asyncio.create_task(self._start(), name="graceful.startup")
+        self._startup = asyncio.create_task(self._start(), name="graceful.lifecycle.startup")
         try:
             await self._startup
         except asyncio.CancelledError:

@@ -19,8 +19,8 @@ from typing import Any
 import click
 
 from graceful.bridge import win32 as w
+from graceful.cli.serve_options import parse_serve
 from graceful.errors import ExitCode, GracefulError
-from graceful.serve_options import parse_serve
 from graceful.windows import scm_text
 from graceful.windows.service_host import log_file_for, parse_host_args
 
@@ -306,7 +306,7 @@ def _environment(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def _check_target(target: str, app_dir: str) -> None:
-    from graceful import loader
+    from graceful.lifecycle import loader
 
     sys.path.insert(0, app_dir)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from graceful.errors import ExitCode
-from graceful.processes import alive
+from graceful.host.processes import alive
 
 
 @click.command()

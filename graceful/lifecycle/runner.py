@@ -10,18 +10,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from graceful import budget, loader, logs, threads
+from graceful import logs
 from graceful.bridge import StopBridge, default_bridge
+from graceful.bridge.controls import PauseRequest
+from graceful.bridge.stop import RestartRequest, StopObserver, StopRequest, StopSource
 from graceful.config import Config
-from graceful.controls import PauseRequest
 from graceful.errors import ConfigError, ExitCode
+from graceful.host.loops import loop_factory
+from graceful.host.pidfile import PidFile
+from graceful.host.systemd import SystemdNotifier
 from graceful.http.aiohttp_check import ensure_supported
-from graceful.loops import loop_factory
-from graceful.pidfile import PidFile
-from graceful.runtime import Runtime
-from graceful.stop import RestartRequest, StopObserver, StopRequest, StopSource
-from graceful.systemd import SystemdNotifier
-from graceful.worker import WorkerLink
+from graceful.lifecycle import budget, loader, threads
+from graceful.lifecycle.runtime import Runtime
+from graceful.lifecycle.worker_link import WorkerLink
 
 # Tasks still alive when the runtime has finished (a handler that swallowed its
 # cancellation, say) get this long before the loop is closed under them.
@@ -83,7 +84,7 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
                 "(an observer, or graceful.Runtime and runtime.stop()), leaving the process's "
                 "signals to its main thread")
         bridge = default_bridge()
-    # the stop budget against the platform's limit, said at start (graceful/budget.py)
+    # the stop budget against the platform's limit, said at start (graceful/lifecycle/budget.py)
     budget.check_at_start(config, budget.gather(
         windows_console=type(bridge).__name__ == "WindowsConsoleBridge"))
     loop = factory()
@@ -150,7 +151,7 @@ async def _serve(runtime: Runtime, bridge: StopBridge | None, is_worker: bool) -
 
     if bridge is not None:
         bridge.install(deliver)  # type: ignore[arg-type]
-        if hasattr(bridge, "install_controls"):  # pause and continue (graceful/pause.py)
+        if hasattr(bridge, "install_controls"):  # pause and continue (graceful/lifecycle/pause.py)
             bridge.install_controls(control)
     await runtime.start()
     return await runtime.wait_stopped()

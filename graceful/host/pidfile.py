@@ -8,8 +8,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from graceful.bridge.stop import StopObserver
 from graceful.logs import get_logger
-from graceful.stop import StopObserver
 
 
 class PidFile(StopObserver):

@@ -37,8 +37,9 @@ class _Refuser:
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
         if fullname.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {fullname!r} (not imported by "
-                                      "graceful serve: graceful/imports.py)", name=fullname)
+            raise ModuleNotFoundError(
+                f"No module named {fullname!r} (not imported by graceful serve: "
+                "graceful/lifecycle/imports.py)", name=fullname)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from graceful import config_file
+from graceful.cli import config_file
 from graceful.config import CLIENT_CERTS, LOG_FORMATS, LOG_LEVELS, LOOPS, Config
 from graceful.errors import ConfigError
 

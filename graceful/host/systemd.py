@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from graceful.bridge.stop import StopObserver
 from graceful.http.activation import OWN_NAME
 from graceful.logs import get_logger
-from graceful.stop import StopObserver
 
 if TYPE_CHECKING:
     from graceful.http.listeners import Listener

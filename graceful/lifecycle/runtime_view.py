@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from graceful.deadline import StopBudget
 from graceful.errors import GracefulError
 from graceful.http.listeners import Listener
+from graceful.lifecycle.deadline import StopBudget
 
 if TYPE_CHECKING:
     from graceful import checkpoint as ckpt
-    from graceful.startup import Builder
+    from graceful.lifecycle.startup import Builder
 
 
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
-    PAUSING = "pausing"  # graceful/pause.py
+    PAUSING = "pausing"  # graceful/lifecycle/pause.py
     PAUSED = "paused"
     DRAINING = "draining"
     STOPPED = "stopped"
@@ -34,7 +34,7 @@ class RuntimeView:
     phase: Phase
     _builder: Builder
     _budget: StopBudget | None
-    _metrics: Any  # graceful.metrics.Metrics, or None (prometheus_client imported only then)
+    _metrics: Any  # metrics.endpoint.Metrics, or None (prometheus_client imported only then)
 
     @property
     def app(self) -> web.Application | None:

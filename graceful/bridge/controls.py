@@ -1,6 +1,6 @@
 """Pause and continue requests: what a pause source (SIGUSR1/SIGUSR2, the SCM's PAUSE and
 CONTINUE controls, `runtime.pause()`) becomes. Light on purpose: the POSIX bridge imports it
-before aiohttp is imported. The pause itself is graceful/pause.py."""
+before aiohttp is imported. The pause itself is graceful/lifecycle/pause.py."""
 
 from __future__ import annotations
 

@@ -35,10 +35,9 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from graceful import stopnotice
+from graceful.bridge.controls import PauseAction, PauseRequest
 from graceful.config import Config
-from graceful.controls import PauseAction, PauseRequest
-from graceful.http import websockets
+from graceful.http import stopnotice, websockets
 from graceful.http.drain import ConnectionTracker
 from graceful.http.listeners import Listener
 from graceful.logs import get_logger

@@ -28,7 +28,7 @@ class Flusher:
                  on_flushed: Callable[[ckpt.FlushResult], None] | None = None) -> None:
         self._checkpointer = checkpointer
         self._interval = interval
-        # told of each generation written (the metrics' observer, graceful/metrics.py)
+        # told of each generation written (the metrics' observer, graceful/metrics/endpoint.py)
         self._on_flushed = on_flushed or (lambda result: None)
         self._periodic: asyncio.Task[None] | None = None
         self._slow_said_at: float | None = None

@@ -16,7 +16,7 @@ import click
 from graceful.errors import ConfigError
 
 NOT_IN_FILE = {"within"}  # graceful check's own: the file is the service's, for serve too
-META = "graceful.config_file"  # ctx.meta: (the path, each option's key as the file writes it)
+META = "graceful.cli.config_file"  # ctx.meta: (the path, each option's key as the file writes it)
 HELP = ("TOML file of options, keys named like the options (drain-timeout = 15). "
         "Precedence: flag > GRACEFUL_* environment variable > this file > default.")
 

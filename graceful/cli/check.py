@@ -2,7 +2,7 @@
 
 The rows are Config's per-phase fields (Config.hooks_budget for the hooks phase, as
 deadline.py uses it); the worst case is Config.stop_budget plus the exit's wait for work left
-to threads (graceful/threads.py RESERVE_S). That sum is what a
+to threads (graceful/lifecycle/threads.py RESERVE_S). That sum is what a
 supervisor must allow between its stop signal and its kill.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from graceful import appstate, loader, threads, tls
 from graceful.config import Config
 from graceful.errors import GracefulError, StartupError
-from graceful.http import health
+from graceful.http import health, tls
+from graceful.lifecycle import appstate, loader, threads
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
+from graceful.cli.serve_options import SECONDS, config_from, serve_options
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
-from graceful.serve_options import SECONDS, config_from, serve_options
 
 
 class _OneLineErrors(click.Group):
@@ -37,11 +37,11 @@ class _OneLineErrors(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "service":
-            from graceful.service_cli import service
+            from graceful.cli.service import service
 
             return service
         if name == "restart":
-            from graceful.restart_cli import restart
+            from graceful.cli.restart import restart
 
             return restart
         return super().get_command(ctx, name)
@@ -125,12 +125,12 @@ def serve(target: str, **options: Any) -> None:
 
     started = start(target, app_dir, config)  # the workers start now
     wait_ready(started, lambda: bool(early.received))  # and have the cores to themselves
-    from graceful import imports
+    from graceful.lifecycle import imports
 
     with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
         from graceful import logs
     logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
-    from graceful.serve_options import parse_serve
+    from graceful.cli.serve_options import parse_serve
     from graceful.supervisor.main import serve_args, supervise
 
     _exit(supervise(started, lambda: parse_serve(serve_args()).config, early))
@@ -146,11 +146,11 @@ def worker(target: str, app_dir: str) -> None:
     bridge = default_bridge()
     if hasattr(bridge, "capture"):
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
-    from graceful import imports
     from graceful.errors import ConfigError
+    from graceful.lifecycle import imports
 
     with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
-        from graceful.worker import WorkerLink
+        from graceful.lifecycle.worker_link import WorkerLink
 
     link = WorkerLink.from_environment()
     try:
@@ -165,10 +165,10 @@ def worker(target: str, app_dir: str) -> None:
 
 def _serve_in_process(target: str, app_dir: str, config: Config, bridge: Any,
                       link: Any = None) -> Any:
-    from graceful import heap
+    from graceful.lifecycle import heap
 
     with heap.imports_frozen():  # graceful's own imports: no collector walking them (10 ms)
-        from graceful import imports, loader
+        from graceful.lifecycle import imports, loader
 
         with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
             from graceful import logs
@@ -178,7 +178,7 @@ def _serve_in_process(target: str, app_dir: str, config: Config, bridge: Any,
             aiohttp_check.ensure_supported()  # before the app's own import of aiohttp
         except GracefulError as err:
             _fail(err)
-        importlib.import_module("graceful.runner")  # the runtime, before the app's import
+        importlib.import_module("graceful.lifecycle.runner")  # the runtime, before the app's import
     try:
         try:
             source = loader.import_target(target, app_dir)
@@ -192,8 +192,9 @@ def _serve_in_process(target: str, app_dir: str, config: Config, bridge: Any,
 
 
 def _run(source: Any, config: Config, bridge: Any, link: Any = None) -> ExitCode:
-    from graceful import logs, threads
-    from graceful.runner import run_to_end
+    from graceful import logs
+    from graceful.lifecycle import threads
+    from graceful.lifecycle.runner import run_to_end
 
     log = logs.get_logger()
     deadline = None
@@ -218,7 +219,7 @@ def _run(source: Any, config: Config, bridge: Any, link: Any = None) -> ExitCode
 
 def _stops_only(func: Any) -> Any:
     """A restart request (SIGHUP) once the runtime has finished is ignored."""
-    from graceful.stop import StopRequest
+    from graceful.bridge.stop import StopRequest
 
     return lambda request: func(request) if isinstance(request, StopRequest) else None
 
@@ -281,10 +282,10 @@ def _exit_now(code: int) -> Any:
     Threads were waited for (bounded) in _run, as the interpreter would have; atexit
     handlers still run (logging's flush, the application's own). What is skipped is freeing
     every module and object one by one, which took 40 to 90 ms here after aiohttp: time the
-    supervisor would count against the drain. Where graceful.threads cannot wait for
+    supervisor would count against the drain. Where graceful.lifecycle.threads cannot wait for
     threads as the interpreter does, the interpreter's own exit is taken.
     """
-    from graceful import threads
+    from graceful.lifecycle import threads
 
     if not threads.supported():
         _exit(code)
@@ -306,8 +307,9 @@ def _flush_std_streams() -> None:
 
 
 def _check(target: str, within: float | None, **options: Any) -> None:
-    from graceful import check, loader
+    from graceful.cli import check
     from graceful.http import aiohttp_check
+    from graceful.lifecycle import loader
 
     options["log_level"] = options["log_level"].lower()
     app_dir = options.pop("app_dir")
@@ -348,7 +350,7 @@ main.add_command(click.Command(
 def timeline(logfile: Path, run_number: int | None, png: Path | None) -> None:
     """Draw the stop of one run from its JSON log (--log-format json): phases with their
     durations and the requests in flight over time."""
-    from graceful import timeline as tl
+    from graceful.cli import timeline as tl
 
     try:
         run = tl.load(logfile, run_number)

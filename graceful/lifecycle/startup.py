@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from graceful import appstate, checks, heap, hooks, loader, stopnotice, tls
 from graceful.config import Config
 from graceful.errors import ConfigError
-from graceful.flushing import log_invalid
-from graceful.http import activation, binding, health, route_deadlines
+from graceful.http import activation, binding, health, route_deadlines, stopnotice, tls
 from graceful.http.access import AccessLogger
 from graceful.http.drain import ConnectionTracker
 from graceful.http.listeners import Listener
 from graceful.http.protocol import DrainingRequestHandler, handler_options
+from graceful.lifecycle import appstate, checks, heap, hooks, loader
+from graceful.lifecycle.flushing import log_invalid
 from graceful.logs import get_logger
 
 if TYPE_CHECKING:
     from graceful import checkpoint as ckpt
-    from graceful.worker import Takeover
+    from graceful.lifecycle.worker_link import Takeover
 
 log = get_logger()
 
@@ -56,7 +56,7 @@ class Builder:
                  is_ready: Callable[[], bool], phase: Callable[[], str],
                  takeover: Takeover | None = None) -> None:
         self._source = source
-        self._takeover = takeover  # a worker's link to its supervisor (graceful/worker.py)
+        self._takeover = takeover  # a worker's link to its supervisor (worker_link.py)
         self._config = config
         self._is_ready = is_ready
         self._phase = phase
@@ -110,7 +110,7 @@ class Builder:
                               "Application to the one loop that served it: to serve again, "
                               "pass a factory that builds a new Application")
         self.app = app
-        # the app's own dict is kept, the restored keys merged into it (graceful/appstate.py)
+        # the app's own dict is kept, the restored keys merged into it (appstate.py)
         self.state = appstate.adopt(app, restored)
         if self.checkpointer is not None:
             self.checkpointer.state = self.state

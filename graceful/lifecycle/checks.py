@@ -29,11 +29,11 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful import hooks
+from graceful.bridge.stop import StopObserver
 from graceful.errors import StartupError
 from graceful.http import aiohttp_signals
+from graceful.lifecycle import hooks
 from graceful.logs import get_logger
-from graceful.stop import StopObserver
 
 CheckFunc = Callable[[web.Application], Awaitable[Any] | Any]
 MAX_BACKOFF_S = 10.0
@@ -55,7 +55,7 @@ class Check:
         return min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF_S)
 
 
-CHECKS: web.AppKey[list[Check]] = web.AppKey("graceful.checks", list)
+CHECKS: web.AppKey[list[Check]] = web.AppKey("graceful.lifecycle.checks", list)
 
 
 class Status:
@@ -69,7 +69,7 @@ class Status:
         return bool(self.failing)
 
 
-STATUS: web.AppKey[Status] = web.AppKey("graceful.checks.status", Status)
+STATUS: web.AppKey[Status] = web.AppKey("graceful.lifecycle.checks.status", Status)
 
 
 def add_check(app: web.Application, name: str, func: CheckFunc, *, required: bool = True,

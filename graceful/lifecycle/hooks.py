@@ -29,7 +29,7 @@ from graceful.http import aiohttp_signals
 from graceful.logs import get_logger
 
 Hook = Callable[[web.Application], Awaitable[None] | None]
-HOOKS: web.AppKey[list[ShutdownHook]] = web.AppKey("graceful.hooks", list)
+HOOKS: web.AppKey[list[ShutdownHook]] = web.AppKey("graceful.lifecycle.hooks", list)
 Step = tuple[str, Callable[[], Awaitable[Any] | Any]]
 
 log = get_logger()

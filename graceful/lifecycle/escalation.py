@@ -3,8 +3,8 @@ abandons; a repeat that comes too soon after the last one does not count."""
 
 from __future__ import annotations
 
+from graceful.bridge.stop import StopLevel, StopRequest
 from graceful.logs import get_logger
-from graceful.stop import StopLevel, StopRequest
 
 log = get_logger()
 

@@ -2,7 +2,7 @@
 generation and age) as prometheus_client multiprocess gauges, so that whichever worker
 answers a scrape reports every worker's.
 
-In-process these values are read at the scrape (graceful/metrics.py `_LiveValues`); here the
+In-process these values are read at the scrape (endpoint.py `_LiveValues`); here the
 worker that answers cannot ask the others, so each worker writes its own to the shared
 folder:
 - when it changes phase or is told of a stop, a drain's progress or a flush (the runtime's

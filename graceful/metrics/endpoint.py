@@ -19,8 +19,8 @@ Under graceful serve the supervisor binds the metrics socket and hands it to eve
 with the app's (named graceful-metrics), which serves it instead of binding the port: a
 restart never closes it, so no scrape is refused at any instant. There a scrape answers for
 the service, not for the worker that accepted it: every worker writes its metrics to the
-supervisor's folder (prometheus_client's multiprocess mode: graceful/metrics_shared.py for
-the live values, graceful/metrics_registry.py for what a scrape reads).
+supervisor's folder (prometheus_client's multiprocess mode: graceful/metrics/shared.py for
+the live values, graceful/metrics/registry.py for what a scrape reads).
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from graceful.bridge.stop import StopObserver
 from graceful.config import parse_bind
 from graceful.errors import ConfigError
 from graceful.logs import get_logger
-from graceful.metrics_registry import Readable, Shared, to_serve
-from graceful.metrics_shared import PHASES, PUBLISH_INTERVAL_S, SharedLive
-from graceful.stop import StopObserver
+from graceful.metrics.registry import Readable, Shared, to_serve
+from graceful.metrics.shared import PHASES, PUBLISH_INTERVAL_S, SharedLive
 
 if TYPE_CHECKING:
-    from graceful.runtime import Runtime
+    from graceful.lifecycle.runtime import Runtime
 
 log = get_logger()
 
