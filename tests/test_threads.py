@@ -30,7 +30,8 @@ def test_cpython_keeps_the_exit_hooks_where_we_look():
 
 def test_without_the_hooks_the_cli_takes_the_interpreters_exit(tmp_path):
     """2."""
-    script = ("import sys; from graceful import threads; threads.supported = lambda: False; "
+    script = ("import sys; from graceful.lifecycle import threads; "
+              "threads.supported = lambda: False; "
               "from graceful.cli.main import main; main(sys.argv[1:])")
     proc = subprocess.Popen(
         [sys.executable, "-c", script, "serve", "tests.apps:cleanup_pool", "--port", "0",

@@ -232,11 +232,6 @@ class Runtime(RuntimeView):
             self._notify("checkpoint_flushed", snapshot.generation, None,
                          time.time() - snapshot.age_s())
         self.phase = Phase.READY
-        first = started.listeners[0].address
-        host, port = first if isinstance(first, tuple) else (format_address(first), None)
-        log.info("server.started", host=host, port=port,
-                 loop=type(asyncio.get_running_loop()).__module__, pid=os.getpid(),
-                 addresses=[format_address(a) for a in self.addresses])
         self._flusher = Flusher(started.checkpointer, self.config.checkpoint_interval,
                                 on_flushed=self._flushed)
         self._flusher.start()
@@ -244,7 +239,14 @@ class Runtime(RuntimeView):
         self._pauser = Pauser(started.listeners, started.tracker, self.config, app=started.app,
                               set_phase=lambda name: setattr(self, "phase", Phase(name)),
                               notify=self._notify)
+        # its observers first: once the line is out, a scrape, systemd and the supervisor
+        # see a server that serves
         self._notify("ready")
+        first = started.listeners[0].address
+        host, port = first if isinstance(first, tuple) else (format_address(first), None)
+        log.info("server.started", host=host, port=port,
+                 loop=type(asyncio.get_running_loop()).__module__, pid=os.getpid(),
+                 addresses=[format_address(a) for a in self.addresses])
         self._ready.set()
 
     def _is_ready(self) -> bool:
