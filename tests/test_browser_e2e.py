@@ -24,7 +24,8 @@ import signal
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Page, async_playwright
+from playwright.async_api import TimeoutError as PageTimeout
 
 CHROMIUM = (os.environ.get("GRACEFUL_CHROMIUM") or shutil.which("chromium")
             or shutil.which("chromium-browser"))
@@ -33,6 +34,22 @@ RESTARTS = 3
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Chromium: Debian's chromium package (scripts/test installs "
     "it) or GRACEFUL_CHROMIUM=/path/to/chrome")
+
+
+# What the page saw, short enough for a failure message.
+SUMMARY = """() => ({sse: {...seen.sse, ids: seen.sse.ids.slice(-5)},
+                 ws: {...seen.ws, hellos: seen.ws.hellos},
+                 fetch: {ok: seen.fetch.ok, failed: seen.fetch.failed}})"""
+
+
+async def wait_until(page: Page, condition: str, timeout_s: float = 30.0) -> None:
+    """Wait for a condition on the page's record; on a timeout, say what the page saw."""
+    try:
+        await page.wait_for_function(condition, timeout=timeout_s * 1000)
+    except PageTimeout:
+        seen = await page.evaluate(SUMMARY)
+        raise AssertionError(f"not within {timeout_s:g}s: {condition}\n"
+                             f"the page saw {seen}") from None
 
 
 def gaps_and_repeats(ids: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
@@ -60,16 +77,16 @@ async def test_a_browser_sees_no_error_and_misses_no_event_through_restarts(serv
                     if m.type == "error" else None)
             page.on("pageerror", lambda error: console_errors.append(str(error)))
             await page.goto(f"{server.url}/")
-            await page.wait_for_function(
-                "seen.sse.ids.length >= 5 && seen.ws.echoes >= 3 && seen.fetch.ok >= 5")
+            await wait_until(
+                page, "seen.sse.ids.length >= 5 && seen.ws.echoes >= 3 && seen.fetch.ok >= 5")
             for restart in range(1, RESTARTS + 1):
                 server.signal(signal.SIGHUP)
                 serving = (await server.event("restart.done", 90, replaced=serving))["workers"]
                 generations.append(serving)
                 # back on the new workers: the stream, the websocket and the fetches
-                await page.wait_for_function(
-                    f"seen.sse.opens > {restart} && seen.ws.opens > {restart}"
-                    f" && {serving}.includes(seen.fetch.pids.at(-1))", timeout=30_000)
+                await wait_until(
+                    page, f"seen.sse.opens > {restart} && seen.ws.opens > {restart}"
+                    f" && {serving}.includes(seen.fetch.pids.at(-1))")
             await asyncio.sleep(1)  # ten more events from the last workers
             seen = await page.evaluate("seen")
         finally:
