@@ -9,9 +9,12 @@ restarts (SIGHUP) of `graceful serve --workers 2`.
 3. The websocket is closed with 1012 only, cleanly, and reconnects to a new worker.
 4. Chromium itself reports no failed request and no console error.
 
-Playwright drives Debian's Chromium (`executable_path`): the test reads the page's own
-record (`window.seen`, tests/browser/page.html) and Chromium's view of the network from
-outside the page. Skipped only where no Chromium is installed (scripts/test installs it).
+Playwright drives Debian's Chromium (`executable_path`; its own browser download is not
+used). Against a bare `chromium --headless` whose page posts its record back to the server:
+the test also sees what the page's JavaScript cannot (Chromium's failed requests and
+console errors), waits on the page's state instead of a sleep, and a wait that times out
+says what the page saw. Skipped only where no Chromium is installed (scripts/test installs
+it).
 """
 
 from __future__ import annotations
