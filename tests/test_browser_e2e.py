@@ -4,8 +4,9 @@ restarts (SIGHUP) of `graceful serve --workers 2`.
 
 1. No fetch fails; the fetches move to the new workers.
 2. The stream misses no event and repeats none: its ids run on without a gap across every
-   restart. Each restart ends it cleanly once ("bye", `retry: 0`), so the EventSource fires
-   one "error" and reconnects at once (readyState CONNECTING, never CLOSED).
+   restart. A restart ends it cleanly ("bye", `retry: 0`), once, or twice when the
+   reconnection reaches an old worker through another kept-alive connection; each time the
+   EventSource fires "error" and reconnects at once (readyState CONNECTING, never CLOSED).
 3. The websocket is closed with 1012 only, cleanly, and reconnects to a new worker.
 4. Chromium itself reports no failed request and no console error.
 
