@@ -5,6 +5,9 @@
 2. The server-sent-events example (examples/sse.py) at a restart: its last event says
    "retry: 0" (`graceful.stopping(request).kind == "restart"`), and a client reconnecting
    with Last-Event-ID is served the events it missed, in order, by the new worker: no gap.
+3. That stream's connection closes with it: a browser reconnects at once (`retry: 0`), and
+   on a connection left open (keep-alive) its reconnection would go back to the old worker,
+   which could only end it again (tests/test_browser_e2e.py saw it at every restart).
 """
 
 from __future__ import annotations
@@ -54,4 +57,20 @@ async def test_sse_resumes_after_a_restart_without_a_gap(serve):
     resumed = [int(line[4:]) for line in body.decode().splitlines() if line.startswith("id: ")]
     assert resumed[:3] == [ids[-1] + 1, ids[-1] + 2, ids[-1] + 3]
     assert body.endswith(b"retry: 1000\n\n")
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_an_sse_stream_closes_its_connection_at_a_restart(serve):
+    """3."""
+    server = serve("sse:create_app", "--app-dir", "examples")
+    server.wait_for("supervisor.ready")
+    conn, _ = await open_stream(server.port)
+    server.signal(signal.SIGHUP)
+    body, whole = await read_chunked(conn, timeout=60)
+    assert whole and body.endswith(b"retry: 0\n\n"), body
+    last = [line[4:] for line in body.decode().splitlines() if line.startswith("id: ")][-1]
+    conn.send("GET", "/events", headers={"Last-Event-ID": last})  # as a browser does, at once
+    assert await conn.at_eof(), "the reconnection was answered on the old worker's connection"
+    await asyncio.to_thread(server.wait_for, "restart.done", 30)
+    server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait) == 0
