@@ -46,9 +46,6 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write(f"id: {following}\ndata: tick {following}\n\n".encode())
             following += 1
             sent += 1
-    # The connection ends with the stream: left open (keep-alive), it would carry the
-    # browser's reconnection back to this worker, which could only say goodbye again.
-    response.force_close()
     if stop.kind == "restart":  # new workers serve already: come back at once
         await response.write(b"event: bye\ndata: server restarting\nretry: 0\n\n")
     else:

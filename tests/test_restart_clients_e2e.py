@@ -74,3 +74,23 @@ async def test_an_sse_stream_closes_its_connection_at_a_restart(serve):
     await asyncio.to_thread(server.wait_for, "restart.done", 30)
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_a_stream_under_way_at_a_restart_is_its_connections_last_response(serve):
+    """4. A streaming response already sent with keep-alive when a restart begins (a user's
+    server-sent events without examples/sse.py's force_close): once it ends, its connection
+    closes, so that the client's next request, sent at once, goes to a new worker rather
+    than to the old one, which is stopping (a browser's EventSource reconnected there and
+    was told goodbye a second time)."""
+    server = serve("tests.apps:basic")
+    server.wait_for("supervisor.ready")
+    conn, headers = await open_stream(server.port, "/stream-until-stopping")
+    assert headers.get("connection", "keep-alive").lower() != "close"
+    server.signal(signal.SIGHUP)
+    body, whole = await read_chunked(conn, timeout=30)
+    assert whole and body.endswith(b"bye\n"), body
+    conn.send("GET", "/")  # at once, on the same connection
+    assert await conn.at_eof(), "the next request was answered by the stopping worker"
+    await asyncio.to_thread(server.wait_for, "restart.done", 30)
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0

@@ -118,6 +118,8 @@ class ConnectionTracker:
         """From now on responses say Connection: close and quiet connections are closed."""
         self.stopping = True  # every request is of the tracked class: nothing to switch
         show_responses(self, True)
+        for protocol in self.connections:
+            protocol.last_response()
         self._touch()
 
     def stop_done(self) -> None:
