@@ -165,18 +165,21 @@ def test_remove_a_running_service():
 
 def test_install_keeps_listening_and_tls_options(tmp_path, monkeypatch):
     """Repeated --bind kept in order, --unix-socket-mode written back in octal, TLS files
-    made absolute (the service does not start in this folder), options from --config
-    written out: what `graceful service install` puts on the service's command line."""
+    made absolute (the service does not start in this folder), the --config file passed on
+    (absolute) rather than its values, which the service reads at each start: what
+    `graceful service install` puts on the service's command line."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "graceful.toml").write_text("drain-timeout = 7\n")
     parsed = parse_serve(["app:x", "--config", "graceful.toml", "--bind", "127.0.0.1:80",
                           "--bind", "unix:/run/a.sock", "--unix-socket-mode", "660",
                           "--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], environ=False)
     assert parsed.options == [
-        "--drain-timeout", "7", "--bind", "127.0.0.1:80", "--bind", "unix:/run/a.sock",
-        "--unix-socket-mode", "660", "--ssl-certfile", str(tmp_path / "c.pem"),
-        "--ssl-keyfile", str(tmp_path / "k.pem")]
+        "--config", str(tmp_path / "graceful.toml"), "--bind", "127.0.0.1:80",
+        "--bind", "unix:/run/a.sock", "--unix-socket-mode", "660",
+        "--ssl-certfile", str(tmp_path / "c.pem"), "--ssl-keyfile", str(tmp_path / "k.pem")]
     assert parse_serve(["app:x", *parsed.options], environ=False).config == parsed.config
+    (tmp_path / "graceful.toml").write_text("drain-timeout = 9\n")  # edited after install
+    assert parse_serve(["app:x", *parsed.options], environ=False).config.drain_timeout == 9
 
 
 def test_restart_stops_then_starts():

@@ -106,6 +106,7 @@ def test_1_continue_after_a_failed_resume(tmp_path):
     assert get(port, "/count") == "1\n"
     assert graceful("service", "pause", NAME).returncode == 0
     squatter = socket.socket()  # Windows closes the listener at a pause: take its port
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past /count's TIME_WAIT
     squatter.bind(("127.0.0.1", port))
     squatter.listen()
     try:
@@ -129,7 +130,7 @@ def test_1_continue_after_a_failed_resume(tmp_path):
 
 def _slow_request_and_a_stop(port: int, stop: list[str]) -> Requests:
     """A slow request in flight, and a stop (`stop`, run to its end) that drains it."""
-    slow = Requests([f"http://127.0.0.1:{port}/slow?s=8"])
+    slow = Requests([f"http://127.0.0.1:{port}/slow?s=15"])
     time.sleep(0.7)
     assert "STOP_PENDING" in wine(*stop).stdout
     assert state() == "STOP_PENDING"
@@ -154,7 +155,7 @@ def test_2_controls_during_a_stop(tmp_path, started):
             "tests.apps:basic", "--port", "0", "--loop", "asyncio", "--drain-timeout", "30")
     assert graceful("service", "start", NAME).returncode == 0
     port = _started(log, 1)
-    slow = Requests([f"http://127.0.0.1:{port}/slow?s=8"])
+    slow = Requests([f"http://127.0.0.1:{port}/slow?s=15"])
     time.sleep(0.7)
     first = in_background(started, "service", "stop", NAME)  # an operator's stop, waiting
     assert wait_state("STOP_PENDING") == "STOP_PENDING"
@@ -164,7 +165,7 @@ def test_2_controls_during_a_stop(tmp_path, started):
     assert second.stdout.strip().splitlines()[-1] == f"{NAME}: STOPPED", second
     code, output = finished(first)
     assert code == 0, output
-    assert [r[0::2] for r in slow.wait()] == [(200, "slept 8.0\n")]
+    assert [r[0::2] for r in slow.wait()] == [(200, "slept 15.0\n")]
 
     assert graceful("service", "start", NAME).returncode == 0
     slow = _slow_request_and_a_stop(_started(log, 2), ["sc", "stop", NAME])
@@ -173,13 +174,13 @@ def test_2_controls_during_a_stop(tmp_path, started):
     assert "already under way" in restarted.stdout, restarted
     assert restarted.stdout.strip().splitlines()[-1].startswith(f"{NAME}: RUNNING"), restarted
     assert state() == "RUNNING"
-    assert [r[0::2] for r in slow.wait()] == [(200, "slept 8.0\n")]
+    assert [r[0::2] for r in slow.wait()] == [(200, "slept 15.0\n")]
 
     slow = _slow_request_and_a_stop(_started(log, 3), ["sc", "stop", NAME])
     removed = graceful("service", "remove", "--stop", NAME)
     assert removed.returncode == 0, removed
     assert removed.stdout.strip().splitlines()[-1] == f"removed {NAME}", removed
-    assert [r[0::2] for r in slow.wait()] == [(200, "slept 8.0\n")]
+    assert [r[0::2] for r in slow.wait()] == [(200, "slept 15.0\n")]
     assert [e["code"] for e in read_events(log) if e["event"] == "service.exit"] == [0, 0, 0]
 
 
@@ -252,7 +253,7 @@ def test_5_continue_during_pause_pending(tmp_path):
             "tests.apps:basic", "--port", "0", "--loop", "asyncio", "--drain-timeout", "30")
     assert graceful("service", "start", NAME).returncode == 0
     port = wait_for_event(log, "server.started")["port"]
-    slow = Requests([f"http://127.0.0.1:{port}/slow?s=8"])
+    slow = Requests([f"http://127.0.0.1:{port}/slow?s=15"])
     time.sleep(0.7)
     pausing = graceful("service", "pause", NAME, "--timeout", "1")
     assert pausing.returncode == 1 and "PAUSE_PENDING" in pausing.stdout, pausing
@@ -261,5 +262,5 @@ def test_5_continue_during_pause_pending(tmp_path):
     assert continued.returncode == 0, continued
     assert continued.stdout.strip().splitlines()[-1].startswith(f"{NAME}: RUNNING"), continued
     assert get(port, "/count") == "1\n"
-    assert [r[0::2] for r in slow.wait()] == [(200, "slept 8.0\n")]
+    assert [r[0::2] for r in slow.wait()] == [(200, "slept 15.0\n")]
     assert graceful("service", "stop", NAME).returncode == 0
