@@ -130,7 +130,7 @@ def test_1_continue_after_a_failed_resume(tmp_path):
 
 def _slow_request_and_a_stop(port: int, stop: list[str]) -> Requests:
     """A slow request in flight, and a stop (`stop`, run to its end) that drains it."""
-    slow = Requests([f"http://127.0.0.1:{port}/slow?s=15"])
+    slow = Requests([f"http://127.0.0.1:{port}/slow?s=10"])
     time.sleep(0.7)
     assert "STOP_PENDING" in wine(*stop).stdout
     assert state() == "STOP_PENDING"
@@ -148,6 +148,7 @@ def _started(log, count: int, timeout: float = 60) -> int:
     raise AssertionError(f"no start {count} in {log}")
 
 
+@pytest.mark.timeout(300)
 def test_2_controls_during_a_stop(tmp_path, started):
     """2."""
     log = tmp_path / "svc.log"
@@ -155,7 +156,7 @@ def test_2_controls_during_a_stop(tmp_path, started):
             "tests.apps:basic", "--port", "0", "--loop", "asyncio", "--drain-timeout", "30")
     assert graceful("service", "start", NAME).returncode == 0
     port = _started(log, 1)
-    slow = Requests([f"http://127.0.0.1:{port}/slow?s=15"])
+    slow = Requests([f"http://127.0.0.1:{port}/slow?s=12"])
     time.sleep(0.7)
     first = in_background(started, "service", "stop", NAME)  # an operator's stop, waiting
     assert wait_state("STOP_PENDING") == "STOP_PENDING"
@@ -165,7 +166,7 @@ def test_2_controls_during_a_stop(tmp_path, started):
     assert second.stdout.strip().splitlines()[-1] == f"{NAME}: STOPPED", second
     code, output = finished(first)
     assert code == 0, output
-    assert [r[0::2] for r in slow.wait()] == [(200, "slept 15.0\n")]
+    assert [r[0::2] for r in slow.wait()] == [(200, "slept 12.0\n")]
 
     assert graceful("service", "start", NAME).returncode == 0
     slow = _slow_request_and_a_stop(_started(log, 2), ["sc", "stop", NAME])
@@ -174,13 +175,13 @@ def test_2_controls_during_a_stop(tmp_path, started):
     assert "already under way" in restarted.stdout, restarted
     assert restarted.stdout.strip().splitlines()[-1].startswith(f"{NAME}: RUNNING"), restarted
     assert state() == "RUNNING"
-    assert [r[0::2] for r in slow.wait()] == [(200, "slept 15.0\n")]
+    assert [r[0::2] for r in slow.wait()] == [(200, "slept 10.0\n")]
 
     slow = _slow_request_and_a_stop(_started(log, 3), ["sc", "stop", NAME])
     removed = graceful("service", "remove", "--stop", NAME)
     assert removed.returncode == 0, removed
     assert removed.stdout.strip().splitlines()[-1] == f"removed {NAME}", removed
-    assert [r[0::2] for r in slow.wait()] == [(200, "slept 15.0\n")]
+    assert [r[0::2] for r in slow.wait()] == [(200, "slept 10.0\n")]
     assert [e["code"] for e in read_events(log) if e["event"] == "service.exit"] == [0, 0, 0]
 
 
