@@ -81,5 +81,9 @@ class StopObserver:
     def resumed(self) -> None:
         """Accepting again after a pause."""
 
+    def resume_failed(self, error: str) -> None:
+        """A continue could not accept again (Windows binds the address again at a continue,
+        and another process may have taken the port): still paused, a later one retries."""
+
     def stopped(self, exit_code: int) -> None:
         """The stop finished (or the start was abandoned) with this exit code."""

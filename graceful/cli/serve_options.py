@@ -164,8 +164,10 @@ class Serve:
     config: Config
     app_dir: str | None  # serve's own --app-dir, when given
     # Every option that is not a default, from the command line or the environment, as
-    # arguments (paths absolute): what the service's command line carries.
+    # arguments (paths absolute), and `--config FILE` rather than the values it gave: what
+    # the service's command line carries (the service reads the file at each start).
     options: list[str]
+    config_file: str | None = None  # --config (or GRACEFUL_CONFIG), absolute
 
 
 def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
@@ -189,8 +191,11 @@ def parse_serve(args: Sequence[str], *, environ: bool = True) -> Serve:
     except click.ClickException as err:
         raise ConfigError(f"serve arguments: {err.format_message()}") from None
     given = ctx.get_parameter_source("app_dir") is not ParameterSource.DEFAULT
+    path, _ = ctx.meta.get(config_file.META, (None, {}))
+    path = os.path.abspath(path) if path else None
+    options = _explicit_options(ctx, config)
     return Serve(target, config, os.path.abspath(app_dir) if given else None,
-                 _explicit_options(ctx, config))
+                 ["--config", path, *options] if path else options, path)
 
 
 def config_from(ctx: click.Context, options: dict[str, Any]) -> Config:
@@ -229,8 +234,9 @@ def _explicit_options(ctx: click.Context, config: Config) -> list[str]:
         name = param.name or ""
         if not isinstance(param, click.Option) or not hasattr(config, name) \
                 or not param.expose_value \
-                or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
-            continue
+                or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None,
+                                                      ParameterSource.DEFAULT_MAP):
+            continue  # DEFAULT_MAP: from the --config file, which is passed on itself
         value = getattr(config, name)
         if name == "unix_socket_mode":
             value = format(value, "o")  # Config keeps the number; the option reads octal

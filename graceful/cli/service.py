@@ -125,6 +125,9 @@ def install(win32: w.Win32, name: str, display_name: str | None, description: st
     click.echo(f"installed {name}: {spec.command_line}")
     click.echo(f"  stop budget {config.stop_budget:g}s, preshutdown timeout "
                f"{spec.preshutdown_timeout_ms} ms, logs {log_path}")
+    if parsed.config_file:
+        click.echo(f"  config {parsed.config_file}: read at each start (an edit applies at "
+                   "the next start; the preshutdown timeout is the install's)")
 
 
 @service.command()
@@ -198,19 +201,34 @@ def continue_(win32: w.Win32, name: str, timeout: float) -> None:
 def _pause_or_continue(win32: w.Win32, name: str, timeout: float, control: int) -> None:
     pause = control == w.SERVICE_CONTROL_PAUSE
     status = _call(win32.query_service, name)
-    before, after = ((w.SERVICE_RUNNING, w.SERVICE_PAUSED) if pause
-                     else (w.SERVICE_PAUSED, w.SERVICE_RUNNING))
+    # A continue while the pause still drains ends the pause (the service accepts it).
+    before, after = (({w.SERVICE_RUNNING}, w.SERVICE_PAUSED) if pause
+                     else ({w.SERVICE_PAUSED, w.SERVICE_PAUSE_PENDING}, w.SERVICE_RUNNING))
     if status.state == after:
         _print(name, status)
         return
-    if status.state != before:
+    if status.state not in before:
         _fail(f"{name} is {status.state_name}, not {'running' if pause else 'paused'}",
               ExitCode.ERROR)
     _print(name, _call(win32.control_service, name, control))
-    status = _wait(win32, name, {after, w.SERVICE_STOPPED}, timeout)
+    # A continue that cannot accept again (the port taken while paused) ends PAUSED.
+    ends = {after, w.SERVICE_STOPPED} if pause else {after, w.SERVICE_STOPPED, w.SERVICE_PAUSED}
+    status = _wait(win32, name, ends, timeout)
     _print(name, status)
+    if status.state == w.SERVICE_PAUSED and not pause:
+        _fail(f"{name} is still PAUSED: it could not accept again (resume.failed in its log "
+              f"{_log_file(win32, name)}); continue again once that is fixed", ExitCode.ERROR)
     if status.state != after:
         sys.exit(ExitCode.ERROR)
+
+
+def _log_file(win32: w.Win32, name: str) -> str:
+    """The service's log file, read from its command line."""
+    try:
+        host = parse_host_args(_call(win32.query_service_command, name)[3:])
+    except GracefulError:
+        return "(see graceful service status)"
+    return str(host.log_file) if host.log_file else "(see graceful service status)"
 
 
 @service.command()
@@ -246,14 +264,17 @@ def status(win32: w.Win32, name: str) -> None:
     _print(name, _call(win32.query_service, name))
     argv = _call(win32.query_service_command, name)
     try:
-
         host = parse_host_args(argv[3:])
         serve = parse_serve(host.serve, environ=False)
-    except GracefulError:
+    except GracefulError as err:
         click.echo(f"  command: {w.ServiceSpec(name, '', '', tuple(argv)).command_line}")
+        click.echo(f"  its options cannot be read (the next start fails): {err}")
         return
     options = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(serve.config).items())
     click.echo(f"  serve {serve.target} {options}")
+    if serve.config_file:
+        click.echo(f"  config {serve.config_file} (read at each start; options above as "
+                   "it reads now)")
     click.echo(f"  stop budget {serve.config.stop_budget:g}s, app dir {host.app_dir}, "
                f"logs {host.log_file or log_file_for(host.name, serve.config)}")
     for line in scm_text.config_lines(_call(win32.query_service_config, name),
@@ -262,10 +283,31 @@ def status(win32: w.Win32, name: str) -> None:
 
 
 def _stop(win32: w.Win32, name: str, timeout: float) -> w.ServiceStatus:
-    _print(name, _call(win32.control_service, name, w.SERVICE_CONTROL_STOP))
+    """Send STOP and wait for STOPPED. A stop already under way (the SCM refuses a second
+    STOP while STOP_PENDING: Win32 error 1061, 1062 under Wine) is waited for instead: its
+    outcome is ours."""
+    status = _call(win32.query_service, name)
+    if status.state != w.SERVICE_STOP_PENDING:
+        try:
+            status = win32.control_service(name, w.SERVICE_CONTROL_STOP)
+        except w.Win32Error as err:
+            status = _call(win32.query_service, name)
+            if err.winerror == w.ERROR_SERVICE_NOT_ACTIVE and status.state == w.SERVICE_STOPPED:
+                _print(name, status)  # it stopped between our query and our control
+                return status
+            if status.state != w.SERVICE_STOP_PENDING:  # Wine answers 1062 there
+                _fail(str(err), ExitCode.ERROR)
+            _under_way(name)
+    else:
+        _under_way(name)
+    _print(name, status)
     status = _wait(win32, name, {w.SERVICE_STOPPED}, timeout)
     _print(name, status)
     return status
+
+
+def _under_way(name: str) -> None:
+    click.echo(f"{name}: a stop is already under way (STOP_PENDING); waiting for it")
 
 
 def _service_exit_code(status: w.ServiceStatus) -> int:

@@ -48,11 +48,11 @@ log = get_logger()
 class Pauser:
     """Pauses and resumes one serving runtime, on the loop thread. `set_phase` receives
     "pausing", "paused" and "ready"; `notify(name)` tells the observers ("paused",
-    "resumed")."""
+    "resumed", "resume_failed")."""
 
     def __init__(self, listeners: Sequence[Listener], tracker: ConnectionTracker,
                  config: Config, *, app: web.Application, set_phase: Callable[[str], None],
-                 notify: Callable[[str], None]) -> None:
+                 notify: Callable[..., None]) -> None:
         self._listeners, self._tracker, self._config = listeners, tracker, config
         self._app = app
         self._set_phase, self._notify = set_phase, notify
@@ -122,7 +122,7 @@ class Pauser:
         except OSError as err:  # Windows binds again, and the port may have been taken
             log.error("resume.failed", error=str(err))
             self._set_phase("paused")
-            self._notify("paused")
+            self._notify("resume_failed", str(err))
             return
         self.paused = False
         self._set_phase("ready")

@@ -45,6 +45,9 @@ from graceful.windows.log_retention import DAY_S, SERVICE_RETENTION, Retention
 from graceful.windows.service_log import LOG_BACKUPS, LOG_MAX_BYTES, MemoryLog, RotatingWriter
 from graceful.windows.service_status import ACCEPTED, ServiceReporter
 
+# How long the end waits for the log's compression (10 MB: well under a second).
+EXIT_COMPRESS_S = 10.0
+
 
 class _HostArgs(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse would print to None and exit
@@ -131,6 +134,12 @@ class ServiceHost:
         dropped = self.writer.dropped if self.writer else 0
         log.info("service.exit", code=int(code), stop_requested=self.bridge.requested,
                  log_lines_dropped=dropped)
+        if self.writer is not None and self.writer.housekeeper.busy:
+            # a rotation (maybe made by the line above) still compressing: the process
+            # ends with os._exit, which would cut it
+            if self.bridge.requested:
+                self.reporter.stop_pending(EXIT_COMPRESS_S)
+            self.writer.finish(EXIT_COMPRESS_S)
         if dropped:
             self._event("warning", f"graceful service {self.name}: {self._log_state()}")
         if code != 0 and not self.bridge.requested:
