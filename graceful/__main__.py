@@ -1,3 +1,3 @@
-from graceful.cli.main import main
+from graceful.cli.entry import main
 
 main()

@@ -29,6 +29,17 @@ _SEVERITY = [
 ]
 
 
+MEANINGS = {
+    ExitCode.ERROR: "an unexpected error",
+    ExitCode.USAGE: "a usage or configuration error",
+    ExitCode.DRAIN_DEADLINE: "work was cut: requests cancelled at the drain deadline, or "
+                             "threads abandoned",
+    ExitCode.CHECKPOINT_FAILED: "the checkpoint could not be written: what changed since "
+                                "the last one written is lost",
+    ExitCode.HOOK_FAILED: "a shutdown hook failed or timed out",
+}
+
+
 def worst(*codes: ExitCode) -> ExitCode:
     """The most severe of `codes` (OK when there are none)."""
     return max(codes, key=_SEVERITY.index, default=ExitCode.OK)

@@ -129,7 +129,11 @@ def serve(target: str, **options: Any) -> None:
 
     with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
         from graceful import logs
-    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+    from graceful.supervisor.output import TextOutput, output
+
+    # through the writer thread its workers' lines take: a stalled reader never blocks us
+    logs.configure(config.log_format, config.log_level, stream=TextOutput(output(2)),
+                   fallback=_fallback_stream())
     from graceful.cli.serve_options import parse_serve
     from graceful.supervisor.main import serve_args, supervise
 

@@ -26,7 +26,9 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
     \b
     Exit codes: 0 the new workers serve (their pids are printed); 1 the restart failed (the
     reason is printed; the old workers serve on), or no outcome within --timeout;
-    2 usage error (no such process, not a graceful serve, no pid given).
+    2 usage error (no such process, not a graceful serve, no pid given); 3, 4 or 5: the
+    new workers serve, but an old worker's stop cut work (3), could not write the
+    checkpoint (4) or had a shutdown hook fail (5), as serve's exit codes say.
     SIGTERM only ends the wait, with exit 0: it is how a service manager cancels a reload
     job when a stop supersedes it (the restart is the supervisor's, which the stop ends),
     and a reload command killed by it would mark the unit failed after a clean stop.
@@ -61,7 +63,9 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
                 click.echo(f"restarted: pid {pid} serves with workers "
                            f"{_pids(answer.get('workers'))} (replaced "
                            f"{_pids(answer.get('replaced'))}) in {answer.get('took_s')}s")
-                sys.exit(ExitCode.OK)
+                if "warning" in answer:  # the old workers' stop cut work or lost state
+                    click.echo(f"graceful restart: warning: {answer['warning']}", err=True)
+                sys.exit(int(answer.get("old_exit_code", ExitCode.OK)))
             if outcome is not None:
                 serving = answer.get("serving")
                 _fail(f"restart failed: {answer.get('reason')}" + (

@@ -13,15 +13,20 @@ CAUGHT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.S
 
 
 class EarlySignals:
+    _captured: EarlySignals | None = None
+
     def __init__(self) -> None:
         self.received: list[int] = []
 
     @classmethod
     def capture(cls) -> EarlySignals:
-        early = cls()
-        for signum in CAUGHT:
-            signal.signal(signum, early._record)
-        return early
+        """Hold them from now on (once per process: the command's entry point does it
+        first thing, serve again)."""
+        if cls._captured is None:
+            early = cls._captured = cls()
+            for signum in CAUGHT:
+                signal.signal(signum, early._record)
+        return cls._captured
 
     def _record(self, signum: int, frame: Any) -> None:  # only records (a signal handler)
         self.received.append(signum)

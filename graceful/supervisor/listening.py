@@ -9,6 +9,7 @@ once the workers that served it have stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Iterable
 
@@ -18,6 +19,15 @@ from graceful.http import activation, binding
 from graceful.http.sockets import bind_all, close_socket
 
 Pair = tuple[str, socket.socket]  # (name announced to the worker, socket)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """What a restart's configuration changed: the sockets as they were, and the ones it no
+    longer asks for (closed once the old workers have stopped)."""
+
+    before: dict[str, list[Pair]]
+    closing: list[socket.socket]
 
 
 def wanted(config: Config) -> list[str]:
@@ -58,23 +68,31 @@ class Listening:
                 sock.close()
             self.metrics.listen(self._backlog)
 
-    def update(self, config: Config) -> list[socket.socket]:
+    def update(self, config: Config) -> Change:
         """A restart's configuration: bind what is new (ConfigError leaves everything as it
-        was); return the sockets it no longer asks for, to close once the old workers have
-        stopped."""
-        if self._activated:
-            return []
+        was). The change says which sockets to close once the old workers have stopped, or
+        is undone if the restart fails."""
         before = dict(self._by_key)
+        if self._activated:
+            return Change(before, [])
         try:
             self._open_missing(config)
         except BaseException:
-            for key in self._by_key.keys() - before.keys():
-                for _, sock in self._by_key.pop(key):
-                    close_socket(sock)
+            self.undo(Change(before, []))
             raise
         keep = set(wanted(config))
         removed = [key for key in self._by_key if key not in keep]
-        return [sock for key in removed for _, sock in self._by_key.pop(key)]
+        return Change(before, [sock for key in removed for _, sock in self._by_key.pop(key)])
+
+    def undo(self, change: Change) -> None:
+        """A restart that failed: what it bound is closed (nobody would serve it) and what
+        it removed is served again, by the old workers and their replacements."""
+        kept = {id(sock) for pairs in change.before.values() for _, sock in pairs}
+        for pairs in self._by_key.values():
+            for _, sock in pairs:
+                if id(sock) not in kept:
+                    close_socket(sock)
+        self._by_key = dict(change.before)
 
     def pairs(self) -> list[Pair]:
         """What a worker is given, named as it announces them (graceful-N: bound by

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from graceful import logs
 from graceful.config import Config
 from graceful.errors import ExitCode
+from graceful.supervisor import output
 from graceful.supervisor.early import EarlySignals
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.rolling import Rolling
@@ -19,6 +20,8 @@ from graceful.supervisor.supervisor import Supervisor
 from graceful.supervisor.workers import Workers
 
 log = logs.get_logger()
+
+OUTPUT_DRAIN_S = 2.0  # at the exit, for the log's last lines (a stalled reader: dropped)
 
 
 def supervise(started: Started, reread: Callable[[], Config],
@@ -60,6 +63,7 @@ def supervise(started: Started, reread: Callable[[], Config],
             started.lock.release()  # type: ignore[attr-defined]
         if launcher.metrics is not None:
             launcher.metrics.close()
+        output.drain_all(OUTPUT_DRAIN_S)
 
 
 def _notifier(listening: Listening) -> object | None:

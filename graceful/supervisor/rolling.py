@@ -32,9 +32,9 @@ from typing import Any
 import click
 
 from graceful.config import Config
-from graceful.errors import GracefulError
+from graceful.errors import MEANINGS, GracefulError, worst
 from graceful.logs import get_logger
-from graceful.supervisor.listening import Listening
+from graceful.supervisor.listening import Change, Listening
 from graceful.supervisor.worker_process import WorkerProcess
 from graceful.supervisor.workers import Workers, describe_exit, exit_code, said
 
@@ -147,15 +147,20 @@ class Rolling:
     async def _run(self) -> None:
         queue = self._ensure_queue()
         while True:
-            request = await queue.get()
+            # every request queued by now is served by this restart: it starts after the
+            # last of them, so it loads the code each of them asked for
+            requests = [await queue.get()]
+            while not queue.empty():
+                requests.append(queue.get_nowait())
             self._busy = True
             started = time.perf_counter()
             try:
                 outcome = await self._restart()
             except asyncio.CancelledError:
-                if not request.outcome.done():
-                    request.outcome.set_result({"outcome": "failed",
-                                                "reason": "the service is stopping"})
+                for request in requests:
+                    if not request.outcome.done():
+                        request.outcome.set_result({"outcome": "failed",
+                                                    "reason": "the service is stopping"})
                 raise
             except Exception as err:  # a bug here must not take the service down
                 log.exception("restart.crashed", error=repr(err))
@@ -163,15 +168,18 @@ class Rolling:
             finally:
                 self._busy = False
             outcome["took_s"] = round(time.perf_counter() - started, 4)
+            outcome["requests"] = len(requests)
             outcome.setdefault("serving", self._workers.pids())
             if outcome["outcome"] == "ok":
-                log.info("restart.done", **outcome)
+                (log.warning if "warning" in outcome else log.info)("restart.done", **outcome)
             else:
                 log.error("restart.failed", **outcome)
+                self._workers.refill()
             if self._notifier is not None:
                 self._notifier.reloaded(outcome.get("reason"))
-            if not request.outcome.done():
-                request.outcome.set_result(outcome)
+            for request in requests:
+                if not request.outcome.done():
+                    request.outcome.set_result(outcome)
 
     async def _restart(self) -> dict[str, Any]:
         if self.paused:
@@ -193,11 +201,21 @@ class Rolling:
                                                    f"{err.strerror or err}"}
         try:
             config = self._kept(old_config, self._reread())
-            removed = self._listening.update(config)
+            change = self._listening.update(config)
         except GracefulError as err:
             return {"outcome": "failed", "reason": str(err)}
         except (SystemExit, click.exceptions.Exit, click.ClickException) as err:
             return {"outcome": "failed", "reason": _said_by_click(err)}
+        try:
+            return await self._replace_workers(config, old_config, change)
+        except BaseException:
+            if launcher.config is not config:  # the new workers never took over
+                self._listening.undo(change)
+            raise
+
+    async def _replace_workers(self, config: Config, old_config: Config,
+                               change: Change) -> dict[str, Any]:
+        launcher = self._workers.launcher
         loop = asyncio.get_running_loop()
         self._abandoned = loop.create_future()
         go_r = go_w = None
@@ -222,6 +240,7 @@ class Rolling:
             if go_w is not None:
                 os.close(go_w)
             launcher.config = old_config
+            self._listening.undo(change)
             self._starting = []
             failed = generation.failed
             return {"outcome": "failed", "reason": generation.reason or "stopping",
@@ -251,13 +270,17 @@ class Rolling:
                 os.close(go_w)  # without "go": the new worker exits without accepting
             if self._handing_over is not None and not self._handing_over.done():
                 self._handing_over.set_result(None)
-        self._listening.close(removed)
-        worst_old = max((exit_code(code) for code in codes), default=0)
+        self._listening.close(change.closing)
+        worst_old = worst(*(exit_code(code) for code in codes))
         outcome: dict[str, Any] = {"workers": [w.pid for w in new],
                                    "replaced": [w.pid for w in old]}
         if worst_old:
-            return {"outcome": "failed", **outcome, "reason": "an old worker's stop failed "
-                    f"(exit code {int(worst_old)}): see its log", "old_exit_code": int(worst_old)}
+            # the new workers serve: the restart is done, and what the old ones' stop cut
+            # is said with serve's own exit code (and counts in the service's exit code)
+            self._workers.old_exit_codes.append(worst_old)
+            outcome |= {"old_exit_code": int(worst_old),
+                        "warning": f"an old worker's stop ended with exit code "
+                                   f"{int(worst_old)} ({MEANINGS.get(worst_old, 'see its log')})"}
         died = await _settle(new, SETTLE_S)
         if died is not None:
             return {"outcome": "failed", **outcome,

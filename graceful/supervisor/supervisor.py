@@ -30,6 +30,7 @@ from typing import Any
 from graceful.config import Config
 from graceful.errors import ExitCode, worst
 from graceful.logs import get_logger
+from graceful.supervisor import output
 from graceful.supervisor.control import ControlServer
 from graceful.supervisor.early import EarlySignals
 from graceful.supervisor.listening import Listening
@@ -136,6 +137,7 @@ class Supervisor:
                  budget_s=round(budget, 3))
         if self._notifier is not None:
             self._notifier.workers_stopping(len(self._workers.pids()), budget)
+        self._workers.stop_begins()
         await self._rolling.abandon()  # workers still starting for a restart: ended
         stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget))
         # our copies of the listeners: the workers hold theirs until their queues are served
@@ -145,8 +147,13 @@ class Supervisor:
             codes = await stopping
         finally:
             extender.cancel()
-        code = worst(*codes)
-        log.info("supervisor.exit", code=int(code), worker_codes=[int(c) for c in codes])
+        # a restart's old worker that cut work or lost state says so here too
+        code = worst(*codes, *self._workers.old_exit_codes)
+        dropped = output.dropped_lines()  # a reader that stopped reading (output.py)
+        log.info("supervisor.exit", code=int(code), worker_codes=[int(c) for c in codes],
+                 **({"old_worker_codes": [int(c) for c in self._workers.old_exit_codes]}
+                    if self._workers.old_exit_codes else {}),
+                 **({"log_lines_dropped": dropped} if dropped else {}))
         if self._pid_file is not None:
             self._pid_file.stopped(code)
         if self._notifier is not None:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 
+from graceful.supervisor.output import output
 from graceful.supervisor.spawn import Spawned
 
 LOG_TAIL = 20  # lines of a worker's output repeated when it exits unexpectedly
@@ -167,7 +168,6 @@ def forward_lines(partial: bytes, chunk: bytes, target: int) -> tuple[bytes, lis
 
 
 def _write(fd: int, data: bytes) -> None:
-    """Whole lines into ours; a write error drops them, as for the supervisor's own lines."""
-    with contextlib.suppress(OSError):
-        while data:
-            data = data[os.write(fd, data):]
+    """Whole lines into ours, through their writer thread (output.py): a reader that stops
+    reading never blocks the supervisor."""
+    output(fd).write(data)

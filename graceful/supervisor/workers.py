@@ -66,6 +66,7 @@ class Workers:
         self._extra: list[WorkerProcess] = []
         self._retiring: list[WorkerProcess] = []
         self.generation = 0
+        self.old_exit_codes: list[ExitCode] = []  # restarts' old workers whose stop failed
 
     def pids(self) -> list[int]:
         return [worker.pid for worker in self.serving.values()]
@@ -175,15 +176,22 @@ class Workers:
         worker.exited.add_done_callback(lambda _: self._retiring.remove(worker))
 
     def signal_all(self, signum: int) -> None:
-        for worker in [*self.serving.values(), *self._extra]:
+        """A repeated stop: every worker, also one draining for a restart, for which it is a
+        second stop request too (a second Ctrl+C cancels)."""
+        for worker in [*self.serving.values(), *self._extra, *self._retiring]:
             worker.signal(signum)
+
+    def stop_begins(self) -> None:
+        """The service stops: a worker that exits from now on is not replaced (one told by
+        a repeated stop, a restart's new worker ended), and no replacement starts."""
+        self._stopping = True
+        for task in self._replacing.values():
+            task.cancel()
 
     async def stop_all(self, signum: int, kill_after: float) -> list[ExitCode]:
         """Stop every worker with `signum` (each drains); SIGKILL what is left after
         `kill_after` seconds. Their exit codes."""
-        self._stopping = True
-        for task in self._replacing.values():
-            task.cancel()
+        self.stop_begins()
         workers = [*self.serving.values(), *self._extra]
         for worker in workers:
             worker.stopping = True
@@ -236,6 +244,15 @@ class Workers:
         self._replacing[worker.number] = asyncio.ensure_future(
             self._replace(worker.number, delay))
 
+    def refill(self) -> None:
+        """A restart that failed: a slot it emptied (a dead worker's replacement cancelled
+        for it) gets its replacement again, with the config in force."""
+        for number in range(1, self.count + 1):
+            if number not in self.serving and number not in self._replacing \
+                    and not self._stopping:
+                self._replacing[number] = asyncio.ensure_future(
+                    self._replace(number, BACKOFF_FIRST_S))
+
     def cancel_replacements(self) -> None:
         """A restart replaces every slot: a replacement still waiting out its backoff would
         start beside the restart's worker, unseen by it (a second writer of the state)."""
@@ -265,7 +282,8 @@ class Workers:
             return
         self.serving[number] = worker  # stopped with the others if a stop comes now
         worker.exited.add_done_callback(lambda _: self._exited(worker))
-        if await worker.ready:
+        # shielded: a stop cancels this task, and must not cancel the worker's own future
+        if await asyncio.shield(worker.ready):
             log.info("worker.ready", worker=number, worker_pid=worker.pid, replaced=True,
                      generation=worker.generation)
             if self.paused:  # as the others are
