@@ -139,6 +139,7 @@ class Supervisor:
             self._notifier.workers_stopping(len(self._workers.pids()), budget)
         self._workers.stop_begins()
         await self._rolling.abandon()  # workers still starting for a restart: ended
+        unserved = self._workers.unserved()  # not a clean stop: those slots served nothing
         stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget))
         # our copies of the listeners: the workers hold theirs until their queues are served
         self._listening.close()
@@ -148,12 +149,14 @@ class Supervisor:
         finally:
             extender.cancel()
         # a restart's old worker that cut work or lost state says so here too
-        code = worst(*codes, *self._workers.old_exit_codes)
+        code = worst(*codes, *self._workers.old_exit_codes,
+                     *([ExitCode.ERROR] if unserved else []))
         dropped = output.dropped_lines()  # a reader that stopped reading (output.py)
         log.info("supervisor.exit", code=int(code), worker_codes=[int(c) for c in codes],
                  **({"old_worker_codes": [int(c) for c in self._workers.old_exit_codes]}
                     if self._workers.old_exit_codes else {}),
-                 **({"log_lines_dropped": dropped} if dropped else {}))
+                 **({"log_lines_dropped": dropped} if dropped else {}),
+                 **({"unserved": unserved} if unserved else {}))
         if self._pid_file is not None:
             self._pid_file.stopped(code)
         if self._notifier is not None:

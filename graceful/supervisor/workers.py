@@ -244,6 +244,12 @@ class Workers:
         self._replacing[worker.number] = asyncio.ensure_future(
             self._replace(worker.number, delay))
 
+    def unserved(self) -> list[int]:
+        """Slots without a worker that serves whose replacements died too (a crash loop, a
+        broken deploy on disk); not one whose first replacement is still starting."""
+        return [number for number in range(1, self.count + 1)
+                if number not in self.serving and self._deaths.get(number, 0) >= 2]
+
     def refill(self) -> None:
         """A restart that failed: a slot it emptied (a dead worker's replacement cancelled
         for it) gets its replacement again, with the config in force."""
