@@ -72,8 +72,12 @@ def restart(pid: int | None, pid_file: Path | None, timeout: float) -> None:
                     f"; pid {pid} serves with workers {_pids(serving)}" if serving else ""),
                     ExitCode.ERROR)
     except NotASupervisor:
-        _fail(f"process {pid} is not a graceful serve supervisor (nothing was signalled)"
-              + (f": is the pid file {pid_file} stale?" if pid_file else ""), ExitCode.USAGE)
+        # its control socket refused us or is not there: the three reasons look the same
+        _fail(f"no graceful serve supervisor answers for process {pid} (nothing was "
+              "signalled): it is another program" + (f" (is the pid file {pid_file} stale?)"
+                                                     if pid_file else "")
+              + ", or a supervisor of another user (run as root or as that user), or in "
+              "another network namespace (run it there: docker exec)", ExitCode.USAGE)
     except TimeoutError:
         _fail(f"no outcome within {timeout:g}s", ExitCode.ERROR)
     except OSError as err:
