@@ -260,3 +260,29 @@ async def test_a_file_rewritten_by_someone_else_is_named(tmp_path, content, hold
         assert holds in str(caught.value) and "wrote generation 1 last" in str(caught.value)
     finally:
         keeper.close()
+
+
+def test_a_lock_held_for_an_exited_process_says_who_holds_it(tmp_path):
+    """12. The pid in PATH.lock has exited while a process it started still holds the lock
+    (a supervisor SIGKILLed while its worker drains): the refusal says so, rather than
+    naming a dead process as the holder."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.json"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from graceful.checkpoint import CheckpointLock; "
+         "CheckpointLock.acquire(Path(sys.argv[1])); "
+         "Path(sys.argv[1] + '.lock').write_text(sys.argv[2]); print('held', flush=True); "
+         "time.sleep(30)", str(path), gone.stdout], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointError) as refused:
+            ckpt.CheckpointLock.acquire(path)
+        assert f"started by pid {gone.stdout.strip()}, which has exited" in str(refused.value)
+    finally:
+        holder.kill()
+        holder.wait()

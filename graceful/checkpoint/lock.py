@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from graceful.errors import CheckpointError
+from graceful.host.processes import alive
 
 _WINDOWS_LOCK_OFFSET = 1 << 30
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -56,9 +57,8 @@ class CheckpointLock:
             except OSError:
                 os.close(fd)
                 raise CheckpointError(
-                    f"checkpoint {checkpoint} is in use by another process (pid "
-                    f"{_read_pid(writable)}, holding {path.name}): refusing to start a "
-                    "second writer") from None
+                    f"checkpoint {checkpoint} is in use by another process ({_holder(writable)}"
+                    f", holding {path.name}): refusing to start a second writer") from None
             os.ftruncate(writable, 0)
             os.write(writable, f"{os.getpid()}\n".encode())
         finally:
@@ -71,6 +71,17 @@ class CheckpointLock:
         with contextlib.suppress(OSError):
             os.close(self.fd)  # closing the descriptor releases the lock
         self.fd = -1
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as the refused process can tell: the pid that took it, or, when
+    that one has exited, a process it started (a supervisor killed while its worker still
+    drains, holding the lock it inherited)."""
+    pid = _read_pid(fd)
+    if pid.isdigit() and not alive(int(pid)):
+        return (f"started by pid {pid}, which has exited: one of its workers still runs "
+                "and holds the lock until it exits")
+    return f"pid {pid}"
 
 
 def _read_pid(fd: int) -> str:
