@@ -316,9 +316,12 @@ class DrainingRequestHandler(RequestHandler):
         """A stop began: the response under way is this connection's last. One already sent
         said keep-alive (a stream): once it ends the connection closes, and the client's
         next request goes to a server that serves on, not to this one, which is stopping.
-        Pipelined requests queued behind it are answered first (drain.py)."""
-        if (internals.current_request(self) is not None and not internals.queued_requests(self)
-                and not internals.upgrading(self)):
+        Pipelined requests queued behind it are answered first (drain.py); a request whose
+        body is still coming is left alone (aiohttp reads nothing more on a connection it
+        closes: the upload would be cut), its response says Connection: close instead."""
+        request = internals.current_request(self)
+        if (request is not None and request.content.is_eof()
+                and not internals.queued_requests(self) and not internals.upgrading(self)):
             self.close()
 
     def close_idle(self) -> None:

@@ -30,6 +30,14 @@ def supervise(started: Started, reread: Callable[[], Config],
     the options again for a restart (raises ConfigError); `early` holds the signals that
     came before the supervisor's loop. What the supervisor could not open (the listeners,
     the checkpoint's lock) is `process.failed`, with the error's exit code."""
+    try:
+        return _supervise(started, reread, early)
+    finally:
+        output.drain_all(OUTPUT_DRAIN_S)  # the log's last lines, written if they can be
+
+
+def _supervise(started: Started, reread: Callable[[], Config],
+               early: EarlySignals | None) -> ExitCode:
     if started.error is not None:
         log.error("process.failed", error=str(started.error))
         return started.error.exit_code
@@ -63,7 +71,6 @@ def supervise(started: Started, reread: Callable[[], Config],
             started.lock.release()  # type: ignore[attr-defined]
         if launcher.metrics is not None:
             launcher.metrics.close()
-        output.drain_all(OUTPUT_DRAIN_S)
 
 
 def _notifier(listening: Listening) -> object | None:
