@@ -72,6 +72,11 @@ class Launcher:
         env[NUMBER_ENV] = str(number)
         if self.metrics is not None:  # read by prometheus_client at its import in the worker
             env[METRICS_FOLDER_ENV] = self.metrics.path
+        if sys.platform == "win32":  # no descriptors to pass: windows_spawn.py
+            from graceful.supervisor import windows_spawn
+
+            return windows_spawn.spawn(argv, env, self.folder, self.listening.pairs(),
+                                       config_to_json(self.config), READY_FD_ENV)
         config_r, config_w = os.pipe()
         try:
             os.write(config_w, config_to_json(self.config).encode())
