@@ -119,6 +119,10 @@ class WorkerLink(StopObserver):
 
             with contextlib.suppress(OSError, AttributeError):
                 ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PDEATHSIG
+        if sys.platform == "win32":
+            # there the end of stdin tells (graceful/bridge/supervised.py); and getppid()
+            # needs PssCaptureSnapshot since 3.12, which Wine lacks (the process aborts)
+            return
         if os.getppid() != self.supervisor:
             raise ConfigError(f"the supervisor (pid {self.supervisor}) is gone")
 
