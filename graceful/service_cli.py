@@ -240,6 +240,27 @@ def restart(win32: w.Win32, name: str, timeout: float) -> None:
 
 @service.command()
 @click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="SECONDS to wait for the outcome (set it above --restart-timeout).")
+@click.pass_obj
+def reload(win32: w.Win32, name: str, timeout: float) -> None:
+    """Replace the workers of running service NAME without a gap: new workers start from
+    a fresh interpreter (new code, the options on the service's command line now), and each
+    is ready before an old one drains. The service's process stays; nothing is refused.
+    Sends graceful's SCM control 129 (any SCM client may: `sc control NAME 129`) and reads
+    the outcome in the service's log. Needs --workers 2 or more (a one-worker service
+    serves in its own process: `service restart`).
+
+    \b
+    Exit codes: 0 the new workers serve; 1 the reload failed (the reason is printed; the
+    old workers serve on), or no outcome within --timeout; 2 the service cannot reload."""
+    from graceful.windows.service_reload import reload_service
+
+    reload_service(win32, name, timeout)
+
+
+@service.command()
+@click.argument("name")
 @click.pass_obj
 def status(win32: w.Win32, name: str) -> None:
     """Print the state of service NAME and the options it runs with."""

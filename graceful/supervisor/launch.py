@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from graceful.config import Config
@@ -62,6 +62,8 @@ class Launcher:
     lock_fd: int | None = None
     metrics: MetricsFolder | None = None  # with --metrics-bind: the workers' metrics
     entry: list[str] = dataclasses.field(default_factory=lambda: entry_point())
+    # where the workers' output goes (whole lines); None: our own stdout and stderr
+    output: Callable[[bytes], None] | None = None
 
     def spawn(self, number: int, go_fd: int | None = None) -> Spawned:
         argv = [*self.entry, "worker", self.target]

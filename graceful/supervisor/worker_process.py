@@ -14,9 +14,12 @@ import collections
 import contextlib
 import functools
 import os
+from collections.abc import Callable
 
 from graceful.supervisor import platform
 from graceful.supervisor.spawn import Spawned
+
+Output = Callable[[bytes], None]  # whole lines of a worker's output, where they go
 
 LOG_TAIL = 20  # lines of a worker's output repeated when it exits unexpectedly
 # Output with no newline is forwarded once it reaches this much, not kept whole: a worker
@@ -31,7 +34,7 @@ class WorkerProcess:
     `exited` with its exit code (negative: the signal that ended it)."""
 
     def __init__(self, spawned: Spawned, number: int, generation: int,
-                 gated: bool = False) -> None:
+                 gated: bool = False, output: Output | None = None) -> None:
         self.pid = spawned.pid
         self.number = number  # its slot, 1..N, kept by its replacements
         self.generation = generation  # the restart that started it (0: the first start)
@@ -49,7 +52,9 @@ class WorkerProcess:
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self._partial: dict[int, bytes] = {}
         self._ready: platform.PipeWatch | None = None
-        self._targets: dict[int, int] = {spawned.stdout_fd: 1, spawned.stderr_fd: 2}  # ours: theirs
+        # ours: where its lines go (our stdout and stderr, or `output`: a service's log)
+        self._targets: dict[int, int | Output] = {spawned.stdout_fd: output or 1,
+                                                  spawned.stderr_fd: output or 2}
         self._outputs: dict[int, platform.PipeWatch] = {}
         self._exiting: asyncio.Future[None] | None = None
         # what was read and forwarded before the loop ran (start.py)
@@ -137,7 +142,8 @@ class WorkerProcess:
             watch.stop()
 
 
-def forward_lines(partial: bytes, chunk: bytes, target: int) -> tuple[bytes, list[str]]:
+def forward_lines(partial: bytes, chunk: bytes, target: int | Output
+                  ) -> tuple[bytes, list[str]]:
     """Write the whole lines of `partial + chunk` to `target` (everything when `chunk` is
     b"": the pipe's end); the rest, and the lines written (for a worker's last lines)."""
     data = partial + chunk
@@ -150,8 +156,11 @@ def forward_lines(partial: bytes, chunk: bytes, target: int) -> tuple[bytes, lis
     return rest, [line.decode(errors="replace") for line in lines.splitlines() if line.strip()]
 
 
-def _write(fd: int, data: bytes) -> None:
+def _write(fd: int | Output, data: bytes) -> None:
     """Whole lines into ours; a write error drops them, as for the supervisor's own lines."""
+    if not isinstance(fd, int):
+        fd(data)
+        return
     with contextlib.suppress(OSError):
         while data:
             data = data[os.write(fd, data):]

@@ -79,7 +79,8 @@ class Workers:
               spawned: Spawned | None = None) -> WorkerProcess:
         """Start worker `number` (or take `spawned`, started before the loop ran)."""
         worker = WorkerProcess(spawned or self.launcher.spawn(number, go_fd), number,
-                               self.generation, gated=go_fd is not None)
+                               self.generation, gated=go_fd is not None,
+                               output=self.launcher.output)
         assert self.reaper is not None
         self.reaper.watch(worker.pid, worker.exit_seen)
         if (metrics := self.launcher.metrics) is not None:

@@ -36,6 +36,9 @@ async def hog(request: web.Request) -> web.Response:
 
 
 def app() -> web.Application:
+    refuse = os.environ.get("WINE_TEST_REFUSE_START")  # a start that fails on demand
+    if refuse and os.path.exists(refuse):
+        raise RuntimeError(f"refused to start: {refuse} exists")
     application = _routes(web.Application())
     application.router.add_get("/raise-break", raise_break)
     application.router.add_get("/pid", pid_slow)

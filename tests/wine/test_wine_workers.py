@@ -53,3 +53,63 @@ def test_a_ctrl_c_drains_both_workers(tmp_path, started):
     assert sorted(told) == sorted((pid, "CTRL_C") for pid in ready["workers"]), told
     [end] = events(driver.log, "supervisor.exit")
     assert end["code"] == 0 and end["worker_codes"] == [0, 0]
+
+
+class Load:
+    """Clients on new connections, one after the other on each thread, until stopped."""
+
+    def __init__(self, url: str, threads: int = 4) -> None:
+        import threading
+        import urllib.request
+
+        self.answers: list[tuple[float, str]] = []  # (when, "pid N" or the error)
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    with urllib.request.urlopen(url, timeout=20) as response:
+                        said = response.read().decode().strip()
+                except Exception as err:  # counted, shown by the assertion
+                    said = repr(err)
+                self.answers.append((time.monotonic(), said))
+
+        self._threads = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> list[tuple[float, str]]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        return self.answers
+
+
+def test_b_killed_worker_is_replaced_under_load(tmp_path, started):
+    """b."""
+    from tests.wine.conftest import wine
+
+    driver = Driver(started, tmp_path, "ctrl-c", *serve_args())
+    ready = wait_for_event(driver.log, "supervisor.ready", timeout=90)
+    base = f"http://127.0.0.1:{driver.port()}"
+    load = Load(f"{base}/pid?s=0.05")
+    time.sleep(1.5)
+    victim = ready["workers"][0]
+    killed_at = time.monotonic()
+    assert wine("taskkill", "/F", "/PID", str(victim)).returncode == 0
+    exited = wait_for_event(driver.log, "worker.exited", timeout=30)
+    assert exited["worker_pid"] == victim and exited["replaced_in_s"] == 0.5
+    replaced = wait_for_event(driver.log, "worker.ready", timeout=60, replaced=True)
+    time.sleep(1.5)
+    answers = load.stop()
+    driver.go()
+    assert driver.result()["exit"] == 0
+    failed = [(round(at - killed_at, 2), said) for at, said in answers
+              if not said.startswith("pid")]
+    served = [said for _, said in answers if said.startswith("pid")]
+    # the connections the killed worker held are lost with it; nothing else is
+    assert len(failed) <= 4, failed
+    survivor = f"pid {ready['workers'][1]}"
+    assert survivor in served
+    print(f"killed {victim}: {len(failed)} failed of {len(answers)}; replaced by "
+          f"{replaced['worker_pid']}")
