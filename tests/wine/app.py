@@ -1,7 +1,6 @@
 """The app the Wine suite serves: tests.apps' routes plus /raise-break, which raises SIGBREAK
 inside the process from another thread a moment later, while the loop sleeps in IOCP, and
-/pid?s=S, which answers with the pid of the worker that served it after S seconds, and
-/hog?s=S, which blocks its worker's loop."""
+/pid?s=S, which answers with the pid of the worker that served it after S seconds."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import asyncio
 import os
 import signal
 import threading
-import time
 
 from aiohttp import web
 
@@ -28,13 +26,6 @@ async def pid_slow(request: web.Request) -> web.Response:
     return web.Response(text=f"pid {os.getpid()}\n")
 
 
-async def hog(request: web.Request) -> web.Response:
-    """Blocks its worker's loop for S seconds: the next connections go to the other worker
-    (one process would take them all under Wine: its accept is always the one posted)."""
-    time.sleep(float(request.query.get("s", "1")))
-    return web.Response(text=f"pid {os.getpid()}\n")
-
-
 def app() -> web.Application:
     refuse = os.environ.get("WINE_TEST_REFUSE_START")  # a start that fails on demand
     if refuse and os.path.exists(refuse):
@@ -42,5 +33,4 @@ def app() -> web.Application:
     application = _routes(web.Application())
     application.router.add_get("/raise-break", raise_break)
     application.router.add_get("/pid", pid_slow)
-    application.router.add_get("/hog", hog)
     return application
