@@ -221,8 +221,9 @@ def _pause_or_continue(win32: w.Win32, name: str, timeout: float, control: int) 
 def restart(win32: w.Win32, name: str, timeout: float) -> None:
     """Restart service NAME through the SCM: stop it (with its drain), then start it.
 
-    Windows has no in-place hand-over yet (README, "Restart in place"): connections that
-    arrive between the stop's listener close and the new process's bind are refused.
+    Connections that arrive between the stop's listener close and the new process's bind
+    are refused: with --workers 2 or more, `service reload` replaces the workers instead,
+    refusing none.
     Exit 0 once it runs again; 1 when it did not stop or did not start in time. A stop that
     exited with a code of its own (3, 4...) is printed, and the start goes on."""
     if _call(win32.query_service, name).state != w.SERVICE_STOPPED:
