@@ -60,7 +60,7 @@ def supervise(started: Started, reread: Callable[[], Config],
     rolling = Rolling(workers, listening, reread_absolute, notifier)
     supervisor = Supervisor(workers, listening, config, rolling, notifier, pid_file,
                             sources or PosixSignals(early), reload_folder,
-                            first=started.spawned, control=sys.platform != "win32")
+                            first=started.spawned)
     try:
         return asyncio.run(supervisor.run())
     finally:

@@ -30,6 +30,7 @@ from graceful.config import Config
 from graceful.errors import ExitCode, worst
 from graceful.logs import get_logger
 from graceful.supervisor import orders, platform
+from graceful.supervisor.control import ControlServer
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.rolling import Rolling
 from graceful.supervisor.sources import PosixSignals, Sources
@@ -45,10 +46,9 @@ class Supervisor:
     def __init__(self, workers: Workers, listening: Listening, config: Config,
                  rolling: Rolling, notifier: Any = None, pid_file: Any = None,
                  sources: Sources | None = None, reload_folder: Path | None = None,
-                 first: list[Spawned] | None = None, control: bool = True) -> None:
+                 first: list[Spawned] | None = None) -> None:
         self._first = first  # the first workers, started before the loop (start.py)
         self._sources = sources or PosixSignals()
-        self._control = control  # the control socket of `graceful restart` (POSIX)
         self._reload_folder = reload_folder
         self._workers = workers
         self._listening = listening
@@ -67,20 +67,15 @@ class Supervisor:
         reaper.install(loop)
         self._workers.reaper = reaper
         self._sources.install(loop, self)  # a stop at once; the others once workers serve
-        control = None
-        if self._control:
-            from graceful.supervisor.control import ControlServer
-
-            control = ControlServer(self._on_control)
-            try:
-                await control.start()
-            except OSError as err:  # `graceful restart` cannot reach us; SIGHUP still works
-                log.warning("supervisor.control_unavailable", error=str(err))
+        control = ControlServer(self._on_control)
+        try:
+            await control.start()
+        except OSError as err:  # `graceful restart` cannot reach us; SIGHUP still works
+            log.warning("supervisor.control_unavailable", error=str(err))
         try:
             code = await self._serve()
         finally:
-            if control is not None:
-                await control.close()
+            await control.close()
             self._rolling.close()
             self._sources.uninstall()
             reaper.reap()

@@ -10,15 +10,13 @@
 
 from __future__ import annotations
 
-import http.client
 import re
-import threading
 import time
 
 import pytest
 
 from tests.wine.conftest import ROOT, WIN_PY, Requests, read_events, wait_for_event, wine, winpath
-from tests.wine.test_wine_workers import Load
+from tests.wine.test_wine_workers import KeepAlive, Load
 
 NAME = "GracefulWineWorkers"
 
@@ -33,41 +31,6 @@ def query() -> tuple[str, int]:
     checkpoint = re.search(r"CHECKPOINT\s*:\s*(0x[0-9a-fA-F]+|\d+)", out)
     return (state.group(1) if state else out.strip(),
             int(checkpoint.group(1), 0) if checkpoint else -1)
-
-
-class KeepAlive:
-    """One client on one connection, reopened only when the server says Connection: close."""
-
-    def __init__(self, port: int) -> None:
-        self.errors: list[str] = []
-        self.served = 0
-        self.reopened = 0
-        self._stop = threading.Event()
-
-        def run() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-            while not self._stop.is_set():
-                try:
-                    conn.request("GET", "/pid?s=0.02")
-                    response = conn.getresponse()
-                    response.read()
-                    self.served += 1
-                    if response.getheader("Connection") == "close":
-                        conn.close()
-                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-                        self.reopened += 1
-                except Exception as err:  # counted, shown by the assertion
-                    self.errors.append(repr(err))
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-            conn.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 @pytest.fixture

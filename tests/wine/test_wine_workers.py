@@ -7,10 +7,14 @@ a. Ctrl+C in the console (GenerateConsoleCtrlEvent to every process on it) reach
    supervisor.
 b. A worker ended by TerminateProcess (taskkill /F, Task Manager) while clients keep coming
    is logged `worker.exited` and replaced; every request is answered meanwhile.
+c. `graceful restart --pid` (over the supervisor's named pipe) while clients keep coming on
+   new connections and on keep-alive ones: none refused, lost or reset; new workers serve.
 """
 
 from __future__ import annotations
 
+import http.client
+import threading
 import time
 
 from tests.wine.conftest import Driver, Requests, read_events, wait_for_event
@@ -83,6 +87,41 @@ class Load:
         return self.answers
 
 
+class KeepAlive:
+    """One client on one connection, reopened only when the server says Connection: close."""
+
+    def __init__(self, port: int) -> None:
+        self.errors: list[str] = []
+        self.served = 0
+        self.reopened = 0
+        self._stop = threading.Event()
+
+        def run() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            while not self._stop.is_set():
+                try:
+                    conn.request("GET", "/pid?s=0.02")
+                    response = conn.getresponse()
+                    response.read()
+                    self.served += 1
+                    if response.getheader("Connection") == "close":
+                        conn.close()
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+                        self.reopened += 1
+                except Exception as err:  # counted, shown by the assertion
+                    self.errors.append(repr(err))
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            conn.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
 def test_b_killed_worker_is_replaced_under_load(tmp_path, started):
     """b."""
     from tests.wine.conftest import wine
@@ -111,3 +150,28 @@ def test_b_killed_worker_is_replaced_under_load(tmp_path, started):
     assert survivor in served
     print(f"killed {victim}: {len(failed)} failed of {len(answers)}; replaced by "
           f"{replaced['worker_pid']}")
+
+
+def test_c_restart_under_load(tmp_path, started):
+    """c."""
+    from tests.wine.conftest import WIN_PY, wine
+
+    driver = Driver(started, tmp_path, "ctrl-c", *serve_args())
+    ready = wait_for_event(driver.log, "supervisor.ready", timeout=90)
+    port = driver.port()
+    load, keep = Load(f"http://127.0.0.1:{port}/pid?s=0.02"), KeepAlive(port)
+    time.sleep(1.0)
+    restarted = wine(WIN_PY, "-m", "graceful", "restart", "--pid", str(ready["pid"]),
+                     timeout=180)
+    time.sleep(1.0)
+    answers = load.stop()
+    keep.stop()
+    driver.go()
+    assert driver.result()["exit"] == 0
+    assert restarted.returncode == 0, restarted
+    done = wait_for_event(driver.log, "restart.done")
+    assert done["replaced"] == ready["workers"] and done["pid"] == ready["pid"]
+    failed = [said for _, said in answers if not said.startswith("pid")]
+    assert failed == [] and keep.errors == [], (failed, keep.errors)
+    print(f"console restart: {len(answers)} new-connection and {keep.served} keep-alive "
+          f"requests, 0 failed; {restarted.stdout.strip()}")
