@@ -126,12 +126,14 @@ class Supervisor:
                  budget_s=round(budget, 3))
         if self._notifier is not None:
             self._notifier.workers_stopping(len(self._workers.pids()), budget)
-        await self._rolling.abandon()  # workers still starting for a restart: ended
-        stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget, name))
-        # our copies of the listeners: the workers hold theirs until their queues are served
-        self._listening.close()
-        extender = asyncio.ensure_future(self._extend_while(stopping, budget))
+        # from now on, also while a restart's starting workers are ended first
+        extender = asyncio.ensure_future(self._extend(budget))
         try:
+            await self._rolling.abandon()  # workers still starting for a restart: ended
+            stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget, name))
+            # our copies of the listeners: the workers hold theirs until their queues are
+            # served
+            self._listening.close()
             codes = await stopping
         finally:
             extender.cancel()
@@ -143,12 +145,13 @@ class Supervisor:
             self._notifier.stopped(code)
         return code
 
-    async def _extend_while(self, stopping: asyncio.Future[Any], budget: float) -> None:
-        """EXTEND_TIMEOUT_USEC while the workers drain, so that systemd waits for them."""
+    async def _extend(self, budget: float) -> None:
+        """Every second until cancelled, while the workers drain: EXTEND_TIMEOUT_USEC, so
+        that systemd waits for them; a service's STOP_PENDING, its checkpoint rising."""
         if self._notifier is None:
             return
         end = time.monotonic() + budget
-        while not stopping.done():
+        while True:
             await asyncio.sleep(1.0)
             self._notifier.workers_stopping(self._workers.running(),
                                             max(0.0, end - time.monotonic()))

@@ -103,7 +103,12 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
     first = json.dumps({"config": json.loads(config_json), "sockets": shared}) + "\n"
     worker.send(first.encode())
     assert process.stdout is not None and process.stderr is not None
-    return Spawned(process.pid, ready_r, process.stdout.fileno(), process.stderr.fileno())
+    # descriptors of our own, closed by their readers (platform.py): the Popen's file
+    # objects would close the same numbers again when collected
+    out, err = os.dup(process.stdout.fileno()), os.dup(process.stderr.fileno())
+    process.stdout.close()
+    process.stderr.close()
+    return Spawned(process.pid, ready_r, out, err)
 
 
 def tell(pid: int, word: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +41,28 @@ def reload_service(win32: w.Win32, name: str, timeout: float) -> None:
     log = Path(host.log_file or log_file_for(host.name, config))
     offset = log.stat().st_size if log.exists() else 0
     _call(win32.control_service, name, SERVICE_CONTROL_RELOAD)
-    outcome = _outcome(log, offset, timeout)
+    outcome = _outcome(log, offset, timeout, lambda: _call(win32.query_service, name).state)
     if outcome is None:
         _fail(f"no outcome within {timeout:g}s; see {log}", ExitCode.ERROR)
     if outcome.get("event") == "restart.done":
         click.echo(f"{name}: reloaded: workers {outcome.get('workers')} replaced "
                    f"{outcome.get('replaced')} in {outcome.get('took_s')}s")
         sys.exit(ExitCode.OK)
-    _fail(f"reload failed: {outcome.get('reason')}; {name} serves with workers "
-          f"{outcome.get('serving')}", ExitCode.ERROR)
+    serving = outcome.get("serving")
+    _fail(f"reload failed: {outcome.get('reason')}"
+          + (f"; {name} serves with workers {serving}" if serving else ""), ExitCode.ERROR)
 
 
-def _outcome(log: Path, offset: int, timeout: float) -> dict[str, Any] | None:
+def _outcome(log: Path, offset: int, timeout: float,
+             state: Callable[[], int]) -> dict[str, Any] | None:
+    """Our reload's outcome in the log; a stop that ended it is one too."""
     deadline = time.monotonic() + timeout
     requested = False
     rest = b""
     while time.monotonic() < deadline:
+        if state() != w.SERVICE_RUNNING:  # a stop (or a pause) came: what the log says next
+            time.sleep(POLL_S)
+            deadline = min(deadline, time.monotonic() + 2.0)
         try:
             with open(log, "rb") as file:
                 file.seek(offset)
@@ -77,6 +84,8 @@ def _outcome(log: Path, offset: int, timeout: float) -> dict[str, Any] | None:
                 requested = True
             elif requested and name in ("restart.done", "restart.failed"):
                 return event
+            elif requested and name in ("restart.abandoned", "supervisor.stopping"):
+                return {"event": "restart.failed", "reason": "the service is stopping"}
         time.sleep(POLL_S)
     return None
 

@@ -4,13 +4,15 @@
    keep-alive ones: none refused, lost or reset; new workers serve, the service's process
    is the same. A reload whose new workers fail at their start exits 1 with the reason and
    the old workers serve on.
-2. `sc stop` with a request in flight: it is answered, STOP_PENDING's checkpoint rises
-   while the two workers drain, and the service reaches STOPPED with exit code 0.
+2. `sc stop` during a reload, requests in flight: they are answered, the reload's new
+   workers are ended, `service reload` exits 1 (the service is stopping), STOP_PENDING's
+   checkpoint rises while the two workers drain, and the service reaches STOPPED with 0.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 import pytest
@@ -46,7 +48,7 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     installed = graceful(
         "service", "install", NAME, "--startup", "manual", "--log-file", winpath(log),
         "--app-dir", winpath(ROOT), "--env", f"WINE_TEST_REFUSE_START={winpath(refuse)}",
-        "--", "tests.wine.app:app", "--workers", "2", "--port", "0", "--loop", "winloop",
+        "--", "tests.wine.app:app", "--workers", "2", "--port", "0", "--loop", "asyncio",
         "--drain-timeout", "20", "--restart-timeout", "60")
     assert installed.returncode == 0, installed
     assert wine("net", "start", NAME).returncode == 0
@@ -82,10 +84,20 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
     assert status == 200 and int(body.split()[1]) in done["workers"]
 
-    # 2. sc stop with requests in flight on the workers
+    # 2. sc stop during a reload (sent as any SCM client would), requests in flight
     requests = Requests([f"http://127.0.0.1:{port}/pid?s=3"] * 4)
     time.sleep(0.8)
-    assert "STOP_PENDING" in wine("sc", "stop", NAME).stdout
+    reloading = subprocess.Popen(["wine", WIN_PY, "-m", "graceful", "service", "reload", NAME],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_event(log, "worker.started", generation=3)  # the third reload's first worker
+        assert "STOP_PENDING" in wine("sc", "stop", NAME).stdout
+        _, said = reloading.communicate(timeout=90)
+    finally:
+        if reloading.poll() is None:
+            reloading.kill()
+    assert reloading.returncode == 1 and "the service is stopping" in said, said
     seen = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -98,6 +110,7 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     answers = requests.wait()
     assert all(isinstance(a, tuple) and a[:2] == (200, "close") for a in answers), answers
     events = read_events(log)
+    assert [e for e in events if e.get("event") == "restart.abandoned"], "no abandoned reload"
     [end] = [e for e in events if e.get("event") == "supervisor.exit"]
     assert end["code"] == 0 and end["worker_codes"] == [0, 0], end
     assert [e["code"] for e in events if e.get("event") == "service.exit"] == [0]
