@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ["tests.wine.app:app", "--app-dir", str(ROOT), "--port", "0", "--log-format", "json",
-       "--drain-timeout", "20"]
+       "--drain-timeout", "20", "--loop", "asyncio"]
 SERVICE = "GracefulWindowsCheck"
 failed: list[str] = []
 
@@ -90,9 +90,17 @@ def console_checks() -> None:
         subprocess.run(["taskkill", "/F", "/PID", str(victim)], capture_output=True)
         exited = log.wait("worker.exited", timeout=30)
         check("a killed worker is logged", exited["worker_pid"] == victim, exited)
-        replaced = log.wait("worker.ready", timeout=60, replaced=True)
-        workers = [ready["workers"][1], replaced["worker_pid"]]
-        # 2. Ctrl+C with requests in flight on both workers
+        log.wait("worker.ready", timeout=60, replaced=True)
+        # 2. graceful restart --pid under load: nothing refused, lost or reset
+        answers = under_load(f"{base}/pid?s=0.02", lambda: graceful(
+            "restart", "--pid", str(ready["pid"])).returncode)
+        restarted = answers.pop()
+        check("graceful restart exits 0", restarted == 0, restarted)
+        lost = [a for a in answers if not a.startswith("(200")]
+        check(f"graceful restart under load: 0 refused, lost or reset of {len(answers)}",
+              not lost, lost[:5])
+        workers = log.wait("restart.done", timeout=30)["workers"]
+        # 3. Ctrl+C with requests in flight on both workers
         results, threads = in_flight(f"{base}/pid?s=3", 8)
         time.sleep(1.5)
         ctypes.windll.kernel32.GenerateConsoleCtrlEvent(0, 0)  # type: ignore[attr-defined]
@@ -113,6 +121,30 @@ def console_checks() -> None:
             serve.kill()
 
 
+def under_load(url: str, action) -> list:  # type: ignore[no-untyped-def]
+    """Clients on new connections (8 threads) while `action` runs; their answers, then
+    what `action` returned."""
+    stop = threading.Event()
+    answers: list = []
+
+    def load() -> None:
+        while not stop.is_set():
+            results: list = [None]
+            get(url, results, 0)
+            answers.append(str(results[0]))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)
+    done = action()
+    time.sleep(1)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    return [*answers, done]
+
+
 def graceful(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "graceful", *args], capture_output=True,
                           text=True, timeout=300)
@@ -130,24 +162,9 @@ def service_checks() -> None:
         started = graceful("service", "start", SERVICE)
         check("service start", started.returncode == 0, started.stdout + started.stderr)
         port = next(json.loads(line)["port"] for line in _wait_line(log_file, "server.started"))
-        stop = threading.Event()
-        answers: list[str] = []
-
-        def load() -> None:
-            while not stop.is_set():
-                results: list = [None]
-                get(f"http://127.0.0.1:{port}/pid?s=0.02", results, 0)
-                answers.append(str(results[0]))
-
-        threads = [threading.Thread(target=load) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1)
-        reloaded = graceful("service", "reload", SERVICE)
-        time.sleep(1)
-        stop.set()
-        for thread in threads:
-            thread.join(60)
+        answers = under_load(f"http://127.0.0.1:{port}/pid?s=0.02",
+                             lambda: graceful("service", "reload", SERVICE))
+        reloaded = answers.pop()
         check("service reload exits 0", reloaded.returncode == 0, reloaded.stderr)
         lost = [a for a in answers if not a.startswith("(200")]
         check(f"service reload under load: 0 refused, lost or reset of {len(answers)}",
