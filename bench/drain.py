@@ -20,7 +20,7 @@ from bench.load import LoadConfig, LoadState, finish_clients, probe_listener, st
 from bench.progress import Progress
 from bench.scenarios import Scenario
 from bench.servers import Launch, Proc, Server, start
-from graceful.processes import alive
+from graceful.host.processes import alive
 
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
 RESTART_SIGNAL = "HUP"  # the restart scenario's (bench/restart.py)

@@ -37,7 +37,7 @@ from bench.figures import restart_figures, run_figures, timeline
 from bench.load import finish_clients
 from bench.progress import Progress
 from bench.servers import ROOT, Launch, Proc, answers
-from graceful.processes import alive
+from graceful.host.processes import alive
 
 AFTER_S = 1.0  # the load goes on this long after the window: the restarted server serves
 ATTEMPT_TIMEOUT_S = 30.0

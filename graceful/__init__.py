@@ -10,9 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from graceful.appstate import STATE, state
+    from graceful.bridge.stop import StopObserver, StopRequest, StopSource
     from graceful.checkpoint import StateError, check_state
-    from graceful.checks import add_check, degraded
     from graceful.config import Config
     from graceful.errors import (
         CheckpointError,
@@ -21,12 +20,13 @@ if TYPE_CHECKING:
         GracefulError,
         StartupError,
     )
-    from graceful.hooks import add_hook
     from graceful.http.route_deadlines import drain_deadline
-    from graceful.runner import run
-    from graceful.runtime import Phase, Runtime
-    from graceful.stop import StopObserver, StopRequest, StopSource
-    from graceful.stopnotice import Stopping, stopping
+    from graceful.http.stopnotice import Stopping, stopping
+    from graceful.lifecycle.appstate import STATE, state
+    from graceful.lifecycle.checks import add_check, degraded
+    from graceful.lifecycle.hooks import add_hook
+    from graceful.lifecycle.runner import run
+    from graceful.lifecycle.runtime import Phase, Runtime
 
 __all__ = [
     "STATE",
@@ -54,28 +54,28 @@ __all__ = [
 ]
 
 _WHERE = {
-    "STATE": "graceful.appstate",
+    "STATE": "graceful.lifecycle.appstate",
     "CheckpointError": "graceful.errors",
     "Config": "graceful.config",
     "ConfigError": "graceful.errors",
     "ExitCode": "graceful.errors",
     "GracefulError": "graceful.errors",
-    "Phase": "graceful.runtime",
-    "Runtime": "graceful.runtime",
+    "Phase": "graceful.lifecycle.runtime",
+    "Runtime": "graceful.lifecycle.runtime",
     "StartupError": "graceful.errors",
     "StateError": "graceful.checkpoint",
-    "StopObserver": "graceful.stop",
-    "StopRequest": "graceful.stop",
-    "StopSource": "graceful.stop",
-    "Stopping": "graceful.stopnotice",
-    "add_check": "graceful.checks",
-    "add_hook": "graceful.hooks",
+    "StopObserver": "graceful.bridge.stop",
+    "StopRequest": "graceful.bridge.stop",
+    "StopSource": "graceful.bridge.stop",
+    "Stopping": "graceful.http.stopnotice",
+    "add_check": "graceful.lifecycle.checks",
+    "add_hook": "graceful.lifecycle.hooks",
     "check_state": "graceful.checkpoint",
-    "degraded": "graceful.checks",
+    "degraded": "graceful.lifecycle.checks",
     "drain_deadline": "graceful.http.route_deadlines",
-    "run": "graceful.runner",
-    "state": "graceful.appstate",
-    "stopping": "graceful.stopnotice",
+    "run": "graceful.lifecycle.runner",
+    "state": "graceful.lifecycle.appstate",
+    "stopping": "graceful.http.stopnotice",
 }
 
 

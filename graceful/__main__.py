@@ -1,3 +1,3 @@
-from graceful.cli import main
+from graceful.cli.main import main
 
 main()

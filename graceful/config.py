@@ -8,8 +8,8 @@ import math
 import os
 from pathlib import Path
 
-from graceful import binds
 from graceful.errors import ConfigError, literal
+from graceful.http import binds
 
 LOOPS = ("auto", "asyncio", "uvloop", "winloop")
 LOG_FORMATS = ("auto", "json", "console")
@@ -60,14 +60,14 @@ class Config:
     websocket_close_reason: str = "server stopping"
     websocket_close_timeout: float = 5.0
     # Kubernetes' terminationGracePeriodSeconds, when given: the stop budget is checked
-    # against it at start (graceful/budget.py).
+    # against it at start (graceful/lifecycle/budget.py).
     termination_grace_period: float | None = None
-    # --bind HOST:PORT / [V6]:PORT / unix:PATH and --fd N (graceful/binds.py); when any is
+    # --bind HOST:PORT / [V6]:PORT / unix:PATH and --fd N (graceful/http/binds.py); when any is
     # given, host and port are not used.
     bind: tuple[str, ...] = ()
     fd: tuple[int, ...] = ()
     unix_socket_mode: int | None = None  # accepts "600" (octal text) too
-    # TLS (graceful/tls.py): files are read and checked at start, and by `graceful check`.
+    # TLS (graceful/http/tls.py): files are read and checked at start, and by `graceful check`.
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_keyfile_password: str | None = dataclasses.field(default=None, repr=False)
@@ -79,10 +79,10 @@ class Config:
     reload: bool = False
     # The supervisor's pid, written once serving (pidfile.py).
     pid_file: Path | None = None
-    # HOST:PORT to serve Prometheus metrics on, its own listener (graceful/metrics.py).
+    # HOST:PORT to serve Prometheus metrics on, its own listener (graceful/metrics/endpoint.py).
     metrics_bind: str | None = None
     # Serve prometheus_client's default registry (process, platform, GC collectors and the
-    # app's own metrics) on /metrics beside graceful's (graceful/metrics_registry.py).
+    # app's own metrics) on /metrics beside graceful's (graceful/metrics/registry.py).
     metrics_default_registry: bool = True
     workers: int = 1  # processes behind the supervisor (graceful serve)
 

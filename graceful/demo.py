@@ -12,8 +12,8 @@ import asyncio
 
 from aiohttp import web
 
-from graceful.appstate import STATE
-from graceful.hooks import add_hook
+from graceful.lifecycle.appstate import STATE
+from graceful.lifecycle.hooks import add_hook
 from graceful.logs import get_logger
 
 log = get_logger("graceful.demo")

@@ -85,6 +85,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def stream_until_stopping(request: web.Request) -> web.StreamResponse:
+    """Ticks until the stop (or a restart) begins, then ends whole: server-sent events as
+    users write them, with nothing about the connection."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    async for _ in graceful.stopping(request).every(0.05):
+        await response.write(b"tick\n")
+    await response.write(b"bye\n")
+    await response.write_eof()
+    return response
+
+
 def _routes(app: web.Application) -> web.Application:
     app.router.add_get("/slow", slow)
     app.router.add_get("/fast", fast)
@@ -94,6 +106,7 @@ def _routes(app: web.Application) -> web.Application:
     app.router.add_get("/count", counter)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/stream", stream)
+    app.router.add_get("/stream-until-stopping", stream_until_stopping)
     return app
 
 
@@ -829,7 +842,7 @@ def with_slow_ws() -> web.Application:
 
 
 async def _loaded_modules(request: web.Request) -> web.Response:
-    watched = ("prometheus_client", "graceful.metrics")
+    watched = ("prometheus_client", "graceful.metrics.endpoint")
     return web.json_response(sorted(m for m in sys.modules if m.startswith(watched)))
 
 

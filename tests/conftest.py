@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
-from graceful import loader
+from graceful.lifecycle import loader
 from graceful.testing import SubprocessServer
 from tests.test_windows_harness import Handlers
 

@@ -106,7 +106,7 @@ class FakeWin32:
 
     def control_service(self, name: str, control: int) -> ServiceStatus:
         state = self._status("OpenService", name).state
-        if state not in (SERVICE_RUNNING, SERVICE_PAUSED):
+        if state not in (SERVICE_RUNNING, SERVICE_PAUSED, SERVICE_PAUSE_PENDING):
             raise Win32Error("ControlService", ERROR_SERVICE_NOT_ACTIVE,
                              "The service has not been started.")
         pid, accepted = 42, SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_PAUSE_CONTINUE

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections import Counter
 
-from graceful.processes import alive
+from graceful.host.processes import alive
 from graceful.testing.http import IncompleteResponse
 from tests.rawhttp import Connection
 

@@ -210,8 +210,8 @@ def test_11_classification_table(facts: dict[str, object], seen: set[str] | None
     assert classify(a, seen) == expected
 
 
-@pytest.mark.skipif(importlib.util.find_spec("graceful.cli") is None,
-                    reason="graceful's CLI (graceful/cli.py) is not importable yet")
+@pytest.mark.skipif(importlib.util.find_spec("graceful.cli.main") is None,
+                    reason="graceful's CLI (graceful/cli/main.py) is not importable yet")
 async def test_12_smoke_drain_run_against_graceful(tmp_path: Path) -> None:
     """A few seconds of the real harness: 10 connections, 100 ms handlers, SIGTERM."""
     from bench.drain import RunSpec, run_one

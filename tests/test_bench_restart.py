@@ -9,7 +9,7 @@ from pathlib import Path
 from bench.drain import RunSpec, run_one
 from bench.scenarios import build
 from bench.servers import SERVERS
-from graceful.processes import alive
+from graceful.host.processes import alive
 
 
 async def test_1_restart_run_against_graceful_with_a_checkpoint(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-from graceful import budget
 from graceful.config import Config
+from graceful.lifecycle import budget
 
 
 async def test_kubernetes_grace_period_below_the_budget_is_said_at_start(serve):

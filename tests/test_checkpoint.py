@@ -191,7 +191,7 @@ async def test_a_flush_that_holds_the_loop_says_so(tmp_path):
     """9."""
     from structlog.testing import capture_logs
 
-    from graceful.flushing import SLOW_LOOP_MS, Flusher
+    from graceful.lifecycle.flushing import SLOW_LOOP_MS, Flusher
 
     path = tmp_path / "s.json"
     checkpointer = ckpt.Checkpointer(path, ckpt.CheckpointLock.acquire(path), off_loop=False)

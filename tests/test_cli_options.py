@@ -12,9 +12,9 @@ import dataclasses
 
 import click
 
-from graceful.cli import serve
+from graceful.cli.main import serve
+from graceful.cli.serve_options import parse_serve
 from graceful.config import Config
-from graceful.serve_options import parse_serve
 
 
 def options() -> dict[str, click.Option]:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from graceful import cli
+from graceful.cli import main as cli
 from graceful.config import Config
 from graceful.errors import ConfigError
-from graceful.loops import loop_factory
+from graceful.host.loops import loop_factory
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import dataclasses
 import pytest
 
 from graceful.config import Config
-from graceful.deadline import StopBudget
+from graceful.lifecycle.deadline import StopBudget
 
 CONFIG = Config(pre_stop_delay=2, drain_timeout=10, cancel_grace=1, hook_timeout=3,
                 checkpoint_timeout=4)

@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from graceful.host.loops import loop_factory
 from graceful.http.listeners import Listener, bind
-from graceful.loops import loop_factory
 from tests.rawhttp import Connection, caught_up
 
 

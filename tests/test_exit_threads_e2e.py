@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from graceful import threads
+from graceful.lifecycle import threads
 from tests.conftest import ROOT, ServerProcess
 
 CASES = [("cleanup_thread", "thread.txt"), ("cleanup_pool", "pool.txt"),

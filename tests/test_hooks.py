@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from graceful.hooks import HOOKS, add_hook, run_hooks
+from graceful.lifecycle.hooks import HOOKS, add_hook, run_hooks
 
 
 async def test_lifo_timeout_and_failure_keep_going():

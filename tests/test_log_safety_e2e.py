@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from graceful.runtime import REPEAT_IGNORED_S
+from graceful.lifecycle.runtime import REPEAT_IGNORED_S
 from graceful.testing import HOLD_HEADER
 from tests.conftest import ROOT
 from tests.rawhttp import Connection, get

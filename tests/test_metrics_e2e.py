@@ -6,7 +6,7 @@
 3. In the hooks phase, after a deadline cut: stops by source and mode, requests cancelled,
    the drain's duration, a failed hook, the checkpoint's generation, age and flush times.
 4. Without --metrics-bind, the served process has not imported prometheus_client (nor
-   graceful.metrics); with it, it has.
+   graceful.metrics.endpoint); with it, it has.
 5. A bad or busy --metrics-bind is a usage error (exit 2) before the app starts.
 6. /metrics also serves prometheus_client's default registry: the app's own metrics,
    beside graceful's (under graceful serve from every worker, without the process
@@ -127,7 +127,7 @@ async def test_prometheus_client_is_imported_only_with_metrics(serve, metrics):
     server = serve(APP, *args)
     loaded = set(json.loads((await server.get("/modules")).body))
     if metrics:
-        assert {"graceful.metrics", "prometheus_client"} <= loaded
+        assert {"graceful.metrics.endpoint", "prometheus_client"} <= loaded
     else:
         assert loaded == set()
     await stopped(server)

@@ -5,6 +5,9 @@
 2. The server-sent-events example (examples/sse.py) at a restart: its last event says
    "retry: 0" (`graceful.stopping(request).kind == "restart"`), and a client reconnecting
    with Last-Event-ID is served the events it missed, in order, by the new worker: no gap.
+3. That stream's connection closes with it: a browser reconnects at once (`retry: 0`), and
+   on a connection left open (keep-alive) its reconnection would go back to the old worker,
+   which could only end it again (tests/test_browser_e2e.py saw it at every restart).
 """
 
 from __future__ import annotations
@@ -54,4 +57,40 @@ async def test_sse_resumes_after_a_restart_without_a_gap(serve):
     resumed = [int(line[4:]) for line in body.decode().splitlines() if line.startswith("id: ")]
     assert resumed[:3] == [ids[-1] + 1, ids[-1] + 2, ids[-1] + 3]
     assert body.endswith(b"retry: 1000\n\n")
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_an_sse_stream_closes_its_connection_at_a_restart(serve):
+    """3."""
+    server = serve("sse:create_app", "--app-dir", "examples")
+    server.wait_for("supervisor.ready")
+    conn, _ = await open_stream(server.port)
+    server.signal(signal.SIGHUP)
+    body, whole = await read_chunked(conn, timeout=60)
+    assert whole and body.endswith(b"retry: 0\n\n"), body
+    last = [line[4:] for line in body.decode().splitlines() if line.startswith("id: ")][-1]
+    conn.send("GET", "/events", headers={"Last-Event-ID": last})  # as a browser does, at once
+    assert await conn.at_eof(), "the reconnection was answered on the old worker's connection"
+    await asyncio.to_thread(server.wait_for, "restart.done", 30)
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_a_stream_under_way_at_a_restart_is_its_connections_last_response(serve):
+    """4. A streaming response already sent with keep-alive when a restart begins (a user's
+    server-sent events without examples/sse.py's force_close): once it ends, its connection
+    closes, so that the client's next request, sent at once, goes to a new worker rather
+    than to the old one, which is stopping (a browser's EventSource reconnected there and
+    was told goodbye a second time)."""
+    server = serve("tests.apps:basic")
+    server.wait_for("supervisor.ready")
+    conn, headers = await open_stream(server.port, "/stream-until-stopping")
+    assert headers.get("connection", "keep-alive").lower() != "close"
+    server.signal(signal.SIGHUP)
+    body, whole = await read_chunked(conn, timeout=30)
+    assert whole and body.endswith(b"bye\n"), body
+    conn.send("GET", "/")  # at once, on the same connection
+    assert await conn.at_eof(), "the next request was answered by the stopping worker"
+    await asyncio.to_thread(server.wait_for, "restart.done", 30)
+    server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait) == 0

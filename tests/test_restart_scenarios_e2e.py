@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from graceful import checkpoint
-from graceful.processes import alive
+from graceful.host.processes import alive
 from tests.loadgen import Load, ended, get
 from tests.rawhttp import Connection
 
@@ -447,7 +447,8 @@ async def test_the_metrics_listener_answers_across_a_restart(serve, release, fix
     await scraped(outcomes["ok"] + 3)  # the new worker alone now
     stop.set()
     await task
-    assert set(outcomes) == {"ok"}, (outcomes, errors[:5])
+    tracebacks = [line for line in server.raw if not line.startswith("{")]
+    assert set(outcomes) == {"ok"}, (outcomes, errors[:5], "".join(tracebacks)[-3000:])
     status, page = await scrape(port)
     (new,) = outcome["workers"]
     assert status == 200 and f'graceful_phase{{phase="ready",pid="{new}"}} 1.0' in page, page

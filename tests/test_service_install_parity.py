@@ -16,7 +16,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
-from graceful.service_cli import service
+from graceful.cli.service import service
 from tests.fake_win32 import FakeWin32
 
 SERVE = ["--", "tests.apps:basic", "--port", "9000"]

@@ -8,6 +8,8 @@
    says so once per cause in the log (`log.housekeeping_failed`) and never raises.
 5. The service writes its log with the service policy (a day, gzip, 14 days), or the
    retention given to `graceful service install --log-retention-days`.
+6. What a process that ended mid-compression left is finished at the next open: NAME.N
+   compressed, a NAME.N whose .gz is whole deleted, a partial .gz.tmp deleted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
-from graceful.service_cli import service
+from graceful.cli.service import service
 from graceful.windows.log_retention import DAY_S, SERVICE_RETENTION, Retention
 from graceful.windows.service_host import parse_host_args, retention_for
 from graceful.windows.service_log import RotatingWriter
@@ -81,6 +83,24 @@ def test_rotated_files_are_compressed_and_counted(tmp_path):
     kept = numbers(tmp_path)
     assert kept == list(range(40 - len(kept), 40))  # the newest, none twice, none torn
     assert writer.dropped == 0
+
+
+def test_compression_left_unfinished_is_finished_at_open(tmp_path):
+    """6."""
+    (tmp_path / "x.log.1").write_text(line(1))  # the exit came before its compression
+    (tmp_path / "x.log.2").write_text(line(2))  # compressed, not yet deleted
+    with gzip.open(tmp_path / "x.log.2.gz", "wt") as packed:
+        packed.write(line(2))
+    (tmp_path / "x.log.3.gz.tmp").write_bytes(b"\x1f\x8b")  # cut mid-way
+    with gzip.open(tmp_path / "x.log.3.gz", "wt") as packed:
+        packed.write(line(3))
+    writer = RotatingWriter(tmp_path / "x.log", max_bytes=10_000, backups=3,
+                            retention=Retention(compress=True))
+    writer.housekeeper.wait()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["x.log", "x.log.1.gz", "x.log.2.gz", "x.log.3.gz"], names
+    assert numbers(tmp_path) == [1, 2, 3]
+    assert writer.housekeeper.failures == 0
 
 
 def test_expired_files_are_deleted(tmp_path):

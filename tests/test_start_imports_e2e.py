@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pytest
 
-from graceful import cli
+from graceful.cli import main as cli
 from graceful.config import Config
-from graceful.heap import Heap
 from graceful.http import listeners
+from graceful.lifecycle.heap import Heap
 from tests.conftest import ROOT, ServerProcess
 from tests.rawhttp import get
 
@@ -58,9 +58,9 @@ def create_app():
 '''
 
 NOT_IMPORTED = {"rich", "better_exceptions", "tomllib", "encodings.idna", "graceful.checkpoint",
-                "graceful.metrics", "prometheus_client", "watchfiles", "graceful.service_cli",
-                "graceful.restart_cli", "graceful.timeline", "graceful.check",
-                "graceful.windows", "graceful.supervisor.supervisor",
+                "graceful.metrics.endpoint", "prometheus_client", "watchfiles",
+                "graceful.cli.service", "graceful.cli.restart", "graceful.cli.timeline",
+                "graceful.cli.check", "graceful.windows", "graceful.supervisor.supervisor",
                 "graceful.supervisor.rolling", "graceful.supervisor.control"}
 
 

@@ -19,7 +19,7 @@ import signal
 import pytest
 
 from graceful import checkpoint
-from graceful.runtime import REPEAT_IGNORED_S
+from graceful.lifecycle.runtime import REPEAT_IGNORED_S
 from tests.rawhttp import Connection, caught_up, get
 
 

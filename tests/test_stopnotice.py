@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 import graceful
-from graceful import stopnotice
+from graceful.http import stopnotice
 
 
 async def test_before_the_stop():

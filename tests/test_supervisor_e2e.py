@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from graceful.processes import alive
+from graceful.host.processes import alive
 from tests.conftest import ROOT
 from tests.loadgen import Load, ended, get
 
@@ -452,7 +452,10 @@ async def test_a_restart_skips_the_pre_stop_delay_and_readiness_stays_up(serve, 
     stop.set()
     await prober
     assert done.returncode == 0, done.stderr
-    assert server.wait_for("restart.done")["took_s"] < 5
+    server.wait_for("restart.done")
+    # the old worker's pre-stop phase had no budget (a stop's would be 5 s); what the
+    # restart took otherwise depends on this machine's load
+    assert server.wait_for("phase.finished", phase="pre_stop")["budget_s"] == 0
     assert len(statuses) > 20 and set(statuses) == {200}, statuses
 
 
@@ -552,7 +555,9 @@ async def test_a_stop_during_the_hand_over_of_the_state_resets_nothing(serve, re
     server = serve(TARGET, "--checkpoint", str(tmp_path / "s.ckpt"),
                    env={"RELEASE_FILE": str(release)})
     worker_pids(server)
-    held = asyncio.create_task(get(server.port, "/slow?s=2"))
+    # longer than a new worker's start on a loaded machine: still in flight when the new
+    # worker is ready, so the hand-over waits for it
+    held = asyncio.create_task(get(server.port, "/slow?s=5"))
     load = Load(server.port, clients=8).start()
     await load.answered(10)
     server.signal(signal.SIGHUP)
@@ -562,7 +567,6 @@ async def test_a_stop_during_the_hand_over_of_the_state_resets_nothing(serve, re
     assert (await held)[0] == 200
     assert await asyncio.to_thread(server.wait_exit, 30) == 0
     outcomes = await load.finish()
-    Path("/tmp/ho_raw.log").write_text("".join(server.raw) + "\n".join(load.errors))
     assert outcomes["reset"] == 0 and outcomes["cut"] == 0, (outcomes, load.errors[:5])
     assert "restart.completing" in server.names()
 

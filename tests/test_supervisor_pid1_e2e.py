@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from graceful.processes import alive
+from graceful.host.processes import alive
 from graceful.testing.process import SubprocessServer
 from tests.conftest import ROOT
 from tests.loadgen import Load, ended, get

@@ -1,6 +1,6 @@
-"""graceful.threads: the one adapter over CPython's private exit hooks.
+"""graceful.lifecycle.threads: the one adapter over CPython's private exit hooks.
 
-1. CPython still keeps them where graceful.threads looks: concurrent.futures' exit hook in
+1. CPython still keeps them where graceful.lifecycle.threads looks: concurrent.futures' exit hook in
    threading._threading_atexits, atexit._run_exitfuncs. Fails loudly when they move.
 2. Where they are missing, the CLI leaves through the interpreter's own exit, which still
    waits for the work left to threads.
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 
-from graceful import threads
+from graceful.lifecycle import threads
 from tests.conftest import ROOT, ServerProcess
 
 
@@ -30,8 +30,9 @@ def test_cpython_keeps_the_exit_hooks_where_we_look():
 
 def test_without_the_hooks_the_cli_takes_the_interpreters_exit(tmp_path):
     """2."""
-    script = ("import sys; from graceful import threads; threads.supported = lambda: False; "
-              "from graceful.cli import main; main(sys.argv[1:])")
+    script = ("import sys; from graceful.lifecycle import threads; "
+              "threads.supported = lambda: False; "
+              "from graceful.cli.main import main; main(sys.argv[1:])")
     proc = subprocess.Popen(
         [sys.executable, "-c", script, "serve", "tests.apps:cleanup_pool", "--port", "0",
          "--log-format", "json"], cwd=ROOT, env={**os.environ, "OUT_DIR": str(tmp_path)},
@@ -51,7 +52,7 @@ def test_join_all_waits_for_pools_and_threads_until_the_deadline():
     """3. In a process of its own: afterwards no executor takes a job."""
     script = """
 import concurrent.futures, threading, time
-from graceful import threads
+from graceful.lifecycle import threads
 
 done = []
 pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 
 from graceful.bridge import win32 as w
+from graceful.bridge.stop import StopRequest, StopSource
 from graceful.bridge.windows_console import WindowsConsoleBridge
 from graceful.config import Config
 from graceful.errors import ExitCode
-from graceful.runner import run
-from graceful.stop import StopRequest, StopSource
+from graceful.lifecycle.runner import run
 from tests import apps
 from tests.fake_win32 import FakeWin32
 from tests.test_windows_harness import Background, Recorder, free_port

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from graceful.stop import StopObserver
+from graceful.bridge.stop import StopObserver
 
 
 class Recorder(StopObserver):
@@ -104,7 +104,7 @@ def free_port() -> int:
 
 class Handlers:
     """Requests that reached their handler, by path, in the apps this process builds (a
-    middleware each app gets through graceful.loader.on_built: the `handlers` fixture): a
+    middleware each app gets through graceful.lifecycle.loader.on_built: the `handlers` fixture): a
     test stops the runtime once its requests run, not after a sleep."""
 
     def __init__(self) -> None:

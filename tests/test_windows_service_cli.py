@@ -14,6 +14,8 @@
    it first and exits with its exit code.
 9. `restart` stops the service (its drain) and starts it again; a stop that exited 3 is
    said, and the start goes on; a stopped service is just started.
+10. `stop`, `restart`, `remove --stop` during a stop wait for it (the SCM refuses a second).
+11. `continue` while PAUSE_PENDING is sent; one that ends PAUSED exits 1.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import pytest
 from click.testing import CliRunner
 
 from graceful.bridge import win32 as w
-from graceful.cli import main
-from graceful.service_cli import parse_serve, service
+from graceful.cli.main import main
+from graceful.cli.service import parse_serve, service
 from graceful.windows.service_host import parse_host_args
 from tests.fake_win32 import FakeWin32
 
@@ -165,18 +167,21 @@ def test_remove_a_running_service():
 
 def test_install_keeps_listening_and_tls_options(tmp_path, monkeypatch):
     """Repeated --bind kept in order, --unix-socket-mode written back in octal, TLS files
-    made absolute (the service does not start in this folder), options from --config
-    written out: what `graceful service install` puts on the service's command line."""
+    made absolute (the service does not start in this folder), the --config file passed on
+    (absolute) rather than its values, which the service reads at each start: what
+    `graceful service install` puts on the service's command line."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "graceful.toml").write_text("drain-timeout = 7\n")
     parsed = parse_serve(["app:x", "--config", "graceful.toml", "--bind", "127.0.0.1:80",
                           "--bind", "unix:/run/a.sock", "--unix-socket-mode", "660",
                           "--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], environ=False)
     assert parsed.options == [
-        "--drain-timeout", "7", "--bind", "127.0.0.1:80", "--bind", "unix:/run/a.sock",
-        "--unix-socket-mode", "660", "--ssl-certfile", str(tmp_path / "c.pem"),
-        "--ssl-keyfile", str(tmp_path / "k.pem")]
+        "--config", str(tmp_path / "graceful.toml"), "--bind", "127.0.0.1:80",
+        "--bind", "unix:/run/a.sock", "--unix-socket-mode", "660",
+        "--ssl-certfile", str(tmp_path / "c.pem"), "--ssl-keyfile", str(tmp_path / "k.pem")]
     assert parse_serve(["app:x", *parsed.options], environ=False).config == parsed.config
+    (tmp_path / "graceful.toml").write_text("drain-timeout = 9\n")  # edited after install
+    assert parse_serve(["app:x", *parsed.options], environ=False).config.drain_timeout == 9
 
 
 def test_restart_stops_then_starts():
@@ -197,3 +202,68 @@ def test_restart_stops_then_starts():
     fake.stop_results.pop("Web")
     invoke(fake, "stop", "Web")
     assert invoke(fake, "restart", "Web").output.splitlines() == ["Web: RUNNING pid=42"]
+
+
+class StoppingSCM(FakeWin32):
+    """A service already STOP_PENDING (another operator's stop), STOPPED with `code` after
+    a few queries; a second STOP is refused as Windows refuses it (1061)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code, self.queries = code, 0
+
+    def query_service(self, name: str) -> w.ServiceStatus:
+        status = super().query_service(name)
+        if status.state == w.SERVICE_STOP_PENDING:
+            self.queries += 1
+            if self.queries > 3:
+                self.service_states[name] = w.ServiceStatus(
+                    w.SERVICE_STOPPED, 0, w.ERROR_SERVICE_SPECIFIC_ERROR if self.code else 0,
+                    self.code)
+                return self.service_states[name]
+        return status
+
+    def control_service(self, name: str, control: int) -> w.ServiceStatus:
+        if self.service_states[name].state == w.SERVICE_STOP_PENDING:
+            raise w.Win32Error("ControlService", 1061, "cannot accept control message")
+        return super().control_service(name, control)
+
+
+@pytest.mark.parametrize("command", [["stop"], ["restart"], ["remove", "--stop"]])
+def test_a_stop_under_way_is_waited_for(command, monkeypatch):
+    """10. stop, restart and remove --stop while STOP_PENDING wait for that stop (the SCM
+    refuses a second STOP), then do what was asked; stop exits with that stop's code."""
+    monkeypatch.setattr("graceful.cli.service.POLL_S", 0)
+    fake = StoppingSCM(code=3)
+    invoke(fake, "install", "Web", *SERVE)
+    fake.service_states["Web"] = w.ServiceStatus(w.SERVICE_STOP_PENDING, checkpoint=4,
+                                                 wait_hint_ms=9000, pid=42)
+    result = invoke(fake, *command, "Web")
+    lines = result.output.splitlines()
+    assert lines[0] == "Web: a stop is already under way (STOP_PENDING); waiting for it"
+    assert "Web: STOPPED win32_exit=1066 exit_code=3" in lines
+    assert result.exit_code == {"stop": 3, "restart": 0, "remove": 3}[command[0]], result.output
+    assert lines[-1] == {"stop": "Web: STOPPED win32_exit=1066 exit_code=3",
+                         "restart": "Web: RUNNING pid=42", "remove": "removed Web"}[command[0]]
+
+
+def test_continue_while_pausing_and_after_a_failed_resume(monkeypatch):
+    """11. continue is sent to a service still PAUSE_PENDING; a continue that ends PAUSED
+    (the service could not listen again) exits 1 and says where to look."""
+    monkeypatch.setattr("graceful.cli.service.POLL_S", 0)
+    fake = FakeWin32()
+    invoke(fake, "install", "Web", *SERVE)
+    fake.service_states["Web"] = w.ServiceStatus(w.SERVICE_PAUSE_PENDING, pid=42)
+    continued = invoke(fake, "continue", "Web")
+    assert continued.exit_code == 0, continued.output
+    assert continued.output.splitlines()[-1] == "Web: RUNNING pid=42"
+    failing = FakeWin32()
+    invoke(failing, "install", "Web", *SERVE)
+    failing.service_states["Web"] = w.ServiceStatus(w.SERVICE_PAUSED, pid=42)
+    monkeypatch.setattr(failing, "control_service", lambda name, control: w.ServiceStatus(
+        w.SERVICE_CONTINUE_PENDING, checkpoint=1, wait_hint_ms=1000))
+    refused = invoke(failing, "continue", "Web")
+    assert refused.exit_code == 1
+    assert refused.output.splitlines()[-2] == "Web: PAUSED pid=42"
+    assert "Web is still PAUSED: it could not accept again (resume.failed in its log " \
+        in refused.output

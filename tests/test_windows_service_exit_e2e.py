@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from graceful import threads
 from graceful.bridge import win32 as w
+from graceful.lifecycle import threads
 from tests.conftest import ROOT
 from tests.test_windows_harness import all_logged, free_port
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from graceful import checkpoint as ckpt
 from graceful.bridge import win32 as w
-from graceful.service_cli import service
+from graceful.cli.service import service
 from tests.fake_win32 import FakeWin32
 from tests.test_windows_harness import get, wait_until
 from tests.test_windows_service import start_service

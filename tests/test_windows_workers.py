@@ -15,11 +15,11 @@ import io
 import sys
 import threading
 
+from graceful.bridge.controls import PauseAction, PauseRequest
+from graceful.bridge.stop import RestartRequest, StopRequest, StopSource
 from graceful.bridge.supervised import SupervisedBridge
 from graceful.bridge.windows_service import SERVICE_CONTROL_RELOAD, ServiceBridge
-from graceful.controls import PauseAction, PauseRequest
-from graceful.loops import loop_factory
-from graceful.stop import RestartRequest, StopRequest, StopSource
+from graceful.host.loops import loop_factory
 
 
 def test_1_orders_from_stdin():

@@ -76,7 +76,7 @@ def _names(arg: ast.expr, constants: dict[str, str]) -> list[str]:
             and isinstance(arg.values[0], ast.FormattedValue)
             and ast.unparse(arg.values[0].value) == "request.action"
             and isinstance(arg.values[1], ast.Constant)):
-        from graceful.controls import PauseAction
+        from graceful.bridge.controls import PauseAction
 
         return [f"{action.value}{arg.values[1].value}" for action in PauseAction]
     return []

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from graceful.stop import StopRequest
+from graceful.bridge.stop import StopRequest
 
 Deliver = Callable[[StopRequest], None]
 

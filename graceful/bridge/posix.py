@@ -1,6 +1,6 @@
 """POSIX signals as stop requests: SIGTERM, SIGINT, SIGQUIT; SIGHUP as a restart request.
-SIGUSR1 pauses and SIGUSR2 continues (graceful/pause.py): two signals rather than a toggle,
-so that a repeat is harmless and a script says what it wants; not SIGTSTP/SIGCONT, which
+SIGUSR1 pauses and SIGUSR2 continues (graceful/lifecycle/pause.py): two signals rather than
+a toggle, so that a repeat is harmless and a script says what it wants; not SIGTSTP/SIGCONT, which
 belong to job control (Ctrl+Z must still suspend, and every `fg` or debugger detach sends
 SIGCONT).
 
@@ -15,8 +15,8 @@ import signal
 from types import FrameType
 
 from graceful.bridge import Deliver, Handover
-from graceful.controls import PauseAction, PauseRequest
-from graceful.stop import RestartRequest, StopRequest, StopSource
+from graceful.bridge.controls import PauseAction, PauseRequest
+from graceful.bridge.stop import RestartRequest, StopRequest, StopSource
 
 STOP_SIGNALS = {
     signal.SIGTERM: StopSource.SIGTERM,
@@ -74,7 +74,7 @@ class PosixSignalBridge:
         if signum in PAUSE_SIGNALS:
             self._controls(PauseRequest(PAUSE_SIGNALS[signum], signum.name))  # type: ignore[arg-type]
             return
-        if signum == signal.SIGHUP:  # a worker's: stop, replaced (graceful/runner.py)
+        if signum == signal.SIGHUP:  # a worker's: stop, replaced (graceful/lifecycle/runner.py)
             self._handover(RestartRequest("SIGHUP"))  # type: ignore[arg-type]
             return
         self._handover(StopRequest(STOP_SIGNALS[signum]))

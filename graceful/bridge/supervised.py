@@ -19,8 +19,8 @@ import threading
 from typing import BinaryIO
 
 from graceful.bridge import Deliver, Handover
-from graceful.controls import PauseAction, PauseRequest
-from graceful.stop import RestartRequest, StopRequest, StopSource
+from graceful.bridge.controls import PauseAction, PauseRequest
+from graceful.bridge.stop import RestartRequest, StopRequest, StopSource
 
 
 class SupervisedBridge:

@@ -27,7 +27,7 @@ from types import FrameType
 
 from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
-from graceful.stop import StopRequest, StopSource
+from graceful.bridge.stop import StopRequest, StopSource
 
 # Seconds Windows lets a console handler run before it ends the process: HandlerRoutine's
 # documentation gives 5 s for CTRL_CLOSE and 20 s for CTRL_LOGOFF and CTRL_SHUTDOWN (the

@@ -1,6 +1,7 @@
 """The Windows service's stop source: SCM controls become stop requests; PAUSE and
-CONTINUE become pause requests (graceful/pause.py); graceful's own control 129 becomes a
-restart request (new workers replace the old ones: graceful/windows/service_workers.py).
+CONTINUE become pause requests (graceful/lifecycle/pause.py); graceful's own control 129
+becomes a restart request (new workers replace the old ones: graceful/windows/
+service_workers.py).
 
 The process the SCM starts, and how it reports to the SCM, are in graceful/windows/.
 """
@@ -11,8 +12,8 @@ from typing import Protocol
 
 from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
-from graceful.controls import PauseAction, PauseRequest
-from graceful.stop import RestartRequest, StopRequest, StopSource
+from graceful.bridge.controls import PauseAction, PauseRequest
+from graceful.bridge.stop import RestartRequest, StopRequest, StopSource
 
 CONTROLS = {w.SERVICE_CONTROL_STOP: StopSource.SCM_STOP,
             w.SERVICE_CONTROL_SHUTDOWN: StopSource.SCM_SHUTDOWN,

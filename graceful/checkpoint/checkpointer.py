@@ -111,7 +111,7 @@ class Checkpointer:
 
     def reload(self) -> fileformat.Snapshot | None:
         """Read the newest valid generation again and write on from it: for the new worker of
-        a restart, once the old one has written its final state (graceful/worker.py).
+        a restart, once the old one has written its final state (graceful/lifecycle/worker_link.py).
         Raises CheckpointError as `open` does."""
         restored, fallback = fileformat.load(self.path)
         self.restored, self.fallback = restored, fallback

@@ -69,7 +69,7 @@ def inherited_sockets(environ: MutableMapping[str, str] = os.environ
 def split_metrics(sockets: list[tuple[str, socket.socket]]
                   ) -> tuple[list[tuple[str, socket.socket]], socket.socket | None]:
     """The app's sockets, and the metrics listener among them (METRICS_NAME) if there is
-    one: it is served by graceful/metrics.py, never as one of the app's listeners."""
+    one: it is served by graceful/metrics/endpoint.py, never as one of the app's listeners."""
     metrics = [sock for name, sock in sockets if name == METRICS_NAME]
     for extra in metrics[1:]:  # named twice (a socket unit's doing): one serves
         extra.close()

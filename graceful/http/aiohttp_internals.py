@@ -90,7 +90,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _method(_HANDLER, "connection_made", ("transport",), "registers the connection"),
     _method(_HANDLER, "connection_lost", ("exc",), "unregisters it; the handler may outlive "
             "it"),
-    _method(_HANDLER, "close", (), "cancel_request: nothing more is served on the connection"),
+    _method(_HANDLER, "close", (), "cancel_request, and a response under way at a stop: "
+            "nothing more is served on the connection"),
     _method(_HANDLER, "force_close", (), "closes a quiet idle connection"),
     # -- the request -------------------------------------------------------------------------
     _attr(_REQUEST, "_protocol", "a clone tells its connection it exists"),

@@ -14,8 +14,8 @@ import socket
 import stat
 import sys
 
-from graceful.binds import Unix, parse
 from graceful.errors import ConfigError
+from graceful.http.binds import Unix, parse
 from graceful.http.sockets import bind_all, unlink_at_close
 
 # A live server's socket answers a connect at once; only a full accept queue makes us wait.

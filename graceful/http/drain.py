@@ -118,6 +118,8 @@ class ConnectionTracker:
         """From now on responses say Connection: close and quiet connections are closed."""
         self.stopping = True  # every request is of the tracked class: nothing to switch
         show_responses(self, True)
+        for protocol in self.connections:
+            protocol.last_response()
         self._touch()
 
     def stop_done(self) -> None:
@@ -126,7 +128,7 @@ class ConnectionTracker:
         show_responses(self, False)
 
     def end_stopping(self) -> None:
-        """A pause is over (graceful/pause.py): responses keep connections alive again."""
+        """A pause is over (graceful/lifecycle/pause.py): responses keep connections alive again."""
         self.stopping = False
         show_responses(self, False)
         self._websockets_closing = None

@@ -56,7 +56,7 @@ class Health:
                  degraded_ready: bool = True) -> None:
         self.livez_path, self.readyz_path = livez_path, readyz_path
         self._is_ready, self._phase = is_ready, phase
-        # an optional startup check failing (graceful/checks.py)
+        # an optional startup check failing (graceful/lifecycle/checks.py)
         self._degraded, self._degraded_ready = degraded, degraded_ready
 
     def refuse_taken_paths(self, app: web.Application) -> None:

@@ -4,7 +4,9 @@ Closing a listening socket makes the kernel reset every connection still waiting
 accept queue, although those clients completed the handshake and may have sent their
 request. So `close()` first stops the loop's accept loop while a duplicate descriptor keeps
 the socket listening, then accepts what the queue holds, then closes the socket, with no
-await in between, and hands the accepted connections to the server like any other.
+await in between, and hands the accepted connections to the server like any other. On
+Windows the Proactor loop may hold a connection already accepted: it is served first
+(proactor_accept.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from graceful.http import proactor_accept
 from graceful.http.sockets import (  # noqa: F401  (bind_all, _numeric: used through here)
     _UNLINK_AT_CLOSE,
     _bound,
@@ -64,6 +67,7 @@ class Listener:
             _unlink(self.sock)
             return 0
         if self._server is not None:
+            await proactor_accept.let_accepted_in(self._server)  # Windows: see there
             self._server.close()  # the loop stops accepting; our duplicate keeps the queue
             self._server = None
         else:  # paused (or a resume cut short by the stop): the loop accepts no more
@@ -78,9 +82,10 @@ class Listener:
     async def pause(self) -> int:
         """Stop accepting, serve what the accept queue held, and keep the socket listening:
         connections made from now on wait in the kernel's queue until `resume` (see
-        graceful/pause.py). Returns how many the queue held."""
+        graceful/lifecycle/pause.py). Returns how many the queue held."""
         if self._server is None or self._keeper is None:
             return 0
+        await proactor_accept.let_accepted_in(self._server)
         self._server.close()  # closes self.sock; the duplicate keeps listening
         self._server = None
         queued = _accept_all(self._keeper)

@@ -312,6 +312,15 @@ class DrainingRequestHandler(RequestHandler):
         )
         return now - self._idle_since if quiet else None
 
+    def last_response(self) -> None:
+        """A stop began: the response under way is this connection's last. One already sent
+        said keep-alive (a stream): once it ends the connection closes, and the client's
+        next request goes to a server that serves on, not to this one, which is stopping.
+        Pipelined requests queued behind it are answered first (drain.py)."""
+        if (internals.current_request(self) is not None and not internals.queued_requests(self)
+                and not internals.upgrading(self)):
+            self.close()
+
     def close_idle(self) -> None:
         """Close a quiet connection (see drain.py for why only a quiet one).
 

@@ -12,7 +12,7 @@
     metrics_folder.py  --metrics-bind: the folder the workers' metrics are merged from
     spawn.py, worker_process.py, reaper.py   a worker's process: its start, pipes, exit
 
-A worker is the in-process runtime (graceful/runtime.py) serving the sockets it was given;
-its side of the link is graceful/worker.py. `graceful.run` and `Runtime` (the library)
-serve in-process, without a supervisor.
+A worker is the in-process runtime (graceful/lifecycle/runtime.py) serving the sockets it
+was given; its side of the link is graceful/lifecycle/worker_link.py. `graceful.run` and
+`Runtime` (the library) serve in-process, without a supervisor.
 """

@@ -6,8 +6,8 @@ the supervisor's own environment (as the supervisor found it at its start: nothi
 application changed reaches a new worker), in the folder $PWD named at the supervisor's
 start (a deploy's symlink switched since is followed), given the listening sockets, the
 checkpoint's lock, the configuration (through a pipe: it holds the TLS key's password) and
-a ready pipe. The worker's side is graceful/worker.py. No logging here: the supervisor
-starts its first workers before it has imported its log's machinery (structlog), so that
+a ready pipe. The worker's side is graceful/lifecycle/worker_link.py. No logging here: the
+supervisor starts its first workers before it has imported its log's machinery (structlog), so that
 the two starts overlap.
 """
 
@@ -27,7 +27,7 @@ from graceful.supervisor.metrics_folder import ENV as METRICS_FOLDER_ENV
 from graceful.supervisor.metrics_folder import MetricsFolder
 from graceful.supervisor.spawn import Spawned, spawn
 
-# What a worker finds in its environment (graceful/worker.py reads them).
+# What a worker finds in its environment (graceful/lifecycle/worker_link.py reads them).
 SUPERVISOR_ENV = "GRACEFUL_SUPERVISOR_PID"
 READY_FD_ENV = "GRACEFUL_WORKER_READY_FD"
 CONFIG_FD_ENV = "GRACEFUL_WORKER_CONFIG_FD"

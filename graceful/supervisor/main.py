@@ -40,7 +40,7 @@ def supervise(started: Started, reread: Callable[[], Config],
     config, listening = launcher.config, launcher.listening
     reload_folder = None
     if config.reload:
-        from graceful import reload
+        from graceful.supervisor import reload
 
         reload_folder = reload.app_folder(launcher.target, launcher.app_dir)
     if launcher.metrics is not None:
@@ -50,7 +50,7 @@ def supervise(started: Started, reread: Callable[[], Config],
         notifier = _notifier(listening)
     pid_file = None
     if config.pid_file is not None:
-        from graceful.pidfile import PidFile
+        from graceful.host.pidfile import PidFile
 
         pid_file = PidFile(config.pid_file)
 
@@ -71,7 +71,7 @@ def supervise(started: Started, reread: Callable[[], Config],
 
 
 def _notifier(listening: Listening) -> object | None:
-    from graceful.systemd import SystemdNotifier
+    from graceful.host.systemd import SystemdNotifier
 
     notifier = SystemdNotifier.from_environment()
     if notifier is not None:

@@ -3,7 +3,7 @@ multiprocess mode, so that whichever worker answers a scrape answers for the ser
 
 Each worker's prometheus_client writes its values to files there (PROMETHEUS_MULTIPROC_DIR,
 set in every worker's environment), and a scrape reads and merges all of them
-(`MultiProcessCollector`, graceful/metrics_registry.py). When a worker exits, its "live"
+(`MultiProcessCollector`, graceful/metrics/registry.py). When a worker exits, its "live"
 gauges are removed (`mark_process_dead`); its counters stay, so that what it counted is not
 lost from the service's totals.
 

@@ -107,7 +107,7 @@ class Supervisor:
                      took_s=round(time.perf_counter() - started, 4))
             watching = None
             if self._reload_folder is not None:
-                from graceful import reload
+                from graceful.supervisor import reload
 
                 watching = asyncio.ensure_future(reload.watch(self._reload_folder,
                                                               self._rolling.request))

@@ -3,7 +3,7 @@
 What POSIX passes as descriptors (spawn.py) goes here as follows:
 - the listening sockets: `socket.share(pid)` once the process exists (the pid is needed),
   sent with the configuration as the first line on the worker's stdin, and taken with
-  `socket.fromshare()` (graceful/worker.py);
+  `socket.fromshare()` (graceful/lifecycle/worker_link.py);
 - the ready pipe: an inheritable handle, passed to this process alone (the handle list of
   its STARTUPINFO), its number in the variable `ready_env` names;
 - the orders (orders.py): one word a line on its stdin after the first. The pipe's end is

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 
 def main() -> None:
-    from graceful import loader
-    from graceful.cli import main as cli
+    from graceful.cli.main import main as cli
+    from graceful.lifecycle import loader
     from graceful.testing.marks import add_marks
 
     loader.on_built.append(add_marks)

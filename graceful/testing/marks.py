@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from graceful import loader
+from graceful.lifecycle import loader
 from graceful.logs import get_logger
 from graceful.testing.http import HOLD_HEADER
 

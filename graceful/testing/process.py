@@ -112,9 +112,10 @@ class InProcessServer(GracefulServer):
 
     def __init__(self, target: Any, checkpoint: str | Path | None = None,
                  **options: Any) -> None:
-        from graceful import loader, logs
+        from graceful import logs
         from graceful.config import Config
-        from graceful.runtime import Runtime
+        from graceful.lifecycle import loader
+        from graceful.lifecycle.runtime import Runtime
         from graceful.testing.events import LineWriter
         from graceful.testing.marks import marked
 
@@ -163,7 +164,7 @@ class InProcessServer(GracefulServer):
         return self
 
     def _send_stop(self, how: Any, reason: str) -> None:
-        from graceful.stop import StopSource
+        from graceful.bridge.stop import StopSource
 
         if isinstance(how, int):
             how = signal.Signals(how).name

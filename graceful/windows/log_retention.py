@@ -82,6 +82,32 @@ class Housekeeper:
         else:
             self._prune()
 
+    def resume(self) -> None:
+        """At open: finish what a process that ended mid-compression left (it could not
+        wait, or was killed): NAME.N compressed, a NAME.N whose .gz was complete deleted,
+        partial .gz.tmp files deleted. On the same thread as a rotation's compression."""
+        if not self.retention.compress:
+            return
+        pattern = re.compile(re.escape(self.path.name) + r"\.(\d+)(\.gz)?(\.tmp)?$")
+        left: list[Path] = []
+        with contextlib.suppress(OSError):
+            for entry in self.path.parent.iterdir():
+                match = pattern.match(entry.name)
+                if match is None:
+                    continue
+                if match.group(3):
+                    entry.unlink(missing_ok=True)  # a compression cut short
+                elif not match.group(2):
+                    left.append(entry)
+        if left:
+            self._thread = threading.Thread(target=self._finish, args=(left,),
+                                            name="graceful.log-gzip", daemon=True)
+            self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def wait(self, timeout: float | None = None) -> None:
         """Until the compression under way (if any) is done."""
         if self._thread is not None:
@@ -89,6 +115,16 @@ class Housekeeper:
 
     def _work(self) -> None:
         self._compress(self.path.with_name(f"{self.path.name}.1"))
+        self._prune()
+
+    def _finish(self, left: list[Path]) -> None:
+        for source in left:
+            if source.with_name(source.name + ".gz").exists():
+                # os.replace made the .gz whole before the source was to go
+                with contextlib.suppress(OSError):
+                    source.unlink()
+            else:
+                self._compress(source)
         self._prune()
 
     def _compress(self, source: Path) -> None:

@@ -35,15 +35,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from graceful import threads
 from graceful.bridge import win32 as w
 from graceful.bridge.windows_service import ServiceBridge
+from graceful.cli.serve_options import parse_serve
 from graceful.config import Config
 from graceful.errors import ConfigError, ExitCode, GracefulError
-from graceful.serve_options import parse_serve
+from graceful.lifecycle import threads
 from graceful.windows.log_retention import DAY_S, SERVICE_RETENTION, Retention
 from graceful.windows.service_log import LOG_BACKUPS, LOG_MAX_BYTES, MemoryLog, RotatingWriter
 from graceful.windows.service_status import ACCEPTED, ServiceReporter
+
+# How long the end waits for the log's compression (10 MB: well under a second).
+EXIT_COMPRESS_S = 10.0
 
 
 class _HostArgs(argparse.ArgumentParser):
@@ -131,6 +134,12 @@ class ServiceHost:
         dropped = self.writer.dropped if self.writer else 0
         log.info("service.exit", code=int(code), stop_requested=self.bridge.requested,
                  log_lines_dropped=dropped)
+        if self.writer is not None and self.writer.housekeeper.busy:
+            # a rotation (maybe made by the line above) still compressing: the process
+            # ends with os._exit, which would cut it
+            if self.bridge.requested:
+                self.reporter.stop_pending(EXIT_COMPRESS_S)
+            self.writer.finish(EXIT_COMPRESS_S)
         if dropped:
             self._event("warning", f"graceful service {self.name}: {self._log_state()}")
         if code != 0 and not self.bridge.requested:
@@ -188,8 +197,8 @@ class ServiceHost:
 
             reread = service_workers.reread_for(self.win32, self.name, self.argv)
             return service_workers.supervise(self, target, config, reread)
-        from graceful import loader
-        from graceful.runner import run_to_end
+        from graceful.lifecycle import loader
+        from graceful.lifecycle.runner import run_to_end
 
         finished = run_to_end(loader.import_target(target), config, bridge=self.bridge,
                               observers=[self.reporter], configure_logging=False)

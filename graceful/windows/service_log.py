@@ -67,6 +67,12 @@ class RotatingWriter:
         self.rotate_failures = 0
         self.error: str | None = None
         self._open()
+        self.housekeeper.resume()
+
+    def finish(self, timeout: float) -> None:
+        """Wait (up to `timeout`) for the compression under way: a process that ends
+        without it leaves its last rotated file uncompressed (the next start finishes it)."""
+        self.housekeeper.wait(timeout)
 
     def write(self, text: str) -> int:
         with self._lock:

@@ -23,7 +23,7 @@ POLL_S = 0.2
 
 
 def reload_service(win32: w.Win32, name: str, timeout: float) -> None:
-    from graceful.serve_options import parse_serve
+    from graceful.cli.serve_options import parse_serve
     from graceful.windows.service_host import log_file_for, parse_host_args
 
     status = _call(win32.query_service, name)

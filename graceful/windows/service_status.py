@@ -13,9 +13,9 @@ import threading
 from typing import Any
 
 from graceful.bridge import win32 as w
+from graceful.bridge.controls import PauseAction
+from graceful.bridge.stop import StopObserver
 from graceful.config import Config
-from graceful.controls import PauseAction
-from graceful.stop import StopObserver
 
 HINT_SLACK_S = 2.0  # added to every wait hint: the loop closing, the process exiting
 START_TICK_S = 1.0  # START_PENDING progress while the app starts
@@ -43,12 +43,12 @@ class ServiceReporter(StopObserver):
         self.exit_code: int | None = None
 
     def _report(self, state: int, *, hint_s: float = 0.0, accepted: int = 0,
-                exit_code: int = 0, only_from: int | None = None) -> None:
+                exit_code: int = 0, only_from: tuple[int, ...] = ()) -> None:
         with self._lock:
             if self._final:
                 return  # nothing after STOPPED
-            if only_from is not None and self.state != only_from:
-                return  # a start tick that lost the race with a stop control
+            if only_from and self.state not in only_from:
+                return  # e.g. a start tick that lost the race with a stop control
             pending = state in PENDING
             if pending and state != self.state:
                 self._checkpoint = 0
@@ -67,7 +67,8 @@ class ServiceReporter(StopObserver):
         Nothing after a stop control that came first: pending states only go forward."""
         self._started_at = self._win32.monotonic()
         self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED_STARTING,
-                     hint_s=self.startup_budget_s + HINT_SLACK_S, only_from=w.SERVICE_STOPPED)
+                     hint_s=self.startup_budget_s + HINT_SLACK_S,
+                     only_from=(w.SERVICE_STOPPED,))
         threading.Thread(target=self._tick_start, name="graceful.start-progress",
                          daemon=True).start()
 
@@ -80,7 +81,7 @@ class ServiceReporter(StopObserver):
             if self.state != w.SERVICE_START_PENDING or left <= 0:
                 return
             self._report(w.SERVICE_START_PENDING, accepted=ACCEPTED_STARTING,
-                         hint_s=left + HINT_SLACK_S, only_from=w.SERVICE_START_PENDING)
+                         hint_s=left + HINT_SLACK_S, only_from=(w.SERVICE_START_PENDING,))
 
     def end_start_progress(self) -> None:
         self._ticker.set()
@@ -112,10 +113,16 @@ class ServiceReporter(StopObserver):
         self._report(w.SERVICE_RUNNING, accepted=ACCEPTED)
 
     def paused(self) -> None:
-        self._report(w.SERVICE_PAUSED, accepted=ACCEPTED, only_from=w.SERVICE_PAUSE_PENDING)
+        self._report(w.SERVICE_PAUSED, accepted=ACCEPTED, only_from=(w.SERVICE_PAUSE_PENDING,))
+
+    def resume_failed(self, error: str) -> None:
+        """PAUSED again, not CONTINUE_PENDING for ever: a later CONTINUE retries."""
+        self._report(w.SERVICE_PAUSED, accepted=ACCEPTED,
+                     only_from=(w.SERVICE_CONTINUE_PENDING,))
 
     def resumed(self) -> None:
-        self._report(w.SERVICE_RUNNING, accepted=ACCEPTED, only_from=w.SERVICE_CONTINUE_PENDING)
+        self._report(w.SERVICE_RUNNING, accepted=ACCEPTED,
+                     only_from=(w.SERVICE_CONTINUE_PENDING,))
 
     def phase(self, name: str, time_left_s: float) -> None:
         self.stop_pending(time_left_s)

@@ -22,10 +22,10 @@ import sysconfig
 from collections.abc import Callable
 from typing import Any
 
+from graceful.bridge.controls import PauseAction, PauseRequest
+from graceful.bridge.stop import RestartRequest
 from graceful.config import Config
-from graceful.controls import PauseAction, PauseRequest
 from graceful.errors import ExitCode, GracefulError
-from graceful.stop import RestartRequest
 from graceful.supervisor import orders
 
 
@@ -122,7 +122,7 @@ def _write(writer: Any, data: bytes) -> None:
 def reread_for(win32: Any, name: str, fallback: list[str]) -> Callable[[], Config]:
     """A reload's options: the service's command line as the SCM has it now (a reinstall
     may have changed it), else the one this process was started with."""
-    from graceful.serve_options import parse_serve
+    from graceful.cli.serve_options import parse_serve
     from graceful.windows.service_host import parse_host_args
 
     def reread() -> Config:

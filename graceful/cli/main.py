@@ -1,0 +1,399 @@
+"""Command line only: parse, build Config, call the runtime, exit with its code."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from graceful.cli.serve_options import SECONDS, config_from, serve_options
+from graceful.config import Config
+from graceful.errors import ExitCode, GracefulError
+
+
+class _OneLineErrors(click.Group):
+    """Usage errors (a bad value, an unknown option) in one line, `graceful: error: ...`,
+    exit 2, like every other error of the command line: click's own form takes four.
+    `service` and `restart` are imported when asked for: `graceful serve` does not pay for
+    them at start."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "restart", "service"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "service":
+            from graceful.cli.service import service
+
+            return service
+        if name == "restart":
+            from graceful.cli.restart import restart
+
+            return restart
+        return super().get_command(ctx, name)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Any:
+    try:
+        yield
+    except click.UsageError as err:
+        click.echo(f"graceful: error: {err.format_message()}", err=True)
+        raise click.exceptions.Exit(ExitCode.USAGE) from err
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aiohttp-graceful")
+def main() -> None:
+    """Serve aiohttp applications and stop them without losing a request or state."""
+    _reserve_std_fds()
+
+
+def _reserve_std_fds() -> None:
+    """Put /dev/null on 0, 1 and 2 where they are closed (`>&-`, a daemon's parent).
+
+    Otherwise the next descriptor opened takes their number: the event loop's epoll landed
+    on 1 and libuv aborted the process (134) when closing it, believing it stdio; and
+    sys.stdout is None, so the first print or flush fails.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:  # open() takes the lowest free number, fd, unless a thread took it
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", buffering=1,  # noqa: SIM115
+                                    closefd=False, errors="backslashreplace"))
+
+
+@main.command()
+@serve_options
+def serve(target: str, **options: Any) -> None:
+    """Serve the aiohttp Application (or factory) MODULE:ATTR until stopped.
+
+    \b
+    On POSIX a supervisor (this process: its pid never changes) holds the listening
+    sockets and runs --workers worker processes; SIGHUP or `graceful restart` replaces the
+    workers without closing a socket.
+    \b
+    Exit codes: 0 stopped cleanly; 1 unexpected error; 2 usage or configuration error;
+    3 work was cut: requests cancelled at the drain deadline (or a second stop), or threads
+    still running at the end of the stop budget plus 1 s;
+    4 checkpoint could not be written; 5 a shutdown hook failed or timed out.
+    """
+    if sys.platform == "win32":
+        from graceful.bridge import default_bridge
+
+        bridge = default_bridge()
+        if hasattr(bridge, "capture"):
+            bridge.capture()  # from here a stop signal is a clean stop, not a kill
+        options["log_level"] = options["log_level"].lower()
+        app_dir = options.pop("app_dir")
+        config = _build(options)
+        if config.workers == 1:  # in-process, as before workers: docs/deploying/windows.md
+            _serve_in_process(target, app_dir, config, bridge)
+        _supervise_windows(target, app_dir, config, bridge)
+    from graceful.supervisor.early import EarlySignals
+
+    early = EarlySignals.capture()  # from here a stop signal is a clean stop, not a kill
+    options["log_level"] = options["log_level"].lower()
+    app_dir = options.pop("app_dir")
+    config = _build(options)
+    from graceful.http.aiohttp_range import ensure_installed_in_range
+
+    try:
+        ensure_installed_in_range()  # before any worker: one line, not one per worker
+    except GracefulError as err:
+        _fail(err)
+    from graceful.supervisor.start import start, wait_ready
+
+    started = start(target, app_dir, config)  # the workers start now
+    wait_ready(started, lambda: bool(early.received))  # and have the cores to themselves
+    from graceful.lifecycle import imports
+
+    with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
+        from graceful import logs
+    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+    from graceful.cli.serve_options import parse_serve
+    from graceful.supervisor.main import serve_args, supervise
+
+    _exit(supervise(started, lambda: parse_serve(serve_args()).config, early))
+
+
+def _supervise_windows(target: str, app_dir: str | None, config: Config, bridge: Any) -> None:
+    """Windows, --workers above 1: the supervisor in this process, the console's events
+    (`bridge`, captured already) its stop requests."""
+    from graceful.http.aiohttp_range import ensure_installed_in_range
+
+    try:
+        ensure_installed_in_range()  # before any worker: one line, not one per worker
+    except GracefulError as err:
+        _fail(err)
+    from graceful.supervisor.start import start
+
+    started = start(target, app_dir, config)  # the workers start now
+    from graceful import logs
+    from graceful.lifecycle import budget
+
+    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+    budget.check_at_start(config, budget.gather(windows_console=True))
+    from graceful.cli.serve_options import parse_serve
+    from graceful.supervisor.main import serve_args, supervise
+    from graceful.supervisor.sources import ConsoleEvents
+
+    _exit(supervise(started, lambda: parse_serve(serve_args()).config,
+                    sources=ConsoleEvents(bridge)))
+
+
+@main.command(hidden=True)
+@click.argument("target", metavar="MODULE:ATTR")
+@click.option("--app-dir", type=click.Path(file_okay=False), default=".")
+def worker(target: str, app_dir: str) -> None:
+    """One worker of `graceful serve`'s supervisor (started by it, not by hand)."""
+    from graceful.bridge import default_bridge
+
+    windows = sys.platform == "win32"
+    # Windows: its orders come on stdin once its configuration has (lifecycle/worker_link.py)
+    bridge = None if windows else default_bridge()
+    if hasattr(bridge, "capture"):
+        bridge.capture()  # from here a stop signal is a clean stop, not a kill
+    from graceful.errors import ConfigError
+    from graceful.lifecycle import imports
+
+    with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
+        from graceful.lifecycle.worker_link import WorkerLink
+
+    link = WorkerLink.from_environment()
+    try:
+        if link is None:
+            raise ConfigError("graceful worker is started by graceful serve's supervisor")
+        config = link.config()
+        link.follow_supervisor()
+    except GracefulError as err:
+        _fail(err)
+    if windows:
+        from graceful.bridge.supervised import SupervisedBridge
+
+        bridge = SupervisedBridge(sys.stdin.buffer)
+        bridge.capture()
+    _serve_in_process(target, app_dir, config, bridge, link)
+
+
+def _serve_in_process(target: str, app_dir: str, config: Config, bridge: Any,
+                      link: Any = None) -> Any:
+    from graceful.lifecycle import heap
+
+    with heap.imports_frozen():  # graceful's own imports: no collector walking them (10 ms)
+        from graceful.lifecycle import imports, loader
+
+        with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
+            from graceful import logs
+        from graceful.http import aiohttp_check
+
+        try:
+            aiohttp_check.ensure_supported()  # before the app's own import of aiohttp
+        except GracefulError as err:
+            _fail(err)
+        importlib.import_module("graceful.lifecycle.runner")  # the runtime, before the app's import
+    try:
+        try:
+            source = loader.import_target(target, app_dir)
+        except GracefulError as err:
+            _fail(err)
+        logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+        code = _run(source, config, bridge, link)
+    finally:
+        heap.thaw_imports()  # where the process outlives the serve (a test's CliRunner)
+    _exit_now(code)
+
+
+def _run(source: Any, config: Config, bridge: Any, link: Any = None) -> ExitCode:
+    from graceful import logs
+    from graceful.lifecycle import threads
+    from graceful.lifecycle.runner import run_to_end
+
+    log = logs.get_logger()
+    deadline = None
+    try:
+        finished = run_to_end(source, config, bridge=bridge, configure_logging=False,
+                              worker=link)
+        code, deadline = finished.code, finished.threads_deadline
+    except GracefulError as err:
+        log.error("process.failed", error=str(err))
+        code = err.exit_code
+    except Exception as err:
+        log.exception("process.crashed", error=repr(err))
+        code = ExitCode.ERROR
+    if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
+        bridge.install(_stops_only(threads.stop_waiting))
+    if deadline is None:  # the start failed: no stop budget
+        deadline = time.monotonic() + threads.RESERVE_S
+    code = threads.reported(code, threads.join_all(deadline))
+    log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
+    return code
+
+
+def _stops_only(func: Any) -> Any:
+    """A restart request (SIGHUP) once the runtime has finished is ignored."""
+    from graceful.bridge.stop import StopRequest
+
+    return lambda request: func(request) if isinstance(request, StopRequest) else None
+
+
+def _fallback_stream() -> Any:
+    """Where to say that log lines are being dropped: stdout, unless it is the log's own
+    file (`2>&1`), which would be broken too."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return None if (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino) else sys.stdout
+
+
+@main.group()
+def checkpoint() -> None:
+    """Read checkpoint files."""
+
+
+@checkpoint.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def show(path: Path) -> None:
+    """Print the state held in PATH as JSON."""
+    click.echo(json.dumps(_read_checkpoint(path).state, indent=2, sort_keys=True))
+
+
+@checkpoint.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def verify(path: Path) -> None:
+    """Exit 0 if PATH is a whole, untampered checkpoint; else 1 with the reason."""
+    snapshot = _read_checkpoint(path)
+    click.echo(f"ok: {path}: generation {snapshot.generation}, written "
+               f"{snapshot.written_at.isoformat()}, {len(snapshot.state)} keys")
+
+
+def _read_checkpoint(path: Path) -> Any:
+    from graceful import checkpoint as ckpt
+
+    try:
+        return ckpt.read(path)
+    except GracefulError as err:
+        _fail(err, ExitCode.ERROR)
+
+
+def _build(options: dict[str, Any]) -> Config:
+    try:
+        return config_from(click.get_current_context(), options)
+    except GracefulError as err:
+        _fail(err)
+
+
+def _fail(err: GracefulError, code: ExitCode | None = None) -> Any:
+    click.echo(f"graceful: error: {err}", err=True)
+    _exit(code if code is not None else err.exit_code)
+
+
+def _exit_now(code: int) -> Any:
+    """Exit once the stop is complete, without the interpreter's teardown.
+
+    Threads were waited for (bounded) in _run, as the interpreter would have; atexit
+    handlers still run (logging's flush, the application's own). What is skipped is freeing
+    every module and object one by one, which took 40 to 90 ms here after aiohttp: time the
+    supervisor would count against the drain. Where graceful.lifecycle.threads cannot wait for
+    threads as the interpreter does, the interpreter's own exit is taken.
+    """
+    from graceful.lifecycle import threads
+
+    if not threads.supported():
+        _exit(code)
+    threads.run_atexit_handlers()
+    _flush_std_streams()
+    os._exit(int(code))
+
+
+def _exit(code: int) -> Any:
+    _flush_std_streams()
+    sys.exit(int(code))
+
+
+def _flush_std_streams() -> None:
+    """A reader that went away (`| head -1`) must not change the exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+
+
+def _check(target: str, within: float | None, **options: Any) -> None:
+    from graceful.cli import check
+    from graceful.http import aiohttp_check
+    from graceful.lifecycle import loader
+
+    options["log_level"] = options["log_level"].lower()
+    app_dir = options.pop("app_dir")
+    config = _build(options)
+    try:
+        aiohttp_check.ensure_supported()
+        check.build_app(loader.import_target(target, app_dir), config, name=target)
+    except GracefulError as err:
+        _fail(err, ExitCode.USAGE)  # 1 says "does not fit --within"
+    worst = check.worst_case(config)
+    click.echo(f"stop budget of {target}, in seconds:")
+    click.echo(check.render(check.budget_rows(config), worst))
+    if within is not None:
+        fits = worst <= within
+        click.echo(f"{'ok' if fits else 'too long'}: the worst case, {worst:g} s, is "
+                   f"{'within' if fits else 'more than'} --within {within:g} s")
+        if not fits:
+            _exit(ExitCode.ERROR)
+
+
+# `graceful check` takes every serve option (and --config), so it checks what serve would run.
+main.add_command(click.Command(
+    "check", callback=_check, params=[*serve.params, click.Option(
+        ["--within"], type=SECONDS, default=None, metavar="SECONDS",
+        help="Exit 1 when the worst case exceeds SECONDS (the supervisor's stop timeout: "
+             "terminationGracePeriodSeconds, TimeoutStopSec, docker stop's timeout).")],
+    help="Import MODULE:ATTR and build the app without serving it (no on_startup, no "
+         "bind), validate the options, and print the stop budget: each phase and the worst "
+         "case from the stop signal to the exit. Exit 2 when an option is refused or the "
+         "app cannot be built (its factory raises)."))
+
+@main.command()
+@click.argument("logfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run", "run_number", type=click.IntRange(min=1), default=None,
+              help="Which run of the file (1 is the first); default the last.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw it to this PNG (needs matplotlib: the bench extra).")
+def timeline(logfile: Path, run_number: int | None, png: Path | None) -> None:
+    """Draw the stop of one run from its JSON log (--log-format json): phases with their
+    durations and the requests in flight over time."""
+    from graceful.cli import timeline as tl
+
+    try:
+        run = tl.load(logfile, run_number)
+        click.echo(tl.render(run))
+        if png is not None:
+            click.echo(f"png: {tl.png(run, png)}")
+    except tl.TimelineError as err:
+        _fail(err, ExitCode.ERROR)
+    except GracefulError as err:
+        _fail(err)
+

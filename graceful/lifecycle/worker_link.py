@@ -1,0 +1,188 @@
+"""A worker's side of the link to its supervisor (graceful/supervisor/).
+
+The supervisor gives a worker its configuration through a pipe, its listening sockets as
+systemd does, the checkpoint's lock, and a ready pipe. The worker says "ready" once it
+serves. The new worker of a restart with a checkpoint says "ready" before accepting (app
+built, on_startup run), then waits for "go" on its go pipe (the old worker's final flush is
+done), takes that final state, accepts, and says "serving"; the go pipe closed without
+"go" means the restart was abandoned, and it exits without accepting. When the supervisor
+dies, the worker is sent SIGTERM by the kernel (Linux) and drains: nothing serves on
+unsupervised.
+SIGHUP to a worker means: stop, you are being replaced (kind "restart").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from graceful.bridge.stop import StopObserver
+from graceful.config import Config
+from graceful.errors import ConfigError, StartupError
+from graceful.logs import get_logger
+from graceful.supervisor.launch import (
+    CONFIG_FD_ENV,
+    GO_FD_ENV,
+    LOCK_FD_ENV,
+    NUMBER_ENV,
+    READY_FD_ENV,
+    SUPERVISOR_ENV,
+    config_from_json,
+)
+
+if TYPE_CHECKING:
+    from graceful.checkpoint import Checkpointer
+
+log = get_logger()
+
+
+class Takeover(Protocol):
+    """What a worker's runtime asks of the link before it accepts."""
+
+    lock_fd: int | None  # the checkpoint's lock, held by the supervisor
+
+    async def before_accepting(self, checkpointer: Checkpointer | None,
+                               state: dict[str, Any]) -> None:
+        """Return when the worker may accept, its state the last one written."""
+
+
+class WorkerLink(StopObserver):
+    """What a worker was given by its supervisor, taken out of the environment (a process
+    the application starts must not find it)."""
+
+    def __init__(self, supervisor: int, number: int, ready_fd: int, config_fd: int | None,
+                 lock_fd: int | None, go_fd: int | None) -> None:
+        self.supervisor, self.number = supervisor, number
+        self._ready_fd: int | None = ready_fd
+        self._config_fd = config_fd
+        self.lock_fd, self._go_fd = lock_fd, go_fd
+        self.took_over = False  # the old worker's final state is ours (a restart)
+        # Windows: the listening sockets its supervisor shared (None: they come as systemd
+        # passes them, on POSIX)
+        self.sockets: list[tuple[str, socket.socket]] | None = None
+
+    @classmethod
+    def from_environment(cls) -> WorkerLink | None:
+        supervisor = os.environ.pop(SUPERVISOR_ENV, "")
+        number = os.environ.pop(NUMBER_ENV, "1")
+        fds: dict[str, int] = {}
+        for name in (READY_FD_ENV, CONFIG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV):
+            value = os.environ.pop(name, None)
+            if value is not None and value.isdigit():
+                if sys.platform == "win32":  # a handle (windows_spawn.py): its descriptor
+                    from graceful.supervisor.windows_spawn import open_inherited
+
+                    with contextlib.suppress(OSError):
+                        fds[name] = open_inherited(value, os.O_WRONLY)
+                    continue
+                fds[name] = int(value)
+                with contextlib.suppress(OSError):
+                    os.set_inheritable(int(value), False)
+        if not supervisor.isdigit() or READY_FD_ENV not in fds:
+            return None
+        if sys.platform == "win32":  # the configuration comes first on stdin
+            fds[CONFIG_FD_ENV] = -1
+        return cls(int(supervisor), int(number) if number.isdigit() else 1, fds[READY_FD_ENV],
+                   fds.get(CONFIG_FD_ENV), fds.get(LOCK_FD_ENV), fds.get(GO_FD_ENV))
+
+    def config(self) -> Config:
+        if self._config_fd is None:
+            raise ConfigError("a worker is started by graceful serve's supervisor")
+        if self._config_fd == -1:  # Windows: the first line on stdin, with the sockets
+            from graceful.supervisor.windows_spawn import take_sockets
+
+            first = json.loads(sys.stdin.buffer.readline() or b"{}")
+            self._config_fd = None
+            if "config" not in first:
+                raise ConfigError(f"the supervisor (pid {self.supervisor}) is gone")
+            self.sockets = take_sockets(first.get("sockets") or [])
+            return Config(**first["config"])
+        chunks = []
+        with os.fdopen(self._config_fd, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                chunks.append(chunk)
+        self._config_fd = None
+        return config_from_json(b"".join(chunks).decode())
+
+    def follow_supervisor(self) -> None:
+        """Be sent SIGTERM when the supervisor dies (Linux), and stop at once if it already
+        has: our parent is then another process."""
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import signal
+
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PDEATHSIG
+        if sys.platform == "win32":
+            # there the end of stdin tells (graceful/bridge/supervised.py); and getppid()
+            # needs PssCaptureSnapshot since 3.12, which Wine lacks (the process aborts)
+            return
+        if os.getppid() != self.supervisor:
+            raise ConfigError(f"the supervisor (pid {self.supervisor}) is gone")
+
+    async def before_accepting(self, checkpointer: Checkpointer | None,
+                               state: dict[str, Any]) -> None:
+        if self._go_fd is None or checkpointer is None:
+            return  # no state to take over: accept with the others at once
+        first = dict(checkpointer.restored.state) if checkpointer.restored else {}
+        self._say(b"ready\n")  # built, on_startup run: the old worker may stop now
+        started = time.perf_counter()
+        go = await _read_to_end(self._go_fd)
+        self._go_fd = None
+        if b"go" not in go:  # closed without "go": the restart was abandoned
+            raise StartupError("the restart that started this worker was abandoned before "
+                               "the old worker handed its state over")
+        self.took_over = True  # from here a stop begins once we serve: the queue is ours
+        final = checkpointer.reload()
+        final_state = final.state if final is not None else {}
+        for key in first.keys() - final_state.keys():
+            state.pop(key, None)
+        state.update(final_state)
+        log.info("restart.took_over", generation=checkpointer.generation,
+                 keys=len(final_state), waited_s=round(time.perf_counter() - started, 4))
+
+    def ready(self) -> None:
+        """We serve (the runtime's READY): tell the supervisor, once. A worker that took
+        over the state said "ready" before accepting; it now says "serving"."""
+        self._say(b"serving\n" if self.took_over else b"ready\n")
+        if self._ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._ready_fd)
+            self._ready_fd = None
+
+    def _say(self, message: bytes) -> None:
+        if self._ready_fd is not None:
+            with contextlib.suppress(OSError):  # the supervisor died: PDEATHSIG stops us
+                os.write(self._ready_fd, message)
+
+
+async def _read_to_end(fd: int) -> bytes:
+    """What the pipe `fd` holds once its other end is closed (its writer done, or dead)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+    received = bytearray()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        received.extend(data)
+        if not data and not done.done():
+            done.set_result(bytes(received))
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
