@@ -1,5 +1,7 @@
 """The Windows service's stop source: SCM controls become stop requests; PAUSE and
-CONTINUE become pause requests (graceful/lifecycle/pause.py).
+CONTINUE become pause requests (graceful/lifecycle/pause.py); graceful's own control 129
+becomes a restart request (new workers replace the old ones: graceful/windows/
+service_workers.py).
 
 The process the SCM starts, and how it reports to the SCM, are in graceful/windows/.
 """
@@ -11,7 +13,7 @@ from typing import Protocol
 from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
 from graceful.bridge.controls import PauseAction, PauseRequest
-from graceful.bridge.stop import StopRequest, StopSource
+from graceful.bridge.stop import RestartRequest, StopRequest, StopSource
 
 CONTROLS = {w.SERVICE_CONTROL_STOP: StopSource.SCM_STOP,
             w.SERVICE_CONTROL_SHUTDOWN: StopSource.SCM_SHUTDOWN,
@@ -19,6 +21,9 @@ CONTROLS = {w.SERVICE_CONTROL_STOP: StopSource.SCM_STOP,
 PAUSES = {w.SERVICE_CONTROL_PAUSE: PauseAction.PAUSE,
           w.SERVICE_CONTROL_CONTINUE: PauseAction.RESUME}
 PAUSE_SOURCES = {PauseAction.PAUSE: "SCM_PAUSE", PauseAction.RESUME: "SCM_CONTINUE"}
+# graceful's own control (the SCM leaves 128-255 to services): replace the workers, as
+# SIGHUP does on POSIX; any SCM client may send it (`sc control NAME 129`).
+SERVICE_CONTROL_RELOAD = 129
 
 
 class _Reporter(Protocol):
@@ -52,6 +57,9 @@ class ServiceBridge:
         if action is not None:
             if self._reporter.pause_pending(action):  # else not RUNNING/PAUSED: nothing to do
                 self._controls(PauseRequest(action, PAUSE_SOURCES[action]))  # type: ignore[arg-type]
+            return 0
+        if code == SERVICE_CONTROL_RELOAD:
+            self._handover(RestartRequest("SCM_RELOAD"))  # type: ignore[arg-type]
             return 0
         source = CONTROLS.get(code)
         if source is None:

@@ -100,7 +100,7 @@ def serve(target: str, **options: Any) -> None:
     still running at the end of the stop budget plus 1 s;
     4 checkpoint could not be written; 5 a shutdown hook failed or timed out.
     """
-    if sys.platform == "win32":  # the Windows hosts serve in-process (console, service)
+    if sys.platform == "win32":
         from graceful.bridge import default_bridge
 
         bridge = default_bridge()
@@ -108,7 +108,10 @@ def serve(target: str, **options: Any) -> None:
             bridge.capture()  # from here a stop signal is a clean stop, not a kill
         options["log_level"] = options["log_level"].lower()
         app_dir = options.pop("app_dir")
-        _serve_in_process(target, app_dir, _build(options), bridge)
+        config = _build(options)
+        if config.workers == 1:  # in-process, as before workers: docs/deploying/windows.md
+            _serve_in_process(target, app_dir, config, bridge)
+        _supervise_windows(target, app_dir, config, bridge)
     from graceful.supervisor.early import EarlySignals
 
     early = EarlySignals.capture()  # from here a stop signal is a clean stop, not a kill
@@ -140,6 +143,31 @@ def serve(target: str, **options: Any) -> None:
     _exit(supervise(started, lambda: parse_serve(serve_args()).config, early))
 
 
+def _supervise_windows(target: str, app_dir: str | None, config: Config, bridge: Any) -> None:
+    """Windows, --workers above 1: the supervisor in this process, the console's events
+    (`bridge`, captured already) its stop requests."""
+    from graceful.http.aiohttp_range import ensure_installed_in_range
+
+    try:
+        ensure_installed_in_range()  # before any worker: one line, not one per worker
+    except GracefulError as err:
+        _fail(err)
+    from graceful.supervisor.start import start
+
+    started = start(target, app_dir, config)  # the workers start now
+    from graceful import logs
+    from graceful.lifecycle import budget
+
+    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+    budget.check_at_start(config, budget.gather(windows_console=True))
+    from graceful.cli.serve_options import parse_serve
+    from graceful.supervisor.main import serve_args, supervise
+    from graceful.supervisor.sources import ConsoleEvents
+
+    _exit(supervise(started, lambda: parse_serve(serve_args()).config,
+                    sources=ConsoleEvents(bridge)))
+
+
 @main.command(hidden=True)
 @click.argument("target", metavar="MODULE:ATTR")
 @click.option("--app-dir", type=click.Path(file_okay=False), default=".")
@@ -147,7 +175,9 @@ def worker(target: str, app_dir: str) -> None:
     """One worker of `graceful serve`'s supervisor (started by it, not by hand)."""
     from graceful.bridge import default_bridge
 
-    bridge = default_bridge()
+    windows = sys.platform == "win32"
+    # Windows: its orders come on stdin once its configuration has (lifecycle/worker_link.py)
+    bridge = None if windows else default_bridge()
     if hasattr(bridge, "capture"):
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
     from graceful.errors import ConfigError
@@ -164,6 +194,11 @@ def worker(target: str, app_dir: str) -> None:
         link.follow_supervisor()
     except GracefulError as err:
         _fail(err)
+    if windows:
+        from graceful.bridge.supervised import SupervisedBridge
+
+        bridge = SupervisedBridge(sys.stdin.buffer)
+        bridge.capture()
     _serve_in_process(target, app_dir, config, bridge, link)
 
 

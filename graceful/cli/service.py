@@ -239,8 +239,9 @@ def _log_file(win32: w.Win32, name: str) -> str:
 def restart(win32: w.Win32, name: str, timeout: float) -> None:
     """Restart service NAME through the SCM: stop it (with its drain), then start it.
 
-    Windows has no in-place hand-over yet (README, "Restart in place"): connections that
-    arrive between the stop's listener close and the new process's bind are refused.
+    Connections that arrive between the stop's listener close and the new process's bind
+    are refused: with --workers 2 or more, `service reload` replaces the workers instead,
+    refusing none.
     Exit 0 once it runs again; 1 when it did not stop or did not start in time. A stop that
     exited with a code of its own (3, 4...) is printed, and the start goes on."""
     if _call(win32.query_service, name).state != w.SERVICE_STOPPED:
@@ -254,6 +255,27 @@ def restart(win32: w.Win32, name: str, timeout: float) -> None:
     _print(name, status)
     if status.state != w.SERVICE_RUNNING:
         sys.exit(ExitCode.ERROR)
+
+
+@service.command()
+@click.argument("name")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="SECONDS to wait for the outcome (set it above --restart-timeout).")
+@click.pass_obj
+def reload(win32: w.Win32, name: str, timeout: float) -> None:
+    """Replace the workers of running service NAME without a gap: new workers start from
+    a fresh interpreter (new code, the options on the service's command line now), and each
+    is ready before an old one drains. The service's process stays; nothing is refused.
+    Sends graceful's SCM control 129 (any SCM client may: `sc control NAME 129`) and reads
+    the outcome in the service's log. Needs --workers 2 or more (a one-worker service
+    serves in its own process: `service restart`).
+
+    \b
+    Exit codes: 0 the new workers serve; 1 the reload failed (the reason is printed; the
+    old workers serve on), or no outcome within --timeout; 2 the service cannot reload."""
+    from graceful.windows.service_reload import reload_service
+
+    reload_service(win32, name, timeout)
 
 
 @service.command()

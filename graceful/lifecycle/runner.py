@@ -73,7 +73,8 @@ def run_to_end(app: loader.AppSource, config: Config | None = None, *,
     config = (config or Config()).replace(**options)
     if configure_logging:
         logs.configure(config.log_format, config.log_level)
-    _, factory = loop_factory(config.loop)
+    _, factory = loop_factory(config.loop, shared_sockets=getattr(worker, "sockets", None)
+                              is not None)
     if bridge is _DEFAULT:
         # Signal handlers can only be set from the main thread. Serving on without them
         # would leave SIGTERM to kill the process mid-request (143): refuse instead.

@@ -80,7 +80,9 @@ class Builder:
         """Take the sockets handed to us (systemd, or a predecessor's restart): build()
         serves the app's; the metrics listener among them (graceful-metrics) is returned
         for the metrics to serve (closed when metrics are off)."""
-        inherited, metrics = activation.split_metrics(activation.inherited_sockets() or [])
+        handed = getattr(self._takeover, "sockets", None)  # a Windows worker's: shared
+        inherited, metrics = activation.split_metrics(
+            handed if handed is not None else activation.inherited_sockets() or [])
         self._inherited = inherited
         self.sockets = [sock for _, sock in inherited]
         if metrics is not None and self._config.metrics_bind is None:

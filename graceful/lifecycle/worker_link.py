@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,6 +63,9 @@ class WorkerLink(StopObserver):
         self._config_fd = config_fd
         self.lock_fd, self._go_fd = lock_fd, go_fd
         self.took_over = False  # the old worker's final state is ours (a restart)
+        # Windows: the listening sockets its supervisor shared (None: they come as systemd
+        # passes them, on POSIX)
+        self.sockets: list[tuple[str, socket.socket]] | None = None
 
     @classmethod
     def from_environment(cls) -> WorkerLink | None:
@@ -70,17 +75,34 @@ class WorkerLink(StopObserver):
         for name in (READY_FD_ENV, CONFIG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV):
             value = os.environ.pop(name, None)
             if value is not None and value.isdigit():
+                if sys.platform == "win32":  # a handle (windows_spawn.py): its descriptor
+                    from graceful.supervisor.windows_spawn import open_inherited
+
+                    with contextlib.suppress(OSError):
+                        fds[name] = open_inherited(value, os.O_WRONLY)
+                    continue
                 fds[name] = int(value)
                 with contextlib.suppress(OSError):
                     os.set_inheritable(int(value), False)
         if not supervisor.isdigit() or READY_FD_ENV not in fds:
             return None
+        if sys.platform == "win32":  # the configuration comes first on stdin
+            fds[CONFIG_FD_ENV] = -1
         return cls(int(supervisor), int(number) if number.isdigit() else 1, fds[READY_FD_ENV],
                    fds.get(CONFIG_FD_ENV), fds.get(LOCK_FD_ENV), fds.get(GO_FD_ENV))
 
     def config(self) -> Config:
         if self._config_fd is None:
             raise ConfigError("a worker is started by graceful serve's supervisor")
+        if self._config_fd == -1:  # Windows: the first line on stdin, with the sockets
+            from graceful.supervisor.windows_spawn import take_sockets
+
+            first = json.loads(sys.stdin.buffer.readline() or b"{}")
+            self._config_fd = None
+            if "config" not in first:
+                raise ConfigError(f"the supervisor (pid {self.supervisor}) is gone")
+            self.sockets = take_sockets(first.get("sockets") or [])
+            return Config(**first["config"])
         chunks = []
         with os.fdopen(self._config_fd, "rb") as pipe:
             while chunk := pipe.read(65536):
@@ -97,6 +119,10 @@ class WorkerLink(StopObserver):
 
             with contextlib.suppress(OSError, AttributeError):
                 ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PDEATHSIG
+        if sys.platform == "win32":
+            # there the end of stdin tells (graceful/bridge/supervised.py); and getppid()
+            # needs PssCaptureSnapshot since 3.12, which Wine lacks (the process aborts)
+            return
         if os.getppid() != self.supervisor:
             raise ConfigError(f"the supervisor (pid {self.supervisor}) is gone")
 

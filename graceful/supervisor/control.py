@@ -5,8 +5,9 @@ A signal carries no reply and two SIGHUPs sent together arrive as one, so a call
 tell its restart from another's; here each request is a connection, queued, answered with
 its own outcome. The address is tied to the supervisor's pid (Linux: an abstract socket in
 its network namespace, seen from a `docker exec` or sudo alike; elsewhere a file in the
-temporary folder), not to the caller's environment. Only root and the supervisor's own user
-may use it: the same processes that may signal it.
+temporary folder; Windows: a named pipe, which by default only its creator, the
+administrators and SYSTEM may write to), not to the caller's environment. Only root and the
+supervisor's own user may use it: the same processes that may signal it.
 
 Protocol: one JSON line each way per message. The caller sends {"command": "hello"} or
 {"command": "restart"}; "hello" is answered {"graceful": true, "pid": ...}; "restart" with
@@ -35,6 +36,8 @@ def address(pid: int) -> str:
     share a network namespace (host networking) each have a PID 1 of their own."""
     if sys.platform.startswith("linux"):
         return "\0graceful-supervisor-{}-{}".format(*_namespaced(pid))
+    if sys.platform == "win32":  # a named pipe: its default DACL lets only the creator
+        return rf"\\.\pipe\graceful-supervisor-{pid}"  # (and admins, SYSTEM) write
     return os.path.join(tempfile.gettempdir(), f"graceful-supervisor-{pid}.sock")
 
 
@@ -58,6 +61,9 @@ class ControlServer:
 
     async def start(self) -> None:
         path = address(os.getpid())
+        if sys.platform == "win32":
+            await self._start_pipe(path)
+            return
         if not path.startswith("\0"):
             with contextlib.suppress(OSError):  # a file left by a supervisor killed with pid
                 os.unlink(path)
@@ -65,9 +71,23 @@ class ControlServer:
         if not path.startswith("\0"):
             os.chmod(path, 0o600)
 
+    async def _start_pipe(self, path: str) -> None:
+        """Windows: the Proactor loop's pipe server (no Unix sockets for asyncio there)."""
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._serve)
+
+        start_serving_pipe = getattr(loop, "start_serving_pipe", None)
+        if start_serving_pipe is None:
+            raise OSError(f"{type(loop).__name__} serves no named pipes")
+        [self._server] = await start_serving_pipe(protocol, path)
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            if sys.platform == "win32":
+                return
             path = address(os.getpid())
             if not path.startswith("\0"):
                 with contextlib.suppress(OSError):
@@ -116,6 +136,9 @@ class NotASupervisor(Exception):
 def ask(pid: int, command: str, timeout: float) -> Any:
     """Send `command` to the supervisor `pid`; yield each answer as it arrives (a generator
     of dicts). Raises NotASupervisor when no supervisor listens for that pid."""
+    if sys.platform == "win32":
+        yield from _ask_pipe(pid, command)
+        return
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -130,3 +153,21 @@ def ask(pid: int, command: str, timeout: float) -> Any:
                 yield json.loads(line)
             except ValueError:
                 return
+
+
+def _ask_pipe(pid: int, command: str) -> Any:
+    """Windows: the supervisor's named pipe, one JSON line each way per message."""
+    try:
+        pipe = open(address(pid), "r+b", buffering=0)  # noqa: SIM115
+    except OSError as err:
+        raise NotASupervisor(str(err)) from None
+    with pipe:
+        pipe.write(json.dumps({"command": command}).encode() + b"\n")
+        rest = b""
+        while chunk := pipe.read(65536):
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    return

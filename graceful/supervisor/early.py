@@ -8,8 +8,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-CAUGHT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
-          signal.SIGUSR2)
+CAUGHT = tuple(getattr(signal, name) for name in (  # POSIX's (imported on Windows too)
+    "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 class EarlySignals:

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from graceful.config import Config
@@ -62,6 +62,8 @@ class Launcher:
     lock_fd: int | None = None
     metrics: MetricsFolder | None = None  # with --metrics-bind: the workers' metrics
     entry: list[str] = dataclasses.field(default_factory=lambda: entry_point())
+    # where the workers' output goes (whole lines); None: our own stdout and stderr
+    output: Callable[[bytes], None] | None = None
 
     def spawn(self, number: int, go_fd: int | None = None) -> Spawned:
         argv = [*self.entry, "worker", self.target]
@@ -72,6 +74,11 @@ class Launcher:
         env[NUMBER_ENV] = str(number)
         if self.metrics is not None:  # read by prometheus_client at its import in the worker
             env[METRICS_FOLDER_ENV] = self.metrics.path
+        if sys.platform == "win32":  # no descriptors to pass: windows_spawn.py
+            from graceful.supervisor import windows_spawn
+
+            return windows_spawn.spawn(argv, env, self.folder, self.listening.pairs(),
+                                       config_to_json(self.config), READY_FD_ENV)
         config_r, config_w = os.pipe()
         try:
             os.write(config_w, config_to_json(self.config).encode())

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import types
 from collections.abc import Callable
+from typing import Any
 
 from graceful import logs
 from graceful.config import Config
@@ -15,6 +16,7 @@ from graceful.supervisor import output
 from graceful.supervisor.early import EarlySignals
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.rolling import Rolling
+from graceful.supervisor.sources import PosixSignals, Sources
 from graceful.supervisor.start import Started, absolute_paths
 from graceful.supervisor.supervisor import Supervisor
 from graceful.supervisor.workers import Workers
@@ -25,19 +27,23 @@ OUTPUT_DRAIN_S = 2.0  # at the exit, for the log's last lines (a stalled reader:
 
 
 def supervise(started: Started, reread: Callable[[], Config],
-              early: EarlySignals | None = None) -> ExitCode:
+              early: EarlySignals | None = None, sources: Sources | None = None,
+              notifier: Any = None) -> ExitCode:
     """Serve with the workers `started` began until a stop; the exit code. `reread` reads
     the options again for a restart (raises ConfigError); `early` holds the signals that
-    came before the supervisor's loop. What the supervisor could not open (the listeners,
-    the checkpoint's lock) is `process.failed`, with the error's exit code."""
+    came before the supervisor's loop; `sources`: where stop requests come from (POSIX
+    signals by default; on Windows the console's events or the SCM's controls), and
+    `notifier` who hears of the service's state (systemd by default; the SCM's reporter).
+    What the supervisor could not open (the listeners, the checkpoint's lock) is
+    `process.failed`, with the error's exit code."""
     try:
-        return _supervise(started, reread, early)
+        return _supervise(started, reread, early, sources, notifier)
     finally:
         output.drain_all(OUTPUT_DRAIN_S)  # the log's last lines, written if they can be
 
 
-def _supervise(started: Started, reread: Callable[[], Config],
-               early: EarlySignals | None) -> ExitCode:
+def _supervise(started: Started, reread: Callable[[], Config], early: EarlySignals | None,
+               sources: Sources | None, notifier: Any) -> ExitCode:
     if started.error is not None:
         log.error("process.failed", error=str(started.error))
         return started.error.exit_code
@@ -51,7 +57,8 @@ def _supervise(started: Started, reread: Callable[[], Config],
     if launcher.metrics is not None:
         launcher.metrics.log_opened()
     workers = Workers(launcher, config.workers)
-    notifier = _notifier(listening)
+    if notifier is None and sys.platform != "win32":
+        notifier = _notifier(listening)
     pid_file = None
     if config.pid_file is not None:
         from graceful.host.pidfile import PidFile
@@ -62,8 +69,9 @@ def _supervise(started: Started, reread: Callable[[], Config],
         return absolute_paths(reread()).replace(log_format=config.log_format)
 
     rolling = Rolling(workers, listening, reread_absolute, notifier)
-    supervisor = Supervisor(workers, listening, config, rolling, notifier, pid_file, early,
-                            reload_folder, first=started.spawned)
+    supervisor = Supervisor(workers, listening, config, rolling, notifier, pid_file,
+                            sources or PosixSignals(early), reload_folder,
+                            first=started.spawned)
     try:
         return asyncio.run(supervisor.run())
     finally:

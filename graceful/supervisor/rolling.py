@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,7 @@ import click
 from graceful.config import Config
 from graceful.errors import MEANINGS, GracefulError, worst
 from graceful.logs import get_logger
+from graceful.supervisor import orders
 from graceful.supervisor.listening import Change, Listening
 from graceful.supervisor.worker_process import WorkerProcess
 from graceful.supervisor.workers import Workers, describe_exit, exit_code, said
@@ -254,7 +254,7 @@ class Rolling:
         self._workers.count = count
         self._workers.adopt(new)
         for worker in old:
-            worker.signal(signal.SIGHUP)  # a worker stops for a restart on SIGHUP
+            worker.signal(orders.RESTART)  # a worker stops for a restart on SIGHUP
         if go_w is not None:
             self._handing_over = loop.create_future()
         try:

@@ -34,7 +34,10 @@ class Started:
     error: GracefulError | None = None  # what could not be opened: nothing was spawned
 
 
-def start(target: str, app_dir: str | None, config: Config) -> Started:
+def start(target: str, app_dir: str | None, config: Config, *, entry: list[str] | None = None,
+          output: Callable[[bytes], None] | None = None) -> Started:
+    """`entry`: how a worker's interpreter starts (else as this process did); `output`:
+    where the workers' lines go (else our stdout and stderr)."""
     config = absolute_paths(config)
     # The workers' log goes through our pipes: "auto" is decided here, for the terminal, as
     # graceful.logs decides it.
@@ -43,7 +46,9 @@ def start(target: str, app_dir: str | None, config: Config) -> Started:
     config = config.replace(log_format="json" if as_json else "console")
     environ = dict(os.environ)  # before anything changes it: what every worker starts with
     listening = Listening(config.backlog)
-    launcher = Launcher(target, app_dir, config, environ, listening)
+    launcher = Launcher(target, app_dir, config, environ, listening, output=output)
+    if entry is not None:
+        launcher.entry = entry
     lock = None
     try:
         if config.reload and importlib.util.find_spec("watchfiles") is None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -30,29 +29,26 @@ from typing import Any
 from graceful.config import Config
 from graceful.errors import ExitCode, worst
 from graceful.logs import get_logger
-from graceful.supervisor import output
+from graceful.supervisor import orders, output, platform
 from graceful.supervisor.control import ControlServer
-from graceful.supervisor.early import EarlySignals
 from graceful.supervisor.listening import Listening
-from graceful.supervisor.reaper import Reaper
 from graceful.supervisor.rolling import Rolling
+from graceful.supervisor.sources import PosixSignals, Sources
 from graceful.supervisor.spawn import Spawned
 from graceful.supervisor.workers import Workers, exit_code
 
 log = get_logger()
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)  # pause and continue: the workers' own
 KILL_MARGIN_S = 5.0  # past the stop budget, a worker that has not exited is killed
 
 
 class Supervisor:
     def __init__(self, workers: Workers, listening: Listening, config: Config,
                  rolling: Rolling, notifier: Any = None, pid_file: Any = None,
-                 early: EarlySignals | None = None, reload_folder: Path | None = None,
+                 sources: Sources | None = None, reload_folder: Path | None = None,
                  first: list[Spawned] | None = None) -> None:
         self._first = first  # the first workers, started before the loop (start.py)
-        self._early = early
+        self._sources = sources or PosixSignals()
         self._reload_folder = reload_folder
         self._workers = workers
         self._listening = listening
@@ -61,21 +57,16 @@ class Supervisor:
         self._notifier = notifier
         self._pid_file = pid_file
         self._stop_requested: asyncio.Future[int] | None = None
+        self._stop_source = ""
         self._stops = 0
 
     async def run(self) -> ExitCode:
         loop = asyncio.get_running_loop()
         self._stop_requested = loop.create_future()
-        reaper = Reaper()
+        reaper = platform.new_reaper()
         reaper.install(loop)
         self._workers.reaper = reaper
-        for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, self._on_stop_signal, signum)
-        loop.add_signal_handler(signal.SIGHUP, self._rolling.request, "SIGHUP", None)
-        for signum in FORWARDED:
-            loop.add_signal_handler(signum, self._pause_or_continue, signum)
-        if self._early is not None:  # a stop at once; the others once workers serve
-            self._early.replay(self._on_early_signal, only=STOP_SIGNALS)
+        self._sources.install(loop, self)  # a stop at once; the others once workers serve
         control = ControlServer(self._on_control)
         try:
             await control.start()
@@ -86,8 +77,7 @@ class Supervisor:
         finally:
             await control.close()
             self._rolling.close()
-            for signum in (*STOP_SIGNALS, signal.SIGHUP, *FORWARDED):
-                loop.remove_signal_handler(signum)
+            self._sources.uninstall()
             reaper.reap()
             reaper.uninstall()
             self._listening.close()
@@ -102,13 +92,12 @@ class Supervisor:
             if first.code != ExitCode.USAGE:  # a usage error is the worker's one line
                 log.error("supervisor.start_failed", reason=first.reason,
                           worker_pid=first.failed.pid, last_lines=first.failed.last_lines())
-            codes = await self._workers.stop_all(signal.SIGTERM, self._kill_after())
+            codes = await self._workers.stop_all(orders.STOP, self._kill_after())
             return worst(exit_code(first.code), *codes) if first.code else worst(*codes)
         if not self._stop_requested.done():
             self._workers.adopt(first.workers)
             self._rolling.ready()
-            if self._early is not None:  # a pause or a restart sent as soon as one served
-                self._early.replay(self._on_early_signal)
+            self._sources.workers_ready()
             if self._notifier is not None:
                 self._notifier.ready()
             if self._pid_file is not None:
@@ -131,20 +120,22 @@ class Supervisor:
         return await self._stop(signum)
 
     async def _stop(self, signum: int) -> ExitCode:
-        name = signal.Signals(signum).name
+        name = self._stop_source or orders.name(signum)
         budget = self._kill_after()
         log.info("supervisor.stopping", source=name, workers=self._workers.pids(),
                  budget_s=round(budget, 3))
         if self._notifier is not None:
             self._notifier.workers_stopping(len(self._workers.pids()), budget)
         self._workers.stop_begins()
-        await self._rolling.abandon()  # workers still starting for a restart: ended
-        unserved = self._workers.unserved()  # not a clean stop: those slots served nothing
-        stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget))
-        # our copies of the listeners: the workers hold theirs until their queues are served
-        self._listening.close()
-        extender = asyncio.ensure_future(self._extend_while(stopping, budget))
+        # from now on, also while a restart's starting workers are ended first
+        extender = asyncio.ensure_future(self._extend(budget))
         try:
+            await self._rolling.abandon()  # workers still starting for a restart: ended
+            unserved = self._workers.unserved()  # not a clean stop: those slots served nothing
+            stopping = asyncio.ensure_future(self._workers.stop_all(signum, budget, name))
+            # our copies of the listeners: the workers hold theirs until their queues are
+            # served
+            self._listening.close()
             codes = await stopping
         finally:
             extender.cancel()
@@ -163,12 +154,13 @@ class Supervisor:
             self._notifier.stopped(code)
         return code
 
-    async def _extend_while(self, stopping: asyncio.Future[Any], budget: float) -> None:
-        """EXTEND_TIMEOUT_USEC while the workers drain, so that systemd waits for them."""
+    async def _extend(self, budget: float) -> None:
+        """Every second until cancelled, while the workers drain: EXTEND_TIMEOUT_USEC, so
+        that systemd waits for them; a service's STOP_PENDING, its checkpoint rising."""
         if self._notifier is None:
             return
         end = time.monotonic() + budget
-        while not stopping.done():
+        while True:
             await asyncio.sleep(1.0)
             self._notifier.workers_stopping(self._workers.running(),
                                             max(0.0, end - time.monotonic()))
@@ -176,30 +168,30 @@ class Supervisor:
     def _pause_or_continue(self, signum: int) -> None:
         """Forwarded to every worker; kept, so that a restart or a replaced worker does not
         undo a pause (a new worker would accept again)."""
-        self._workers.paused = signum == signal.SIGUSR1
+        self._workers.paused = signum == orders.PAUSE
         self._rolling.paused = self._workers.paused
         self._workers.signal_all(signum)
 
     def _kill_after(self) -> float:
         return self._config.stop_budget + KILL_MARGIN_S
 
-    def _on_early_signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self._rolling.request("SIGHUP")
-        elif signum in FORWARDED:
-            self._pause_or_continue(signum)
-        else:
-            self._on_stop_signal(signum)
+    # -- the requests of the sources (sources.py), on the loop ----------------------------
 
-    def _on_stop_signal(self, signum: int) -> None:
+    def stop(self, order: int, source: str) -> None:
         assert self._stop_requested is not None
         self._stops += 1
         if not self._stop_requested.done():
-            self._stop_requested.set_result(signum)
+            self._stop_source = source
+            self._stop_requested.set_result(order)
             return
-        log.info("supervisor.stop_repeated", source=signal.Signals(signum).name,
-                 count=self._stops)
-        self._workers.signal_all(signum)  # each worker escalates its own stop
+        log.info("supervisor.stop_repeated", source=source, count=self._stops)
+        self._workers.signal_all(order, source)  # each worker escalates its own stop
+
+    def restart(self, source: str) -> None:
+        self._rolling.request(source)
+
+    def pause_or_continue(self, order: int) -> None:
+        self._pause_or_continue(order)
 
     async def _on_control(self, message: dict[str, Any], reply: Any) -> None:
         command = message.get("command")

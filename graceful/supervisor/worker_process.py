@@ -4,24 +4,28 @@ Its stdout and stderr are pipes that the supervisor reads and forwards whole lin
 line (lines of several workers never interleave), keeping the last lines for
 `worker.exited`. The pipes stay the supervisor's own: a process the worker started keeps
 writing into them after the worker has gone, and nothing it writes breaks (no SIGPIPE).
-Its exit comes from the supervisor's reaper (reaper.py), not from the pipes closing.
+Its exit comes from the supervisor's reaper (platform.py), not from the pipes closing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import os
-import signal
+import functools
+from collections.abc import Callable
 
+from graceful.supervisor import platform
 from graceful.supervisor.output import output
 from graceful.supervisor.spawn import Spawned
+
+Output = Callable[[bytes], None]  # whole lines of a worker's output, where they go
 
 LOG_TAIL = 20  # lines of a worker's output repeated when it exits unexpectedly
 # Output with no newline is forwarded once it reaches this much, not kept whole: a worker
 # writing megabytes without one would grow the supervisor's memory without bound.
 LONGEST_LINE = 64 * 1024
+# Windows: how long after a worker's exit its output threads get to deliver its last lines.
+OUTPUT_AFTER_EXIT_S = 0.5
 
 
 class WorkerProcess:
@@ -29,7 +33,7 @@ class WorkerProcess:
     `exited` with its exit code (negative: the signal that ended it)."""
 
     def __init__(self, spawned: Spawned, number: int, generation: int,
-                 gated: bool = False) -> None:
+                 gated: bool = False, output: Output | None = None) -> None:
         self.pid = spawned.pid
         self.number = number  # its slot, 1..N, kept by its replacements
         self.generation = generation  # the restart that started it (0: the first start)
@@ -46,45 +50,55 @@ class WorkerProcess:
         self.stopping = False  # the supervisor asked it to stop: its exit is expected
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self._partial: dict[int, bytes] = {}
-        self._ready_fd: int | None = None
-        self._open: dict[int, int] = {spawned.stdout_fd: 1, spawned.stderr_fd: 2}  # ours: theirs
+        self._ready: platform.PipeWatch | None = None
+        # ours: where its lines go (our stdout and stderr, or `output`: a service's log)
+        self._targets: dict[int, int | Output] = {spawned.stdout_fd: output or 1,
+                                                  spawned.stderr_fd: output or 2}
+        self._outputs: dict[int, platform.PipeWatch] = {}
+        self._exiting: asyncio.Future[None] | None = None
         # what was read and forwarded before the loop ran (start.py)
         self._tail.extend(spawned.tail)
         self._partial.update(spawned.partial)
-        for fd in list(self._open):
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, self._drain, fd, False)
+        for fd in list(self._targets):
+            self._outputs[fd] = platform.watch_pipe(loop, fd, functools.partial(self._take, fd))
         if spawned.ready_seen:  # never gated: the first start
             self.ready.set_result(True)
             self.serving.set_result(True)
         else:
-            self._ready_fd = spawned.ready_fd
-            os.set_blocking(spawned.ready_fd, False)
-            loop.add_reader(spawned.ready_fd, self._on_ready_pipe)
+            self._ready = platform.watch_pipe(loop, spawned.ready_fd, self._on_ready_pipe, 64)
 
     def __repr__(self) -> str:
         return f"<worker {self.number} pid {self.pid}>"
 
-    def signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(self.pid, signum)
+    def signal(self, order: int, source: str = "") -> None:
+        """Give it an order (orders.py): a signal on POSIX, a word on its pipe on Windows
+        (with the stop's `source`, which the worker logs as its own)."""
+        platform.tell(self.pid, order, source)
 
     def kill_group(self) -> None:
-        """SIGKILL its process group: itself and what it started that is still there."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        """End it at once, and on POSIX what it started that is still there (its group)."""
+        platform.kill_group(self.pid)
 
     def exit_seen(self, code: int) -> None:
         """The reaper's report (code as os.waitstatus_to_exitcode gives it)."""
         for said in (self.ready, self.serving):
             if not said.done():
                 said.set_result(False)
-        if not self.exited.done():
-            self.exited.set_result(code)
         self._close_ready()
         # what it wrote last is in the pipes: read it now, for last_lines()
-        for fd in list(self._open):
-            self._drain(fd, True)
+        for watch in list(self._outputs.values()):
+            watch.finish()
+        if self._outputs and platform.WINDOWS:  # their threads deliver it: a moment more
+            self._exiting = asyncio.ensure_future(self._exited_after_output(code))
+        elif not self.exited.done():
+            self.exited.set_result(code)
+
+    async def _exited_after_output(self, code: int) -> None:
+        deadline = self._loop.time() + OUTPUT_AFTER_EXIT_S
+        while self._outputs and self._loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if not self.exited.done():
+            self.exited.set_result(code)
 
     def last_lines(self) -> list[str]:
         return list(self._tail)
@@ -92,19 +106,10 @@ class WorkerProcess:
     def close(self) -> None:
         """Stop reading its pipes (they may stay open in processes it left behind)."""
         self._close_ready()
-        for fd in list(self._open):
+        for fd in list(self._outputs):
             self._stop_reading(fd)
 
-    def _on_ready_pipe(self) -> None:
-        fd = self._ready_fd
-        if fd is None:
-            return
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
+    def _on_ready_pipe(self, data: bytes) -> None:
         if data and not self.ready.done() and b"ready" in data:
             self.ready.set_result(True)
             if not self.gated:
@@ -118,43 +123,26 @@ class WorkerProcess:
                     said.set_result(False)
 
     def _close_ready(self) -> None:
-        if self._ready_fd is not None:
-            self._loop.remove_reader(self._ready_fd)
-            with contextlib.suppress(OSError):
-                os.close(self._ready_fd)
-            self._ready_fd = None
-
-    def _drain(self, fd: int, final: bool) -> None:
-        target = self._open.get(fd)
-        for _ in range(64 if final else 1):  # at the exit: what is buffered, bounded
-            if target is None:
-                return
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            self._take(fd, chunk)
-            if not chunk:
-                self._stop_reading(fd)
-                return
+        if self._ready is not None:
+            self._ready.stop()
+            self._ready = None
 
     def _take(self, fd: int, chunk: bytes) -> None:
         """Forward the whole lines of what was read from `fd` (all of it at its end)."""
-        rest, lines = forward_lines(self._partial.pop(fd, b""), chunk, self._open.get(fd, 2))
+        rest, lines = forward_lines(self._partial.pop(fd, b""), chunk, self._targets.get(fd, 2))
         if rest:
             self._partial[fd] = rest
         self._tail.extend(lines)
+        if not chunk:
+            self._stop_reading(fd)
 
     def _stop_reading(self, fd: int) -> None:
-        if self._open.pop(fd, None) is not None:
-            self._loop.remove_reader(fd)
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if (watch := self._outputs.pop(fd, None)) is not None:
+            watch.stop()
 
 
-def forward_lines(partial: bytes, chunk: bytes, target: int) -> tuple[bytes, list[str]]:
+def forward_lines(partial: bytes, chunk: bytes, target: int | Output
+                  ) -> tuple[bytes, list[str]]:
     """Write the whole lines of `partial + chunk` to `target` (everything when `chunk` is
     b"": the pipe's end); the rest, and the lines written (for a worker's last lines)."""
     data = partial + chunk
@@ -167,7 +155,10 @@ def forward_lines(partial: bytes, chunk: bytes, target: int) -> tuple[bytes, lis
     return rest, [line.decode(errors="replace") for line in lines.splitlines() if line.strip()]
 
 
-def _write(fd: int, data: bytes) -> None:
-    """Whole lines into ours, through their writer thread (output.py): a reader that stops
-    reading never blocks the supervisor."""
+def _write(fd: int | Output, data: bytes) -> None:
+    """Whole lines into ours, through their writer thread (output.py: a reader that stops
+    reading never blocks the supervisor), or to where `fd` says (a service's log)."""
+    if not isinstance(fd, int):
+        fd(data)
+        return
     output(fd).write(data)

@@ -13,8 +13,8 @@ from typing import Any
 
 from graceful.errors import ExitCode
 from graceful.logs import get_logger
+from graceful.supervisor import orders, platform
 from graceful.supervisor.launch import Launcher
-from graceful.supervisor.reaper import Reaper
 from graceful.supervisor.spawn import Spawned
 from graceful.supervisor.worker_process import WorkerProcess
 
@@ -57,7 +57,7 @@ class Workers:
     def __init__(self, launcher: Launcher, count: int) -> None:
         self.launcher = launcher
         self.count = count
-        self.reaper: Reaper | None = None
+        self.reaper: platform.Reaper | None = None
         self.serving: dict[int, WorkerProcess] = {}  # by slot number
         self._replacing: dict[int, asyncio.Task[None]] = {}
         self._deaths: dict[int, int] = {}  # slot -> replacements that died in a row
@@ -80,7 +80,8 @@ class Workers:
               spawned: Spawned | None = None) -> WorkerProcess:
         """Start worker `number` (or take `spawned`, started before the loop ran)."""
         worker = WorkerProcess(spawned or self.launcher.spawn(number, go_fd), number,
-                               self.generation, gated=go_fd is not None)
+                               self.generation, gated=go_fd is not None,
+                               output=self.launcher.output)
         assert self.reaper is not None
         self.reaper.watch(worker.pid, worker.exit_seen)
         if (metrics := self.launcher.metrics) is not None:
@@ -175,11 +176,11 @@ class Workers:
         self._retiring.append(worker)
         worker.exited.add_done_callback(lambda _: self._retiring.remove(worker))
 
-    def signal_all(self, signum: int) -> None:
+    def signal_all(self, signum: int, source: str = "") -> None:
         """A repeated stop: every worker, also one draining for a restart, for which it is a
         second stop request too (a second Ctrl+C cancels)."""
         for worker in [*self.serving.values(), *self._extra, *self._retiring]:
-            worker.signal(signum)
+            worker.signal(signum, source)
 
     def stop_begins(self) -> None:
         """The service stops: a worker that exits from now on is not replaced (one told by
@@ -188,14 +189,15 @@ class Workers:
         for task in self._replacing.values():
             task.cancel()
 
-    async def stop_all(self, signum: int, kill_after: float) -> list[ExitCode]:
-        """Stop every worker with `signum` (each drains); SIGKILL what is left after
+    async def stop_all(self, signum: int, kill_after: float,
+                       source: str = "") -> list[ExitCode]:
+        """Stop every worker with the order `signum` (each drains); kill what is left after
         `kill_after` seconds. Their exit codes."""
         self.stop_begins()
         workers = [*self.serving.values(), *self._extra]
         for worker in workers:
             worker.stopping = True
-            worker.signal(signum)
+            worker.signal(signum, source)
         workers += self._retiring
         codes = await self.wait_exits(workers, kill_after)
         # one that never said ready served nothing: how its start ended is not the stop's
@@ -219,7 +221,7 @@ class Workers:
         """End workers that serve nothing yet: SIGTERM, then SIGKILL to their groups."""
         for worker in workers:
             worker.stopping = True
-            worker.signal(signal.SIGTERM)
+            worker.signal(orders.STOP)
         await self.wait_exits(workers, 3.0)
         for worker in workers:
             worker.kill_group()  # what they started and left
@@ -293,14 +295,17 @@ class Workers:
             log.info("worker.ready", worker=number, worker_pid=worker.pid, replaced=True,
                      generation=worker.generation)
             if self.paused:  # as the others are
-                worker.signal(signal.SIGUSR1)
+                worker.signal(orders.PAUSE)
         self._replacing.pop(number, None)
 
 
 async def end_leftovers(worker: WorkerProcess) -> None:
     """What a worker started and left running (a helper of its on_startup never stopped)
     ends with it: SIGTERM to its process group, SIGKILL after LEFTOVERS_GRACE_S. Otherwise
-    every restart would leave one more behind, holding its files and memory."""
+    every restart would leave one more behind, holding its files and memory. (POSIX: a
+    Windows worker's children are not in a group the supervisor can end.)"""
+    if platform.WINDOWS:
+        return
     try:
         os.killpg(worker.pid, 0)
     except (ProcessLookupError, PermissionError):
@@ -308,7 +313,7 @@ async def end_leftovers(worker: WorkerProcess) -> None:
     log.warning("worker.leftovers", worker=worker.number, worker_pid=worker.pid,
                 grace_s=LEFTOVERS_GRACE_S)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(worker.pid, signal.SIGTERM)
+        os.killpg(worker.pid, orders.STOP)
     await asyncio.sleep(LEFTOVERS_GRACE_S)
     worker.kill_group()
 

@@ -192,6 +192,11 @@ class ServiceHost:
 
     def _run_to_end(self, target: str, config: Config,
                     join_threads: Callable[[float], list[str]] | None) -> ExitCode:
+        if config.workers > 1:  # this process supervises them: service_workers.py
+            from graceful.windows import service_workers
+
+            reread = service_workers.reread_for(self.win32, self.name, self.argv)
+            return service_workers.supervise(self, target, config, reread)
         from graceful.lifecycle import loader
         from graceful.lifecycle.runner import run_to_end
 

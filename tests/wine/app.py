@@ -1,8 +1,11 @@
 """The app the Wine suite serves: tests.apps' routes plus /raise-break, which raises SIGBREAK
-inside the process from another thread a moment later, while the loop sleeps in IOCP."""
+inside the process from another thread a moment later, while the loop sleeps in IOCP, and
+/pid?s=S, which answers with the pid of the worker that served it after S seconds."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import threading
 
@@ -17,7 +20,17 @@ async def raise_break(request: web.Request) -> web.Response:
     return web.Response(text="raising SIGBREAK\n")
 
 
+async def pid_slow(request: web.Request) -> web.Response:
+    """Which worker answered, after S seconds (a request in flight on each worker)."""
+    await asyncio.sleep(float(request.query.get("s", "0")))
+    return web.Response(text=f"pid {os.getpid()}\n")
+
+
 def app() -> web.Application:
+    refuse = os.environ.get("WINE_TEST_REFUSE_START")  # a start that fails on demand
+    if refuse and os.path.exists(refuse):
+        raise RuntimeError(f"refused to start: {refuse} exists")
     application = _routes(web.Application())
     application.router.add_get("/raise-break", raise_break)
+    application.router.add_get("/pid", pid_slow)
     return application

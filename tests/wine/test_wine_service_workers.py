@@ -1,0 +1,116 @@
+"""Under Wine: a service with --workers 2 (graceful/windows/service_workers.py).
+
+1. `graceful service reload` while clients keep coming, on new connections and on
+   keep-alive ones: none refused, lost or reset; new workers serve, the service's process
+   is the same. A reload whose new workers fail at their start exits 1 with the reason and
+   the old workers serve on.
+2. `sc stop` during a reload, requests in flight: they are answered, the reload's new
+   workers are ended, `service reload` exits 1 (the service is stopping), STOP_PENDING's
+   checkpoint rises while the two workers drain, and the service reaches STOPPED with 0.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.wine.conftest import ROOT, WIN_PY, Requests, read_events, wait_for_event, wine, winpath
+from tests.wine.test_wine_workers import KeepAlive, Load
+
+NAME = "GracefulWineWorkers"
+
+
+def graceful(*args: str, timeout: float = 180):
+    return wine(WIN_PY, "-m", "graceful", *args, timeout=timeout)
+
+
+def query() -> tuple[str, int]:
+    out = wine("sc", "query", NAME).stdout
+    state = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
+    checkpoint = re.search(r"CHECKPOINT\s*:\s*(0x[0-9a-fA-F]+|\d+)", out)
+    return (state.group(1) if state else out.strip(),
+            int(checkpoint.group(1), 0) if checkpoint else -1)
+
+
+@pytest.fixture
+def service(tmp_path):
+    graceful("service", "remove", "--stop", NAME, "--timeout", "30")  # a leftover, if any
+    yield
+    if graceful("service", "remove", "--stop", NAME, "--timeout", "60").returncode != 0:
+        wine("sc", "delete", NAME)
+
+
+def test_reload_and_stop_with_two_workers(tmp_path, service):
+    log, refuse = tmp_path / "svc.log", tmp_path / "refuse"
+    installed = graceful(
+        "service", "install", NAME, "--startup", "manual", "--log-file", winpath(log),
+        "--app-dir", winpath(ROOT), "--env", f"WINE_TEST_REFUSE_START={winpath(refuse)}",
+        "--", "tests.wine.app:app", "--workers", "2", "--port", "0", "--loop", "asyncio",
+        "--drain-timeout", "20", "--restart-timeout", "60")
+    assert installed.returncode == 0, installed
+    assert wine("net", "start", NAME).returncode == 0
+    ready = wait_for_event(log, "supervisor.ready", timeout=120)
+    port = wait_for_event(log, "server.started")["port"]
+    assert query()[0] == "RUNNING"
+
+    # 1. a reload under load
+    load, keep = Load(f"http://127.0.0.1:{port}/pid?s=0.02"), KeepAlive(port)
+    time.sleep(1.0)
+    reloaded = graceful("service", "reload", NAME)
+    time.sleep(1.0)
+    load_answers = load.stop()
+    keep.stop()
+    assert reloaded.returncode == 0, reloaded
+    done = wait_for_event(log, "restart.done")
+    assert done["replaced"] == ready["workers"] and len(done["workers"]) == 2
+    assert done["pid"] == ready["pid"]  # the service's process is the same
+    failed = [said for _, said in load_answers if not said.startswith("pid")]
+    assert failed == [] and keep.errors == [], (failed, keep.errors)
+    served_by = {said for _, said in load_answers}
+    assert {f"pid {p}" for p in done["workers"]} & served_by, served_by  # the new ones serve
+    print(f"reload: {len(load_answers)} new-connection and {keep.served} keep-alive "
+          f"requests ({keep.reopened} reopened on Connection: close), 0 failed; "
+          f"{reloaded.stdout.strip()}")
+
+    # a reload whose new workers fail: the old ones serve on
+    refuse.write_text("x")
+    refused = graceful("service", "reload", NAME)
+    refuse.unlink()
+    assert refused.returncode == 1, refused
+    assert "reload failed: exited before it was ready" in refused.stderr, refused
+    [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
+    assert status == 200 and int(body.split()[1]) in done["workers"]
+
+    # 2. sc stop during a reload (sent as any SCM client would), requests in flight
+    requests = Requests([f"http://127.0.0.1:{port}/pid?s=3"] * 4)
+    time.sleep(0.8)
+    reloading = subprocess.Popen(["wine", WIN_PY, "-m", "graceful", "service", "reload", NAME],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_event(log, "worker.started", generation=3)  # the third reload's first worker
+        assert "STOP_PENDING" in wine("sc", "stop", NAME).stdout
+        _, said = reloading.communicate(timeout=90)
+    finally:
+        if reloading.poll() is None:
+            reloading.kill()
+    assert reloading.returncode == 1 and "the service is stopping" in said, said
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen.append(query())
+        if seen[-1][0] == "STOPPED":
+            break
+    assert seen[-1][0] == "STOPPED", seen
+    checkpoints = [c for state, c in seen if state == "STOP_PENDING"]
+    assert checkpoints == sorted(checkpoints) and len(set(checkpoints)) >= 2, seen
+    answers = requests.wait()
+    assert all(isinstance(a, tuple) and a[:2] == (200, "close") for a in answers), answers
+    events = read_events(log)
+    assert [e for e in events if e.get("event") == "restart.abandoned"], "no abandoned reload"
+    [end] = [e for e in events if e.get("event") == "supervisor.exit"]
+    assert end["code"] == 0 and end["worker_codes"] == [0, 0], end
+    assert [e["code"] for e in events if e.get("event") == "service.exit"] == [0]
