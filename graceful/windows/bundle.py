@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from graceful.errors import ConfigError, ExitCode, GracefulError
@@ -119,8 +119,8 @@ def build(bundle: Bundle, python: WindowsPython | None = None,
           timeout: float = 1800) -> Built:
     """Build NAME.exe, then run `NAME.exe check` in it: BundleError with one line when
     PyInstaller fails, misses a module asked for, or the app does not load in the result."""
-    python = python or WindowsPython()
     _check_sources(bundle)
+    python = python or WindowsPython()
     started = time.monotonic()
     entry = _stage(bundle)
     done = python.run(python.python, "-m", "PyInstaller",
@@ -155,10 +155,10 @@ def pyinstaller_args(bundle: Bundle, entry: Path, path: Callable[[Path], str]) -
         args += ["--hidden-import", module]
     for package in ALL_SUBMODULES:
         args += ["--collect-submodules", package]
-    for package in bundle.collect:
-        args += ["--collect-all", package]
-    if _is_package(bundle):  # the app's own package data (templates, static files)
-        args += ["--collect-data", bundle.module.split(".")[0]]
+    top = bundle.module.split(".")[0]
+    for package in dict.fromkeys((*bundle.collect, top)):
+        args += _collect(package, (bundle.app_dir, *bundle.paths), path,
+                         explicit=package != top)
     for source, dest in bundle.add_data:
         args += ["--add-data", f"{path(source)};{dest}"]
     for module in EXCLUDED:
@@ -219,10 +219,31 @@ def _check_sources(bundle: Bundle) -> None:
             raise ConfigError(f"--add-data {source}: no such file or folder")
 
 
-def _is_package(bundle: Bundle) -> bool:
-    top = bundle.module.split(".")[0]
-    return any((folder / top / "__init__.py").exists()
-               for folder in (bundle.app_dir, *bundle.paths))
+def _collect(package: str, folders: Sequence[Path], path: Callable[[Path], str],
+             explicit: bool) -> list[str]:
+    """PyInstaller's options that take all of PACKAGE: modules and data files.
+
+    A package in the app's folders is walked here: PyInstaller's --collect-* look for it in
+    a subprocess of the building interpreter, which only sees --paths through PYTHONPATH,
+    and the embeddable CPython (this project's Wine set-up) ignores PYTHONPATH. A package
+    installed in the building interpreter is left to --collect-all; the app's own module,
+    when it is not a package, needs nothing more."""
+    root = next((folder / package for folder in folders
+                 if (folder / package / "__init__.py").is_file()), None)
+    if root is None:
+        return ["--collect-all", package] if explicit else []
+    args = []
+    for file in sorted(root.rglob("*")):
+        relative = file.relative_to(root.parent)
+        if not file.is_file() or "__pycache__" in relative.parts or file.suffix == ".pyc":
+            continue
+        if file.suffix == ".py":
+            module = relative.with_suffix("").parts
+            module = module[:-1] if module[-1] == "__init__" else module
+            args += ["--hidden-import", ".".join(module)]
+        else:
+            args += ["--add-data", f"{path(file)};{relative.parent.as_posix()}"]
+    return args
 
 
 def _size(bundle: Bundle) -> int:
