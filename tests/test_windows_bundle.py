@@ -13,6 +13,7 @@ bundle alone, are tested under Wine (tests/wine/test_wine_bundle.py).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_3_pyinstaller_arguments(tmp_path):
     (dep / "data/prices.json").write_text("{}")
     bundle = _bundle(tmp_path, paths=(tmp_path / "vendor",), collect=("tinydep", "yaml"))
     args = b.pyinstaller_args(bundle, tmp_path / "entry.py", str)
-    pairs = set(zip(args, args[1:], strict=False))
+    pairs = set(itertools.pairwise(args))
     assert {("--hidden-import", "shopapp"), ("--hidden-import", "graceful.windows.frozen"),
             ("--hidden-import", "graceful.windows.service_host"),
             ("--hidden-import", "winloop"), ("--hidden-import", "tinydep"),
