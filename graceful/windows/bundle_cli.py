@@ -48,8 +48,12 @@ def bundle(target: str, name: str | None, onedir: bool, app_dir: Path,
     build failed; 2 usage error or the app does not load in the bundle.
     """
     from graceful.windows import bundle as b
+    from graceful.windows.frozen import is_frozen
 
     try:
+        if is_frozen():  # sys.executable is this bundle, not an interpreter to build with
+            raise b.BundleError("a bundle cannot build bundles: run graceful bundle from a "
+                                "Python installation")
         name = name or target.partition(":")[0].rsplit(".", 1)[-1]
         spec = b.Bundle(
             target=target, name=name, app_dir=app_dir.resolve(), dist_dir=dist_dir.resolve(),

@@ -68,16 +68,20 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A new Wine prefix with nothing installed, and no drive but C:."""
     prefix = tmp_path_factory.mktemp("bare") / "prefix"
     env = {**os.environ, "WINEPREFIX": str(prefix)}
-    subprocess.run(["wineboot", "-i"], env=env, stdin=subprocess.DEVNULL,
-                   capture_output=True, timeout=300, check=False)
+    # A persistent wineserver of its own, detached from our pipes (which services.exe and
+    # the server would otherwise inherit, and a captured run would wait for), as
+    # scripts/wine-env.sh's wine_server_up does for the suite's prefix.
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+             "stderr": subprocess.DEVNULL, "env": env, "check": False}
+    subprocess.run(["wineserver", "-p"], timeout=60, **quiet)
+    subprocess.run(["wineboot", "-i"], timeout=300, **quiet)
     run(env, "reg", "add", r"HKCU\Software\Wine", "/v", "Version", "/t", "REG_SZ", "/d",
         "win10", "/f")
     (prefix / "dosdevices/z:").unlink()
     try:
         yield env
     finally:  # this prefix's server and its services: every process of the test's prefix
-        subprocess.run(["wineserver", "-k"], env=env, capture_output=True, timeout=60,
-                       check=False)
+        subprocess.run(["wineserver", "-k"], timeout=60, **quiet)
         shutil.rmtree(prefix, ignore_errors=True)
 
 
@@ -124,8 +128,6 @@ def test_3_service_day_from_the_bundle_alone(shop_exe, bare):
     (drive_c / "svc").mkdir()
     shutil.copy2(shop_exe, drive_c / "svc/shop.exe")  # "copy": the whole deployment
     exe, log = r"C:\svc\shop.exe", drive_c / "svc/shop.log"
-    subprocess.run(["wineserver", "-p"], env=bare, stdin=subprocess.DEVNULL,
-                   capture_output=True, timeout=30, check=False)
     installed = run(bare, exe, "service", "install", NAME, "--startup", "manual",
                     "--restart-on-failure", "5", "--app-dir", r"C:\svc", "--",
                     "--port", "0", "--drain-timeout", "20", "--checkpoint",
