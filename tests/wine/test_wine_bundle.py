@@ -73,8 +73,10 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     # scripts/wine-env.sh's wine_server_up does for the suite's prefix.
     quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
              "stderr": subprocess.DEVNULL, "env": env, "check": False}
-    subprocess.run(["wineserver", "-p"], timeout=60, **quiet)
-    subprocess.run(["wineboot", "-i"], timeout=300, **quiet)
+    subprocess.run(["wineboot", "-i"], timeout=300, **quiet)  # as scripts/wine-setup.sh:
+    subprocess.run(["wineserver", "-w"], timeout=300, **quiet)  # the first server ends,
+    subprocess.run(["wineserver", "-p"], timeout=60, **quiet)  # then one that stays
+    subprocess.run(["wineboot"], timeout=300, **quiet)  # with services.exe
     run(env, "reg", "add", r"HKCU\Software\Wine", "/v", "Version", "/t", "REG_SZ", "/d",
         "win10", "/f")
     (prefix / "dosdevices/z:").unlink()
