@@ -5,8 +5,9 @@ one folder) against the same app under the Wine set-up's Windows python.
 
 Each run starts `wine EXE serve --port P` (or `wine python.exe -m graceful serve
 graceful.demo:factory --port P`), polls GET /readyz every 10 ms until it answers 200, and
-ends the process group it started. Wine's own start is in every figure alike (a warm
-wineserver: scripts/wine-env.sh's wine_server_up). Prints the median and the range.
+ends the process group it started; the commands take turns. Wine's own start is in every
+figure alike (a warm wineserver: scripts/wine-env.sh's wine_server_up). Prints the median
+and the range.
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ def main() -> None:
     if args.python:
         commands["python.exe -m graceful"] = ["wine", WIN_PY, "-m", "graceful", "serve",
                                               "graceful.demo:factory"]
-    for label, argv in commands.items():
-        times = []
-        for _ in range(args.runs):
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    for _ in range(args.runs):  # interleaved: a machine's load changes all of them alike
+        for label, argv in commands.items():
             port = free_port()
-            times.append(first_200([*argv, "--port", str(port)], port))
-        print(f"{label}: median {statistics.median(times):.2f}s "
-              f"(min {min(times):.2f}, max {max(times):.2f}, {args.runs} runs)")
+            times[label].append(first_200([*argv, "--port", str(port)], port))
+    for label, runs in times.items():
+        print(f"{label}: median {statistics.median(runs):.2f}s "
+              f"(min {min(runs):.2f}, max {max(runs):.2f}, {args.runs} runs)")
 
 
 if __name__ == "__main__":
