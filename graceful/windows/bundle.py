@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 
 from graceful.errors import ConfigError, ExitCode, GracefulError
@@ -34,6 +35,7 @@ ALL_SUBMODULES = ("winloop", "aiohttp", "multidict", "yarl", "propcache", "froze
 EXCLUDED = ("tkinter", "pytest", "_pytest", "matplotlib", "PyInstaller",
             "graceful.pytest_plugin", "graceful.testing")
 NOT_BUNDLED = ("testing", "pytest_plugin")
+DISTRIBUTION = "aiohttp-graceful"
 MISSING_IMPORT = re.compile(r"Hidden import '([^']+)' not found")
 
 
@@ -161,6 +163,8 @@ def pyinstaller_args(bundle: Bundle, entry: Path, path: Callable[[Path], str]) -
                          explicit=package != top)
     for source, dest in bundle.add_data:
         args += ["--add-data", f"{path(source)};{dest}"]
+    for info in sorted((bundle.build_dir / "meta").glob("*.dist-info")):
+        args += ["--add-data", f"{path(info)};{info.name}"]
     for module in EXCLUDED:
         args += ["--exclude-module", module]
     return [*args, path(entry)]
@@ -189,9 +193,24 @@ def _stage(bundle: Bundle) -> Path:
     staged = bundle.build_dir / "src" / "graceful"
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(source, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _stage_metadata(bundle.build_dir / "meta")
     entry = bundle.build_dir / f"{bundle.name}_entry.py"
     entry.write_text(entry_script(bundle.target), encoding="utf-8")
     return entry
+
+
+def _stage_metadata(folder: Path) -> None:
+    """graceful's distribution metadata, for `NAME.exe --version`: the building interpreter
+    may have graceful from a checkout (the Wine set-up's .pth), with no metadata to copy."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        version = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return
+    info = folder / f"{DISTRIBUTION.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\n"
+                                   f"Version: {version}\n", encoding="utf-8")
 
 
 def _graceful_modules() -> Iterator[str]:

@@ -3,7 +3,8 @@ that executable alone, in a Wine prefix made for the test that has no Python at 
 drive Z:, the way to this machine's files and so to the Windows python of the suite, is
 removed).
 
-1. the demo app bundles; `demo.exe check --within` and `checkpoint verify` answer as the CLI
+1. the demo app bundles; `demo.exe check --within`, `--version` and `checkpoint verify`
+   answer as the CLI
 2. a test app with a dependency of its own (a local package with a data file): built
    without that package's data, the build fails in one line, naming the missing file
 3. built with it: copied into the bare prefix, `shop.exe service install` registers the exe
@@ -98,6 +99,8 @@ def test_1_demo_bundle(tmp_path):
     check = run(env, exe, "check", "--within", "60")
     assert check.returncode == 0 and "stop budget of graceful.demo:factory" in check.stdout
     assert "ok: the worst case" in check.stdout, check
+    version = run(env, exe, "--version")
+    assert version.returncode == 0 and "version" in version.stdout, version
     verify = run(env, exe, "checkpoint", "verify", winpath(tmp_path / "none.json"))
     assert verify.returncode == 1 and len(verify.stderr.strip().splitlines()) == 1, verify
 
