@@ -7,6 +7,7 @@ it is Windows only and exits 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -318,11 +319,11 @@ def _environment(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 def _check_target(target: str, app_dir: str) -> None:
     from graceful import loader
 
-    sys.path.insert(0, app_dir)
-    try:
-        loader.import_target(target)
+    try:  # from the service's folder, not the installing shell's (which may not exist)
+        loader.import_target(target, app_dir)
     finally:
-        sys.path.remove(app_dir)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(os.path.abspath(app_dir))
 
 
 def _call(func: Any, *args: Any) -> Any:

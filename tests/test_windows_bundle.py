@@ -9,6 +9,7 @@ bundle alone, are tested under Wine (tests/wine/test_wine_bundle.py).
    a local package's data files and modules taken by graceful itself.
 4. What cannot be built is one line before any build: no Wine set-up, a missing
    --add-data source, a bad --add-data.
+5. `service install` imports the target from --app-dir, not the installing shell's folder.
 """
 
 from __future__ import annotations
@@ -112,3 +113,20 @@ def test_4_what_cannot_be_built_is_one_line(args, code, message, tmp_path, monke
     assert result.exit_code == code, result.output
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("graceful bundle: error: ") and message in lines[-1], lines
+
+
+def test_5_install_imports_the_target_from_app_dir(tmp_path, monkeypatch):
+    """5. (A bundle installed from a shell whose folder Wine cannot map had a current
+    folder that was no folder: the target was looked for there.)"""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "svcapp.py").write_text("from aiohttp import web\napp = web.Application()\n")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # os.getcwd() fails from here on
+    fake = FakeWin32()
+    result = CliRunner().invoke(service, ["install", "Web", "--app-dir", str(app), "--",
+                                          "svcapp:app"], obj=fake)
+    assert result.exit_code == 0, result.output
+    assert str(app) not in sys.path
