@@ -21,7 +21,7 @@ from graceful.errors import ExitCode, GracefulError
 class _OneLineErrors(click.Group):
     """Usage errors (a bad value, an unknown option) in one line, `graceful: error: ...`,
     exit 2, like every other error of the command line: click's own form takes four.
-    `service` and `restart` are imported when asked for: `graceful serve` does not pay for
+    `service`, `restart` and `bundle` are imported when asked for: `graceful serve` does not pay for
     them at start."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
@@ -33,13 +33,17 @@ class _OneLineErrors(click.Group):
             return super().invoke(ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "restart", "service"])
+        return sorted([*super().list_commands(ctx), "bundle", "restart", "service"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "service":
             from graceful.cli.service import service
 
             return service
+        if name == "bundle":
+            from graceful.windows.bundle_cli import bundle
+
+            return bundle
         if name == "restart":
             from graceful.cli.restart import restart
 

@@ -7,6 +7,7 @@ it is Windows only and exits 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -21,7 +22,7 @@ import click
 from graceful.bridge import win32 as w
 from graceful.cli.serve_options import parse_serve
 from graceful.errors import ExitCode, GracefulError
-from graceful.windows import scm_text
+from graceful.windows import frozen, scm_text
 from graceful.windows.service_host import log_file_for, parse_host_args
 
 ACCOUNTS = {"localsystem": None, "localservice": "NT AUTHORITY\\LocalService",
@@ -39,12 +40,15 @@ def host_command(name: str, serve_args: Sequence[str], *, app_dir: str,
                  log_retention_days: float | None = None) -> list[str]:
     """The command line the SCM runs. In a venv, the venv's python.exe is a launcher that
     starts the real interpreter as a child, which then cannot reach the SCM (error 1063):
-    run the base interpreter and add the venv's site-packages (with its .pth files)."""
+    run the base interpreter and add the venv's site-packages (with its .pth files). An
+    executable built by `graceful bundle` runs itself (graceful/windows/frozen.py)."""
     tail = [name, "--app-dir", app_dir]
     tail += ["--log-file", str(log_file)] if log_file else []
     if log_retention_days is not None:
         tail += ["--log-retention-days", f"{log_retention_days:g}"]
     tail += ["--", *serve_args]
+    if frozen.is_frozen():
+        return [sys.executable, frozen.HOST_COMMAND, *tail]
     if sys.prefix == sys.base_prefix:
         return [sys.executable, "-m", HOST_MODULE, *tail]
     site = sysconfig.get_paths()["purelib"]
@@ -286,7 +290,7 @@ def status(win32: w.Win32, name: str) -> None:
     _print(name, _call(win32.query_service, name))
     argv = _call(win32.query_service_command, name)
     try:
-        host = parse_host_args(argv[3:])
+        host = parse_host_args(_host_tail(argv))
         serve = parse_serve(host.serve, environ=False)
     except GracefulError as err:
         click.echo(f"  command: {w.ServiceSpec(name, '', '', tuple(argv)).command_line}")
@@ -302,6 +306,14 @@ def status(win32: w.Win32, name: str) -> None:
     for line in scm_text.config_lines(_call(win32.query_service_config, name),
                                       _call(win32.query_service, name)):
         click.echo(line)
+
+
+def _host_tail(argv: Sequence[str]) -> list[str]:
+    """NAME ... of a service's command line: after `app.exe service-host` (a bundle), or
+    after `python -m MODULE` / `python -c BOOT`."""
+    if argv[1:2] == [frozen.HOST_COMMAND]:
+        return list(argv[2:])
+    return list(argv[3:])
 
 
 def _stop(win32: w.Win32, name: str, timeout: float) -> w.ServiceStatus:
@@ -372,11 +384,11 @@ def _environment(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 def _check_target(target: str, app_dir: str) -> None:
     from graceful.lifecycle import loader
 
-    sys.path.insert(0, app_dir)
-    try:
-        loader.import_target(target)
+    try:  # from the service's folder, not the installing shell's (which may not exist)
+        loader.import_target(target, app_dir)
     finally:
-        sys.path.remove(app_dir)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(os.path.abspath(app_dir))
 
 
 def _call(func: Any, *args: Any) -> Any:
