@@ -26,8 +26,12 @@ def load_dotenv(path: Path) -> None:
 
 
 async def start_helper(app: web.Application) -> None:
+    """START_HELPER=1: in the worker's process group; =session: in a session of its own (a
+    daemon's setsid), out of the group its worker's leftovers are ended by."""
     if os.environ.get("START_HELPER"):
-        app["helper"] = subprocess.Popen([sys.executable, "-c", HELPER])
+        app["helper"] = subprocess.Popen([sys.executable, "-c", HELPER],
+                                         start_new_session=os.environ["START_HELPER"]
+                                         == "session")
 
 
 async def env(request: web.Request) -> web.Response:

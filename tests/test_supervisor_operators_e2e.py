@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from graceful.host.processes import alive
 from tests.conftest import ROOT
-from tests.loadgen import get
+from tests.loadgen import ended, get
 from tests.test_restart_scenarios_e2e import started, stops_with_0, worker_pids
 from tests.test_supervisor_e2e import restart
 
@@ -310,3 +311,21 @@ async def test_a_stop_while_no_worker_serves_a_slot_is_not_a_clean_exit(serve, r
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait_exit, 30) == 1
     assert server.wait_for("supervisor.exit", 1)["unserved"] == [1]
+
+
+async def test_a_helper_in_a_session_of_its_own_ends_with_its_worker(serve):
+    """11. A helper the app starts with a session of its own (setsid, as a daemon does),
+    never stopped by the app: out of its worker's process group, it piled up, one per
+    restart, also under graceful as PID 1. The supervisor, their subreaper, ends it with
+    its worker; the new worker's helper runs on."""
+    server = serve("tests.operator_app:create_app", env={"START_HELPER": "session"})
+    worker_pids(server)
+    old_helper = int((await get(server.port, "/helper"))[1])
+    done = await asyncio.to_thread(restart, server.pid)
+    assert done.returncode == 0, done.stderr
+    new_helper = int((await get(server.port, "/helper"))[1])
+    assert await ended(old_helper, 15)
+    assert alive(new_helper)
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait_exit, 30) == 0
+    assert await ended(new_helper, 15)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Callable
 
 _UNCLAIMED_KEPT = 64
@@ -28,6 +29,7 @@ class Reaper:
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        become_subreaper()
 
     def uninstall(self) -> None:
         if self._loop is not None:
@@ -55,3 +57,41 @@ class Reaper:
                 self._unclaimed[pid] = code
                 while len(self._unclaimed) > _UNCLAIMED_KEPT:
                     del self._unclaimed[next(iter(self._unclaimed))]
+
+
+PR_SET_CHILD_SUBREAPER = 36
+WORKER_PID_ENV = b"GRACEFUL_WORKER_PID="  # in every worker's environment (spawn.py)
+
+
+def become_subreaper() -> None:
+    """Linux: the orphans of our workers' children (a daemon that left its worker's
+    process group with setsid) become ours, not init's, so that they can be ended with the
+    worker that started them (orphans_of) rather than pile up, one per restart."""
+    if not sys.platform.startswith("linux") or os.getpid() == 1:  # PID 1 is one already
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def orphans_of(worker_pid: int) -> list[int]:
+    """Our children that worker `worker_pid` started (its variable in their environment)
+    and left to us: not its own children any more, nor in its process group."""
+    me, mark = os.getpid(), WORKER_PID_ENV + str(worker_pid).encode() + b"\0"
+    found = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == worker_pid:
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as stat:
+                    parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+                if parent != me:
+                    continue
+                with open(f"/proc/{name}/environ", "rb") as environ:
+                    if mark in b"\0" + environ.read():
+                        found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found

@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 
 FIRST_FD = 3  # SD_LISTEN_FDS_START
 # sh enters the folder ($1: a path, so that a symlink is followed as it is at the spawn), and
-# sets LISTEN_PID to its own pid, which exec keeps: the worker's, unknown before.
-_SH_EXEC = 'cd -- "$1" || exit 2; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+# sets LISTEN_PID to its own pid, which exec keeps: the worker's, unknown before; and
+# GRACEFUL_WORKER_PID, which the worker's children inherit (reaper.orphans_of).
+_SH_EXEC = ('cd -- "$1" || exit 2; shift; LISTEN_PID=$$; GRACEFUL_WORKER_PID=$$; '
+            'export LISTEN_PID GRACEFUL_WORKER_PID; exec "$@"')
 
 
 @dataclasses.dataclass

@@ -306,16 +306,28 @@ async def end_leftovers(worker: WorkerProcess) -> None:
     Windows worker's children are not in a group the supervisor can end.)"""
     if platform.WINDOWS:
         return
+    from graceful.supervisor.reaper import orphans_of
+
+    orphans = orphans_of(worker.pid)  # out of its group (setsid), left to us, their subreaper
     try:
         os.killpg(worker.pid, 0)
+        group = True
     except (ProcessLookupError, PermissionError):
-        return  # nothing left in its group
+        group = False
+    if not group and not orphans:
+        return
     log.warning("worker.leftovers", worker=worker.number, worker_pid=worker.pid,
-                grace_s=LEFTOVERS_GRACE_S)
+                grace_s=LEFTOVERS_GRACE_S, **({"orphans": orphans} if orphans else {}))
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(worker.pid, orders.STOP)
+        if group:
+            os.killpg(worker.pid, orders.STOP)
+        for pid in orphans:
+            os.kill(pid, orders.STOP)
     await asyncio.sleep(LEFTOVERS_GRACE_S)
     worker.kill_group()
+    for pid in set(orphans) & set(orphans_of(worker.pid)):  # the same ones, still ours
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def said(code: int) -> str:
