@@ -24,6 +24,7 @@ class Output:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.dropped = 0  # lines
+        self.error: OSError | None = None  # the first write that failed (a broken pipe)
         self._waiting: collections.deque[bytes] = collections.deque()
         self._size = 0
         self._writing = False
@@ -63,8 +64,9 @@ class Output:
             try:
                 while data:
                     data = data[os.write(self.fd, data):]
-            except OSError:  # a closed or broken stream: what it held is lost
+            except OSError as err:  # a closed or broken stream: what it held is lost
                 self.dropped += max(data.count(b"\n"), 1)
+                self.error = self.error or err
             with self._changed:
                 self._writing = False
                 self._changed.notify_all()
@@ -77,6 +79,8 @@ class TextOutput:
         self._output = output
 
     def write(self, text: str) -> int:
+        if self._output.error is not None:  # said once by the log's DroppingSink
+            raise self._output.error
         self._output.write(text.encode(errors="backslashreplace"))
         return len(text)
 
