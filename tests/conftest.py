@@ -40,6 +40,15 @@ def serve(graceful_server: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """The file tests/deployed.py reads its release from (RELEASE_FILE): what a test deploys
+    before a restart ("v2", or a broken one: see that module)."""
+    path = tmp_path / "release"
+    path.write_text("v1\n")
+    return path
+
+
+@pytest.fixture
 def handlers() -> Iterator[Handlers]:
     """Counts the requests that reach their handler in apps served in this process (the
     in-process runtimes of the Windows tests): `handlers.hold(url)`."""

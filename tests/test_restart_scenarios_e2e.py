@@ -29,13 +29,6 @@ from tests.rawhttp import Connection
 TARGET = "tests.deployed:create_app"
 
 
-@pytest.fixture
-def release(tmp_path: Path) -> Path:
-    path = tmp_path / "release"
-    path.write_text("v1\n")
-    return path
-
-
 def worker_pids(server: Any) -> list[int]:
     return server.wait_for("supervisor.ready")["workers"]
 

@@ -28,13 +28,6 @@ TARGET = "tests.deployed:create_app"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("graceful")
 
 
-@pytest.fixture
-def release(tmp_path: Path) -> Path:
-    path = tmp_path / "release"
-    path.write_text("v1\n")
-    return path
-
-
 def restart(pid: int, *args: str, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(CONSOLE_SCRIPT), "restart", "--pid", str(pid), *args],

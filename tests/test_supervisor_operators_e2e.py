@@ -17,10 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from graceful.host.processes import alive
 from tests.conftest import ROOT
@@ -29,13 +26,6 @@ from tests.test_restart_scenarios_e2e import started, stops_with_0, worker_pids
 from tests.test_supervisor_e2e import restart
 
 TARGET = "tests.deployed:create_app"
-
-
-@pytest.fixture
-def release(tmp_path: Path) -> Path:
-    path = tmp_path / "release"
-    path.write_text("v1\n")
-    return path
 
 
 async def replaced(server: Any, timeout: float = 30.0) -> int:

@@ -165,6 +165,10 @@ def remove(win32: w.Win32, name: str, stop_first: bool, timeout: float) -> None:
 @click.pass_obj
 def start(win32: w.Win32, name: str, timeout: float) -> None:
     """Start service NAME and wait until it runs."""
+    _start_and_wait(win32, name, timeout)
+
+
+def _start_and_wait(win32: w.Win32, name: str, timeout: float) -> None:
     _call(win32.start_service, name)
     status = _wait(win32, name, {w.SERVICE_RUNNING, w.SERVICE_STOPPED}, timeout)
     _print(name, status)
@@ -254,11 +258,7 @@ def restart(win32: w.Win32, name: str, timeout: float) -> None:
             _fail(f"{name} did not stop within {timeout:g}s", ExitCode.ERROR)
         if (code := _service_exit_code(stopped)) != ExitCode.OK:
             click.echo(f"{name}: the stop exited with {code}")
-    _call(win32.start_service, name)
-    status = _wait(win32, name, {w.SERVICE_RUNNING, w.SERVICE_STOPPED}, timeout)
-    _print(name, status)
-    if status.state != w.SERVICE_RUNNING:
-        sys.exit(ExitCode.ERROR)
+    _start_and_wait(win32, name, timeout)
 
 
 @service.command()
