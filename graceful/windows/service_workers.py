@@ -112,6 +112,10 @@ def supervise(host: Any, target: str, config: Config,
 
     writer = host.writer
     output = None if writer is None else (lambda data: _write(writer, data))
+    # The service's log is JSON: "auto" follows our stderr, which in a bundle's service host
+    # made the workers' lines console text.
+    if config.log_format == "auto":
+        config = config.replace(log_format="json")
     # in the --app-dir the host has entered
     started = start(target, None, config, entry=worker_entry(), output=output)
     return run_supervisor(started, reread, sources=ServiceControls(host.bridge, host.reporter),

@@ -221,6 +221,9 @@ def test_4_reload_from_the_bundle(shop_exe, bare):
         done = wait_for_event(log, "restart.done")
         assert done["replaced"] == ready["workers"] and len(done["workers"]) == 2, done
         assert done["pid"] == ready["pid"]  # the service's process is the same
+        # the workers' lines in the service's log are JSON, as the service's own
+        served = {e.get("pid") for e in read_events(log) if e["event"] == "server.started"}
+        assert served == {*ready["workers"], *done["workers"]}, served
         assert "STOP_PENDING" in run(bare, "sc", "stop", name).stdout
         deadline = time.monotonic() + 60
         while (state := sc_state(bare, name))[0] != "STOPPED" and time.monotonic() < deadline:
