@@ -10,6 +10,10 @@ bundle alone, are tested under Wine (tests/wine/test_wine_bundle.py).
 4. What cannot be built is one line before any build: no Wine set-up, a missing
    --add-data source, a bad --add-data.
 5. `service install` imports the target from --app-dir, not the installing shell's folder.
+6. A service with workers run from a bundle starts each worker as the executable itself
+   (`app.exe worker TARGET`): a bundle has no `-m graceful`.
+7. `service reload` and a reload's new options read a bundle's service command line
+   (`app.exe service-host NAME ...`, one argument shorter than `python -m MODULE NAME ...`).
 """
 
 from __future__ import annotations
@@ -130,3 +134,34 @@ def test_5_install_imports_the_target_from_app_dir(tmp_path, monkeypatch):
                                           "svcapp:app"], obj=fake)
     assert result.exit_code == 0, result.output
     assert str(app) not in sys.path
+
+
+def test_6_a_bundled_service_starts_its_workers_from_the_executable(monkeypatch, tmp_path):
+    """6."""
+    from graceful.windows.service_workers import worker_entry
+
+    exe = str(tmp_path / "shop.exe")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", exe)
+    assert worker_entry() == [exe]
+    assert argv_with_target([*worker_entry()[1:], "worker", TARGET], TARGET) == [
+        "worker", TARGET]  # what the bundle's command line hands to the CLI
+
+
+def test_7_reload_reads_a_bundled_service(monkeypatch, tmp_path):
+    """7."""
+    from graceful.windows.service_workers import reread_for
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "shop.exe"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # where tests.apps imports from
+    fake = FakeWin32()
+    for name, workers in (("One", "1"), ("Two", "3")):
+        args = argv_with_target(["service", "install", name, "--app-dir", str(tmp_path),
+                                 "--", "--workers", workers], "tests.apps:basic")
+        assert CliRunner().invoke(service, args[1:], obj=fake).exit_code == 0
+        fake.start_service(name)
+    one = CliRunner().invoke(service, ["reload", "One"], obj=fake)
+    assert one.exit_code == 2 and "One runs one worker" in one.output, one.output
+    fallback = ["Two", "--app-dir", str(tmp_path), "--", "tests.apps:basic", "--workers", "2"]
+    assert reread_for(fake, "Two", fallback)().workers == 3  # the SCM's, not the fallback

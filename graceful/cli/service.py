@@ -23,7 +23,7 @@ from graceful.bridge import win32 as w
 from graceful.cli.serve_options import parse_serve
 from graceful.errors import ExitCode, GracefulError
 from graceful.windows import frozen, scm_text
-from graceful.windows.service_host import log_file_for, parse_host_args
+from graceful.windows.service_host import host_tail, log_file_for, parse_host_args
 
 ACCOUNTS = {"localsystem": None, "localservice": "NT AUTHORITY\\LocalService",
             "networkservice": "NT AUTHORITY\\NetworkService"}
@@ -233,7 +233,7 @@ def _pause_or_continue(win32: w.Win32, name: str, timeout: float, control: int) 
 def _log_file(win32: w.Win32, name: str) -> str:
     """The service's log file, read from its command line."""
     try:
-        host = parse_host_args(_call(win32.query_service_command, name)[3:])
+        host = parse_host_args(host_tail(_call(win32.query_service_command, name)))
     except GracefulError:
         return "(see graceful service status)"
     return str(host.log_file) if host.log_file else "(see graceful service status)"
@@ -290,7 +290,7 @@ def status(win32: w.Win32, name: str) -> None:
     _print(name, _call(win32.query_service, name))
     argv = _call(win32.query_service_command, name)
     try:
-        host = parse_host_args(_host_tail(argv))
+        host = parse_host_args(host_tail(argv))
         serve = parse_serve(host.serve, environ=False)
     except GracefulError as err:
         click.echo(f"  command: {w.ServiceSpec(name, '', '', tuple(argv)).command_line}")
@@ -306,14 +306,6 @@ def status(win32: w.Win32, name: str) -> None:
     for line in scm_text.config_lines(_call(win32.query_service_config, name),
                                       _call(win32.query_service, name)):
         click.echo(line)
-
-
-def _host_tail(argv: Sequence[str]) -> list[str]:
-    """NAME ... of a service's command line: after `app.exe service-host` (a bundle), or
-    after `python -m MODULE` / `python -c BOOT`."""
-    if argv[1:2] == [frozen.HOST_COMMAND]:
-        return list(argv[2:])
-    return list(argv[3:])
 
 
 def _stop(win32: w.Win32, name: str, timeout: float) -> w.ServiceStatus:

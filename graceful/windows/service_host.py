@@ -54,6 +54,16 @@ class _HostArgs(argparse.ArgumentParser):
         raise ConfigError(f"service arguments: {message}")
 
 
+def host_tail(argv: Sequence[str]) -> list[str]:
+    """NAME ... of a service's command line as the SCM has it: after `app.exe service-host`
+    (a bundle), or after `python -m MODULE` / `python -c BOOT`."""
+    from graceful.windows.frozen import HOST_COMMAND
+
+    if argv[1:2] == [HOST_COMMAND]:
+        return list(argv[2:])
+    return list(argv[3:])
+
+
 def parse_host_args(argv: Sequence[str]) -> argparse.Namespace:
     """`NAME [--log-file F] [--log-retention-days N] [--app-dir D] -- <serve arguments>`."""
     argv = list(argv)

@@ -24,13 +24,13 @@ POLL_S = 0.2
 
 def reload_service(win32: w.Win32, name: str, timeout: float) -> None:
     from graceful.cli.serve_options import parse_serve
-    from graceful.windows.service_host import log_file_for, parse_host_args
+    from graceful.windows.service_host import host_tail, log_file_for, parse_host_args
 
     status = _call(win32.query_service, name)
     if status.state != w.SERVICE_RUNNING:
         _fail(f"{name} is {status.state_name}, not running", ExitCode.ERROR)
     try:
-        host = parse_host_args(_call(win32.query_service_command, name)[3:])
+        host = parse_host_args(host_tail(_call(win32.query_service_command, name)))
         config = parse_serve(host.serve, environ=False).config
     except GracefulError as err:
         _fail(f"{name} is not a graceful service ({err})", ExitCode.USAGE)

@@ -90,7 +90,12 @@ class ScmNotifier:
 
 def worker_entry() -> list[str]:
     """How a worker of the service starts: `python -m graceful`, from the interpreter the
-    SCM runs (in a venv, the base one with the venv's site-packages, as the host does)."""
+    SCM runs (in a venv, the base one with the venv's site-packages, as the host does); from
+    a bundle (graceful/windows/frozen.py), the executable itself, which has no `-m`."""
+    from graceful.windows.frozen import is_frozen
+
+    if is_frozen():
+        return [sys.executable]
     if sys.prefix == sys.base_prefix:
         return [sys.executable, "-m", "graceful"]
     site = sysconfig.get_paths()["purelib"]
@@ -107,6 +112,10 @@ def supervise(host: Any, target: str, config: Config,
 
     writer = host.writer
     output = None if writer is None else (lambda data: _write(writer, data))
+    # The service's log is JSON: "auto" follows our stderr, which in a bundle's service host
+    # made the workers' lines console text.
+    if config.log_format == "auto":
+        config = config.replace(log_format="json")
     # in the --app-dir the host has entered
     started = start(target, None, config, entry=worker_entry(), output=output)
     return run_supervisor(started, reread, sources=ServiceControls(host.bridge, host.reporter),
@@ -123,12 +132,12 @@ def reread_for(win32: Any, name: str, fallback: list[str]) -> Callable[[], Confi
     """A reload's options: the service's command line as the SCM has it now (a reinstall
     may have changed it), else the one this process was started with."""
     from graceful.cli.serve_options import parse_serve
-    from graceful.windows.service_host import parse_host_args
+    from graceful.windows.service_host import host_tail, parse_host_args
 
     def reread() -> Config:
         argv = fallback
         with contextlib.suppress(Exception):
-            argv = list(win32.query_service_command(name))[3:]
+            argv = host_tail(win32.query_service_command(name))
         try:
             serve = parse_host_args(argv).serve
         except GracefulError:
