@@ -165,3 +165,20 @@ def test_7_reload_reads_a_bundled_service(monkeypatch, tmp_path):
     assert one.exit_code == 2 and "One runs one worker" in one.output, one.output
     fallback = ["Two", "--app-dir", str(tmp_path), "--", "tests.apps:basic", "--workers", "2"]
     assert reread_for(fake, "Two", fallback)().workers == 3  # the SCM's, not the fallback
+
+
+def test_a_venv_services_worker_entry_runs_the_command_line(monkeypatch):
+    """A service installed from a venv starts its workers from the base interpreter with the
+    venv's site-packages: that boot line runs graceful's command line (`--version` here);
+    it named a module where a function was wanted after the package's relayout."""
+    import subprocess
+    import sys
+
+    from graceful.windows.service_workers import worker_entry
+
+    monkeypatch.setattr(sys, "base_prefix", sys.prefix + "-base")
+    argv = worker_entry()
+    assert argv[1] == "-c"
+    done = subprocess.run([sys.executable, "-c", argv[2], "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "version" in done.stdout, (done.stdout, done.stderr)

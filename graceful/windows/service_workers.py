@@ -100,7 +100,7 @@ def worker_entry() -> list[str]:
         return [sys.executable, "-m", "graceful"]
     site = sysconfig.get_paths()["purelib"]
     boot = (f"import site, sys; site.addsitedir({site!r}); sys.argv[0] = 'graceful'; "
-            "from graceful.cli import main; main()")
+            "from graceful.cli.entry import main; main()")
     return [getattr(sys, "_base_executable", sys.executable), "-c", boot]
 
 
