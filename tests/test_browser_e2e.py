@@ -114,12 +114,16 @@ async def test_a_browser_sees_no_error_and_misses_no_event_through_restarts(serv
     assert sse["errors"] == [0] * len(sse["byes"])  # reconnections: CONNECTING, not CLOSED
     assert sse["opens"] == len(sse["byes"]) + 1
 
-    assert ws["closes"] == [{"code": 1012, "reason": "server stopping", "clean": True}] * RESTARTS
-    assert (ws["opens"], ws["errors"]) == (RESTARTS + 1, 0)
+    # Each restart closes the websocket once with 1012; as the stream's, its reconnection may
+    # reach the other old worker, not yet past its listener's close, and be closed once more
+    assert RESTARTS <= len(ws["closes"]) <= 2 * RESTARTS, ws["closes"]
+    assert all(close == {"code": 1012, "reason": "server stopping", "clean": True}
+               for close in ws["closes"]), ws["closes"]
+    assert (ws["opens"], ws["errors"]) == (len(ws["closes"]) + 1, 0)
     held_by = [int(hello.split()[1]) for hello in ws["hellos"]]
-    elsewhere = [pid for pid, workers in zip(held_by, generations, strict=True)
-                 if pid not in workers]
-    assert elsewhere == [], f"websockets held by {held_by}, workers {generations}"
+    workers_ever = {pid for workers in generations for pid in workers}
+    assert set(held_by) <= workers_ever, f"websockets held by {held_by}, workers {generations}"
+    assert held_by[-1] in generations[-1], (held_by, generations)
     assert ws["echoes"] > 0
 
     assert failed_requests == [], failed_requests
