@@ -320,6 +320,10 @@ class DrainingRequestHandler(RequestHandler):
         body is still coming is left alone (aiohttp reads nothing more on a connection it
         closes: the upload would be cut), its response says Connection: close instead."""
         request = internals.current_request(self)
+        if request is None and internals.request_in_progress(self):
+            # its handler has returned and its response is being written: sent with
+            # keep-alive just before the stop, it would carry one more request to us
+            request = internals.request_being_answered(self)
         if (request is not None and request.content.is_eof()
                 and not internals.queued_requests(self) and not internals.upgrading(self)):
             self.close()
