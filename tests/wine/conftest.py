@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,26 @@ def wine(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result.args, result.returncode,
         result.stdout.decode(errors="replace").replace("\r", ""),
         result.stderr.decode(errors="replace").replace("\r", ""))
+
+
+def service_state(name: str) -> str:
+    """The SCM's state of service `name` as `sc query` names it (RUNNING, STOP_PENDING, ...)."""
+    out = wine("sc", "query", name).stdout
+    found = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
+    return found.group(1) if found else out.strip()
+
+
+def wait_service_state(name: str, want: str, timeout: float = 30, poll: float = 0.2) -> str:
+    """The state once it is `want`, or the last one seen after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (now := service_state(name)) != want and time.monotonic() < deadline:
+        time.sleep(poll)
+    return now
+
+
+def http_text(port: int, path: str, timeout: float) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+        return response.read().decode()
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

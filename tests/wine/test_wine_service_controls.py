@@ -19,16 +19,25 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
-from tests.wine.conftest import ROOT, WIN_PY, Requests, read_events, wait_for_event, wine, winpath
+from tests.wine.conftest import (
+    ROOT,
+    WIN_PY,
+    Requests,
+    http_text,
+    read_events,
+    service_state,
+    wait_for_event,
+    wait_service_state,
+    wine,
+    winpath,
+)
 
 NAME = "GracefulWineCtl"
 LOG_MAX_BYTES = 10 * 1024 * 1024  # graceful.windows.service_log's
@@ -45,21 +54,15 @@ def in_background(started, *args: str) -> subprocess.Popen[bytes]:
 
 
 def state() -> str:
-    out = wine("sc", "query", NAME).stdout
-    found = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
-    return found.group(1) if found else out.strip()
+    return service_state(NAME)
 
 
 def wait_state(want: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while (now := state()) != want and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return now
+    return wait_service_state(NAME, want, timeout, poll=0.2)
 
 
 def get(port: int, path: str, timeout: float = 10) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-        return response.read().decode()
+    return http_text(port, path, timeout)
 
 
 def free_port() -> int:

@@ -13,11 +13,16 @@ would send them); the test notices the day Wine's sc learns them.
 
 from __future__ import annotations
 
-import re
-import time
-import urllib.request
-
-from tests.wine.conftest import ROOT, WIN_PY, wait_for_event, wine, winpath
+from tests.wine.conftest import (
+    ROOT,
+    WIN_PY,
+    http_text,
+    service_state,
+    wait_for_event,
+    wait_service_state,
+    wine,
+    winpath,
+)
 
 NAME = "GracefulWinePause"
 
@@ -27,21 +32,15 @@ def graceful(*args: str):
 
 
 def state() -> str:
-    out = wine("sc", "query", NAME).stdout
-    found = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
-    return found.group(1) if found else out.strip()
+    return service_state(NAME)
 
 
 def wait_state(want: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while (now := state()) != want and time.monotonic() < deadline:
-        time.sleep(0.3)
-    return now
+    return wait_service_state(NAME, want, timeout, poll=0.3)
 
 
 def get(port: int, path: str, timeout: float = 5) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-        return response.read().decode()
+    return http_text(port, path, timeout)
 
 
 def test_pause_and_continue(tmp_path):
