@@ -206,12 +206,7 @@ class Rolling:
             return {"outcome": "failed", "reason": str(err)}
         except (SystemExit, click.exceptions.Exit, click.ClickException) as err:
             return {"outcome": "failed", "reason": _said_by_click(err)}
-        try:
-            return await self._replace_workers(config, old_config, change)
-        except BaseException:
-            if launcher.config is not config:  # the new workers never took over
-                self._listening.undo(change)
-            raise
+        return await self._replace_workers(config, old_config, change)
 
     async def _replace_workers(self, config: Config, old_config: Config,
                                change: Change) -> dict[str, Any]:
@@ -229,9 +224,11 @@ class Rolling:
             generation = await self._workers.start_generation(
                 count, self._abandoned, config.restart_timeout, go_r, into=self._starting,
                 one_at_a_time=True)
-        except BaseException:
+        except BaseException:  # cancelled by a stop (or a bug): as a failed start
             if go_w is not None:
                 os.close(go_w)
+            launcher.config = old_config
+            self._listening.undo(change)
             raise
         finally:
             if go_r is not None:
