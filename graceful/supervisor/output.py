@@ -61,13 +61,16 @@ class Output:
                 data = self._waiting.popleft()
                 self._size -= len(data)
                 self._writing = True
+            failed = None
             try:
                 while data:
                     data = data[os.write(self.fd, data):]
             except OSError as err:  # a closed or broken stream: what it held is lost
-                self.dropped += max(data.count(b"\n"), 1)
-                self.error = self.error or err
-            with self._changed:
+                failed = err
+            with self._changed:  # the counter is write()'s too
+                if failed is not None:
+                    self.dropped += max(data.count(b"\n"), 1)
+                    self.error = self.error or failed
                 self._writing = False
                 self._changed.notify_all()
 
