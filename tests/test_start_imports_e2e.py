@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from graceful.cli import main as cli
+from graceful.cli import in_process
 from graceful.config import Config
 from graceful.http import listeners
 from graceful.lifecycle.heap import Heap
@@ -121,11 +121,12 @@ def test_the_start_collects_the_young_generations_only():
 
 def test_a_serve_in_process_leaves_the_collector_as_it_found_it(monkeypatch):
     """2. A worker's serve (what `graceful worker` runs), in this process."""
-    monkeypatch.setattr(cli, "_run", lambda *args: 0)
-    monkeypatch.setattr(cli, "_exit_now", cli._exit)  # os._exit would end pytest itself
+    monkeypatch.setattr(in_process, "_run", lambda *args: 0)
+    # os._exit would end pytest itself
+    monkeypatch.setattr(in_process, "exit_now", in_process.exit_flushed)
     for target, code in (("tests.apps:basic", 0), ("no_such_module:app", 2)):
         with pytest.raises(SystemExit) as exited:
-            cli._serve_in_process(target, ".", Config(), None)
+            in_process.serve_in_process(target, ".", Config(), None)
         assert exited.value.code == code
         assert gc.isenabled() and gc.get_freeze_count() == 0
 

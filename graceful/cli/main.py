@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from graceful.cli.in_process import exit_flushed, fail, fallback_stream, serve_in_process
 from graceful.cli.serve_options import SECONDS, config_from, serve_options
 from graceful.config import Config
 from graceful.errors import ExitCode, GracefulError
@@ -114,7 +113,7 @@ def serve(target: str, **options: Any) -> None:
         app_dir = options.pop("app_dir")
         config = _build(options)
         if config.workers == 1:  # in-process, as before workers: docs/deploying/windows.md
-            _serve_in_process(target, app_dir, config, bridge)
+            serve_in_process(target, app_dir, config, bridge)
         _supervise_windows(target, app_dir, config, bridge)
     from graceful.supervisor.early import EarlySignals
 
@@ -127,7 +126,7 @@ def serve(target: str, **options: Any) -> None:
     try:
         ensure_installed_in_range()  # before any worker: one line, not one per worker
     except GracefulError as err:
-        _fail(err)
+        fail(err)
     from graceful.supervisor.start import start, wait_ready
 
     started = start(target, app_dir, config)  # the workers start now
@@ -140,11 +139,11 @@ def serve(target: str, **options: Any) -> None:
 
     # through the writer thread its workers' lines take: a stalled reader never blocks us
     logs.configure(config.log_format, config.log_level, stream=TextOutput(output(2)),
-                   fallback=_fallback_stream())
+                   fallback=fallback_stream())
     from graceful.cli.serve_options import parse_serve
     from graceful.supervisor.main import serve_args, supervise
 
-    _exit(supervise(started, lambda: parse_serve(serve_args()).config, early))
+    exit_flushed(supervise(started, lambda: parse_serve(serve_args()).config, early))
 
 
 def _supervise_windows(target: str, app_dir: str | None, config: Config, bridge: Any) -> None:
@@ -155,126 +154,33 @@ def _supervise_windows(target: str, app_dir: str | None, config: Config, bridge:
     try:
         ensure_installed_in_range()  # before any worker: one line, not one per worker
     except GracefulError as err:
-        _fail(err)
+        fail(err)
     from graceful.supervisor.start import start
 
     started = start(target, app_dir, config)  # the workers start now
     from graceful import logs
     from graceful.lifecycle import budget
 
-    logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
+    logs.configure(config.log_format, config.log_level, fallback=fallback_stream())
     budget.check_at_start(config, budget.gather(windows_console=True))
     from graceful.cli.serve_options import parse_serve
     from graceful.supervisor.main import serve_args, supervise
     from graceful.supervisor.sources import ConsoleEvents
 
-    _exit(supervise(started, lambda: parse_serve(serve_args()).config,
+    exit_flushed(supervise(started, lambda: parse_serve(serve_args()).config,
                     sources=ConsoleEvents(bridge)))
 
 
 @main.command(hidden=True)
-@click.argument("target", metavar="MODULE:ATTR")
+@click.argument("target", metavar="MODULE:ATTR", required=False)
 @click.option("--app-dir", type=click.Path(file_okay=False), default=".")
-def worker(target: str, app_dir: str) -> None:
-    """One worker of `graceful serve`'s supervisor (started by it, not by hand)."""
-    from graceful.bridge import default_bridge
+def worker(target: str | None, app_dir: str | None) -> None:
+    """One worker of `graceful serve`'s supervisor (started by it, not by hand). Without
+    MODULE:ATTR it is the early one, told what to serve once the supervisor knows. (The
+    entry point runs it without click: graceful/cli/in_process.py.)"""
+    from graceful.cli.in_process import worker as run_worker
 
-    windows = sys.platform == "win32"
-    # Windows: its orders come on stdin once its configuration has (lifecycle/worker_link.py)
-    bridge = None if windows else default_bridge()
-    if hasattr(bridge, "capture"):
-        bridge.capture()  # from here a stop signal is a clean stop, not a kill
-    from graceful.errors import ConfigError
-    from graceful.lifecycle import imports
-
-    with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
-        from graceful.lifecycle.worker_link import WorkerLink
-
-    link = WorkerLink.from_environment()
-    try:
-        if link is None:
-            raise ConfigError("graceful worker is started by graceful serve's supervisor")
-        config = link.config()
-        link.follow_supervisor()
-    except GracefulError as err:
-        _fail(err)
-    if windows:
-        from graceful.bridge.supervised import SupervisedBridge
-
-        bridge = SupervisedBridge(sys.stdin.buffer)
-        bridge.capture()
-    _serve_in_process(target, app_dir, config, bridge, link)
-
-
-def _serve_in_process(target: str, app_dir: str, config: Config, bridge: Any,
-                      link: Any = None) -> Any:
-    from graceful.lifecycle import heap
-
-    with heap.imports_frozen():  # graceful's own imports: no collector walking them (10 ms)
-        from graceful.lifecycle import imports, loader
-
-        with imports.structlog_without_extras():  # rich: 45-80 ms of the start, never used
-            from graceful import logs
-        from graceful.http import aiohttp_check
-
-        try:
-            aiohttp_check.ensure_supported()  # before the app's own import of aiohttp
-        except GracefulError as err:
-            _fail(err)
-        importlib.import_module("graceful.lifecycle.runner")  # the runtime, before the app's import
-    try:
-        try:
-            source = loader.import_target(target, app_dir)
-        except GracefulError as err:
-            _fail(err)
-        logs.configure(config.log_format, config.log_level, fallback=_fallback_stream())
-        code = _run(source, config, bridge, link)
-    finally:
-        heap.thaw_imports()  # where the process outlives the serve (a test's CliRunner)
-    _exit_now(code)
-
-
-def _run(source: Any, config: Config, bridge: Any, link: Any = None) -> ExitCode:
-    from graceful import logs
-    from graceful.lifecycle import threads
-    from graceful.lifecycle.runner import run_to_end
-
-    log = logs.get_logger()
-    deadline = None
-    try:
-        finished = run_to_end(source, config, bridge=bridge, configure_logging=False,
-                              worker=link)
-        code, deadline = finished.code, finished.threads_deadline
-    except GracefulError as err:
-        log.error("process.failed", error=str(err))
-        code = err.exit_code
-    except Exception as err:
-        log.exception("process.crashed", error=repr(err))
-        code = ExitCode.ERROR
-    if hasattr(bridge, "capture"):  # its handlers stay: a stop now ends the wait below
-        bridge.install(_stops_only(threads.stop_waiting))
-    if deadline is None:  # the start failed: no stop budget
-        deadline = time.monotonic() + threads.RESERVE_S
-    code = threads.reported(code, threads.join_all(deadline))
-    log.info("process.exit", code=int(code), log_lines_dropped=logs.dropped_lines())
-    return code
-
-
-def _stops_only(func: Any) -> Any:
-    """A restart request (SIGHUP) once the runtime has finished is ignored."""
-    from graceful.bridge.stop import StopRequest
-
-    return lambda request: func(request) if isinstance(request, StopRequest) else None
-
-
-def _fallback_stream() -> Any:
-    """Where to say that log lines are being dropped: stdout, unless it is the log's own
-    file (`2>&1`), which would be broken too."""
-    try:
-        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):
-        return None
-    return None if (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino) else sys.stdout
+    run_worker(target, app_dir)
 
 
 @main.group()
@@ -304,49 +210,14 @@ def _read_checkpoint(path: Path) -> Any:
     try:
         return ckpt.read(path)
     except GracefulError as err:
-        _fail(err, ExitCode.ERROR)
+        fail(err, ExitCode.ERROR)
 
 
 def _build(options: dict[str, Any]) -> Config:
     try:
         return config_from(click.get_current_context(), options)
     except GracefulError as err:
-        _fail(err)
-
-
-def _fail(err: GracefulError, code: ExitCode | None = None) -> Any:
-    click.echo(f"graceful: error: {err}", err=True)
-    _exit(code if code is not None else err.exit_code)
-
-
-def _exit_now(code: int) -> Any:
-    """Exit once the stop is complete, without the interpreter's teardown.
-
-    Threads were waited for (bounded) in _run, as the interpreter would have; atexit
-    handlers still run (logging's flush, the application's own). What is skipped is freeing
-    every module and object one by one, which took 40 to 90 ms here after aiohttp: time the
-    supervisor would count against the drain. Where graceful.lifecycle.threads cannot wait for
-    threads as the interpreter does, the interpreter's own exit is taken.
-    """
-    from graceful.lifecycle import threads
-
-    if not threads.supported():
-        _exit(code)
-    threads.run_atexit_handlers()
-    _flush_std_streams()
-    os._exit(int(code))
-
-
-def _exit(code: int) -> Any:
-    _flush_std_streams()
-    sys.exit(int(code))
-
-
-def _flush_std_streams() -> None:
-    """A reader that went away (`| head -1`) must not change the exit code."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            stream.flush()
+        fail(err)
 
 
 def _check(target: str, within: float | None, **options: Any) -> None:
@@ -361,7 +232,7 @@ def _check(target: str, within: float | None, **options: Any) -> None:
         aiohttp_check.ensure_supported()
         check.build_app(loader.import_target(target, app_dir), config, name=target)
     except GracefulError as err:
-        _fail(err, ExitCode.USAGE)  # 1 says "does not fit --within"
+        fail(err, ExitCode.USAGE)  # 1 says "does not fit --within"
     worst = check.worst_case(config)
     click.echo(f"stop budget of {target}, in seconds:")
     click.echo(check.render(check.budget_rows(config), worst))
@@ -370,7 +241,7 @@ def _check(target: str, within: float | None, **options: Any) -> None:
         click.echo(f"{'ok' if fits else 'too long'}: the worst case, {worst:g} s, is "
                    f"{'within' if fits else 'more than'} --within {within:g} s")
         if not fits:
-            _exit(ExitCode.ERROR)
+            exit_flushed(ExitCode.ERROR)
 
 
 # `graceful check` takes every serve option (and --config), so it checks what serve would run.
@@ -401,7 +272,7 @@ def timeline(logfile: Path, run_number: int | None, png: Path | None) -> None:
         if png is not None:
             click.echo(f"png: {tl.png(run, png)}")
     except tl.TimelineError as err:
-        _fail(err, ExitCode.ERROR)
+        fail(err, ExitCode.ERROR)
     except GracefulError as err:
-        _fail(err)
+        fail(err)
 

@@ -26,14 +26,15 @@ from graceful.bridge.stop import StopObserver
 from graceful.config import Config
 from graceful.errors import ConfigError, StartupError
 from graceful.logs import get_logger
-from graceful.supervisor.launch import (
+from graceful.supervisor.launch import config_from_json
+from graceful.supervisor.worker_env import (
     CONFIG_FD_ENV,
     GO_FD_ENV,
     LOCK_FD_ENV,
     NUMBER_ENV,
     READY_FD_ENV,
+    SETUP_FD_ENV,
     SUPERVISOR_ENV,
-    config_from_json,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class WorkerLink(StopObserver):
         self._config_fd = config_fd
         self.lock_fd, self._go_fd = lock_fd, go_fd
         self.took_over = False  # the old worker's final state is ours (a restart)
+        self._setup_fd: int | None = None
+        self._config: Config | None = None
         # Windows: the listening sockets its supervisor shared (None: they come as systemd
         # passes them, on POSIX)
         self.sockets: list[tuple[str, socket.socket]] | None = None
@@ -72,7 +75,7 @@ class WorkerLink(StopObserver):
         supervisor = os.environ.pop(SUPERVISOR_ENV, "")
         number = os.environ.pop(NUMBER_ENV, "1")
         fds: dict[str, int] = {}
-        for name in (READY_FD_ENV, CONFIG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV):
+        for name in (READY_FD_ENV, CONFIG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV, SETUP_FD_ENV):
             value = os.environ.pop(name, None)
             if value is not None and value.isdigit():
                 if sys.platform == "win32":  # a handle (windows_spawn.py): its descriptor
@@ -88,10 +91,39 @@ class WorkerLink(StopObserver):
             return None
         if sys.platform == "win32":  # the configuration comes first on stdin
             fds[CONFIG_FD_ENV] = -1
-        return cls(int(supervisor), int(number) if number.isdigit() else 1, fds[READY_FD_ENV],
+        link = cls(int(supervisor), int(number) if number.isdigit() else 1, fds[READY_FD_ENV],
                    fds.get(CONFIG_FD_ENV), fds.get(LOCK_FD_ENV), fds.get(GO_FD_ENV))
+        link._setup_fd = fds.get(SETUP_FD_ENV)
+        return link
+
+    @property
+    def early(self) -> bool:
+        """Started before its supervisor read its command line: what it serves comes on its
+        setup socket (graceful/supervisor/early_worker.py)."""
+        return self._setup_fd is not None
+
+    def setup(self) -> tuple[str, str | None]:
+        """An early worker's wait for its setup: the target and app folder; its
+        configuration, sockets and lock are then the link's."""
+        from graceful.supervisor.early_worker import receive_setup
+
+        fd, self._setup_fd = self._setup_fd, None
+        if fd is None:
+            raise ConfigError("this worker was not started early")
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):  # its sockets come here
+            os.environ.pop(name, None)
+        message = receive_setup(fd)
+        if message is None:
+            raise ConfigError(f"the supervisor (pid {self.supervisor}) did not need this worker")
+        os.environ.update(message["environ"])  # before anything reads them (prometheus)
+        self._config = Config(**message["config"])
+        self.sockets = message["sockets"]
+        self.lock_fd = message["lock_fd"]
+        return message["target"], message["app_dir"]
 
     def config(self) -> Config:
+        if self._config is not None:  # an early worker's, from its setup
+            return self._config
         if self._config_fd is None:
             raise ConfigError("a worker is started by graceful serve's supervisor")
         if self._config_fd == -1:  # Windows: the first line on stdin, with the sockets

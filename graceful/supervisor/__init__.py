@@ -1,5 +1,6 @@
 """The supervisor and its workers: what `graceful serve` runs on POSIX.
 
+    early_worker.py its first worker, spawned before the command line is read
     start.py        its first steps: bind, lock, start the first workers (before its log)
     supervisor.py   the process systemd, Docker, a pid file and `graceful restart` know:
                     signals, the stop, the exit code, systemd's notifications, the pid file

@@ -13,7 +13,6 @@ the two starts overlap.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -26,17 +25,16 @@ from graceful.supervisor.listening import Listening
 from graceful.supervisor.metrics_folder import ENV as METRICS_FOLDER_ENV
 from graceful.supervisor.metrics_folder import MetricsFolder
 from graceful.supervisor.spawn import Spawned, spawn
+from graceful.supervisor.worker_env import (
+    CONFIG_FD_ENV,
+    GO_FD_ENV,
+    LOCK_FD_ENV,
+    READY_FD_ENV,
+    entry_point,
+    start_folder,
+    worker_environment,
+)
 
-# What a worker finds in its environment (graceful/lifecycle/worker_link.py reads them).
-SUPERVISOR_ENV = "GRACEFUL_SUPERVISOR_PID"
-READY_FD_ENV = "GRACEFUL_WORKER_READY_FD"
-CONFIG_FD_ENV = "GRACEFUL_WORKER_CONFIG_FD"
-LOCK_FD_ENV = "GRACEFUL_WORKER_LOCK_FD"
-GO_FD_ENV = "GRACEFUL_WORKER_GO_FD"
-NUMBER_ENV = "GRACEFUL_WORKER_NUMBER"
-# The supervisor's to use, not a worker's: systemd would take a worker's READY=1 for ours.
-_NOT_FOR_WORKERS = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE",
-                    "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 def config_to_json(config: Config) -> str:
     fields = dataclasses.asdict(config)
@@ -65,15 +63,34 @@ class Launcher:
     # where the workers' output goes (whole lines); None: our own stdout and stderr
     output: Callable[[bytes], None] | None = None
 
+    def extra_env(self) -> dict[str, str]:
+        """What a worker finds in its environment beside the supervisor's own."""
+        if self.metrics is None:
+            return {}
+        return {METRICS_FOLDER_ENV: self.metrics.path}  # read by prometheus_client's import
+
+    def spawn_first(self) -> Spawned:
+        """Worker 1 of the first start: the one spawned before the command line was read
+        when it was started as this one would be (early_worker.py), else a new one."""
+        early = None
+        if sys.platform != "win32":
+            from graceful.supervisor.early_worker import EarlyWorker
+
+            early = EarlyWorker.take()
+        if early is None:
+            return self.spawn(1)
+        if not early.fits([*self.entry, "worker"], worker_environment(self.environ, 1),
+                          self.folder):
+            early.discard()
+            return self.spawn(1)
+        return early.hand(self.target, self.app_dir, config_to_json(self.config),
+                          self.listening.pairs(), self.lock_fd, self.extra_env())
+
     def spawn(self, number: int, go_fd: int | None = None) -> Spawned:
         argv = [*self.entry, "worker", self.target]
         if self.app_dir is not None:
             argv += ["--app-dir", self.app_dir]
-        env = {key: value for key, value in self.environ.items() if key not in _NOT_FOR_WORKERS}
-        env[SUPERVISOR_ENV] = str(os.getpid())
-        env[NUMBER_ENV] = str(number)
-        if self.metrics is not None:  # read by prometheus_client at its import in the worker
-            env[METRICS_FOLDER_ENV] = self.metrics.path
+        env = {**worker_environment(self.environ, number), **self.extra_env()}
         if sys.platform == "win32":  # no descriptors to pass: windows_spawn.py
             from graceful.supervisor import windows_spawn
 
@@ -93,29 +110,3 @@ class Launcher:
             return spawn(argv, env, self.folder, self.listening.pairs(), passed, READY_FD_ENV)
         finally:
             os.close(config_r)
-
-
-
-def start_folder() -> str:
-    """Where workers start: $PWD when it names our working directory at our start, as a
-    shell or systemd's WorkingDirectory= sets it, else that directory. $PWD may go through a
-    symlink a deploy switches to the next release (`current -> releases/v2`): a worker
-    started after the switch starts in the release the link names then (our own working
-    directory is the release it named at our start: the kernel keeps the folder)."""
-    here = os.getcwd()
-    named = os.environ.get("PWD")
-    with contextlib.suppress(OSError):
-        if named and os.path.isabs(named) and os.path.samefile(named, here):
-            return named
-    return here
-
-
-def entry_point() -> list[str]:
-    """How this process was started, up to its command (`serve`): the interpreter, its
-    options and the script or module (`graceful`, `-m graceful`, or a wrapper such as the
-    pytest plugin's `-m graceful.testing.child`). A worker is started the same way."""
-    args = sys.argv[1:]
-    orig = sys.orig_argv
-    if args and orig[len(orig) - len(args):] == args:
-        return [sys.executable, *orig[1:len(orig) - len(args)]]
-    return [sys.executable, "-m", "graceful"]

@@ -1,7 +1,8 @@
 """Start a worker: a fresh interpreter that is given exactly what it should have.
 
 What reaches it: the listening sockets on descriptors 3, 4, ... announced as systemd does
-(LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), the descriptors in `passed` after them (each
+(LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; the early first worker has none yet:
+early_worker.py), the descriptors in `passed` after them (each
 announced in its variable), /dev/null on stdin, its own pipes on stdout and stderr, the
 environment and folder it is given, a process group of its own (a terminal's Ctrl+C is the
 supervisor's to forward, not the worker's to receive as well), the default action for the
@@ -11,7 +12,6 @@ close-on-exec, and the copies made here are numbered above the targets.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import socket
@@ -25,19 +25,23 @@ _SH_EXEC = ('cd -- "$1" || exit 2; shift; LISTEN_PID=$$; GRACEFUL_WORKER_PID=$$;
             'export LISTEN_PID GRACEFUL_WORKER_PID; exec "$@"')
 
 
-@dataclasses.dataclass
 class Spawned:
     """A started worker's pid and the supervisor's ends of its pipes; what was read from
-    them before the supervisor's loop ran (graceful/supervisor/start.py)."""
+    them before the supervisor's loop ran (graceful/supervisor/start.py). A plain class:
+    the first worker is spawned before `dataclasses` is imported (early_worker.py)."""
 
-    pid: int
-    ready_fd: int  # it writes "ready" once it serves (or is about to, with a checkpoint)
-    stdout_fd: int
-    stderr_fd: int
-    ready_seen: bool = False  # "ready" read already (the ready pipe is then closed)
-    # its output read (and forwarded) already: the last lines, and an unfinished line's start
-    tail: list[str] = dataclasses.field(default_factory=list)
-    partial: dict[int, bytes] = dataclasses.field(default_factory=dict)
+    def __init__(self, pid: int, ready_fd: int, stdout_fd: int, stderr_fd: int) -> None:
+        self.pid = pid
+        self.ready_fd = ready_fd  # it writes "ready" once it serves (or is about to)
+        self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
+        self.ready_seen = False  # "ready" read already (the ready pipe is then closed)
+        # its output read (and forwarded) already: the last lines, and an unfinished line's
+        # start
+        self.tail: list[str] = []
+        self.partial: dict[int, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"Spawned(pid={self.pid})"
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,

@@ -71,7 +71,8 @@ def start(target: str, app_dir: str | None, config: Config, *, entry: list[str] 
             launcher.metrics = MetricsFolder.open(environ)
         spawned: list[Spawned] = []
         try:
-            for number in range(1, config.workers + 1):
+            spawned.append(launcher.spawn_first())
+            for number in range(2, config.workers + 1):
                 spawned.append(launcher.spawn(number))
         except OSError as err:
             for worker in spawned:  # none has served: ended at once, reaped by the loop
