@@ -83,8 +83,11 @@ class Launcher:
                           self.folder):
             early.discard()
             return self.spawn(1)
-        return early.hand(self.target, self.app_dir, config_to_json(self.config),
-                          self.listening.pairs(), self.lock_fd, self.extra_env())
+        try:
+            return early.hand(self.target, self.app_dir, config_to_json(self.config),
+                              self.listening.pairs(), self.lock_fd, self.extra_env())
+        except OSError:  # it died first (ended by hand): one spawned now says why, if it can
+            return self.spawn(1)
 
     def spawn(self, number: int, go_fd: int | None = None) -> Spawned:
         argv = [*self.entry, "worker", self.target]
