@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import platform
 import shlex
 import sys
@@ -84,6 +85,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     st.add_argument("--servers", type=_csv, default=["graceful", "graceful-uvloop", "aiohttp",
                                                      "uvicorn", "hypercorn", "granian"])
     st.add_argument("--starts", type=int, default=11, help="timed starts per server")
+    st.add_argument("--realtime", action="store_true",
+                    help="run the harness and the servers it starts under SCHED_FIFO (root): "
+                         "the other work of a shared machine then delays none of them")
     crash = sub.add_parser("crash", help="kill -9 under load, restart, time to READY, "
                                          "state lost")
     crash.add_argument("--interval", type=_csv, default=["0.1", "1", "off"],
@@ -227,6 +231,9 @@ def _draw(results: list[dict[str, Any]], out: Path) -> None:
 async def startup_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     from bench import startup
 
+    if args.realtime:  # inherited by every server the harness starts
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        env["scheduling"] = "SCHED_FIFO 10"
     results = await startup.run(args.servers, args.starts, args.out)
     (args.out / "startup.json").write_text(json.dumps(
         {"env": env, "rows": [r.summary() | {"seconds": r.seconds} for r in results]}))

@@ -75,6 +75,10 @@ def _graceful(loop: str, *extra: str) -> Callable[[Launch], list[str]]:
     return argv
 
 
+def _library(ln: Launch) -> list[str]:
+    return [PY, "-m", "bench.launch_library", "--port", str(ln.port), "--loop", ln.loop]
+
+
 def _aiohttp(ln: Launch) -> list[str]:
     return [PY, "-m", "bench.launch_aiohttp", "--port", str(ln.port), "--loop", ln.loop,
             *(["--ssl-cert", ln.tls[0], "--ssl-key", ln.tls[1]] if ln.tls else []),
@@ -144,6 +148,8 @@ SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("graceful-uvloop-workers2", _graceful("uvloop", "--workers", "2"),
            port_from_log=True, pre_stop=True, workers=2),
     Server("aiohttp", _aiohttp, default_timeout="shutdown_timeout=60 s"),
+    # graceful.run in-process (the library): startup only, what the runtime costs a start
+    Server("graceful-library", _library),
     Server("uvicorn", _uvicorn(), default_timeout="no limit"),
     # the multi-process uvicorn: its SIGHUP is a rolling restart of the workers (0.51)
     Server("uvicorn-workers2", _uvicorn("--workers", "2"), default_timeout="no limit",
