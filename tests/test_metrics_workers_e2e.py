@@ -7,6 +7,9 @@ real CLI, real signals, real sockets (prometheus_client's multiprocess mode behi
    totals (not lost, not counted twice), its phase and its requests in flight leave the page.
 3. Through `graceful restart`, scraped in a loop: no page shows a worker "starting", every
    page has the whole count; after it, the new workers alone, ready.
+3b. Through three restarts, scraped in a loop: every page has the whole count, and the
+   folder holds the serving workers' files and one file per kind for every worker that has
+   exited (their counts added up), not two more files for each replaced worker.
 4. The folder the workers write to is private (0700) and removed once the service stopped;
    one the user named in PROMETHEUS_MULTIPROC_DIR is used, said so, and kept; one that is
    not a folder is a usage error.
@@ -55,6 +58,22 @@ async def stopped_and_cleaned(server) -> None:
     server.signal(signal.SIGTERM)
     await asyncio.to_thread(server.wait_exit, 30)
     assert not folder.exists()
+
+
+async def scrape_until(server, done: asyncio.Event, pages: list[str]) -> None:
+    while not done.is_set():
+        pages.append(await scrape(server))
+        await asyncio.sleep(0.01)
+
+
+async def restarts_done(server, count: int) -> list[dict]:
+    """The `restart.done` events, once there are `count` of them."""
+    for _ in range(200):
+        done = [event for event in server.events if event.get("event") == "restart.done"]
+        if len(done) >= count:
+            return done
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} restart.done")
 
 
 async def test_every_scrape_shows_the_service(serve):
@@ -124,6 +143,37 @@ async def test_a_restart_never_shows_a_starting_worker(serve):
             assert pid in old or at == ["ready"], (pid, at)
     page = await scrape(server)
     assert phases(page) == {pid: ["ready"] for pid in new}, page
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait_exit, 30) == 0
+
+
+async def test_restarts_keep_every_count_in_a_folder_that_does_not_grow(serve):
+    """3b."""
+    server = serve(APP, *WORKERS)
+    folder = Path(server.wait_for("metrics.multiprocess")["folder"])
+    workers = set(server.wait_for("supervisor.ready")["workers"])
+    total = 0
+    for restarted in range(3):
+        await hits(server, 10)
+        total += 10
+        await asyncio.sleep(1.0)  # the other worker's count is written every 0.25 s
+        pages: list[str] = []
+        done = asyncio.Event()
+        task = asyncio.create_task(scrape_until(server, done, pages))
+        outcome = await asyncio.to_thread(restart, server.pid)
+        assert outcome.returncode == 0, outcome.stderr
+        for pid in workers:
+            assert await ended(pid, 15)
+        workers = set((await restarts_done(server, restarted + 1))[-1]["workers"])
+        await asyncio.sleep(0.3)
+        done.set()
+        await task
+        assert pages and all(_value(page, "app_hits_total") == total for page in pages)
+    for kind in ("counter", "histogram"):
+        files = {path.name for path in folder.glob(f"{kind}_*.db")}
+        assert files <= {f"{kind}_{pid}.db" for pid in workers} | {f"{kind}_exited.db"}, files
+        assert f"{kind}_exited.db" in files
+    assert _value(await scrape(server), "app_hits_total") == total
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait_exit, 30) == 0
 

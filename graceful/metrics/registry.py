@@ -15,12 +15,16 @@ multiprocess mode leaves them out). --no-metrics-default-registry keeps graceful
 from __future__ import annotations
 
 import dataclasses
+import struct
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+
+READ_ATTEMPTS = 3
 
 
 class Readable(Protocol):
@@ -67,9 +71,25 @@ class _Service:
 
     def collect(self) -> Iterator[Metric]:
         self._shared.refresh()
-        for metric in self._merged.collect():
+        for metric in self._read():
             if self._only is None or metric.name in self._only:
                 yield metric
+
+    def _read(self) -> list[Metric]:
+        """The folder's files merged, under the fold's shared lock (metrics_folder.py). A
+        worker that is starting creates its files empty, then sizes them: one read in that
+        moment fails (struct.error); the next one, a moment later, does not."""
+        from graceful.supervisor.metrics_folder import folder_lock
+
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                with folder_lock(self._shared.folder, exclusive=False):
+                    return list(self._merged.collect())
+            except (struct.error, ValueError):
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01)
+        return []
 
 
 def to_serve(own: CollectorRegistry, *, default_registry: bool,

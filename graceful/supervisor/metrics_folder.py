@@ -4,8 +4,13 @@ multiprocess mode, so that whichever worker answers a scrape answers for the ser
 Each worker's prometheus_client writes its values to files there (PROMETHEUS_MULTIPROC_DIR,
 set in every worker's environment), and a scrape reads and merges all of them
 (`MultiProcessCollector`, graceful/metrics/registry.py). When a worker exits, its "live"
-gauges are removed (`mark_process_dead`); its counters stay, so that what it counted is not
-lost from the service's totals.
+gauges are removed (`mark_process_dead`); what it counted stays in the service's totals:
+its counters, histograms and summaries are added into one file per kind
+(`counter_exited.db`, ...) and its own files removed, so that the folder does not grow by
+two files with every replaced worker (nor a scrape's time with them). A scrape reads the
+folder under a shared lock and the fold holds it exclusively: no page sees a worker's
+values twice or not at all (POSIX; on Windows the files stay, as prometheus_client leaves
+them).
 
 graceful's folder is private (mode 0700) and removed at the supervisor's exit. A folder the
 user named in PROMETHEUS_MULTIPROC_DIR is used as it is, and kept: what is in it from an
@@ -14,14 +19,35 @@ earlier run is counted too (prometheus_client's own rule: clear it between runs)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from graceful.errors import ConfigError
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+LOCK_NAME = ".graceful-fold.lock"  # not *.db: prometheus_client reads only those
+# the kinds whose values add up over processes (gauges are kept per process, or live)
+ADDED_UP = ("counter", "histogram", "summary")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str, exclusive: bool) -> Iterator[None]:
+    """The fold's lock on `folder`: shared for a scrape, exclusive for a fold (POSIX)."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases it
 
 
 class MetricsFolder:
@@ -59,10 +85,41 @@ class MetricsFolder:
 
         try:
             mark_process_dead(pid, self.path)
-        except OSError as err:  # a scrape's worker reads on; the stale gauge is the cost
+            if sys.platform != "win32":
+                self._fold(pid)
+        except OSError as err:  # a scrape's worker reads on; the stale files are the cost
             from graceful.logs import get_logger
 
             get_logger().warning("metrics.mark_dead_failed", worker_pid=pid, error=str(err))
+
+    def _fold(self, pid: int) -> None:
+        """Add what the exited worker `pid` counted into the `exited` file of each kind, and
+        remove its own. Each such file is rewritten whole and renamed over the last, so a
+        fold cut short leaves the last one as it was (and the worker's own file, counted
+        once); a supervisor killed between the rename and the removal counts that worker
+        twice until the folder is cleared (graceful's own is, at the next start)."""
+        from prometheus_client.mmap_dict import MmapedDict
+
+        with folder_lock(self.path, exclusive=True):
+            for kind in ADDED_UP:
+                own = os.path.join(self.path, f"{kind}_{pid}.db")
+                if not os.path.exists(own):
+                    continue
+                total = os.path.join(self.path, f"{kind}_exited.db")
+                next_total = os.path.join(self.path, f".{kind}_exited.next")
+                if os.path.exists(total):
+                    shutil.copyfile(total, next_total)
+                elif os.path.exists(next_total):
+                    os.unlink(next_total)
+                folded = MmapedDict(next_total)
+                try:
+                    for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(own):
+                        before, _ = folded.read_value(key)
+                        folded.write_value(key, before + value, timestamp)
+                finally:
+                    folded.close()
+                os.replace(next_total, total)
+                os.unlink(own)
 
     def close(self) -> None:
         if self._owned:
