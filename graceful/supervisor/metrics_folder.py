@@ -24,6 +24,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 
 from graceful.errors import ConfigError
@@ -34,9 +36,13 @@ LOCK_NAME = ".graceful-fold.lock"  # not *.db: prometheus_client reads only thos
 ADDED_UP = ("counter", "histogram", "summary")
 
 
+FOLD_WAIT_S = 5.0  # for the scrapes under way; a worker stopped in one (SIGSTOP) skips the fold
+
+
 @contextlib.contextmanager
-def folder_lock(folder: str, exclusive: bool) -> Iterator[None]:
-    """The fold's lock on `folder`: shared for a scrape, exclusive for a fold (POSIX)."""
+def folder_lock(folder: str, exclusive: bool, wait_s: float | None = None) -> Iterator[None]:
+    """The fold's lock on `folder`: shared for a scrape, exclusive for a fold (POSIX);
+    TimeoutError when `wait_s` passed without it."""
     if sys.platform == "win32":
         yield
         return
@@ -44,7 +50,20 @@ def folder_lock(folder: str, exclusive: bool) -> Iterator[None]:
 
     fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        if wait_s is None:
+            fcntl.flock(fd, mode)
+        else:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the metrics folder stayed locked {wait_s:g}s") \
+                            from None
+                    time.sleep(0.01)
         yield
     finally:
         os.close(fd)  # releases it
@@ -54,6 +73,9 @@ class MetricsFolder:
     def __init__(self, path: str, owned: bool) -> None:
         self.path = path
         self._owned = owned
+        self._folds: list[int] = []  # exited workers whose counts are to be folded
+        self._folds_lock = threading.Lock()
+        self._folder_thread: threading.Thread | None = None
 
     def log_opened(self) -> None:
         """`metrics.multiprocess`, once the supervisor's log is configured (the folder is
@@ -85,12 +107,40 @@ class MetricsFolder:
 
         try:
             mark_process_dead(pid, self.path)
-            if sys.platform != "win32":
-                self._fold(pid)
-        except OSError as err:  # a scrape's worker reads on; the stale files are the cost
-            from graceful.logs import get_logger
+        except OSError as err:  # a scrape's worker reads on; the stale gauge is the cost
+            self._failed(pid, err)
+        if sys.platform != "win32":  # beside the loop: it waits for the scrapes under way
+            with self._folds_lock:
+                self._folds.append(pid)
+                if self._folder_thread is None or not self._folder_thread.is_alive():
+                    self._folder_thread = threading.Thread(
+                        target=self._fold_all, name="graceful-metrics-fold", daemon=True)
+                    self._folder_thread.start()
 
-            get_logger().warning("metrics.mark_dead_failed", worker_pid=pid, error=str(err))
+    def _fold_all(self) -> None:
+        while True:
+            with self._folds_lock:
+                if not self._folds:
+                    self._folder_thread = None
+                    return
+                pid = self._folds.pop(0)
+            try:
+                self._fold(pid)
+            except (OSError, TimeoutError) as err:  # its files stay, counted once
+                self._failed(pid, err)
+
+    def wait_folded(self, timeout: float) -> None:
+        """Until the folds asked for are done (a test's, and the stop's before the folder
+        goes)."""
+        thread = self._folder_thread
+        if thread is not None:
+            thread.join(timeout)
+
+    @staticmethod
+    def _failed(pid: int, err: BaseException) -> None:
+        from graceful.logs import get_logger
+
+        get_logger().warning("metrics.mark_dead_failed", worker_pid=pid, error=str(err))
 
     def _fold(self, pid: int) -> None:
         """Add what the exited worker `pid` counted into the `exited` file of each kind, and
@@ -100,7 +150,7 @@ class MetricsFolder:
         twice until the folder is cleared (graceful's own is, at the next start)."""
         from prometheus_client.mmap_dict import MmapedDict
 
-        with folder_lock(self.path, exclusive=True):
+        with folder_lock(self.path, exclusive=True, wait_s=FOLD_WAIT_S):
             for kind in ADDED_UP:
                 own = os.path.join(self.path, f"{kind}_{pid}.db")
                 if not os.path.exists(own):
@@ -122,5 +172,6 @@ class MetricsFolder:
                 os.unlink(own)
 
     def close(self) -> None:
+        self.wait_folded(FOLD_WAIT_S + 1)
         if self._owned:
             shutil.rmtree(self.path, ignore_errors=True)
