@@ -302,9 +302,15 @@ class Workers:
 async def end_leftovers(worker: WorkerProcess) -> None:
     """What a worker started and left running (a helper of its on_startup never stopped)
     ends with it: SIGTERM to its process group, SIGKILL after LEFTOVERS_GRACE_S. Otherwise
-    every restart would leave one more behind, holding its files and memory. (POSIX: a
-    Windows worker's children are not in a group the supervisor can end.)"""
+    every restart would leave one more behind, holding its files and memory. On Windows
+    they are in the worker's Job object (windows_job.py), ended at once: no signal there
+    asks a process to stop."""
     if platform.WINDOWS:
+        from graceful.supervisor import windows_spawn
+
+        if left := windows_spawn.end_leftovers(worker.pid):
+            log.warning("worker.leftovers", worker=worker.number, worker_pid=worker.pid,
+                        grace_s=0, processes=left)
         return
     from graceful.supervisor.reaper import orphans_of
 
