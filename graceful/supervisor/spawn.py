@@ -34,7 +34,7 @@ class Spawned:
     ready_fd: int  # it writes "ready" once it serves (or is about to, with a checkpoint)
     stdout_fd: int
     stderr_fd: int
-    ready_seen: bool = False  # "ready" read already (the ready pipe is then closed)
+    ready_seen: bool = False  # "ready" read already
     # its output read (and forwarded) already: the last lines, and an unfinished line's start
     tail: list[str] = dataclasses.field(default_factory=list)
     partial: dict[int, bytes] = dataclasses.field(default_factory=dict)

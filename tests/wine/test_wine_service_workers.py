@@ -7,6 +7,9 @@
 2. `sc stop` during a reload, requests in flight: they are answered, the reload's new
    workers are ended, `service reload` exits 1 (the service is stopping), STOP_PENDING's
    checkpoint rises while the two workers drain, and the service reaches STOPPED with 0.
+3. PAUSE with requests in flight: PAUSE_PENDING while the workers drain their pause, PAUSED
+   only once every worker has paused (`pause.done` from each); CONTINUE: RUNNING once every
+   worker accepts again, and it serves.
 """
 
 from __future__ import annotations
@@ -114,3 +117,36 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     [end] = [e for e in events if e.get("event") == "supervisor.exit"]
     assert end["code"] == 0 and end["worker_codes"] == [0, 0], end
     assert [e["code"] for e in events if e.get("event") == "service.exit"] == [0]
+
+
+def test_pause_waits_for_every_worker(tmp_path, service, started):
+    """3."""
+    log = tmp_path / "svc.log"
+    installed = graceful(
+        "service", "install", NAME, "--startup", "manual", "--log-file", winpath(log),
+        "--app-dir", winpath(ROOT), "--", "tests.wine.app:app", "--workers", "2",
+        "--port", "0", "--loop", "asyncio", "--drain-timeout", "20")
+    assert installed.returncode == 0, installed
+    assert wine("net", "start", NAME).returncode == 0
+    ready = wait_for_event(log, "supervisor.ready", timeout=120)
+    port = wait_for_event(log, "server.started")["port"]
+    requests = Requests([f"http://127.0.0.1:{port}/pid?s=5"] * 2)
+    time.sleep(1.0)  # in flight
+    pausing = started(["wine", WIN_PY, "-m", "graceful", "service", "pause", NAME],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE).proc
+    wait_for_event(log, "pause.requested", timeout=30)
+    seen = [query()[0] for _ in range(4)]  # the drain has seconds to go
+    answers = requests.wait()
+    assert all(isinstance(a, tuple) and a[:2] == (200, "close") for a in answers), answers
+    out, err = pausing.communicate(timeout=60)
+    assert pausing.returncode == 0 and b"PAUSED" in out, (out, err)
+    assert seen == ["PAUSE_PENDING"] * 4, seen
+    events = read_events(log)
+    done = [e["pid"] for e in events if e.get("event") == "pause.done"]
+    assert sorted(done) == sorted(ready["workers"]), events
+    assert query()[0] == "PAUSED"
+    continued = graceful("service", "continue", NAME)
+    assert continued.returncode == 0 and "RUNNING" in continued.stdout, continued
+    assert len([e for e in read_events(log) if e.get("event") == "resume.done"]) == 2
+    [(status, _, _)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
+    assert status == 200
