@@ -10,6 +10,8 @@
 3. PAUSE with requests in flight: PAUSE_PENDING while the workers drain their pause, PAUSED
    only once every worker has paused (`pause.done` from each); CONTINUE: RUNNING once every
    worker accepts again, and it serves.
+4. `service install -- ... --workers 2 --checkpoint FILE` is refused at install, as `serve`
+   refuses it: exit 2, one line, and no service is installed.
 """
 
 from __future__ import annotations
@@ -150,3 +152,18 @@ def test_pause_waits_for_every_worker(tmp_path, service, started):
     assert len([e for e in read_events(log) if e.get("event") == "resume.done"]) == 2
     [(status, _, _)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
     assert status == 200
+
+
+def test_install_refuses_workers_with_a_checkpoint(tmp_path, service):
+    """4."""
+    refused = graceful(
+        "service", "install", NAME, "--startup", "manual", "--app-dir", winpath(ROOT),
+        "--", "tests.apps:basic", "--workers", "2", "--port", "0",
+        "--checkpoint", winpath(tmp_path / "state.json"))
+    assert refused.returncode == 2, refused
+    assert refused.stderr.splitlines() == [
+        f"graceful service: error: cannot install {NAME}: --workers above 1 with "
+        "--checkpoint: a checkpoint has one writer, so it is served by one worker (keep "
+        "state shared by several workers in a database or a cache)"], refused
+    status = graceful("service", "status", NAME)
+    assert status.returncode == 1 and "(Win32 error 1060)" in status.stderr, status  # none

@@ -12,11 +12,15 @@ c. `graceful restart --pid` (over the supervisor's named pipe) while clients kee
 d. A helper process each worker's app started in on_startup and never stopped lives through
    its worker's drain, and ends once that worker has exited (the worker's Job object):
    nothing is left running after Ctrl+C.
+e. `--workers 2 --checkpoint` is refused as on POSIX: exit 2, the same one line, nothing
+   started.
 """
 
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
 import threading
 import time
 
@@ -230,3 +234,19 @@ def test_d_helpers_end_with_their_worker_after_its_drain(tmp_path, started, monk
     assert beats(helpers) == after, "a helper outlived its worker"
     left = [e for e in read_events(driver.log) if e.get("event") == "worker.leftovers"]
     assert sorted((e["worker_pid"], p) for e in left for p in e["processes"]) == sorted(after), left
+
+
+def test_e_workers_with_a_checkpoint_is_refused_as_on_posix(tmp_path):
+    """e."""
+    from tests.wine.conftest import ROOT, WIN_PY, wine
+
+    args = ["serve", "tests.apps:basic", "--port", "0", "--workers", "2", "--checkpoint"]
+    posix = subprocess.run([sys.executable, "-m", "graceful", *args, str(tmp_path / "s.json")],
+                           cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60)
+    assert posix.returncode == 2 and len(posix.stderr.splitlines()) == 1, posix
+    windows = wine(WIN_PY, "-m", "graceful", *args, winpath(tmp_path / "s.json"))
+    assert windows.returncode == 2, windows
+    assert windows.stderr.splitlines() == posix.stderr.splitlines(), (windows, posix)
+    assert "--workers above 1 with --checkpoint" in windows.stderr
+    assert windows.stdout == "" and not (tmp_path / "s.json").exists()
