@@ -16,13 +16,22 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 
 import pytest
 
-from tests.wine.conftest import ROOT, WIN_PY, Requests, read_events, wait_for_event, wine, winpath
+from tests.wine.conftest import (
+    ROOT,
+    WIN_PY,
+    Requests,
+    read_events,
+    sc_query,
+    service_state,
+    wait_for_event,
+    wine,
+    winpath,
+)
 from tests.wine.test_wine_workers import KeepAlive, Load
 
 NAME = "GracefulWineWorkers"
@@ -30,14 +39,6 @@ NAME = "GracefulWineWorkers"
 
 def graceful(*args: str, timeout: float = 180):
     return wine(WIN_PY, "-m", "graceful", *args, timeout=timeout)
-
-
-def query() -> tuple[str, int]:
-    out = wine("sc", "query", NAME).stdout
-    state = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
-    checkpoint = re.search(r"CHECKPOINT\s*:\s*(0x[0-9a-fA-F]+|\d+)", out)
-    return (state.group(1) if state else out.strip(),
-            int(checkpoint.group(1), 0) if checkpoint else -1)
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     assert wine("net", "start", NAME).returncode == 0
     ready = wait_for_event(log, "supervisor.ready", timeout=120)
     port = wait_for_event(log, "server.started")["port"]
-    assert query()[0] == "RUNNING"
+    assert service_state(NAME) == "RUNNING"
 
     # 1. a reload under load
     load, keep = Load(f"http://127.0.0.1:{port}/pid?s=0.02"), KeepAlive(port)
@@ -106,11 +107,11 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     seen = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        seen.append(query())
-        if seen[-1][0] == "STOPPED":
+        seen.append(sc_query(NAME))
+        if seen[-1].state == "STOPPED":
             break
-    assert seen[-1][0] == "STOPPED", seen
-    checkpoints = [c for state, c in seen if state == "STOP_PENDING"]
+    assert seen[-1].state == "STOPPED", seen
+    checkpoints = [s.checkpoint for s in seen if s.state == "STOP_PENDING"]
     assert checkpoints == sorted(checkpoints) and len(set(checkpoints)) >= 2, seen
     answers = requests.wait()
     assert all(isinstance(a, tuple) and a[:2] == (200, "close") for a in answers), answers
@@ -137,7 +138,7 @@ def test_pause_waits_for_every_worker(tmp_path, service, started):
     pausing = started(["wine", WIN_PY, "-m", "graceful", "service", "pause", NAME],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE).proc
     wait_for_event(log, "pause.requested", timeout=30)
-    seen = [query()[0] for _ in range(4)]  # the drain has seconds to go
+    seen = [service_state(NAME) for _ in range(4)]  # the drain has seconds to go
     answers = requests.wait()
     assert all(isinstance(a, tuple) and a[:2] == (200, "close") for a in answers), answers
     out, err = pausing.communicate(timeout=60)
@@ -146,7 +147,7 @@ def test_pause_waits_for_every_worker(tmp_path, service, started):
     events = read_events(log)
     done = [e["pid"] for e in events if e.get("event") == "pause.done"]
     assert sorted(done) == sorted(ready["workers"]), events
-    assert query()[0] == "PAUSED"
+    assert service_state(NAME) == "PAUSED"
     continued = graceful("service", "continue", NAME)
     assert continued.returncode == 0 and "RUNNING" in continued.stdout, continued
     assert len([e for e in read_events(log) if e.get("event") == "resume.done"]) == 2
