@@ -153,6 +153,8 @@ def test_pause_waits_for_every_worker(tmp_path, service, started):
     assert len([e for e in read_events(log) if e.get("event") == "resume.done"]) == 2
     [(status, _, _)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
     assert status == 200
+    # the service's workers too run in Job objects of their own (graceful/supervisor/windows_job.py)
+    assert not [e for e in read_events(log) if e.get("event") == "worker.no_job"]
 
 
 def test_install_refuses_workers_with_a_checkpoint(tmp_path, service):

@@ -232,8 +232,10 @@ def test_d_helpers_end_with_their_worker_after_its_drain(tmp_path, started, monk
     after = beats(helpers)
     time.sleep(1.5)
     assert beats(helpers) == after, "a helper outlived its worker"
+    assert not [e for e in read_events(driver.log) if e.get("event") == "worker.no_job"]
     left = [e for e in read_events(driver.log) if e.get("event") == "worker.leftovers"]
-    assert sorted((e["worker_pid"], p) for e in left for p in e["processes"]) == sorted(after), left
+    # each helper named with its worker (beside it, a console host Windows made for it)
+    assert set(after) <= {(e["worker_pid"], p) for e in left for p in e["processes"]}, left
 
 
 def test_e_workers_with_a_checkpoint_is_refused_as_on_posix(tmp_path):
