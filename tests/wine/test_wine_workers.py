@@ -213,7 +213,7 @@ def test_d_helpers_end_with_their_worker_after_its_drain(tmp_path, started, monk
     while len(beats(helpers)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert sorted(w for w, _ in beats(helpers)) == sorted(ready["workers"]), beats(helpers)
-    requests = Requests([f"{base}/pid?s=4"] * 2)
+    requests = Requests([f"{base}/pid?s=6"] * 2)  # a drain of seconds
     time.sleep(1.0)  # in flight
     told = time.time()
     driver.go()
