@@ -89,12 +89,14 @@ class Listener:
         self._server.close()  # closes self.sock; the duplicate keeps listening
         self._server = None
         queued = _accept_all(self._keeper)
-        if _is_windows():
+        if _is_windows() and proactor_accept.supported(asyncio.get_running_loop()):
             # The Proactor loop cannot serve a listening socket again once it has stopped
             # serving it (its handle is tied to the loop's completion port: WinError 87 at
             # every accept): close it, and bind the address again at resume. Connections
-            # made while paused are refused on Windows. (No Unix sockets there: binding one
+            # made while paused are refused there. (No Unix sockets on Windows: binding one
             # is refused, graceful/http/binding.py, so the address is always (host, port).)
+            # Other loops (winloop, a Windows worker's selector loop) keep it listening, as
+            # on POSIX: a worker could not bind again a port its supervisor holds.
             self._keeper.close()
             self._keeper, self._rebind = None, True
         await self._serve(queued)

@@ -18,10 +18,11 @@ as at a stop): a new connection completes its handshake and waits in the kernel'
 queue, up to --backlog, and is served on continue; past the backlog the kernel drops or
 refuses it. Closing the sockets would refuse clients outright but risk losing the port to
 another process (or, with --port 0, to anyone) before the continue: a paused service must
-be able to continue on the same address. On Windows the Proactor loop cannot serve a
-listening socket again once it has stopped serving it, so the sockets are closed at the
-pause (new connections are refused) and bound again at the continue; if the port was
-taken meanwhile the continue fails (`resume.failed`) and the server stays paused.
+be able to continue on the same address. On Windows the Proactor loop (one process with
+--loop asyncio) cannot serve a listening socket again once it has stopped serving it, so
+the sockets are closed at the pause (new connections are refused) and bound again at the
+continue; if the port was taken meanwhile the continue fails (`resume.failed`) and the
+server stays paused. winloop and a worker's selector loop keep them listening, as on POSIX.
 
 A stop while paused or pausing is a normal stop: its drain takes over (the connections
 queued while paused are served), then hooks and checkpoint run.
@@ -66,12 +67,16 @@ class Pauser:
         if request.action is PauseAction.PAUSE:
             if phase != "ready":
                 log.info("pause.ignored", phase=phase)
+                if phase == "paused":  # said again: whoever waits for it hears it
+                    self._notify("paused")
                 return
             self.paused = True
             self._set_phase("pausing")
             self._pausing = asyncio.ensure_future(self._pause())
         elif not self.paused or phase not in ("pausing", "paused"):
             log.info("resume.ignored", phase=phase)
+            if phase == "ready":  # already accepting (its resume succeeded earlier)
+                self._notify("resumed")
         else:
             self._resuming = asyncio.ensure_future(self._resume())
 

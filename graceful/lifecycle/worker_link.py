@@ -2,12 +2,14 @@
 
 The supervisor gives a worker its configuration through a pipe, its listening sockets as
 systemd does, the checkpoint's lock, and a ready pipe. The worker says "ready" once it
-serves. The new worker of a restart with a checkpoint says "ready" before accepting (app
-built, on_startup run), then waits for "go" on its go pipe (the old worker's final flush is
-done), takes that final state, accepts, and says "serving"; the go pipe closed without
-"go" means the restart was abandoned, and it exits without accepting. When the supervisor
-dies, the worker is sent SIGTERM by the kernel (Linux) and drains: nothing serves on
-unsupervised.
+serves, and later, on the same pipe, what became of each pause and continue it was told
+("paused", "resumed", "resume_failed ERROR"): a service reports PAUSED or RUNNING to the
+SCM once every worker has said so. The new worker of a restart with a checkpoint says
+"ready" before accepting (app built, on_startup run), then waits for "go" on its go pipe
+(the old worker's final flush is done), takes that final state, accepts, and says
+"serving"; the go pipe closed without "go" means the restart was abandoned, and it exits
+without accepting. When the supervisor dies, the worker is sent SIGTERM by the kernel
+(Linux) and drains: nothing serves on unsupervised.
 SIGHUP to a worker means: stop, you are being replaced (kind "restart").
 """
 
@@ -82,6 +84,8 @@ class WorkerLink(StopObserver):
                     from graceful.supervisor.windows_spawn import open_inherited
 
                     with contextlib.suppress(OSError):
+                        # kept after ready: a process the app starts must not hold it
+                        os.set_handle_inheritable(int(value), False)
                         fds[name] = open_inherited(value, os.O_WRONLY)
                     continue
                 fds[name] = int(value)
@@ -183,10 +187,15 @@ class WorkerLink(StopObserver):
         """We serve (the runtime's READY): tell the supervisor, once. A worker that took
         over the state said "ready" before accepting; it now says "serving"."""
         self._say(b"serving\n" if self.took_over else b"ready\n")
-        if self._ready_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._ready_fd)
-            self._ready_fd = None
+
+    def paused(self) -> None:
+        self._say(b"paused\n")
+
+    def resumed(self) -> None:
+        self._say(b"resumed\n")
+
+    def resume_failed(self, error: str) -> None:
+        self._say(f"resume_failed {' '.join(error.split())}\n".encode())
 
     def _say(self, message: bytes) -> None:
         if self._ready_fd is not None:

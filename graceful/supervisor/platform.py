@@ -6,7 +6,9 @@
     exit         SIGCHLD, waitpid(-1) (reaper.py)     a thread waiting on each process
     pipes        the loop's readers                   a thread reading each pipe
     orders       signals (orders.py)                  words on the worker's control pipe
-    kill         SIGKILL to its process group         TerminateProcess
+    kill         SIGKILL to its process group         TerminateJobObject (windows_job.py)
+    leftovers    its process group, SIGTERM then      its Job object, ended once it exits
+                 SIGKILL (workers.end_leftovers)
 
 Everything else (workers.py, rolling.py, supervisor.py, launch.py) is the same code.
 """
@@ -70,7 +72,8 @@ def tell(pid: int, order: int, source: str = "") -> None:
 
 
 def kill_group(pid: int) -> None:
-    """End worker `pid` at once, and on POSIX what it started (its process group)."""
+    """End worker `pid` at once, and what it started (its process group; on Windows its
+    Job object)."""
     if WINDOWS:
         from graceful.supervisor import windows_spawn
 

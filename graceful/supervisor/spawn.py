@@ -34,7 +34,7 @@ class Spawned:
         self.pid = pid
         self.ready_fd = ready_fd  # it writes "ready" once it serves (or is about to)
         self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
-        self.ready_seen = False  # "ready" read already (the ready pipe is then closed)
+        self.ready_seen = False  # "ready" read already
         # its output read (and forwarded) already: the last lines, and an unfinished line's
         # start
         self.tail: list[str] = []

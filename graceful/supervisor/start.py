@@ -115,8 +115,7 @@ def wait_ready(started: Started, stop_requested: Callable[[], bool],
                     worker = waiting.pop(fd)
                     selector.unregister(fd)
                     if b"ready" in data:
-                        worker.ready_seen = True
-                        os.close(fd)
+                        worker.ready_seen = True  # the pipe stays open: later reports
                     else:
                         return  # it ended before it was ready: the loop reports it
                 else:

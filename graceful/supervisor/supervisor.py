@@ -12,7 +12,8 @@
              at a time: rolling.py.
     crash    a worker that exits while serving is logged (`worker.exited`, its code and
              last lines) and replaced after a backoff that grows while replacements die.
-    pause    SIGUSR1 / SIGUSR2 forwarded to every worker.
+    pause    SIGUSR1 / SIGUSR2 forwarded to every worker; done once each has said so
+             (pausing.py).
 
 The supervisor never imports the application (nor aiohttp's server): it holds the
 sockets, the pid, the signals, systemd's notifications and the exit code.
@@ -56,6 +57,7 @@ class Supervisor:
         self._rolling = rolling
         self._notifier = notifier
         self._pid_file = pid_file
+        workers.pause_reports.notifier = notifier
         self._stop_requested: asyncio.Future[int] | None = None
         self._stop_source = ""
         self._stops = 0
@@ -167,10 +169,10 @@ class Supervisor:
 
     def _pause_or_continue(self, signum: int) -> None:
         """Forwarded to every worker; kept, so that a restart or a replaced worker does not
-        undo a pause (a new worker would accept again)."""
-        self._workers.paused = signum == orders.PAUSE
+        undo a pause (a new worker would accept again). The notifier hears "paused" or
+        "resumed" once the workers have (pausing.py)."""
+        self._workers.pause_or_continue(signum)
         self._rolling.paused = self._workers.paused
-        self._workers.signal_all(signum)
 
     def _kill_after(self) -> float:
         return self._config.stop_budget + KILL_MARGIN_S

@@ -9,7 +9,9 @@ What POSIX passes as descriptors (spawn.py) goes here as follows:
 - the orders (orders.py): one word a line on its stdin after the first. The pipe's end is
   also how the worker learns that the supervisor died (Windows has no PDEATHSIG): it then
   drains and exits, as a POSIX worker does on its SIGTERM;
-- stdout and stderr: pipes the supervisor reads (worker_process.py).
+- stdout and stderr: pipes the supervisor reads (worker_process.py);
+- what it will start: in its Job object (windows_job.py), made before the first line is sent,
+  ended once it has exited.
 
 The worker runs DETACHED_PROCESS, with no console: Ctrl+C, Ctrl+Break, a console close,
 logoff and shutdown go to every process attached to the console, whatever its process group
@@ -36,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from graceful.supervisor.spawn import Spawned
+from graceful.supervisor.windows_job import WorkerJob
 
 DETACHED_PROCESS = 0x00000008
 CREATE_NEW_PROCESS_GROUP = 0x00000200
@@ -70,6 +73,7 @@ class _Worker:
 
 
 _workers: dict[int, _Worker] = {}  # by pid, until it exits
+_jobs: dict[int, WorkerJob] = {}  # by the worker's pid, until what it left is ended
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
@@ -94,11 +98,13 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
     finally:
         os.close(ready_w)
     worker = _workers[process.pid] = _Worker(process)
+    if (job := WorkerJob.around(process.pid)) is not None:  # before its app can start one
+        _jobs[process.pid] = job
     try:
         shared = [[name, base64.b64encode(sock.share(process.pid)).decode()]
                   for name, sock in sockets]
     except OSError:
-        process.kill()
+        kill(process.pid)
         raise
     first = json.dumps({"config": json.loads(config_json), "sockets": shared}) + "\n"
     worker.send(first.encode())
@@ -118,10 +124,18 @@ def tell(pid: int, word: str) -> None:
 
 
 def kill(pid: int) -> None:
-    """TerminateProcess: what Task Manager's End task does."""
-    if (worker := _workers.get(pid)) is not None:
+    """End the worker and what it started (its job) at once; TerminateProcess without one."""
+    if (job := _jobs.pop(pid, None)) is not None:
+        job.end()
+    elif (worker := _workers.get(pid)) is not None:
         with contextlib.suppress(OSError):
             worker.process.kill()
+
+
+def end_leftovers(pid: int) -> list[int]:
+    """Once worker `pid` has exited: end what it started that still runs; their pids."""
+    job = _jobs.pop(pid, None)
+    return job.end() if job is not None else []
 
 
 def wait(pid: int) -> int:

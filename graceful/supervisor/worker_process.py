@@ -1,5 +1,8 @@
 """One worker seen from the supervisor: its ready pipe, its output, its exit.
 
+Its ready pipe is read for its life: "ready" (and "serving"), then what became of each pause
+and continue it was told (pausing.py).
+
 Its stdout and stderr are pipes that the supervisor reads and forwards whole line by whole
 line (lines of several workers never interleave), keeping the last lines for
 `worker.exited`. The pipes stay the supervisor's own: a process the worker started keeps
@@ -56,6 +59,8 @@ class WorkerProcess:
                                                   spawned.stderr_fd: output or 2}
         self._outputs: dict[int, platform.PipeWatch] = {}
         self._exiting: asyncio.Future[None] | None = None
+        self.on_report: Callable[[int, str], None] | None = None  # a line after ready
+        self._ready_partial = b""
         # what was read and forwarded before the loop ran (start.py)
         self._tail.extend(spawned.tail)
         self._partial.update(spawned.partial)
@@ -64,8 +69,7 @@ class WorkerProcess:
         if spawned.ready_seen:  # never gated: the first start
             self.ready.set_result(True)
             self.serving.set_result(True)
-        else:
-            self._ready = platform.watch_pipe(loop, spawned.ready_fd, self._on_ready_pipe, 64)
+        self._ready = platform.watch_pipe(loop, spawned.ready_fd, self._on_ready_pipe, 64)
 
     def __repr__(self) -> str:
         return f"<worker {self.number} pid {self.pid}>"
@@ -110,13 +114,19 @@ class WorkerProcess:
             self._stop_reading(fd)
 
     def _on_ready_pipe(self, data: bytes) -> None:
-        if data and not self.ready.done() and b"ready" in data:
-            self.ready.set_result(True)
-            if not self.gated:
+        lines = (self._ready_partial + data).split(b"\n")
+        self._ready_partial = lines.pop() if data else b""
+        for line in lines:
+            word = line.strip().decode(errors="replace")
+            if word == "ready" and not self.ready.done():
+                self.ready.set_result(True)
+                if not self.gated:
+                    self.serving.set_result(True)
+            elif word == "serving" and not self.serving.done():
                 self.serving.set_result(True)
-        if b"serving" in data and not self.serving.done():
-            self.serving.set_result(True)
-        if not data or self.serving.done():
+            elif word and self.serving.done() and self.on_report is not None:
+                self.on_report(self.pid, word)
+        if not data:
             self._close_ready()
             for said in (self.ready, self.serving):
                 if not said.done():

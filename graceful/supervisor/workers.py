@@ -15,6 +15,7 @@ from graceful.errors import ExitCode
 from graceful.logs import get_logger
 from graceful.supervisor import orders, platform
 from graceful.supervisor.launch import Launcher
+from graceful.supervisor.pausing import PauseReports
 from graceful.supervisor.spawn import Spawned
 from graceful.supervisor.worker_process import WorkerProcess
 
@@ -67,6 +68,7 @@ class Workers:
         self._retiring: list[WorkerProcess] = []
         self.generation = 0
         self.old_exit_codes: list[ExitCode] = []  # restarts' old workers whose stop failed
+        self.pause_reports = PauseReports()
 
     def pids(self) -> list[int]:
         return [worker.pid for worker in self.serving.values()]
@@ -84,6 +86,8 @@ class Workers:
                                output=self.launcher.output)
         assert self.reaper is not None
         self.reaper.watch(worker.pid, worker.exit_seen)
+        worker.on_report = self.pause_reports.heard
+        worker.exited.add_done_callback(lambda _: self.pause_reports.gone(worker.pid))
         if (metrics := self.launcher.metrics) is not None:
             worker.exited.add_done_callback(lambda _: metrics.worker_exited(worker.pid))
         worker.exited.add_done_callback(lambda _: asyncio.ensure_future(end_leftovers(worker)))
@@ -175,6 +179,13 @@ class Workers:
         worker.stopping = True
         self._retiring.append(worker)
         worker.exited.add_done_callback(lambda _: self._retiring.remove(worker))
+
+    def pause_or_continue(self, order: int) -> None:
+        """Tell every worker that serves; the ones ready are heard (pausing.py)."""
+        self.paused = order == orders.PAUSE
+        self.pause_reports.told(order, [worker.pid for worker in self.serving.values()
+                                        if worker.ready.done() and worker.ready.result()])
+        self.signal_all(order)
 
     def signal_all(self, signum: int, source: str = "") -> None:
         """A repeated stop: every worker, also one draining for a restart, for which it is a
@@ -302,9 +313,15 @@ class Workers:
 async def end_leftovers(worker: WorkerProcess) -> None:
     """What a worker started and left running (a helper of its on_startup never stopped)
     ends with it: SIGTERM to its process group, SIGKILL after LEFTOVERS_GRACE_S. Otherwise
-    every restart would leave one more behind, holding its files and memory. (POSIX: a
-    Windows worker's children are not in a group the supervisor can end.)"""
+    every restart would leave one more behind, holding its files and memory. On Windows
+    they are in the worker's Job object (windows_job.py), ended at once: no signal there
+    asks a process to stop."""
     if platform.WINDOWS:
+        from graceful.supervisor import windows_spawn
+
+        if left := windows_spawn.end_leftovers(worker.pid):
+            log.warning("worker.leftovers", worker=worker.number, worker_pid=worker.pid,
+                        grace_s=0, processes=left)
         return
     from graceful.supervisor.reaper import orphans_of
 

@@ -8,7 +8,8 @@ workers serve behind it.
                                       drains (rolling.py); the options are read again from
                                       the service's command line as the SCM has it now
     PAUSE, CONTINUE                   told to every worker; PAUSED / RUNNING reported once
-                                      they are told (not once their pause has drained)
+                                      every worker has paused (its pause drained) or
+                                      accepts again (graceful/supervisor/pausing.py)
 
 The workers' output (their JSON log lines) goes to the service's log file.
 """
@@ -52,12 +53,10 @@ class ServiceControls:
         self._bridge.install_controls(pause)
 
     def _pause(self, requests: Any, action: PauseAction) -> None:
+        # PAUSE_PENDING or CONTINUE_PENDING is reported (the SCM's thread); the ScmNotifier
+        # reports PAUSED or RUNNING once the workers have said so
         requests.pause_or_continue(orders.PAUSE if action is PauseAction.PAUSE
                                    else orders.CONTINUE)
-        if action is PauseAction.PAUSE:
-            self._reporter.paused()
-        else:
-            self._reporter.resumed()
 
     def workers_ready(self) -> None:
         pass
@@ -80,6 +79,15 @@ class ScmNotifier:
 
     def stopped(self, code: int) -> None:
         pass  # STOPPED is the host's to report, once the process is about to end
+
+    def paused(self) -> None:
+        self._reporter.paused()
+
+    def resumed(self) -> None:
+        self._reporter.resumed()
+
+    def resume_failed(self, error: str) -> None:
+        self._reporter.resume_failed(error)
 
     def reloading(self) -> None:
         pass

@@ -1,12 +1,17 @@
 """The app the Wine suite serves: tests.apps' routes plus /raise-break, which raises SIGBREAK
 inside the process from another thread a moment later, while the loop sleeps in IOCP, and
-/pid?s=S, which answers with the pid of the worker that served it after S seconds."""
+/pid?s=S, which answers with the pid of the worker that served it after S seconds.
+`with_helper` also starts a helper process in on_startup, as apps start a sidecar, and never
+stops it: the helper writes the time to WINE_TEST_HELPERS/<worker pid>-<its pid>.beat every
+0.2 s, for at most a minute."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 from aiohttp import web
@@ -33,4 +38,27 @@ def app() -> web.Application:
     application = _routes(web.Application())
     application.router.add_get("/raise-break", raise_break)
     application.router.add_get("/pid", pid_slow)
+    return application
+
+
+HEARTBEAT = """
+import os, sys, time
+path = os.path.join(sys.argv[1], f"{sys.argv[2]}-{os.getpid()}.beat")
+for _ in range(300):
+    with open(path, "w") as beat:
+        beat.write(repr(time.time()))
+    time.sleep(0.2)
+"""
+
+
+async def start_helper(application: web.Application) -> None:
+    subprocess.Popen([sys.executable, "-c", HEARTBEAT, os.environ["WINE_TEST_HELPERS"],
+                      str(os.getpid())],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+
+
+def with_helper() -> web.Application:
+    application = app()
+    application.on_startup.append(start_helper)
     return application

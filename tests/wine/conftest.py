@@ -4,6 +4,7 @@ provisioning with scripts/wine-setup.sh); the normal suite skips this folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -31,28 +32,56 @@ def winpath(path: Path | str) -> str:
     return "Z:" + str(path).replace("/", "\\")
 
 
-def wine(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def wine(*args: str, timeout: float = 60,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a Windows program to its end; output through a pipe (python.exe under Wine cannot
-    write to a regular file)."""
+    write to a regular file). `env`: another prefix's (WINEPREFIX), else ours."""
     result = subprocess.run(["wine", *args], stdin=subprocess.DEVNULL, capture_output=True,
-                            timeout=timeout, env=os.environ)
+                            timeout=timeout, env=os.environ if env is None else env)
     return subprocess.CompletedProcess(
         result.args, result.returncode,
         result.stdout.decode(errors="replace").replace("\r", ""),
         result.stderr.decode(errors="replace").replace("\r", ""))
 
 
-def service_state(name: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class ScQuery:
+    """What `sc query NAME` says of a service (-1: a number it did not give)."""
+
+    state: str  # RUNNING, STOP_PENDING, ...; sc's whole output when it names no state
+    checkpoint: int
+    wait_hint: int
+    win32_exit_code: int
+    service_exit_code: int
+
+
+def sc_query(name: str, env: dict[str, str] | None = None) -> ScQuery:
+    """The one parser of `sc query` output in the suite (`env`: another prefix's)."""
+    out = wine("sc", "query", name, env=env).stdout
+    fields = dict(re.findall(r"^\s*(\w+)\s*:\s*(.*?)\s*$", out, re.M))
+
+    def number(key: str) -> int:
+        words = fields.get(key, "").split()
+        try:
+            return int(words[0], 0)
+        except (IndexError, ValueError):
+            return -1
+
+    state = fields.get("STATE", "").split()
+    return ScQuery(state[-1] if state else out.strip(), number("CHECKPOINT"),
+                   number("WAIT_HINT"), number("WIN32_EXIT_CODE"), number("SERVICE_EXIT_CODE"))
+
+
+def service_state(name: str, env: dict[str, str] | None = None) -> str:
     """The SCM's state of service `name` as `sc query` names it (RUNNING, STOP_PENDING, ...)."""
-    out = wine("sc", "query", name).stdout
-    found = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
-    return found.group(1) if found else out.strip()
+    return sc_query(name, env).state
 
 
-def wait_service_state(name: str, want: str, timeout: float = 30, poll: float = 0.2) -> str:
+def wait_service_state(name: str, want: str, timeout: float = 30, poll: float = 0.2,
+                       env: dict[str, str] | None = None) -> str:
     """The state once it is `want`, or the last one seen after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while (now := service_state(name)) != want and time.monotonic() < deadline:
+    while (now := service_state(name, env)) != want and time.monotonic() < deadline:
         time.sleep(poll)
     return now
 

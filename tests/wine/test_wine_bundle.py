@@ -29,7 +29,15 @@ from pathlib import Path
 import pytest
 
 from graceful import checkpoint as ckpt
-from tests.wine.conftest import ROOT, Requests, read_events, wait_for_event, winpath
+from tests.wine.conftest import (
+    ROOT,
+    Requests,
+    read_events,
+    sc_query,
+    wait_for_event,
+    wait_service_state,
+    winpath,
+)
 
 APP = ROOT / "tests/wine/bundle_app"
 NAME = "GracefulBundleTest"
@@ -120,13 +128,6 @@ def test_2_missing_data_is_one_line_at_build_time(tmp_path):
     assert "prices.json" in lines[0], no_data
 
 
-def sc_state(env: dict[str, str], name: str = NAME) -> tuple[str, str]:
-    out = run(env, "sc", "query", name).stdout
-    state = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
-    code = re.search(r"WIN32_EXIT_CODE\s*:\s*(\d+)", out)
-    return (state.group(1) if state else out.strip(), code.group(1) if code else "?")
-
-
 def test_3_service_day_from_the_bundle_alone(shop_exe, bare):
     """3."""
     drive_c = Path(bare["WINEPREFIX"]) / "drive_c"
@@ -158,10 +159,8 @@ def test_3_service_day_from_the_bundle_alone(shop_exe, bare):
         time.sleep(1)  # the drain's own events below show that it was still in flight
         stopping = run(bare, "sc", "stop", NAME)
         assert "STOP_PENDING" in stopping.stdout, stopping
-        deadline = time.monotonic() + 60
-        while sc_state(bare)[0] != "STOPPED" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert sc_state(bare) == ("STOPPED", "0")
+        assert wait_service_state(NAME, "STOPPED", 60, env=bare) == "STOPPED"
+        assert sc_query(NAME, bare).win32_exit_code == 0
         assert held.wait() == [(200, "close", "tea 2.5\n")]
         assert ckpt.read(drive_c / "svc/state.json").state == {"served": 1}
         verify = run(bare, exe, "checkpoint", "verify", r"C:\svc\state.json")
@@ -225,10 +224,9 @@ def test_4_reload_from_the_bundle(shop_exe, bare):
         served = {e.get("pid") for e in read_events(log) if e["event"] == "server.started"}
         assert served == {*ready["workers"], *done["workers"]}, served
         assert "STOP_PENDING" in run(bare, "sc", "stop", name).stdout
-        deadline = time.monotonic() + 60
-        while (state := sc_state(bare, name))[0] != "STOPPED" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert state == ("STOPPED", "0"), state
+        wait_service_state(name, "STOPPED", 60, env=bare)
+        state = sc_query(name, bare)
+        assert (state.state, state.win32_exit_code) == ("STOPPED", 0), state
         [end] = [e for e in read_events(log) if e["event"] == "supervisor.exit"]
         assert end["code"] == 0 and end["worker_codes"] == [0, 0], end
     finally:

@@ -5,27 +5,25 @@ written, the service reaches STOPPED. Plus the service CLI's one-line errors."""
 
 from __future__ import annotations
 
-import re
 import time
 
 from graceful import checkpoint as ckpt
-from tests.wine.conftest import ROOT, WIN_PY, Requests, read_events, wait_for_event, wine, winpath
+from tests.wine.conftest import (
+    ROOT,
+    WIN_PY,
+    Requests,
+    read_events,
+    sc_query,
+    wait_for_event,
+    wine,
+    winpath,
+)
 
 NAME = "GracefulWineTest"
 
 
 def graceful(*args: str):
     return wine(WIN_PY, "-m", "graceful", *args)
-
-
-def query() -> tuple[str, int, int]:
-    out = wine("sc", "query", NAME).stdout
-    state = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
-    checkpoint = re.search(r"CHECKPOINT\s*:\s*(0x[0-9a-fA-F]+|\d+)", out)
-    hint = re.search(r"WAIT_HINT\s*:\s*(0x[0-9a-fA-F]+|\d+)", out)
-    return (state.group(1) if state else out.strip(),
-            int(checkpoint.group(1), 0) if checkpoint else -1,
-            int(hint.group(1), 0) if hint else -1)
 
 
 def test_b_service_stops_with_sc_stop(tmp_path):
@@ -44,7 +42,7 @@ def test_b_service_stops_with_sc_stop(tmp_path):
         assert "CreateService: " in again.stderr and "(Win32 error 1073)" in again.stderr, again
         assert wine("net", "start", NAME).returncode == 0
         port = wait_for_event(log, "server.started")["port"]
-        assert query()[0] == "RUNNING"
+        assert sc_query(NAME).state == "RUNNING"
         requests = Requests([f"http://127.0.0.1:{port}/slow?s=4"] * 3)
         time.sleep(0.7)
         stopping = wine("sc", "stop", NAME)
@@ -52,15 +50,15 @@ def test_b_service_stops_with_sc_stop(tmp_path):
         seen = []
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
-            seen.append(query())
-            if seen[-1][0] == "STOPPED":
+            seen.append(sc_query(NAME))
+            if seen[-1].state == "STOPPED":
                 break
-        assert seen[-1][0] == "STOPPED", seen
-        pending = [s for s in seen if s[0] == "STOP_PENDING"]
+        assert seen[-1].state == "STOPPED", seen
+        pending = [s for s in seen if s.state == "STOP_PENDING"]
         assert pending, seen
-        checkpoints = [c for _, c, _ in pending]
+        checkpoints = [s.checkpoint for s in pending]
         assert checkpoints == sorted(checkpoints) and len(set(checkpoints)) >= 2, seen
-        assert all(0 < hint <= (20 + 1 + 10 + 5 + 2) * 1000 for _, _, hint in pending), seen
+        assert all(0 < s.wait_hint <= (20 + 1 + 10 + 5 + 2) * 1000 for s in pending), seen
         assert requests.wait() == [(200, "close", "slept 4.0\n")] * 3
         assert ckpt.read(tmp_path / "state.json").state == {"served": 3}
         events = read_events(log)

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,10 @@ from tests.wine.conftest import (
     WIN_PY,
     Requests,
     read_events,
+    sc_query,
+    service_state,
     wait_for_event,
+    wait_service_state,
     wine,
     winpath,
 )
@@ -44,11 +46,6 @@ NAME = "GracefulWineDay"
 
 def graceful(*args: str, timeout: float = 120):
     return wine(WIN_PY, "-m", "graceful", *args, timeout=timeout)
-
-
-def query() -> dict[str, str]:
-    out = wine("sc", "query", NAME).stdout
-    return dict(re.findall(r"^\s*(\w+)\s*:\s*(.*?)\s*$", out, re.M))
 
 
 def install(*args: str) -> subprocess.CompletedProcess[str]:
@@ -124,7 +121,7 @@ def test_1b_service_with_a_full_log_disk(tmp_path, tiny_disk, removed):
     assert len(torn) <= 1, torn  # the line the disk cut, ended; the next ones whole
     stopped = graceful("service", "stop", NAME)
     assert stopped.returncode == 0, stopped
-    assert query()["STATE"].endswith("STOPPED")
+    assert service_state(NAME) == "STOPPED"
     events = read_events(log)
     assert [e["code"] for e in events if e["event"] == "service.exit"] == [0]
 
@@ -143,12 +140,12 @@ def test_2_failure_before_logging(tmp_path, removed):
     failed = wait_for_event(log, "service.failed")
     assert "--app-dir" in failed["error"], failed
     assert wait_for_event(log, "service.exit")["code"] == 2
-    state = query()
+    state = sc_query(NAME)
     print("sc query after the failure:", state)
     # No STOPPED of ours (nobody asked: the SCM's recovery must run), and not pywin32's own
     # STOPPED with 0x20000001 (536870913), which is what an exception in SvcRun gives.
-    assert state["STATE"].endswith("START_PENDING"), state  # Wine: see 2. above
-    assert state["SERVICE_EXIT_CODE"].split()[0] == "0", state
+    assert state.state == "START_PENDING", state  # Wine: see 2. above
+    assert state.service_exit_code == 0, state
 
 
 def test_3_settings_of_the_installing_shell(tmp_path, removed, monkeypatch):
@@ -171,10 +168,10 @@ def test_3_settings_of_the_installing_shell(tmp_path, removed, monkeypatch):
     hints = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        state = query()
-        if state["STATE"].endswith("STOPPED"):
+        state = sc_query(NAME)
+        if state.state == "STOPPED":
             break
-        hints.append(int(state["WAIT_HINT"], 0))
+        hints.append(state.wait_hint)
     assert hints and max(hints) > 100_000, hints  # from a 139 s budget, not the default 51 s
     stop = [e for e in read_events(log) if e["event"] == "stop.requested"]
     assert stop and stop[0]["source"] == "SCM_STOP"
@@ -191,7 +188,7 @@ def test_4_stop_and_remove_exit_codes(tmp_path, removed):
     refused = graceful("service", "remove", NAME)
     assert refused.returncode == 1, refused
     assert "is RUNNING: stop it first" in refused.stderr, refused
-    assert query()["STATE"].endswith("RUNNING")
+    assert service_state(NAME) == "RUNNING"
     slow = Requests([f"http://127.0.0.1:{port}/slow?s=30"])
     time.sleep(0.7)  # the request is in flight
     stopped = graceful("service", "stop", NAME)
@@ -216,20 +213,17 @@ def test_5_stop_during_start_pending(tmp_path, removed):
     started = graceful("service", "start", NAME, "--timeout", "3")
     assert started.returncode == 1 and "START_PENDING" in started.stdout, started
     deadline = time.monotonic() + 20  # the host reports once it runs (slow under load)
-    while int(query()["CHECKPOINT"], 0) == 0 and time.monotonic() < deadline:
+    while sc_query(NAME).checkpoint <= 0 and time.monotonic() < deadline:
         time.sleep(0.2)
-    seen = [query()]
+    seen = [sc_query(NAME)]
     time.sleep(1.5)
-    seen.append(query())
-    assert [s["STATE"].split()[-1] for s in seen] == ["START_PENDING"] * 2, seen
-    assert int(seen[1]["CHECKPOINT"], 0) > int(seen[0]["CHECKPOINT"], 0), seen
-    assert int(seen[1]["WAIT_HINT"], 0) <= (60 + 2) * 1000, seen
+    seen.append(sc_query(NAME))
+    assert [s.state for s in seen] == ["START_PENDING"] * 2, seen
+    assert seen[1].checkpoint > seen[0].checkpoint, seen
+    assert seen[1].wait_hint <= (60 + 2) * 1000, seen
     stopping = wine("sc", "stop", NAME)
     print("sc stop during START_PENDING:", stopping.stdout, stopping.stderr)
     assert stopping.returncode == 0, stopping
-    deadline = time.monotonic() + 15
-    while not query()["STATE"].endswith("STOPPED") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert query()["STATE"].endswith("STOPPED"), query()
+    assert wait_service_state(NAME, "STOPPED", 15) == "STOPPED", sc_query(NAME)
     assert wait_for_event(log, "start.abandoned")
     assert wait_for_event(log, "service.exit")["code"] == 0

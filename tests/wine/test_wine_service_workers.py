@@ -7,17 +7,31 @@
 2. `sc stop` during a reload, requests in flight: they are answered, the reload's new
    workers are ended, `service reload` exits 1 (the service is stopping), STOP_PENDING's
    checkpoint rises while the two workers drain, and the service reaches STOPPED with 0.
+3. PAUSE with requests in flight: PAUSE_PENDING while the workers drain their pause, PAUSED
+   only once every worker has paused (`pause.done` from each); CONTINUE: RUNNING once every
+   worker accepts again, and it serves.
+4. `service install -- ... --workers 2 --checkpoint FILE` is refused at install, as `serve`
+   refuses it: exit 2, one line, and no service is installed.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 
 import pytest
 
-from tests.wine.conftest import ROOT, WIN_PY, Requests, read_events, wait_for_event, wine, winpath
+from tests.wine.conftest import (
+    ROOT,
+    WIN_PY,
+    Requests,
+    read_events,
+    sc_query,
+    service_state,
+    wait_for_event,
+    wine,
+    winpath,
+)
 from tests.wine.test_wine_workers import KeepAlive, Load
 
 NAME = "GracefulWineWorkers"
@@ -25,14 +39,6 @@ NAME = "GracefulWineWorkers"
 
 def graceful(*args: str, timeout: float = 180):
     return wine(WIN_PY, "-m", "graceful", *args, timeout=timeout)
-
-
-def query() -> tuple[str, int]:
-    out = wine("sc", "query", NAME).stdout
-    state = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
-    checkpoint = re.search(r"CHECKPOINT\s*:\s*(0x[0-9a-fA-F]+|\d+)", out)
-    return (state.group(1) if state else out.strip(),
-            int(checkpoint.group(1), 0) if checkpoint else -1)
 
 
 @pytest.fixture
@@ -54,7 +60,7 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     assert wine("net", "start", NAME).returncode == 0
     ready = wait_for_event(log, "supervisor.ready", timeout=120)
     port = wait_for_event(log, "server.started")["port"]
-    assert query()[0] == "RUNNING"
+    assert service_state(NAME) == "RUNNING"
 
     # 1. a reload under load
     load, keep = Load(f"http://127.0.0.1:{port}/pid?s=0.02"), KeepAlive(port)
@@ -101,11 +107,11 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     seen = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        seen.append(query())
-        if seen[-1][0] == "STOPPED":
+        seen.append(sc_query(NAME))
+        if seen[-1].state == "STOPPED":
             break
-    assert seen[-1][0] == "STOPPED", seen
-    checkpoints = [c for state, c in seen if state == "STOP_PENDING"]
+    assert seen[-1].state == "STOPPED", seen
+    checkpoints = [s.checkpoint for s in seen if s.state == "STOP_PENDING"]
     assert checkpoints == sorted(checkpoints) and len(set(checkpoints)) >= 2, seen
     answers = requests.wait()
     assert all(isinstance(a, tuple) and a[:2] == (200, "close") for a in answers), answers
@@ -114,3 +120,53 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     [end] = [e for e in events if e.get("event") == "supervisor.exit"]
     assert end["code"] == 0 and end["worker_codes"] == [0, 0], end
     assert [e["code"] for e in events if e.get("event") == "service.exit"] == [0]
+
+
+def test_pause_waits_for_every_worker(tmp_path, service, started):
+    """3."""
+    log = tmp_path / "svc.log"
+    installed = graceful(
+        "service", "install", NAME, "--startup", "manual", "--log-file", winpath(log),
+        "--app-dir", winpath(ROOT), "--", "tests.wine.app:app", "--workers", "2",
+        "--port", "0", "--loop", "asyncio", "--drain-timeout", "20")
+    assert installed.returncode == 0, installed
+    assert wine("net", "start", NAME).returncode == 0
+    ready = wait_for_event(log, "supervisor.ready", timeout=120)
+    port = wait_for_event(log, "server.started")["port"]
+    requests = Requests([f"http://127.0.0.1:{port}/pid?s=5"] * 2)
+    time.sleep(1.0)  # in flight
+    pausing = started(["wine", WIN_PY, "-m", "graceful", "service", "pause", NAME],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE).proc
+    wait_for_event(log, "pause.requested", timeout=30)
+    seen = [service_state(NAME) for _ in range(4)]  # the drain has seconds to go
+    answers = requests.wait()
+    assert all(isinstance(a, tuple) and a[:2] == (200, "close") for a in answers), answers
+    out, err = pausing.communicate(timeout=60)
+    assert pausing.returncode == 0 and b"PAUSED" in out, (out, err)
+    assert seen == ["PAUSE_PENDING"] * 4, seen
+    events = read_events(log)
+    done = [e["pid"] for e in events if e.get("event") == "pause.done"]
+    assert sorted(done) == sorted(ready["workers"]), events
+    assert service_state(NAME) == "PAUSED"
+    continued = graceful("service", "continue", NAME)
+    assert continued.returncode == 0 and "RUNNING" in continued.stdout, continued
+    assert len([e for e in read_events(log) if e.get("event") == "resume.done"]) == 2
+    [(status, _, _)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
+    assert status == 200
+    # the service's workers too run in Job objects of their own (graceful/supervisor/windows_job.py)
+    assert not [e for e in read_events(log) if e.get("event") == "worker.no_job"]
+
+
+def test_install_refuses_workers_with_a_checkpoint(tmp_path, service):
+    """4."""
+    refused = graceful(
+        "service", "install", NAME, "--startup", "manual", "--app-dir", winpath(ROOT),
+        "--", "tests.apps:basic", "--workers", "2", "--port", "0",
+        "--checkpoint", winpath(tmp_path / "state.json"))
+    assert refused.returncode == 2, refused
+    assert refused.stderr.splitlines() == [
+        f"graceful service: error: cannot install {NAME}: --workers above 1 with "
+        "--checkpoint: a checkpoint has one writer, so it is served by one worker (keep "
+        "state shared by several workers in a database or a cache)"], refused
+    status = graceful("service", "status", NAME)
+    assert status.returncode == 1 and "(Win32 error 1060)" in status.stderr, status  # none

@@ -9,15 +9,22 @@ b. A worker ended by TerminateProcess (taskkill /F, Task Manager) while clients 
    is logged `worker.exited` and replaced; every request is answered meanwhile.
 c. `graceful restart --pid` (over the supervisor's named pipe) while clients keep coming on
    new connections and on keep-alive ones: none refused, lost or reset; new workers serve.
+d. A helper process each worker's app started in on_startup and never stopped lives through
+   its worker's drain, and ends once that worker has exited (the worker's Job object):
+   nothing is left running after Ctrl+C.
+e. `--workers 2 --checkpoint` is refused as on POSIX: exit 2, the same one line, nothing
+   started.
 """
 
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
 import threading
 import time
 
-from tests.wine.conftest import Driver, Requests, read_events, wait_for_event
+from tests.wine.conftest import Driver, Requests, read_events, wait_for_event, winpath
 
 
 def serve_args(*extra: str, loop: str = "winloop") -> list[str]:
@@ -177,3 +184,71 @@ def test_c_restart_under_load(tmp_path, started):
     assert failed == [] and keep.errors == [], (failed, keep.errors)
     print(f"console restart: {len(answers)} new-connection and {keep.served} keep-alive "
           f"requests, 0 failed; {restarted.stdout.strip()}")
+
+
+def beats(folder) -> dict[tuple[int, int], float]:
+    """The last time each helper wrote, by (its worker's pid, its pid)."""
+    found = {}
+    for path in folder.glob("*.beat"):
+        text = path.read_text()
+        if text:  # not caught between its truncation and its write
+            worker, helper = path.stem.split("-")
+            found[int(worker), int(helper)] = float(text)
+    return found
+
+
+def test_d_helpers_end_with_their_worker_after_its_drain(tmp_path, started, monkeypatch):
+    """d."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    monkeypatch.setenv("WINE_TEST_HELPERS", winpath(helpers))
+    work = tmp_path / "work"
+    work.mkdir()
+    serve = serve_args()
+    serve[0] = "tests.wine.app:with_helper"
+    driver = Driver(started, work, "ctrl-c", *serve)
+    ready = wait_for_event(driver.log, "supervisor.ready", timeout=90)
+    base = f"http://127.0.0.1:{driver.port()}"
+    deadline = time.monotonic() + 30
+    while len(beats(helpers)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sorted(w for w, _ in beats(helpers)) == sorted(ready["workers"]), beats(helpers)
+    requests = Requests([f"{base}/pid?s=6"] * 2)  # a drain of seconds
+    time.sleep(1.0)  # in flight
+    told = time.time()
+    driver.go()
+    wait_for_event(driver.log, "drain.progress", timeout=30)
+    time.sleep(1.0)
+    during = beats(helpers)
+    result = driver.result()
+    assert result["exit"] == 0, result
+    answers = requests.wait()
+    assert all(isinstance(a, tuple) and a[0] == 200 for a in answers), answers
+    draining = {int(a[2].split()[1]) for a in answers}  # Wine's pick: one worker, or both
+    # the helper of a worker still draining is alive
+    assert all(at > told + 0.5 for (w, _), at in during.items() if w in draining), (
+        told, draining, during)
+    time.sleep(1.0)
+    after = beats(helpers)
+    time.sleep(1.5)
+    assert beats(helpers) == after, "a helper outlived its worker"
+    assert not [e for e in read_events(driver.log) if e.get("event") == "worker.no_job"]
+    left = [e for e in read_events(driver.log) if e.get("event") == "worker.leftovers"]
+    # each helper named with its worker (beside it, a console host Windows made for it)
+    assert set(after) <= {(e["worker_pid"], p) for e in left for p in e["processes"]}, left
+
+
+def test_e_workers_with_a_checkpoint_is_refused_as_on_posix(tmp_path):
+    """e."""
+    from tests.wine.conftest import ROOT, WIN_PY, wine
+
+    args = ["serve", "tests.apps:basic", "--port", "0", "--workers", "2", "--checkpoint"]
+    posix = subprocess.run([sys.executable, "-m", "graceful", *args, str(tmp_path / "s.json")],
+                           cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60)
+    assert posix.returncode == 2 and len(posix.stderr.splitlines()) == 1, posix
+    windows = wine(WIN_PY, "-m", "graceful", *args, winpath(tmp_path / "s.json"))
+    assert windows.returncode == 2, windows
+    assert windows.stderr.splitlines() == posix.stderr.splitlines(), (windows, posix)
+    assert "--workers above 1 with --checkpoint" in windows.stderr
+    assert windows.stdout == "" and not (tmp_path / "s.json").exists()
