@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from graceful.cli.in_process import fail as _fail
 from graceful.errors import ExitCode
 from graceful.host.processes import alive
 
@@ -92,7 +93,3 @@ def _stop_waiting(signum: int, frame: object) -> None:
 def _pids(pids: object) -> str:
     return ", ".join(str(pid) for pid in pids) if isinstance(pids, list) else "?"
 
-
-def _fail(message: str, code: ExitCode) -> None:
-    click.echo(f"graceful: error: {message}", err=True)
-    sys.exit(int(code))
