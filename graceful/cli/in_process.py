@@ -37,6 +37,12 @@ def worker(target: str | None, app_dir: str | None) -> None:
     bridge = None if windows else default_bridge()
     if hasattr(bridge, "capture"):
         bridge.capture()  # from here a stop signal is a clean stop, not a kill
+        import signal
+
+        from graceful.supervisor.early import CAUGHT
+
+        # blocked by the supervisor's spawn until now; one that came meanwhile is delivered
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CAUGHT)
     from graceful.errors import ConfigError
     from graceful.lifecycle import imports
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from graceful.cli.entry import reserve_std_fds
 from graceful.cli.in_process import exit_flushed, fail, fallback_stream, serve_in_process
 from graceful.cli.serve_options import SECONDS, config_from, serve_options
 from graceful.config import Config
@@ -63,29 +63,7 @@ def _one_line_usage_errors() -> Any:
 @click.version_option(package_name="aiohttp-graceful")
 def main() -> None:
     """Serve aiohttp applications and stop them without losing a request or state."""
-    _reserve_std_fds()
-
-
-def _reserve_std_fds() -> None:
-    """Put /dev/null on 0, 1 and 2 where they are closed (`>&-`, a daemon's parent).
-
-    Otherwise the next descriptor opened takes their number: the event loop's epoll landed
-    on 1 and libuv aborted the process (134) when closing it, believing it stdio; and
-    sys.stdout is None, so the first print or flush fails.
-    """
-    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-            continue
-        except OSError:
-            pass
-        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
-        if null != fd:  # open() takes the lowest free number, fd, unless a thread took it
-            os.dup2(null, fd)
-            os.close(null)
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(fd, "r" if fd == 0 else "w", buffering=1,  # noqa: SIM115
-                                    closefd=False, errors="backslashreplace"))
+    reserve_std_fds()  # again: a wrapper may call this group without entry.py
 
 
 @main.command()

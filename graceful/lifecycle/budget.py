@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 
 from graceful.config import Config
 from graceful.logs import get_logger
+from graceful.supervisor.worker_env import STOP_EXTENDED_ENV
 
 WINDOWS_CONSOLE_CLOSE_S = 5.0
 WINDOWS_LOGOFF_SHUTDOWN_S = 20.0
@@ -100,7 +101,8 @@ def gather(*, windows_console: bool | None = None,
         windows_console=on_windows if windows_console is None else windows_console,
         windows_container=on_windows and in_windows_container(env),
         systemd_stop_timeout_s=timeout,
-        systemd_extends=bool(env.get("NOTIFY_SOCKET")),
+        # a worker's supervisor extends it (graceful/supervisor/worker_env.py)
+        systemd_extends=bool(env.get("NOTIFY_SOCKET") or env.get(STOP_EXTENDED_ENV)),
     )
 
 

@@ -54,22 +54,49 @@ def _namespaced(pid: int) -> tuple[int, int]:
     return 0, pid
 
 
+_bound_early: socket.socket | None = None  # listen_early()'s
+
+
+def listen_early() -> None:
+    """Listen on the control socket from the supervisor's first steps (start.py, POSIX): a
+    `graceful restart` asked for while the first workers start then waits in its queue and
+    is answered once they serve (queued as a SIGHUP is), instead of finding no supervisor.
+    A failure is left for ControlServer.start() to meet and report."""
+    global _bound_early
+    if sys.platform != "win32" and _bound_early is None:
+        with contextlib.suppress(OSError):
+            _bound_early = _listen(address(os.getpid()))
+
+
+def _listen(path: str) -> socket.socket:
+    if not path.startswith("\0"):
+        with contextlib.suppress(OSError):  # a file left by a supervisor killed with pid
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if not path.startswith("\0"):
+            os.chmod(path, 0o600)
+        sock.listen(100)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class ControlServer:
     def __init__(self, handle: Handler) -> None:
         self._handle = handle
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
+        global _bound_early
         path = address(os.getpid())
         if sys.platform == "win32":
             await self._start_pipe(path)
             return
-        if not path.startswith("\0"):
-            with contextlib.suppress(OSError):  # a file left by a supervisor killed with pid
-                os.unlink(path)
-        self._server = await asyncio.start_unix_server(self._serve, path=path)
-        if not path.startswith("\0"):
-            os.chmod(path, 0o600)
+        sock, _bound_early = _bound_early or _listen(path), None
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
 
     async def _start_pipe(self, path: str) -> None:
         """Windows: the Proactor loop's pipe server (no Unix sockets for asyncio there)."""

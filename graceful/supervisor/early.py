@@ -26,6 +26,10 @@ class EarlySignals:
             early = cls._captured = cls()
             for signum in CAUGHT:
                 signal.signal(signum, early._record)
+            if hasattr(signal, "SIGCHLD"):
+                # ignored by a parent (kept across exec), the kernel would reap our workers
+                # itself: their deaths unseen, never replaced
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         return cls._captured
 
     def _record(self, signum: int, frame: Any) -> None:  # only records (a signal handler)

@@ -35,6 +35,7 @@ from graceful.supervisor.worker_env import (
     worker_environment,
 )
 
+FDS_PER_MESSAGE = 253  # SCM_MAX_FD: the descriptors one message may carry on Linux
 # not worth a spawn: the command ends without serving
 _NOT_SERVING = ("--help", "-h", "--version")
 
@@ -67,7 +68,13 @@ class EarlyWorker:
             return
         finally:
             theirs.close()
-        cls._started = cls(spawned, ours, argv, env, folder)
+        # Ours are opened before the command line is read: numbered low, they would be the
+        # descriptor an `--fd N` names that was not passed (3, 4, ...) and be taken for it.
+        spawned.ready_fd, spawned.stdout_fd, spawned.stderr_fd = (
+            _out_of_the_way(fd) for fd in (spawned.ready_fd, spawned.stdout_fd,
+                                           spawned.stderr_fd))
+        setup = socket.socket(fileno=_out_of_the_way(ours.detach()))
+        cls._started = cls(spawned, setup, argv, env, folder)
 
     @classmethod
     def take(cls) -> EarlyWorker | None:
@@ -98,8 +105,11 @@ class EarlyWorker:
                               "lock": lock_fd is not None}).encode()
         fds = [sock.fileno() for _, sock in sockets] + ([lock_fd] if lock_fd is not None else [])
         try:
-            sent = socket.send_fds(self._setup, [message[:4096]], fds)
-            self._setup.sendall(message[sent:])
+            # the message, then the descriptors in messages of their own, at most
+            # FDS_PER_MESSAGE each (the kernel's limit), each with a space (JSON ignores it)
+            self._setup.sendall(message)
+            for first in range(0, len(fds), FDS_PER_MESSAGE):
+                socket.send_fds(self._setup, [b" "], fds[first:first + FDS_PER_MESSAGE])
         except OSError:
             self.discard()
             raise
@@ -118,20 +128,41 @@ class EarlyWorker:
             os.waitpid(self.spawned.pid, 0)
 
 
+def _out_of_the_way(fd: int) -> int:
+    """`fd` moved up, above the numbers a parent passes (half the descriptor limit, at most
+    256), close-on-exec."""
+    import fcntl
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    floor = 256 if soft == resource.RLIM_INFINITY else max(3, min(256, soft // 2))
+    try:
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+    except OSError:  # no free number up there: it stays where it is
+        return fd
+    os.close(fd)
+    return moved
+
+
 def receive_setup(fd: int) -> dict | None:
     """A worker's side: its setup, with `sockets` and `lock_fd` made of the descriptors that
     came with it (close-on-exec); None when the supervisor closed the socket without one
     (it ended before serving)."""
     import json
 
+    chunks: list[bytes] = []
+    fds: list[int] = []
     with socket.socket(fileno=fd) as setup:
         setup.setblocking(True)
-        first, fds, _, _ = socket.recv_fds(setup, 65536, 64, socket.MSG_CMSG_CLOEXEC)
-        if not first:
-            return None
-        chunks = [first]
-        while chunk := setup.recv(65536):
+        while True:
+            chunk, more, _, _ = socket.recv_fds(setup, 65536, FDS_PER_MESSAGE,
+                                                socket.MSG_CMSG_CLOEXEC)
+            if not chunk:
+                break
             chunks.append(chunk)
+            fds.extend(more)
+    if not chunks:
+        return None
     message = json.loads(b"".join(chunks))
     names: list[str] = message["names"]
     sockets = []
@@ -140,7 +171,16 @@ def receive_setup(fd: int) -> dict | None:
         sock.setblocking(False)
         sockets.append((name, sock))
     message["sockets"] = sockets
-    message["lock_fd"] = fds[len(names)] if message["lock"] and len(fds) > len(names) else None
+    expected = len(names) + (1 if message["lock"] else 0)
+    if len(fds) != expected:  # never silently fewer sockets than were bound
+        for extra in fds[len(sockets):]:
+            os.close(extra)
+        for _, sock in sockets:
+            sock.close()
+        from graceful.errors import StartupError
+
+        raise StartupError(f"the supervisor sent {expected} descriptors, {len(fds)} came")
+    message["lock_fd"] = fds[len(names)] if message["lock"] else None
     return message
 
 

@@ -6,16 +6,23 @@ early_worker.py), the descriptors in `passed` after them (each
 announced in its variable), /dev/null on stdin, its own pipes on stdout and stderr, the
 environment and folder it is given, a process group of its own (a terminal's Ctrl+C is the
 supervisor's to forward, not the worker's to receive as well), the default action for the
-signals Python ignores. Nothing else: every other descriptor of the supervisor is
-close-on-exec, and the copies made here are numbered above the targets.
+signals Python ignores (and SIGCHLD, which a parent may have ignored), the stop, restart and
+pause signals blocked until it has its handlers (graceful/cli/in_process.py: a Ctrl+C
+forwarded in its first moment is then its clean stop, not a KeyboardInterrupt's traceback).
+Nothing else: every
+other descriptor of the supervisor is close-on-exec, and the copies made here are numbered
+above the targets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 from collections.abc import Mapping, Sequence
+
+from graceful.supervisor.early import CAUGHT
 
 FIRST_FD = 3  # SD_LISTEN_FDS_START
 # sh enters the folder ($1: a path, so that a symlink is followed as it is at the spawn), and
@@ -77,13 +84,16 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
         if ready_env:
             environment[ready_env] = str(FIRST_FD + n + len(passed))
         # descriptors the supervisor inherited open and inheritable (a deploy script's
-        # flock, a stray one of its parent's) are closed in the worker
-        targets_end = FIRST_FD + len(targets)
-        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable()
-                    if fd >= targets_end]
+        # flock, a stray one of its parent's) do not reach the worker: made close-on-exec
+        # here (a close action in the spawn fails, EBADF, for one numbered above the
+        # descriptor limit, and with it every spawn)
+        for fd in _inheritable():
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
         pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", _SH_EXEC, "graceful", folder, *argv],
                              environment, file_actions=actions, setpgroup=0,
-                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+                             setsigmask=CAUGHT)
     except BaseException:
         for fd in ours:
             os.close(fd)

@@ -74,6 +74,9 @@ def start(target: str, app_dir: str | None, config: Config, *, entry: list[str] 
             spawned.append(launcher.spawn_first())
             for number in range(2, config.workers + 1):
                 spawned.append(launcher.spawn(number))
+            from graceful.supervisor.control import listen_early
+
+            listen_early()  # after the spawns: its import (asyncio) runs beside their start
         except OSError as err:
             for worker in spawned:  # none has served: ended at once, reaped by the loop
                 os.kill(worker.pid, 9)

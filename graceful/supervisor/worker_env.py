@@ -20,6 +20,9 @@ LOCK_FD_ENV = "GRACEFUL_WORKER_LOCK_FD"
 GO_FD_ENV = "GRACEFUL_WORKER_GO_FD"
 SETUP_FD_ENV = "GRACEFUL_WORKER_SETUP_FD"
 NUMBER_ENV = "GRACEFUL_WORKER_NUMBER"
+# set when the supervisor extends systemd's stop timeout for its workers (it has
+# NOTIFY_SOCKET, they do not): a worker's budget check then knows the timeout is no limit
+STOP_EXTENDED_ENV = "GRACEFUL_SUPERVISOR_EXTENDS_STOP"
 # The supervisor's to use, not a worker's: systemd would take a worker's READY=1 for ours.
 _NOT_FOR_WORKERS = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE",
                     "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -30,6 +33,8 @@ def worker_environment(environ: Mapping[str, str], number: int) -> dict[str, str
     env = {key: value for key, value in environ.items() if key not in _NOT_FOR_WORKERS}
     env[SUPERVISOR_ENV] = str(os.getpid())
     env[NUMBER_ENV] = str(number)
+    if environ.get("NOTIFY_SOCKET"):
+        env[STOP_EXTENDED_ENV] = "1"
     return env
 
 

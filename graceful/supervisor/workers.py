@@ -211,9 +211,11 @@ class Workers:
             worker.signal(signum, source)
         workers += self._retiring
         codes = await self.wait_exits(workers, kill_after)
-        # one that never said ready served nothing: how its start ended is not the stop's
+        # One that never said ready served nothing: a start the stop ended (0, or a signal
+        # before it could catch one) is not the stop's to report; a start that failed by
+        # itself (an app that cannot be imported: 2) is, as it would be without the stop.
         return [exit_code(code) for worker, code in zip(workers, codes, strict=True)
-                if worker.ready.done() and worker.ready.result()]
+                if (worker.ready.done() and worker.ready.result()) or code > 0]
 
     async def wait_exits(self, workers: list[WorkerProcess], kill_after: float) -> list[int]:
         if not workers:
