@@ -67,3 +67,17 @@ def test_systemd_stop_timeout(tmp_path):
     assert budget.parse_timespan("500ms") == 0.5
     (tmp_path / "none").write_text("0::/user.slice/session-1.scope\n")
     assert budget.systemd_stop_timeout({}, run=systemctl, cgroup=str(tmp_path / "none")) is None
+
+
+def test_a_workers_stop_timeout_is_extended_by_its_supervisor():
+    """Under systemd a worker has no NOTIFY_SOCKET (it is the supervisor's): the supervisor
+    extends the stop timeout for it, and tells it so in its environment."""
+    from graceful.lifecycle.budget import gather
+    from graceful.supervisor.worker_env import worker_environment
+
+    supervisor = {"NOTIFY_SOCKET": "/run/systemd/notify", "PATH": "/usr/bin"}
+    worker = worker_environment(supervisor, 1)
+    assert "NOTIFY_SOCKET" not in worker
+    assert gather(windows_console=False, environ=worker).systemd_extends
+    assert not gather(windows_console=False,
+                      environ=worker_environment({"PATH": "/usr/bin"}, 1)).systemd_extends
