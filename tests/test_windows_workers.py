@@ -4,7 +4,8 @@ with shared sockets gets.
 
 1. Each order word becomes its request, in order; the end of stdin is a stop (the
    supervisor has gone).
-2. Control 129 becomes a restart request, answered NO_ERROR, and counts as no stop.
+2. Control 129 becomes a restart request, answered NO_ERROR, and counts as no stop; another
+   user control (200) is answered ERROR_CALL_NOT_IMPLEMENTED, logged, and asks for nothing.
 3. Only a Windows worker's asyncio loop is the selector one.
 """
 
@@ -14,6 +15,8 @@ import asyncio
 import io
 import sys
 import threading
+
+from structlog.testing import capture_logs
 
 from graceful.bridge.controls import PauseAction, PauseRequest
 from graceful.bridge.stop import RestartRequest, StopRequest, StopSource
@@ -63,6 +66,10 @@ def test_2_reload_control():
     [request] = received
     assert isinstance(request, RestartRequest) and request.source == "SCM_RELOAD"
     assert not bridge.requested and reporter.stops == 0
+    with capture_logs() as logged:
+        assert bridge.control(200) == 120
+    assert [(e["event"], e["code"]) for e in logged] == [("service.control_ignored", 200)]
+    assert received == [request] and not bridge.requested and reporter.stops == 0
 
 
 def test_3_loop_of_a_worker_with_shared_sockets(monkeypatch):
