@@ -5,7 +5,9 @@ a small cap: the logic is the platform's selector loop's, the cap is ours.
    the accept queue (not reset, not refused); each connection that closes lets a waiting
    one in, and every client is answered in the end.
 2. A server closed while the loop waits at the cap stops accepting for good.
-3. Canary: the private methods of asyncio's selector loop it overrides and calls are there,
+3. At a stop, graceful's listener takes from the accept queue only what the cap leaves room
+   for; the rest stays queued for the other workers sharing the socket.
+4. Canary: the private methods of asyncio's selector loop it overrides and calls are there,
    with the parameters it passes on.
 """
 
@@ -94,7 +96,29 @@ def test_2_closed_at_the_cap(served):
             conn.close()
 
 
-def test_3_canary_private_methods():
+def test_3_stop_accepts_up_to_the_cap():
+    from graceful.http.listeners import Listener
+
+    loop = CappedSelectorEventLoop(cap=CAP)
+    listener = Listener(socket.create_server(("127.0.0.1", 0), backlog=64), _Hello)
+    port = listener.sock.getsockname()[1]
+    clients: list[socket.socket] = []
+    try:
+        loop.run_until_complete(listener.start(64))
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5)
+                   for _ in range(CAP + 4)]
+        loop.run_until_complete(asyncio.sleep(0.5))  # accepted up to the cap
+        assert sum(_hello(c, 0.2) for c in clients) == CAP - 2
+        # the listener has left the selector: room for one more of the 6 still queued
+        assert loop.run_until_complete(listener.close()) == 1
+        assert loop.sockets_in_use() == CAP
+    finally:
+        for conn in clients:
+            conn.close()
+        loop.close()
+
+
+def test_4_canary_private_methods():
     from asyncio.selector_events import BaseSelectorEventLoop
 
     for name in ("_accept_connection", "_start_serving"):

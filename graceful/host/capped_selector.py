@@ -61,6 +61,11 @@ class CappedSelectorEventLoop(asyncio.SelectorEventLoop):
                              if c.fileno() != -1 and c.fileno() not in watched]
         return len(watched) + len(self._not_watched)
 
+    def accept_room(self) -> int:
+        """How many more connections may be accepted now (graceful/http/listeners.py asks
+        before it accepts what the queue holds at a stop)."""
+        return max(self._cap - self.sockets_in_use(), 0)
+
     def _accept_connection(self, protocol_factory: Any, sock: socket.socket,
                            *args: Any, **kwargs: Any) -> None:
         if isinstance(sock, _Counted):  # asyncio's retry after EMFILE hands our wrapper back
@@ -77,7 +82,7 @@ class CappedSelectorEventLoop(asyncio.SelectorEventLoop):
                 kwargs: dict[str, Any]) -> None:
         if sock.fileno() == -1:  # the server closed it meanwhile: it stopped accepting
             return
-        if self.sockets_in_use() >= self._cap:
+        if self.sockets_in_use() + 1 >= self._cap:  # the listener itself, and one connection
             self.call_later(RETRY_S, self._resume, protocol_factory, sock, args, kwargs)
             return
         self._start_serving(protocol_factory, sock, *args, **kwargs)  # type: ignore[attr-defined]
