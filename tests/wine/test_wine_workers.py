@@ -156,9 +156,10 @@ def test_c_restart_under_load(tmp_path, started):
     """c."""
     from tests.wine.conftest import WIN_PY, wine
 
-    # asyncio (the selector loop in a Windows worker): winloop's pre-posted accepts may hold
-    # connections that the old worker's listener close resets (docs/deploying/windows.md)
-    driver = Driver(started, tmp_path, "ctrl-c", *serve_args(loop="asyncio"))
+    # the default loop of a Windows worker (asyncio's selector loop, capped): winloop's
+    # pre-posted accepts may hold connections that the old worker's listener close resets
+    # (docs/deploying/windows.md, which loop for workers)
+    driver = Driver(started, tmp_path, "ctrl-c", *serve_args(loop="auto"))
     ready = wait_for_event(driver.log, "supervisor.ready", timeout=90)
     port = driver.port()
     load, keep = Load(f"http://127.0.0.1:{port}/pid?s=0.02"), KeepAlive(port)
@@ -173,6 +174,8 @@ def test_c_restart_under_load(tmp_path, started):
     assert restarted.returncode == 0, restarted
     done = wait_for_event(driver.log, "restart.done")
     assert done["replaced"] == ready["workers"] and done["pid"] == ready["pid"]
+    loops = {e["loop"] for e in events(driver.log, "server.started")}
+    assert loops == {"graceful.host.capped_selector"}, loops
     failed = [said for _, said in answers if not said.startswith("pid")]
     assert failed == [] and keep.errors == [], (failed, keep.errors)
     print(f"console restart: {len(answers)} new-connection and {keep.served} keep-alive "
