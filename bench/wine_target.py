@@ -143,8 +143,7 @@ class Service:
 
 class Console:
     """`graceful serve --workers 2` from a Linux shell (no console window: its workers have
-    none either); reloaded with `graceful restart --pid`, stopped by closing its stdin
-    pipe's writer, then its pid."""
+    none either); reloaded with `graceful restart --pid`, ended by its pid at the end."""
 
     kind = "console"
 
