@@ -56,6 +56,8 @@ def service(tmp_path):
         wine("sc", "delete", NAME)
 
 
+# three reloads (each 10 to 30 s under Wine on a loaded machine), a start and a stop
+@pytest.mark.timeout(300)
 def test_reload_and_stop_with_two_workers(tmp_path, service):
     log, refuse = tmp_path / "svc.log", tmp_path / "refuse"
     installed = graceful(
