@@ -97,7 +97,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     crash.add_argument("--repeat", type=int, default=3, help="kills per combination "
                        "(the soak mode: --repeat 100)")
     crash.add_argument("--connections", type=int, default=20)
-    for p in (drain, thr, st, crash):
+    wr = sub.add_parser("wine-reload", help="Windows (under Wine): reloads of a service "
+                        "(or a console serve) with 2 workers under load")
+    wr.add_argument("--target", choices=("service", "console"), default="service")
+    wr.add_argument("--loop", type=_csv, default=["asyncio", "winloop"],
+                    help="comma list of the workers' --loop values, one run each")
+    wr.add_argument("--reloads", type=int, default=10)
+    wr.add_argument("--connections", type=int, default=50,
+                    help="clients: half keep-alive, half a new connection per request")
+    wr.add_argument("--latency-ms", type=float, default=300.0, help="handler time")
+    wr.add_argument("--control", type=float, default=5.0,
+                    help="seconds of the control window before each reload")
+    for p in (drain, thr, st, crash, wr):
         p.add_argument("--out", type=Path, default=OUT, help="folder for JSON, logs, PNGs")
     rep = sub.add_parser("report", help="write bench/RESULTS.md from earlier JSON results")
     rep.add_argument("--drain", type=Path, action="append",
@@ -286,6 +297,21 @@ async def throughput_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
     return 0
 
 
+async def wine_reload_main(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    from bench import wine_reload
+
+    results = [await wine_reload.run(loop, args.target, args.reloads, args.connections,
+                                     args.latency_ms, args.control, args.out)
+               for loop in args.loop]
+    path = args.out / f"wine-reload-{args.target}.json"
+    path.write_text(json.dumps({"env": env, "runs": results}))
+    print(f"raw results: {path}", file=sys.stderr)
+    print(wine_reload.summary(results))
+    print()
+    print(wine_reload.table(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
@@ -307,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     env = environment(argv)
     run = {"drain": drain_main, "stream": stream_main, "startup": startup_main,
-           "crash": crash_main}.get(args.mode, throughput_main)
+           "crash": crash_main, "wine-reload": wine_reload_main}.get(args.mode, throughput_main)
     try:
         import uvloop  # the harness's own loop: cheaper, so the servers get the CPU
     except ImportError:

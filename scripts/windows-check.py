@@ -169,19 +169,25 @@ def service_checks() -> None:
         lost = [a for a in answers if not a.startswith("(200")]
         check(f"service reload under load: 0 refused, lost or reset of {len(answers)}",
               not lost, lost[:5])
+        # the same reload from Windows' own SCM client (Wine's sc has no `control`)
+        controlled = subprocess.run(["sc", "control", SERVICE, "129"], capture_output=True,
+                                    text=True, timeout=60)
+        check("sc control 129 accepted", controlled.returncode == 0, controlled.stdout)
+        check("sc control 129 reloads",
+              len(_wait_line(log_file, "restart.done", count=2)) >= 2)
         stopped = graceful("service", "stop", SERVICE)
         check("service stop exits 0", stopped.returncode == 0, stopped.stdout + stopped.stderr)
     finally:
         graceful("service", "remove", "--stop", SERVICE)
 
 
-def _wait_line(path: Path, event: str, timeout: float = 120) -> list[str]:
+def _wait_line(path: Path, event: str, timeout: float = 120, count: int = 1) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
             lines = [line for line in path.read_text(errors="replace").splitlines()
                      if f'"event": "{event}"' in line]
-            if lines:
+            if len(lines) >= count:
                 return lines
         time.sleep(0.2)
     raise SystemExit(f"FAILED: no {event} in {path}")

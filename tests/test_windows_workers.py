@@ -4,8 +4,10 @@ with shared sockets gets.
 
 1. Each order word becomes its request, in order; the end of stdin is a stop (the
    supervisor has gone).
-2. Control 129 becomes a restart request, answered NO_ERROR, and counts as no stop.
-3. Only a Windows worker's asyncio loop is the selector one.
+2. Control 129 becomes a restart request, answered NO_ERROR, and counts as no stop; another
+   user control (200) is answered ERROR_CALL_NOT_IMPLEMENTED, logged, and asks for nothing.
+3. Only a Windows worker's asyncio loop is the selector one (capped below select()'s 512
+   sockets), and `--loop auto` gives it that one rather than winloop.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import io
 import sys
 import threading
 
+from structlog.testing import capture_logs
+
 from graceful.bridge.controls import PauseAction, PauseRequest
 from graceful.bridge.stop import RestartRequest, StopRequest, StopSource
 from graceful.bridge.supervised import SupervisedBridge
 from graceful.bridge.windows_service import SERVICE_CONTROL_RELOAD, ServiceBridge
+from graceful.host.capped_selector import CappedSelectorEventLoop
 from graceful.host.loops import loop_factory
 
 
@@ -63,10 +68,15 @@ def test_2_reload_control():
     [request] = received
     assert isinstance(request, RestartRequest) and request.source == "SCM_RELOAD"
     assert not bridge.requested and reporter.stops == 0
+    with capture_logs() as logged:
+        assert bridge.control(200) == 120
+    assert [(e["event"], e["code"]) for e in logged] == [("service.control_ignored", 200)]
+    assert received == [request] and not bridge.requested and reporter.stops == 0
 
 
 def test_3_loop_of_a_worker_with_shared_sockets(monkeypatch):
     assert loop_factory("asyncio", shared_sockets=True)[1] is asyncio.new_event_loop
     monkeypatch.setattr(sys, "platform", "win32")
-    assert loop_factory("asyncio", shared_sockets=True)[1] is asyncio.SelectorEventLoop
+    assert loop_factory("asyncio", shared_sockets=True)[1] is CappedSelectorEventLoop
+    assert loop_factory("auto", shared_sockets=True) == ("asyncio", CappedSelectorEventLoop)
     assert loop_factory("asyncio")[1] is asyncio.new_event_loop

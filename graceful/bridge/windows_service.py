@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from graceful import logs
 from graceful.bridge import Deliver, Handover
 from graceful.bridge import win32 as w
 from graceful.bridge.controls import PauseAction, PauseRequest
@@ -24,6 +25,9 @@ PAUSE_SOURCES = {PauseAction.PAUSE: "SCM_PAUSE", PauseAction.RESUME: "SCM_CONTIN
 # graceful's own control (the SCM leaves 128-255 to services): replace the workers, as
 # SIGHUP does on POSIX; any SCM client may send it (`sc control NAME 129`).
 SERVICE_CONTROL_RELOAD = 129
+ERROR_CALL_NOT_IMPLEMENTED = 120  # HandlerEx's answer to a control it does not handle
+
+_log = logs.get_logger()
 
 
 class _Reporter(Protocol):
@@ -63,7 +67,13 @@ class ServiceBridge:
             return 0
         source = CONTROLS.get(code)
         if source is None:
-            return 0 if code == w.SERVICE_CONTROL_INTERROGATE else 120  # NOT_IMPLEMENTED
+            if code == w.SERVICE_CONTROL_INTERROGATE:
+                return 0
+            # Any SCM client may send any code from 128 to 255: say which one was ignored,
+            # so that an operator's misdirected control is not a silent no-op. This is the
+            # SCM's dispatcher thread, not a signal handler: the log's writes take a lock.
+            _log.warning("service.control_ignored", code=code)
+            return ERROR_CALL_NOT_IMPLEMENTED
         self.requested = True
         self._reporter.stop_pending()
         self._handover(StopRequest(source, "service control"))

@@ -71,7 +71,8 @@ _OPTIONS = [
     _option("--checkpoint-timeout", type=SECONDS,
             help="SECONDS reserved for the final checkpoint flush."),
     _option("--loop", type=click.Choice(LOOPS),
-            help="Event loop; auto takes uvloop (POSIX) or winloop (Windows) when installed."),
+            help="Event loop; auto takes uvloop (POSIX) or winloop (Windows) when installed, "
+                 "and asyncio's selector loop in a Windows worker."),
     _option("--log-format", type=click.Choice(LOG_FORMATS),
             help="auto: console on a terminal, JSON lines otherwise."),
     _option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False)),

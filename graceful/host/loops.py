@@ -19,20 +19,27 @@ _PLATFORM_LOOP = "winloop" if sys.platform == "win32" else "uvloop"
 def loop_factory(name: str, shared_sockets: bool = False) -> tuple[str, LoopFactory]:
     """The loop called `name` ("auto", "asyncio", "uvloop", "winloop") and its factory.
 
-    "auto" takes uvloop on POSIX and winloop on Windows when installed, asyncio otherwise.
-    A loop asked for by name that is not installed is a ConfigError. `shared_sockets`: the
-    listening sockets are shared with other processes (a Windows worker): there asyncio's
-    loop is the selector one, since the Proactor's accept registers the listening socket
-    with its completion port, which a socket shared with another process's port refuses
-    (WinError 87; asyncio then closes the listener: uvicorn#342, #1317). winloop (libuv)
-    falls back to emulated completion by itself. The selector loop on Windows handles at
-    most 512 sockets: winloop for more.
+    "auto" takes uvloop on POSIX and winloop on Windows when installed, asyncio otherwise;
+    but a Windows worker (`shared_sockets`: its listening sockets are shared with the other
+    workers) gets asyncio's selector loop: winloop (libuv) keeps 32 accepts posted in
+    advance on each listening socket, and the connections Windows completes into them as
+    an old worker closes its listener at a restart are closed with it (under Wine, 21
+    requests lost in 4 of 10 console restarts; 0 in 20 on the selector loop:
+    docs/deploying/windows.md). The Proactor loop cannot serve a shared socket: its accept
+    registers the listening socket with its completion port, which a socket already
+    registered by another process refuses (WinError 87; asyncio then closes the listener:
+    uvicorn#342, #1317). The selector loop's select() takes at most 512 sockets on Windows:
+    capped_selector.py stops accepting before. A loop asked for by name that is not
+    installed is a ConfigError.
     """
     asyncio_loop: LoopFactory = asyncio.new_event_loop
-    if shared_sockets and sys.platform == "win32":
-        asyncio_loop = asyncio.SelectorEventLoop
+    windows_worker = shared_sockets and sys.platform == "win32"
+    if windows_worker:
+        from graceful.host.capped_selector import CappedSelectorEventLoop
+
+        asyncio_loop = CappedSelectorEventLoop
     if name == "auto":
-        factory = _import_optional(_PLATFORM_LOOP)
+        factory = None if windows_worker else _import_optional(_PLATFORM_LOOP)
         return (_PLATFORM_LOOP, factory) if factory else ("asyncio", asyncio_loop)
     if name == "asyncio":
         return "asyncio", asyncio_loop

@@ -72,7 +72,7 @@ class Listener:
             self._server = None
         else:  # paused (or a resume cut short by the stop): the loop accepts no more
             self.sock.close()  # closed already, unless the resume was cut before serving it
-        queued = _accept_all(self._keeper)
+        queued = _accept_all(self._keeper, _room())
         self._keeper.close()  # from here on the kernel refuses new connections
         self._keeper = None
         _unlink(self.sock)
@@ -88,7 +88,7 @@ class Listener:
         await proactor_accept.let_accepted_in(self._server)
         self._server.close()  # closes self.sock; the duplicate keeps listening
         self._server = None
-        queued = _accept_all(self._keeper)
+        queued = _accept_all(self._keeper, _room())
         if _is_windows() and proactor_accept.supported(asyncio.get_running_loop()):
             # The Proactor loop cannot serve a listening socket again once it has stopped
             # serving it (its handle is tied to the loop's completion port: WinError 87 at
@@ -142,10 +142,18 @@ class Listener:
             conn.close()
 
 
-def _accept_all(sock: socket.socket) -> list[socket.socket]:
+def _room() -> int | None:
+    """How many more connections the running loop can watch: a Windows worker's selector
+    loop has a cap (graceful/host/capped_selector.py), past which the connections still
+    queued are left to the other workers sharing the socket. None: no cap."""
+    room = getattr(asyncio.get_running_loop(), "accept_room", None)
+    return None if room is None else room()
+
+
+def _accept_all(sock: socket.socket, limit: int | None = None) -> list[socket.socket]:
     sock.setblocking(False)
-    accepted = []
-    while True:
+    accepted: list[socket.socket] = []
+    while limit is None or len(accepted) < limit:
         try:
             conn, _ = sock.accept()
         except (BlockingIOError, InterruptedError):
@@ -156,3 +164,4 @@ def _accept_all(sock: socket.socket) -> list[socket.socket]:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.setblocking(False)
         accepted.append(conn)
+    return accepted

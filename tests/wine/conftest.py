@@ -103,10 +103,12 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def wait_for_event(path: Path, name: str, timeout: float = 60, **match: Any) -> dict[str, Any]:
+def wait_for_event(path: Path, name: str, timeout: float = 60, after: int = 0,
+                   **match: Any) -> dict[str, Any]:
+    """The first event `name` (with the values in `match`) past the first `after` lines."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for event in read_events(path):
+        for event in read_events(path)[after:]:
             if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
                 return event
         time.sleep(0.1)

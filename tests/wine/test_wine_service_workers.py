@@ -2,8 +2,13 @@
 
 1. `graceful service reload` while clients keep coming, on new connections and on
    keep-alive ones: none refused, lost or reset; new workers serve, the service's process
-   is the same. A reload whose new workers fail at their start exits 1 with the reason and
-   the old workers serve on.
+   is the same. The same reload asked for as any other SCM client would (control 129 through
+   advapi32's ControlService from another Windows process: tests/wine/scm_control.py):
+   new workers serve, the service's process is the one the SCM knows. Another user control
+   (200) is answered ERROR_CALL_NOT_IMPLEMENTED, logged, and the service serves on (its
+   process the same). A
+   reload whose new workers fail at their start exits 1 with the reason and the old
+   workers serve on.
 2. `sc stop` during a reload, requests in flight: they are answered, the reload's new
    workers are ended, `service reload` exits 1 (the service is stopping), STOP_PENDING's
    checkpoint rises while the two workers drain, and the service reaches STOPPED with 0.
@@ -16,6 +21,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -41,6 +47,13 @@ def graceful(*args: str, timeout: float = 180):
     return wine(WIN_PY, "-m", "graceful", *args, timeout=timeout)
 
 
+def scm_control(code: int) -> dict:
+    """Control `code` sent to the service by another Windows process, through advapi32."""
+    sent = wine(WIN_PY, winpath(ROOT / "tests/wine/scm_control.py"), NAME, str(code))
+    assert sent.returncode == 0, sent
+    return json.loads(sent.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def service(tmp_path):
     graceful("service", "remove", "--stop", NAME, "--timeout", "30")  # a leftover, if any
@@ -49,6 +62,8 @@ def service(tmp_path):
         wine("sc", "delete", NAME)
 
 
+# three reloads (each 10 to 30 s under Wine on a loaded machine), a start and a stop
+@pytest.mark.timeout(300)
 def test_reload_and_stop_with_two_workers(tmp_path, service):
     log, refuse = tmp_path / "svc.log", tmp_path / "refuse"
     installed = graceful(
@@ -81,6 +96,27 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
           f"requests ({keep.reopened} reopened on Connection: close), 0 failed; "
           f"{reloaded.stdout.strip()}")
 
+    # the same control from another SCM client: a reload
+    offset = len(read_events(log))
+    sent = scm_control(129)
+    assert sent["error"] == 0 and sent["pid"] == ready["pid"], sent
+    assert wait_for_event(log, "restart.requested", after=offset)["source"] == "SCM_RELOAD"
+    raw = wait_for_event(log, "restart.done", after=offset)
+    assert raw["replaced"] == done["workers"] and len(raw["workers"]) == 2, raw
+    assert raw["pid"] == ready["pid"]
+    [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
+    assert status == 200 and int(body.split()[1]) in raw["workers"], body
+    # a user control the service does not handle: ignored, logged, the service serves on
+    offset = len(read_events(log))
+    ignored = scm_control(200)
+    # the handler answers ERROR_CALL_NOT_IMPLEMENTED (120); Wine's SCM tells the sender 0
+    assert ignored["error"] in (0, 120), ignored
+    assert ignored["pid"] == ready["pid"]  # the SCM's process id after the raw reload
+    assert wait_for_event(log, "service.control_ignored", after=offset)["code"] == 200
+    assert service_state(NAME) == "RUNNING"
+    [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
+    assert status == 200 and int(body.split()[1]) in raw["workers"], body
+
     # a reload whose new workers fail: the old ones serve on
     refuse.write_text("x")
     refused = graceful("service", "reload", NAME)
@@ -88,7 +124,7 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
     assert refused.returncode == 1, refused
     assert "reload failed: exited before it was ready" in refused.stderr, refused
     [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
-    assert status == 200 and int(body.split()[1]) in done["workers"]
+    assert status == 200 and int(body.split()[1]) in raw["workers"]
 
     # 2. sc stop during a reload (sent as any SCM client would), requests in flight
     requests = Requests([f"http://127.0.0.1:{port}/pid?s=3"] * 4)
@@ -97,7 +133,7 @@ def test_reload_and_stop_with_two_workers(tmp_path, service):
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_event(log, "worker.started", generation=3)  # the third reload's first worker
+        wait_for_event(log, "worker.started", generation=4)  # the fourth reload's first worker
         assert "STOP_PENDING" in wine("sc", "stop", NAME).stdout
         _, said = reloading.communicate(timeout=90)
     finally:

@@ -14,11 +14,16 @@ d. A helper process each worker's app started in on_startup and never stopped li
    nothing is left running after Ctrl+C.
 e. `--workers 2 --checkpoint` is refused as on POSIX: exit 2, the same one line, nothing
    started.
+f. More connections than select() takes (512) on the default loop of a worker: each worker
+   serves up to its cap and the others wait in the accept queue, none reset, no worker
+   dies; connections that close let waiting ones in.
 """
 
 from __future__ import annotations
 
 import http.client
+import resource
+import socket
 import subprocess
 import sys
 import threading
@@ -163,9 +168,10 @@ def test_c_restart_under_load(tmp_path, started):
     """c."""
     from tests.wine.conftest import WIN_PY, wine
 
-    # asyncio (the selector loop in a Windows worker): winloop's pre-posted accepts may hold
-    # connections that the old worker's listener close resets (docs/deploying/windows.md)
-    driver = Driver(started, tmp_path, "ctrl-c", *serve_args(loop="asyncio"))
+    # the default loop of a Windows worker (asyncio's selector loop, capped): winloop's
+    # pre-posted accepts may hold connections that the old worker's listener close resets
+    # (docs/deploying/windows.md, which loop for workers)
+    driver = Driver(started, tmp_path, "ctrl-c", *serve_args(loop="auto"))
     ready = wait_for_event(driver.log, "supervisor.ready", timeout=90)
     port = driver.port()
     load, keep = Load(f"http://127.0.0.1:{port}/pid?s=0.02"), KeepAlive(port)
@@ -180,6 +186,8 @@ def test_c_restart_under_load(tmp_path, started):
     assert restarted.returncode == 0, restarted
     done = wait_for_event(driver.log, "restart.done")
     assert done["replaced"] == ready["workers"] and done["pid"] == ready["pid"]
+    loops = {e["loop"] for e in events(driver.log, "server.started")}
+    assert loops == {"graceful.host.capped_selector"}, loops
     failed = [said for _, said in answers if not said.startswith("pid")]
     assert failed == [] and keep.errors == [], (failed, keep.errors)
     print(f"console restart: {len(answers)} new-connection and {keep.served} keep-alive "
@@ -252,3 +260,52 @@ def test_e_workers_with_a_checkpoint_is_refused_as_on_posix(tmp_path):
     assert windows.stderr.splitlines() == posix.stderr.splitlines(), (windows, posix)
     assert "--workers above 1 with --checkpoint" in windows.stderr
     assert windows.stdout == "" and not (tmp_path / "s.json").exists()
+
+
+def _answered(conn: socket.socket, timeout: float) -> bool | str:
+    conn.settimeout(timeout)
+    try:
+        return conn.recv(12).startswith(b"HTTP/1.1 200")
+    except TimeoutError:
+        return False  # still waiting in the accept queue
+    except OSError as err:
+        return repr(err)
+
+
+def test_f_more_connections_than_select_takes(tmp_path, started):
+    """f."""
+    from graceful.host.capped_selector import DEFAULT_CAP
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    driver = Driver(started, tmp_path, "ctrl-c", *serve_args(loop="auto"))
+    ready = wait_for_event(driver.log, "supervisor.ready", timeout=90)
+    port = driver.port()
+    conns = []
+    try:
+        for _ in range(2 * DEFAULT_CAP + 200):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: held open
+            conns.append(conn)
+        # the driver sends Ctrl+C by itself 60 s after its start: every wait here is short
+        time.sleep(5)  # each worker accepts up to its cap and answers
+        first = [_answered(c, 0.01) for c in conns]
+        errors = [a for a in first if isinstance(a, str)]
+        served = [c for c, a in zip(conns, first, strict=True) if a is True]
+        waiting = [c for c, a in zip(conns, first, strict=True) if a is False]
+        assert not errors, (len(errors), errors[:3])
+        assert waiting and len(served) <= 2 * DEFAULT_CAP, (len(served), len(waiting))
+        for conn in served[:100]:
+            conn.close()
+        time.sleep(5)
+        let_in = [_answered(c, 0.01) for c in waiting[:50]]
+        assert all(a is True for a in let_in), let_in
+    finally:
+        for conn in conns:
+            conn.close()
+    assert not events(driver.log, "worker.exited"), events(driver.log, "worker.exited")
+    assert not events(driver.log, "process.crashed")
+    driver.go()
+    assert driver.result()["exit"] == 0
+    print(f"{len(conns)} connections: {len(served)} served at once, {len(waiting)} waited; "
+          f"workers {ready['workers']}")
