@@ -22,6 +22,8 @@
    on disk at its request fails to start, so it exits 1 naming the error, while the first
    one exits 0. A `--config` file that no longer reads: the reload exits 1 with the reason,
    and the service serves on.
+6. A bad MODULE: the first start fails, the service's exit code is 2 (not a worker's crash
+   at the interpreter's teardown), the import error's line is in the log, as JSON.
 """
 
 from __future__ import annotations
@@ -220,6 +222,7 @@ def _raw_lines_built(log) -> int:
 # two reloads (the first with 2 slow starts), a failing one and a start: about 90 s
 @pytest.mark.timeout(300)
 def test_queued_reload_reports_its_own_outcome(tmp_path, service):
+    """5."""
     log, refuse, slow = tmp_path / "svc.log", tmp_path / "refuse", tmp_path / "slow"
     config = tmp_path / "graceful.toml"
     good = 'workers = 2\nport = 0\nloop = "asyncio"\ndrain-timeout = 20\n'
@@ -277,4 +280,25 @@ def test_queued_reload_reports_its_own_outcome(tmp_path, service):
     assert len(broken.stderr.strip().splitlines()) == 1, broken
     [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
     assert status == 200 and int(body.split()[1]) in done["workers"], body
+    assert [e for e in read_events(log) if e["event"] == "raw"] == []
+
+
+@pytest.mark.timeout(180)
+def test_a_bad_module_fails_the_first_start_with_2(tmp_path, service):
+    """6."""
+    log = tmp_path / "svc.log"
+    (tmp_path / "badmod.py").write_text(  # good at install, bad at the start
+        "import os\nfrom aiohttp import web\n"
+        "if os.path.exists(os.path.join(os.path.dirname(__file__), 'broken')):\n"
+        "    raise RuntimeError('no such thing here')\napp = web.Application\n")
+    installed = graceful(
+        "service", "install", NAME, "--startup", "manual", "--log-file", winpath(log),
+        "--app-dir", winpath(tmp_path), "--", "badmod:app", "--workers", "2", "--port", "0")
+    assert installed.returncode == 0, installed
+    (tmp_path / "broken").write_text("x")
+    wine("net", "start", NAME)
+    assert wait_for_event(log, "service.exit", timeout=120)["code"] == 2
+    text = log.read_text(encoding="utf-8", errors="replace")
+    assert "importing 'badmod' failed: RuntimeError: no such thing here" in text
+    assert "Fatal Python error" not in text
     assert [e for e in read_events(log) if e["event"] == "raw"] == []
