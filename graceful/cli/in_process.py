@@ -62,7 +62,7 @@ def worker(target: str | None, app_dir: str | None) -> None:
         config = link.config()
         link.follow_supervisor()
     except GracefulError as err:
-        fail(err)
+        fail_now(err)
     if windows:
         from graceful.bridge.supervised import SupervisedBridge
 
@@ -102,7 +102,7 @@ def serve_in_process(target: str, app_dir: str | None, config: Config, bridge: A
         try:
             source = loader.import_target(target, app_dir)
         except GracefulError as err:
-            fail(err)
+            (fail if link is None else fail_now)(err)
         logs.configure(config.log_format, config.log_level, fallback=fallback_stream())
         code = _run(source, config, bridge, link)
     finally:
@@ -159,6 +159,16 @@ def fail(err: GracefulError | str, code: ExitCode | None = None) -> Any:
         print(f"graceful: error: {err}", file=sys.stderr, flush=True)
     exit_code = code if code is not None else getattr(err, "exit_code", ExitCode.ERROR)
     exit_flushed(exit_code)
+
+
+def fail_now(err: GracefulError) -> Any:
+    """A worker's failed start: one line on stderr, then its code without the interpreter's
+    teardown, which on Windows can crash (0xC0000005, "could not acquire lock for <stdin>")
+    while the thread reading its orders holds stdin (graceful/bridge/supervised.py)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"graceful: error: {err}", file=sys.stderr, flush=True)
+    flush_std_streams()
+    os._exit(int(err.exit_code))
 
 
 def exit_now(code: int) -> Any:

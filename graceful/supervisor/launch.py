@@ -61,7 +61,7 @@ class Launcher:
     metrics: MetricsFolder | None = None  # with --metrics-bind: the workers' metrics
     entry: list[str] = dataclasses.field(default_factory=lambda: entry_point())
     # where the workers' output goes (whole lines); None: our own stdout and stderr
-    output: Callable[[bytes], None] | None = None
+    output: Callable[[bytes, str, int], None] | None = None
 
     def extra_env(self) -> dict[str, str]:
         """What a worker finds in its environment beside the supervisor's own."""

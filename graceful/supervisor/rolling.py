@@ -54,6 +54,7 @@ Reply = Callable[[dict[str, Any]], None]
 class _Request:
     source: str
     outcome: asyncio.Future[dict[str, Any]]
+    number: int = 0  # its `request` in restart.requested
 
 
 class Rolling:
@@ -69,6 +70,7 @@ class Rolling:
         self._abandoned: asyncio.Future[Any] | None = None
         self._closed = False
         self._busy = False
+        self._numbered = 0  # the requests so far: `request` in restart.requested
         self._handing_over: asyncio.Future[None] | None = None  # old flushing, new waiting
         self.paused = False  # SIGUSR1 came last: restarts wait for the continue
 
@@ -85,10 +87,12 @@ class Rolling:
             return outcome
         queue = self._ensure_queue()
         ahead = queue.qsize() + (1 if self._starting or self._busy else 0)
-        log.info("restart.requested", source=source, queued_behind=ahead)
+        self._numbered += 1
+        log.info("restart.requested", source=source, queued_behind=ahead,
+                 request=self._numbered)
         if reply is not None:
             reply({"queued": ahead})
-        queue.put_nowait(_Request(source, outcome))
+        queue.put_nowait(_Request(source, outcome, self._numbered))
         return outcome
 
     async def abandon(self) -> None:
@@ -169,6 +173,7 @@ class Rolling:
                 self._busy = False
             outcome["took_s"] = round(time.perf_counter() - started, 4)
             outcome["requests"] = len(requests)
+            outcome["last_request"] = requests[-1].number
             outcome.setdefault("serving", self._workers.pids())
             if outcome["outcome"] == "ok":
                 (log.warning if "warning" in outcome else log.info)("restart.done", **outcome)

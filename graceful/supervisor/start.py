@@ -35,7 +35,7 @@ class Started:
 
 
 def start(target: str, app_dir: str | None, config: Config, *, entry: list[str] | None = None,
-          output: Callable[[bytes], None] | None = None) -> Started:
+          output: Callable[[bytes, str, int], None] | None = None) -> Started:
     """`entry`: how a worker's interpreter starts (else as this process did); `output`:
     where the workers' lines go (else our stdout and stderr)."""
     config = absolute_paths(config)

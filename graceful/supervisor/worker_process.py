@@ -21,7 +21,8 @@ from graceful.supervisor import platform
 from graceful.supervisor.output import output
 from graceful.supervisor.spawn import Spawned
 
-Output = Callable[[bytes], None]  # whole lines of a worker's output, where they go
+# whole lines of a worker's output, where they go: (lines, "stdout" or "stderr", its pid)
+Output = Callable[[bytes, str, int], None]
 
 LOG_TAIL = 20  # lines of a worker's output repeated when it exits unexpectedly
 # Output with no newline is forwarded once it reaches this much, not kept whole: a worker
@@ -55,8 +56,11 @@ class WorkerProcess:
         self._partial: dict[int, bytes] = {}
         self._ready: platform.PipeWatch | None = None
         # ours: where its lines go (our stdout and stderr, or `output`: a service's log)
-        self._targets: dict[int, int | Output] = {spawned.stdout_fd: output or 1,
-                                                  spawned.stderr_fd: output or 2}
+        self._targets: dict[int, int | Callable[[bytes], None]] = {
+            spawned.stdout_fd: 1 if output is None
+            else functools.partial(output, stream="stdout", pid=self.pid),
+            spawned.stderr_fd: 2 if output is None
+            else functools.partial(output, stream="stderr", pid=self.pid)}
         self._outputs: dict[int, platform.PipeWatch] = {}
         self._exiting: asyncio.Future[None] | None = None
         self.on_report: Callable[[int, str], None] | None = None  # a line after ready
@@ -151,7 +155,7 @@ class WorkerProcess:
             watch.stop()
 
 
-def forward_lines(partial: bytes, chunk: bytes, target: int | Output
+def forward_lines(partial: bytes, chunk: bytes, target: int | Callable[[bytes], None]
                   ) -> tuple[bytes, list[str]]:
     """Write the whole lines of `partial + chunk` to `target` (everything when `chunk` is
     b"": the pipe's end); the rest, and the lines written (for a worker's last lines)."""
@@ -165,7 +169,7 @@ def forward_lines(partial: bytes, chunk: bytes, target: int | Output
     return rest, [line.decode(errors="replace") for line in lines.splitlines() if line.strip()]
 
 
-def _write(fd: int | Output, data: bytes) -> None:
+def _write(fd: int | Callable[[bytes], None], data: bytes) -> None:
     """Whole lines into ours, through their writer thread (output.py: a reader that stops
     reading never blocks the supervisor), or to where `fd` says (a service's log)."""
     if not isinstance(fd, int):

@@ -1,8 +1,9 @@
 """`graceful service reload NAME`: send graceful's control 129 and wait for the outcome of
 this reload in the service's log (the SCM carries no answer to a control but its status).
-The log is read from where it was when the control was sent: the first `restart.done` or
-`restart.failed` after our `restart.requested` is ours (reloads run one at a time, in
-order)."""
+The log is read from where it was when the control was sent: ours is the first
+`restart.done` or `restart.failed` after our `restart.requested` that served it
+(`last_request` at or past our `request`): a reload asked for while another runs is served by
+the next one, with the code on disk by then (graceful/supervisor/rolling.py)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,12 @@ def reload_service(win32: w.Win32, name: str, timeout: float) -> None:
         _fail(f"{name} is {status.state_name}, not running", ExitCode.ERROR)
     try:
         host = parse_host_args(host_tail(_call(win32.query_service_command, name)))
-        config = parse_serve(host.serve, environ=False).config
     except GracefulError as err:
         _fail(f"{name} is not a graceful service ({err})", ExitCode.USAGE)
+    try:
+        config = parse_serve(host.serve, environ=False).config
+    except GracefulError as err:  # its --config file as it is now: the reload would fail
+        _fail(f"reload failed: {err}; {name} serves on as it was", ExitCode.ERROR)
     if config.workers < 2:
         _fail(f"{name} runs one worker, in its own process: a reload needs --workers 2 or "
               "more (reinstall with it), or `graceful service restart` (a stop, then a "
@@ -49,15 +53,29 @@ def reload_service(win32: w.Win32, name: str, timeout: float) -> None:
                    f"{outcome.get('replaced')} in {outcome.get('took_s')}s")
         sys.exit(ExitCode.OK)
     serving = outcome.get("serving")
-    _fail(f"reload failed: {outcome.get('reason')}"
+    said = _worker_said(outcome.get("last_lines") or [])
+    _fail(f"reload failed: {outcome.get('reason')}" + (f": {said}" if said else "")
           + (f"; {name} serves with workers {serving}" if serving else ""), ExitCode.ERROR)
+
+
+def _worker_said(lines: list[str]) -> str:
+    """The failing worker's last word: its error line (a bad MODULE's one line), else the
+    `error` of its last JSON log line that has one."""
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return line.strip().removeprefix("graceful: error: ")
+        if isinstance(event, dict) and event.get("error"):
+            return str(event["error"])
+    return ""
 
 
 def _outcome(log: Path, offset: int, timeout: float,
              state: Callable[[], int]) -> dict[str, Any] | None:
     """Our reload's outcome in the log; a stop that ended it is one too."""
     deadline = time.monotonic() + timeout
-    requested = False
+    requested: int | None = None  # our request's number (0: a supervisor that gives none)
     rest = b""
     while time.monotonic() < deadline:
         if state() != w.SERVICE_RUNNING:  # a stop (or a pause) came: what the log says next
@@ -80,11 +98,14 @@ def _outcome(log: Path, offset: int, timeout: float,
             except ValueError:
                 continue
             name = event.get("event") if isinstance(event, dict) else None
-            if name == "restart.requested" and event.get("source") == "SCM_RELOAD":
-                requested = True
-            elif requested and name in ("restart.done", "restart.failed"):
+            if (name == "restart.requested" and event.get("source") == "SCM_RELOAD"
+                    and requested is None):
+                requested = int(event.get("request") or 0)
+            elif (requested is not None and name in ("restart.done", "restart.failed")
+                  and int(event.get("last_request") or requested) >= requested):
                 return event
-            elif requested and name in ("restart.abandoned", "supervisor.stopping"):
+            elif requested is not None and name in ("restart.abandoned",
+                                                    "supervisor.stopping"):
                 return {"event": "restart.failed", "reason": "the service is stopping"}
         time.sleep(POLL_S)
     return None

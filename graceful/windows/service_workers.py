@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -119,7 +120,7 @@ def supervise(host: Any, target: str, config: Config,
     from graceful.supervisor.start import start
 
     writer = host.writer
-    output = None if writer is None else (lambda data: _write(writer, data))
+    output = None if writer is None else functools.partial(_write, writer)
     # The service's log is JSON: "auto" follows our stderr, which in a bundle's service host
     # made the workers' lines console text.
     if config.log_format == "auto":
@@ -130,9 +131,11 @@ def supervise(host: Any, target: str, config: Config,
                           notifier=ScmNotifier(host.reporter))
 
 
-def _write(writer: Any, data: bytes) -> None:
+def _write(writer: Any, data: bytes, stream: str, pid: int) -> None:
+    from graceful.windows.service_output import as_json_lines
+
     with contextlib.suppress(Exception):  # the log never raises into the service
-        writer.write(data.decode(errors="replace"))
+        writer.write(as_json_lines(data, stream, pid))
         writer.flush()
 
 

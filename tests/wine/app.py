@@ -62,3 +62,21 @@ def with_helper() -> web.Application:
     application = app()
     application.on_startup.append(start_helper)
     return application
+
+
+async def slow_startup(application: web.Application) -> None:
+    """A start that takes as many seconds as WINE_TEST_SLOW_START's file says, if it exists."""
+    slow = os.environ.get("WINE_TEST_SLOW_START")
+    if slow and os.path.exists(slow):
+        with open(slow) as seconds:
+            await asyncio.sleep(float(seconds.read()))
+
+
+def raw_output() -> web.Application:
+    """`app`, which also writes raw lines as an app does (print, a library's warning), and
+    whose start is slow on demand."""
+    application = app()
+    print("app built", flush=True)
+    print("a raw line on stderr", file=sys.stderr, flush=True)
+    application.on_startup.append(slow_startup)
+    return application

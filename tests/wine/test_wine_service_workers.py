@@ -17,6 +17,13 @@
    worker accepts again, and it serves.
 4. `service install -- ... --workers 2 --checkpoint FILE` is refused at install, as `serve`
    refuses it: exit 2, one line, and no service is installed.
+5. A service whose workers print raw lines: its log stays JSON lines (`worker.output`). A
+   `service reload` queued behind a running one reports its own restart's outcome: the code
+   on disk at its request fails to start, so it exits 1 naming the error, while the first
+   one exits 0. A `--config` file that no longer reads: the reload exits 1 with the reason,
+   and the service serves on.
+6. A bad MODULE: the first start fails, the service's exit code is 2 (not a worker's crash
+   at the interpreter's teardown), the import error's line is in the log, as JSON.
 """
 
 from __future__ import annotations
@@ -206,3 +213,92 @@ def test_install_refuses_workers_with_a_checkpoint(tmp_path, service):
         "state shared by several workers in a database or a cache)"], refused
     status = graceful("service", "status", NAME)
     assert status.returncode == 1 and "(Win32 error 1060)" in status.stderr, status  # none
+
+
+def _raw_lines_built(log) -> int:
+    return log.read_text(encoding="utf-8", errors="replace").count("app built")
+
+
+# two reloads (the first with 2 slow starts), a failing one and a start: about 90 s
+@pytest.mark.timeout(300)
+def test_queued_reload_reports_its_own_outcome(tmp_path, service):
+    """5."""
+    log, refuse, slow = tmp_path / "svc.log", tmp_path / "refuse", tmp_path / "slow"
+    config = tmp_path / "graceful.toml"
+    good = 'workers = 2\nport = 0\nloop = "asyncio"\ndrain-timeout = 20\n'
+    config.write_text(good)
+    installed = graceful(
+        "service", "install", NAME, "--startup", "manual", "--log-file", winpath(log),
+        "--app-dir", winpath(ROOT), "--env", f"WINE_TEST_REFUSE_START={winpath(refuse)}",
+        "--env", f"WINE_TEST_SLOW_START={winpath(slow)}",
+        "--", "tests.wine.app:raw_output", "--config", winpath(config))
+    assert installed.returncode == 0, installed
+    assert wine("net", "start", NAME).returncode == 0
+    ready = wait_for_event(log, "supervisor.ready", timeout=120)
+    port = wait_for_event(log, "server.started")["port"]
+
+    # the app's raw lines: wrapped, every line of the log is JSON
+    wrapped = wait_for_event(log, "worker.output", stream="stderr")
+    assert wrapped["line"] == "a raw line on stderr" and wrapped["level"] == "warning"
+    assert wrapped["worker_pid"] in ready["workers"], (wrapped, ready)
+    assert wait_for_event(log, "worker.output", line="app built")["stream"] == "stdout"
+    assert [e for e in read_events(log) if e["event"] == "raw"] == []
+
+    # reload A runs (each new worker's start takes 3 s); B is asked for meanwhile, once A's
+    # new workers have built the app, with code on disk that fails: B's restart fails
+    slow.write_text("3")
+    first = subprocess.Popen(["wine", WIN_PY, "-m", "graceful", "service", "reload", NAME],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _raw_lines_built(log) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        refuse.write_text("x")
+        second = graceful("service", "reload", NAME)
+        said, _ = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    slow.unlink()
+    refuse.unlink()
+    requested = [e for e in read_events(log) if e["event"] == "restart.requested"]
+    assert [e["queued_behind"] for e in requested] == [0, 1], requested
+    assert first.returncode == 0 and "reloaded" in said, (first.returncode, said)
+    assert second.returncode == 1, second
+    assert "reload failed" in second.stderr and "refused to start" in second.stderr, second
+    [done] = [e for e in read_events(log) if e["event"] == "restart.done"]
+    [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
+    assert status == 200 and int(body.split()[1]) in done["workers"], body
+
+    # a config file that no longer reads: a failed reload, the service serves on
+    config.write_text(good + 'drain-timeout = "oops\n')
+    broken = graceful("service", "reload", NAME)
+    config.write_text(good)
+    assert broken.returncode == 1, broken
+    assert "reload failed" in broken.stderr and "not a graceful service" not in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1, broken
+    [(status, _, body)] = Requests([f"http://127.0.0.1:{port}/pid"]).wait()
+    assert status == 200 and int(body.split()[1]) in done["workers"], body
+    assert [e for e in read_events(log) if e["event"] == "raw"] == []
+
+
+@pytest.mark.timeout(180)
+def test_a_bad_module_fails_the_first_start_with_2(tmp_path, service):
+    """6."""
+    log = tmp_path / "svc.log"
+    (tmp_path / "badmod.py").write_text(  # good at install, bad at the start
+        "import os\nfrom aiohttp import web\n"
+        "if os.path.exists(os.path.join(os.path.dirname(__file__), 'broken')):\n"
+        "    raise RuntimeError('no such thing here')\napp = web.Application\n")
+    installed = graceful(
+        "service", "install", NAME, "--startup", "manual", "--log-file", winpath(log),
+        "--app-dir", winpath(tmp_path), "--", "badmod:app", "--workers", "2", "--port", "0")
+    assert installed.returncode == 0, installed
+    (tmp_path / "broken").write_text("x")
+    wine("net", "start", NAME)
+    assert wait_for_event(log, "service.exit", timeout=120)["code"] == 2
+    text = log.read_text(encoding="utf-8", errors="replace")
+    assert "importing 'badmod' failed: RuntimeError: no such thing here" in text
+    assert "Fatal Python error" not in text
+    assert [e for e in read_events(log) if e["event"] == "raw"] == []

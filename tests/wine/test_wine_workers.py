@@ -17,6 +17,9 @@ e. `--workers 2 --checkpoint` is refused as on POSIX: exit 2, the same one line,
 f. More connections than select() takes (512) on the default loop of a worker: each worker
    serves up to its cap and the others wait in the accept queue, none reset, no worker
    dies; connections that close let waiting ones in.
+g. A MODULE whose import raises: exit 2 and the import error's line, as with one worker;
+   the workers leave without the interpreter's teardown, which crashed them (0xC0000005,
+   "Fatal Python error: _enter_buffered_busy ... <stdin>") while their orders' thread read.
 """
 
 from __future__ import annotations
@@ -309,3 +312,16 @@ def test_f_more_connections_than_select_takes(tmp_path, started):
     assert driver.result()["exit"] == 0
     print(f"{len(conns)} connections: {len(served)} served at once, {len(waiting)} waited; "
           f"workers {ready['workers']}")
+
+
+def test_g_a_bad_module_exits_2_with_its_import_error(tmp_path):
+    """g."""
+    from tests.wine.conftest import WIN_PY, wine
+
+    (tmp_path / "badmod.py").write_text('raise RuntimeError("no such thing here")\n')
+    served = wine(WIN_PY, "-m", "graceful", "serve", "badmod:app", "--app-dir",
+                  winpath(tmp_path), "--workers", "2", "--port", "0", timeout=120)
+    assert served.returncode == 2, served
+    said = served.stdout + served.stderr
+    assert "importing 'badmod' failed: RuntimeError: no such thing here" in said, served
+    assert "Fatal Python error" not in said and "page fault" not in said, served
