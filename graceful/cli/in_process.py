@@ -53,14 +53,13 @@ def worker(target: str | None, app_dir: str | None) -> None:
     try:
         if link is None:
             raise ConfigError("graceful worker is started by graceful serve's supervisor")
+        link.follow_supervisor()
         if link.early:
-            link.follow_supervisor()
             import_runtime()  # while the supervisor reads its command line and binds
             target, app_dir = link.setup()
         if target is None:
             raise ConfigError("graceful worker needs MODULE:ATTR")
         config = link.config()
-        link.follow_supervisor()
     except GracefulError as err:
         fail_now(err)
     if windows:
