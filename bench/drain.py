@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.client import classify
+from bench.client import Attempt, Outcome, classify
 from bench.figures import run_figures, timeline
 from bench.load import LoadConfig, LoadState, finish_clients, probe_listener, start_clients
 from bench.progress import Progress
@@ -135,6 +135,7 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
     finally:
         seen = await stop_load(loaded)
     logged_exit = _logged_exit(proc.log, wall_signal)
+    stop_known = _logged_stop(proc.log, wall_signal)
     figures = run_figures(state.attempts, t_signal, t_exit, sc.nominal_s, refused_first,
                           last_accept, sc.pre_stop_s if spec.server.pre_stop else 0.0,
                           logged_exit)
@@ -142,6 +143,9 @@ async def run_one(spec: RunSpec, out: Path, progress: Progress | None = None,
         **run_head(spec), "exit_code": proc.process.returncode,
         "killed": killed, "orphans": orphans, "seen_by_app": len(seen), **figures,
         "logged_exit_s": logged_exit,
+        "stop_known_s": stop_known,
+        "keep_alive_after_stop": None if stop_known is None
+        else _keep_alive_after(state.attempts, t_signal + stop_known),
         "timeline": timeline(state.attempts, t_signal, t_exit),
     }
     if progress is not None:
@@ -175,14 +179,38 @@ async def _warm_up(seconds: float, state: LoadState, label: str,
         await asyncio.sleep(min(left, 0.25))
 
 
+def _logged_stop(log: Path, wall_signal: float) -> float | None:
+    """Seconds from the signal to the first ``stop.requested`` in the server's log: from
+    then on the server knows, and (the client's clock being the same machine's) a request
+    written after it must be answered with Connection: close. Responses to requests
+    written between the signal and this moment (the supervisor forwarding the stop to its
+    workers under load) may rightly still say keep-alive."""
+    for event in log_events(log):
+        if event.get("event") == "stop.requested":
+            return _seconds_after(event, wall_signal)
+    return None
+
+
+def _keep_alive_after(attempts: Sequence[Attempt], t_known: float) -> int:
+    """Whole responses without Connection: close to requests written once the server knew
+    it was stopping: a defect of the server's, whatever the timing."""
+    return sum(1 for a in attempts
+               if a.outcome == Outcome.OK and a.start >= t_known and not a.conn_close)
+
+
+def _seconds_after(event: dict[str, Any], wall: float) -> float | None:
+    with contextlib.suppress(AttributeError, KeyError, ValueError):
+        stamp = event["timestamp"].replace("Z", "+00:00")
+        return round(datetime.datetime.fromisoformat(stamp).timestamp() - wall, 4)
+    return None
+
+
 def _logged_exit(log: Path, wall_signal: float) -> float | None:
     """Seconds from the signal to the server's own ``process.exit`` log event (graceful's
     JSON log): what is left of the drain time after it is the interpreter's teardown."""
     for event in reversed(log_events(log)):
         if event.get("event") == "process.exit":
-            with contextlib.suppress(AttributeError, KeyError, ValueError):
-                stamp = event["timestamp"].replace("Z", "+00:00")
-                return round(datetime.datetime.fromisoformat(stamp).timestamp() - wall_signal, 4)
+            return _seconds_after(event, wall_signal)
     return None
 
 

@@ -224,5 +224,10 @@ async def test_12_smoke_drain_run_against_graceful(tmp_path: Path) -> None:
     assert r["counts"]["ok"] > 10 and r["seen_by_app"] >= r["counts"]["ok"]
     assert sum(r["counts"].values()) == r["attempts"]
     assert r["in_flight_at_signal"] == 10
-    assert r["drain_conn_close"] == r["drain_responses"] > 0
+    # Every response the server wrote once it knew of the stop says Connection: close; a
+    # request written between the signal and then (the supervisor forwarding the stop to
+    # its worker, slow on a loaded machine) may rightly have been answered keep-alive.
+    assert r["stop_known_s"] is not None and r["stop_known_s"] >= 0
+    assert r["keep_alive_after_stop"] == 0
+    assert 0 < r["drain_conn_close"] <= r["drain_responses"]
     assert (r["lost"], r["race"]) == (0, 0)
