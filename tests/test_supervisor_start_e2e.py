@@ -117,8 +117,14 @@ def test_1_a_parent_that_ignores_sigchld_does_not_hide_a_dead_worker():
 
 @pytest.mark.parametrize("after_s", [0.3, 0.6])
 def test_2_a_stop_during_a_start_that_fails_by_itself_exits_2(after_s):
+    started = time.monotonic()
     proc = serve(BROKEN, "--port", "0")
-    time.sleep(after_s)
+    # its first worker exists once it catches signals (a SIGTERM before the interpreter
+    # runs ends any Python program, and on a loaded machine that can take 0.6 s)
+    deadline = started + 30
+    while not workers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(max(0.0, started + after_s - time.monotonic()))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert "no_such_module" in err

@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graceful.config import Config
 from graceful.errors import ExitCode, worst
@@ -38,9 +37,6 @@ from graceful.supervisor.rolling import Rolling
 from graceful.supervisor.sources import PosixSignals, Sources
 from graceful.supervisor.spawn import Spawned
 from graceful.supervisor.workers import Workers, exit_code
-
-if TYPE_CHECKING:
-    from graceful.supervisor.worker_process import WorkerProcess
 
 log = get_logger()
 
@@ -121,15 +117,13 @@ class Supervisor:
             if watching is not None:
                 watching.cancel()
         else:
-            self._workers.adopt(first.workers)
+            # stopped with the rest; one whose start failed by itself (exit 2: an app that
+            # cannot be imported) fails the service's start, as without the stop
+            self._workers.adopt_extra(first.workers)
             signum = self._stop_requested.result()
-            return await self._stop(signum, starting=first.workers)
         return await self._stop(signum)
 
-    async def _stop(self, signum: int, starting: Sequence[WorkerProcess] = ()) -> ExitCode:
-        """`starting`: the first workers, when the stop came during their start: one whose
-        start failed by itself (exit 2: an app that cannot be imported) fails the service's,
-        as without the stop."""
+    async def _stop(self, signum: int) -> ExitCode:
         name = self._stop_source or orders.name(signum)
         budget = self._kill_after()
         log.info("supervisor.stopping", source=name, workers=self._workers.pids(),
@@ -150,10 +144,7 @@ class Supervisor:
         finally:
             extender.cancel()
         # a restart's old worker that cut work or lost state says so here too
-        failed_starts = [exit_code(worker.exited.result()) for worker in starting
-                         if worker.exited.done() and worker.exited.result() > 0
-                         and not (worker.ready.done() and worker.ready.result())]
-        code = worst(*codes, *self._workers.old_exit_codes, *failed_starts,
+        code = worst(*codes, *self._workers.old_exit_codes,
                      *([ExitCode.ERROR] if unserved else []))
         dropped = output.dropped_lines()  # a reader that stopped reading (output.py)
         log.info("supervisor.exit", code=int(code), worker_codes=[int(c) for c in codes],

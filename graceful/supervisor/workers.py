@@ -208,7 +208,8 @@ class Workers:
         workers = [*self.serving.values(), *self._extra]
         for worker in workers:
             worker.stopping = True
-            worker.signal(signum, source)
+            if not worker.exited.done():  # its pid may be another process's by now
+                worker.signal(signum, source)
         workers += self._retiring
         codes = await self.wait_exits(workers, kill_after)
         # One that never said ready served nothing: a start the stop ended (0, or a signal
