@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -70,6 +71,7 @@ def worker(target: str | None, app_dir: str | None) -> None:
     serve_in_process(target, app_dir, config, bridge, link)
 
 
+@functools.cache  # once: an early worker imports it before its setup arrives
 def import_runtime() -> None:
     """graceful's runtime and aiohttp, before the app's import (which would import aiohttp
     unchecked), with the collector off."""
