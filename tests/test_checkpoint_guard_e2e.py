@@ -154,5 +154,9 @@ async def test_a_large_changing_state_is_serialised_off_the_loop(serve, tmp_path
     server.signal()
     assert await asyncio.to_thread(server.wait) == 0
     one_dumps = statistics.median(seen["dumps_ms"])
-    assert [stall for stall in seen["stalls_ms"] if stall > one_dumps / 2] == [], seen
+    # On the loop, each of the 6 flushes would hold it for a whole json.dumps. A loaded
+    # machine (other processes on both cores) starves the loop now and then for as long:
+    # two such stalls are its, not the serialisation's.
+    held = [stall for stall in seen["stalls_ms"] if stall > 0.75 * one_dumps]
+    assert len(held) <= 2, seen
     assert ckpt.read(path).state["users"]["user0000000"]["n"] > 0
