@@ -31,6 +31,7 @@ from collections.abc import Callable
 from aiohttp import hdrs, web
 
 from graceful.http import websockets
+from graceful.http.handoff import HandOff
 from graceful.http.protocol import DrainingRequestHandler, InFlight, show_responses
 from graceful.http.route_deadlines import is_stream
 from graceful.logs import get_logger
@@ -67,6 +68,8 @@ class ConnectionTracker:
         self._closing: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        # a restart's: where idle connections go instead of being closed (http/handoff.py)
+        self.hand_off: HandOff | None = None
 
     # -- called by DrainingRequestHandler ------------------------------------------------
 
@@ -117,6 +120,9 @@ class ConnectionTracker:
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
         self.stopping = True  # every request is of the tracked class: nothing to switch
+        # at a restart, the idle connections leave first, in this same step: a request
+        # that comes on one from now on is the new worker's, not answered here with close
+        self._offer()
         show_responses(self, True)
         for protocol in self.connections:
             protocol.last_response()
@@ -210,11 +216,23 @@ class ConnectionTracker:
         self.orphans.pop(task, None)
         self._touch()
 
+    def _offer(self) -> None:
+        """At a restart: the connections that can go to a new worker, offered to it."""
+        if self.hand_off is not None and self.stopping:
+            handable = [protocol for protocol in self.connections if protocol.handable]
+            busy = sum(not p.in_transit for p in self.connections) - len(handable)
+            self.hand_off.offer(handable, busy)
+
     def _close_quiet_connections(self) -> None:
-        """Close connections quiet long enough; wake up when the next one will be."""
+        """Close connections quiet long enough (at a restart, hand the idle ones to a new
+        worker first: they need no quiet time, their next bytes stay in the kernel); wake up
+        when the next one will be."""
+        self._offer()
         now = time.monotonic()
         next_due: float | None = None
         for protocol in list(self.connections):
+            if protocol.in_transit:
+                continue  # the hand-off's: released, or resumed and closed here later
             idle = protocol.idle_for(now)
             if idle is None:
                 if not protocol.between_requests:

@@ -33,7 +33,7 @@ import click
 from graceful.config import Config
 from graceful.errors import MEANINGS, GracefulError, worst
 from graceful.logs import get_logger
-from graceful.supervisor import orders
+from graceful.supervisor import handoff, orders, platform
 from graceful.supervisor.listening import Change, Listening
 from graceful.supervisor.worker_process import WorkerProcess
 from graceful.supervisor.workers import Workers, describe_exit, exit_code, said
@@ -255,6 +255,8 @@ class Rolling:
             self._workers.retire(worker)
         self._workers.count = count
         self._workers.adopt(new)
+        if not platform.WINDOWS:  # their idle connections go to the new ones
+            handoff.link(old, new)
         for worker in old:
             worker.signal(orders.RESTART)  # a worker stops for a restart on SIGHUP
         if go_w is not None:

@@ -1,0 +1,123 @@
+"""A restart keeps idle keep-alive connections: the new workers serve them (POSIX).
+
+1. `--workers 1` and `--workers 2`: keep-alive connections idle at SIGHUP are answered,
+   on the same connection, by a new worker (the app answers its pid); none is closed, and
+   the old worker logs them as handed.
+2. A request written while the descriptors are in transit (the instant SIGHUP is sent)
+   stays in the kernel and is answered by the new worker, on the same connection.
+3. A connection with a request in its handler at the restart is answered by the old
+   worker, with `Connection: close`, then closed: bytes in flight are never handed.
+4. A TLS listener's connections are not handed: answered by the old worker, then closed.
+5. With `--checkpoint` (the new worker accepts once the old one's final flush is done) the
+   idle connections are handed too, and served once the new worker accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+
+import pytest
+
+from graceful.testing.http import Connection
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
+
+APP = "tests.apps:answers_pid"
+
+
+async def _open(port: int, count: int) -> tuple[list[Connection], set[int]]:
+    """`count` keep-alive connections, each with one request answered: idle now."""
+    conns = [await Connection.open(port) for _ in range(count)]
+    pids = set()
+    for conn in conns:
+        response = await conn.request("GET", "/pid")
+        assert response.status == 200 and not response.closes
+        pids.add(int(response.text()))
+    return conns, pids
+
+
+def _summed(server, name: str, count: int, keys: tuple[str, ...]) -> dict[str, int]:
+    """`keys` of the first `count` `name` events (one per worker), added up."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [event for event in list(server.events) if event.get("event") == name]
+        if len(found) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(found) == count, [e for e in server.events if e.get("level") != "debug"]
+    return {key: sum(event[key] for event in found) for key in keys}
+
+
+async def _restart(server) -> dict:
+    server.signal(signal.SIGHUP)
+    return await asyncio.to_thread(server.wait_for, "restart.done", 60)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_idle_keepalive_connections_are_served_on_by_the_new_workers(serve, workers):
+    """1."""
+    server = serve(APP, "--workers", str(workers))
+    server.wait_for("supervisor.ready")
+    conns, old_pids = await _open(server.port, 20)
+    done = await _restart(server)
+    assert set(done["replaced"]) == old_pids or len(old_pids) <= workers
+    new_pids = set(done["workers"])
+    answered = set()
+    for conn in conns:
+        response = await conn.request("GET", "/pid")  # the same connection
+        assert response.status == 200
+        answered.add(int(response.text()))
+    assert answered <= new_pids and not answered & old_pids
+    kept = await asyncio.to_thread(_summed, server, "restart.connections_kept",
+                                   len(done["replaced"]), ("handed", "busy", "kept"))
+    assert kept["kept"] == 0 and kept["busy"] == 0 and kept["handed"] == len(conns)
+    for conn in conns:
+        conn.close()
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def _keep_asking(conn: Connection, until: asyncio.Event) -> list[tuple[int, bool]]:
+    """Request after request on `conn`, each sent as soon as the one before is answered,
+    until `until` is set or the server closes: (pid, Connection: close) of each."""
+    answers = []
+    while not until.is_set():
+        response = await asyncio.wait_for(conn.request("GET", "/pid"), 30)
+        assert response.status == 200
+        answers.append((int(response.text()), response.closes))
+        if response.closes:
+            break
+    return answers
+
+
+async def test_a_request_written_during_the_handoff_is_answered_by_the_new_worker(serve):
+    """2."""
+    server = serve(APP, "--workers", "1")
+    server.wait_for("supervisor.ready")
+    conns, old_pids = await _open(server.port, 50)
+    stop = asyncio.Event()
+    clients = [asyncio.ensure_future(_keep_asking(conn, stop)) for conn in conns]
+    done = await _restart(server)
+    taken = await asyncio.to_thread(_summed, server, "restart.connections_taken", 1,
+                                    ("connections", "waiting"))
+    stop.set()
+    answers = await asyncio.gather(*clients)  # none cut: every request answered
+    assert taken["waiting"] > 0, ("no request was written while its connection moved", taken)
+    new_pids = set(done["workers"])
+    for conn_answers in answers:
+        pids = [pid for pid, _ in conn_answers]
+        # on the old worker, then (unless its last answer said close) on the new one
+        assert set(pids) <= old_pids | new_pids
+        closed = [closes for _, closes in conn_answers]
+        assert not any(closed[:-1])
+        if not closed[-1]:
+            assert pids[-1] in new_pids
+    kept = await asyncio.to_thread(_summed, server, "restart.connections_kept", 1,
+                                   ("handed", "busy", "kept"))
+    assert kept["handed"] == taken["connections"] and kept["kept"] == 0
+    assert kept["handed"] + kept["busy"] == len(conns)
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
