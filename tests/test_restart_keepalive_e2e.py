@@ -22,6 +22,7 @@ import time
 import pytest
 
 from graceful.testing.http import Connection
+from tests.test_tls_e2e import TlsClient, _client_context, pki  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
@@ -119,5 +120,68 @@ async def test_a_request_written_during_the_handoff_is_answered_by_the_new_worke
                                    ("handed", "busy", "kept"))
     assert kept["handed"] == taken["connections"] and kept["kept"] == 0
     assert kept["handed"] + kept["busy"] == len(conns)
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def test_a_connection_mid_request_is_answered_then_closed_by_the_old_worker(serve):
+    """3."""
+    server = serve(APP, "--workers", "1")
+    server.wait_for("supervisor.ready")
+    (idle, busy), old_pids = await _open(server.port, 2)
+    busy.send("GET", "/pid?s=1.5")  # in its handler when the restart comes
+    await asyncio.sleep(0.3)
+    done = await _restart(server)
+    response = await asyncio.wait_for(busy.read_response(), 30)
+    assert int(response.text()) in old_pids and response.closes
+    assert await busy.at_eof()
+    response = await idle.request("GET", "/pid")
+    assert int(response.text()) in done["workers"] and not response.closes
+    kept = await asyncio.to_thread(_summed, server, "restart.connections_kept", 1,
+                                   ("handed", "busy", "kept"))
+    assert kept == {"handed": 1, "busy": 1, "kept": 0}
+    idle.close()
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+def test_a_tls_connection_is_not_handed(serve, pki):
+    """4."""
+    server = serve(APP, "--workers", "1", "--ssl-certfile", pki["cert"],
+                   "--ssl-keyfile", pki["key"])
+    server.wait_for("supervisor.ready")
+    client = TlsClient(server.port, _client_context(pki))
+    client.send("/pid")
+    status, headers, body = client.response()
+    old_pid = int(body)
+    server.signal(signal.SIGHUP)
+    server.wait_for("restart.connections_kept")
+    assert client.closed_with_close_notify()  # idle: closed as at any stop
+    done = server.wait_for("restart.done", 60)
+    assert done["replaced"] == [old_pid]
+    kept = _summed(server, "restart.connections_kept", 1, ("handed", "busy", "kept"))
+    assert kept["handed"] == 0
+    client.close()
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+
+
+async def test_with_a_checkpoint_the_handed_connections_wait_for_the_new_worker(serve,
+                                                                                tmp_path):
+    """5."""
+    server = serve(APP, "--workers", "1", "--checkpoint", str(tmp_path / "state.json"))
+    server.wait_for("supervisor.ready")
+    conns, old_pids = await _open(server.port, 20)
+    server.signal(signal.SIGHUP)
+    # handed: the old worker flushes and exits, the new one takes the state over, then serves
+    await asyncio.to_thread(server.wait_for, "restart.connections_kept", 60)
+    for conn in conns:
+        conn.send("GET", "/pid")
+    answers = [await asyncio.wait_for(conn.read_response(), 30) for conn in conns]
+    done = await asyncio.to_thread(server.wait_for, "restart.done", 60)
+    assert {int(response.text()) for response in answers} == set(done["workers"])
+    assert not any(response.closes for response in answers)
+    for conn in conns:
+        conn.close()
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait) == 0
