@@ -39,6 +39,7 @@ from graceful.logs import get_logger
 IDLE_QUIET_S = 0.05
 NEW_CONNECTION_GRACE_S = 1.0
 PROGRESS_EVERY_S = 1.0
+PARKED_RECHECK_S = 0.005  # a parked connection's response still in the send buffer
 
 log = get_logger()
 
@@ -70,6 +71,7 @@ class ConnectionTracker:
         self._timer: asyncio.TimerHandle | None = None
         # a restart's: where idle connections go instead of being closed (http/handoff.py)
         self.hand_off: HandOff | None = None
+        self.closed_while_stopping = 0  # by us, not handed (the hand-off's report)
 
     # -- called by DrainingRequestHandler ------------------------------------------------
 
@@ -80,6 +82,8 @@ class ConnectionTracker:
 
     def closed(self, protocol: DrainingRequestHandler, leftover: InFlight | None) -> None:
         self.connections.discard(protocol)
+        if self.stopping and not protocol.released:
+            self.closed_while_stopping += 1
         task = leftover.task if leftover is not None else None
         if task is not None and not task.done():
             self.orphans[task] = leftover  # type: ignore[assignment]
@@ -105,6 +109,10 @@ class ConnectionTracker:
                 protocol.prepared(request)
                 if protocol.has_queued_requests:
                     return  # answered first; the last of them says close
+                if (self._handing_off() and protocol.movable and protocol.nothing_read_ahead
+                        and request.content.is_eof()):
+                    protocol.hand_after_response = True  # kept alive: it moves once answered
+                    return
             # aiohttp has already chosen the Connection header by now (it computes it
             # before this hook), so set it as well as the close itself.
             response.force_close()
@@ -125,7 +133,8 @@ class ConnectionTracker:
         self._offer()
         show_responses(self, True)
         for protocol in self.connections:
-            protocol.last_response()
+            if not (self._handing_off() and protocol.movable):
+                protocol.last_response()
         self._touch()
 
     def stop_done(self) -> None:
@@ -216,12 +225,23 @@ class ConnectionTracker:
         self.orphans.pop(task, None)
         self._touch()
 
+    def _handing_off(self) -> bool:
+        return self.hand_off is not None and self.hand_off.open
+
     def _offer(self) -> None:
-        """At a restart: the connections that can go to a new worker, offered to it."""
-        if self.hand_off is not None and self.stopping:
-            handable = [protocol for protocol in self.connections if protocol.handable]
-            busy = sum(not p.in_transit for p in self.connections) - len(handable)
-            self.hand_off.offer(handable, busy)
+        """At a restart: the connections that can go to a new worker, offered to it; if
+        the hand-off has failed, the ones waiting for it are read again (see protocol.py's
+        park)."""
+        if self.hand_off is None or not self.stopping:
+            return
+        if not self.hand_off.open:
+            for protocol in self.connections:
+                if protocol.parked:
+                    protocol.unpark()
+            return
+        handable = [protocol for protocol in self.connections if protocol.handable]
+        if handable:
+            self.hand_off.offer(handable)
 
     def _close_quiet_connections(self) -> None:
         """Close connections quiet long enough (at a restart, hand the idle ones to a new
@@ -233,6 +253,10 @@ class ConnectionTracker:
         for protocol in list(self.connections):
             if protocol.in_transit:
                 continue  # the hand-off's: released, or resumed and closed here later
+            if protocol.parked:  # to be offered once its response is written whole
+                next_due = now + PARKED_RECHECK_S if next_due is None else min(
+                    next_due, now + PARKED_RECHECK_S)
+                continue
             idle = protocol.idle_for(now)
             if idle is None:
                 if not protocol.between_requests:

@@ -47,8 +47,10 @@ OFFER, GOT, RELEASED, CANCELLED = b"F", b"G", b"R", b"C"
 class HandOff(Protocol):
     """What the drain gives its idle connections to (ConnectionTracker.hand_off)."""
 
-    def offer(self, protocols: Sequence[DrainingRequestHandler], busy: int) -> None: ...
-    def report(self) -> None: ...
+    open: bool  # offers may be made (False once it has failed)
+
+    def offer(self, protocols: Sequence[DrainingRequestHandler]) -> None: ...
+    def report(self, closed: int) -> None: ...
 
 
 class Sender:
@@ -64,16 +66,17 @@ class Sender:
         self._closed = False
         self.handed = 0
         self.kept = 0  # offered, the hand-off failed: closed as at any stop
-        self.busy: int | None = None  # not idle at the first offer: served, then closed
         self.failure = ""
 
-    def offer(self, protocols: Sequence[DrainingRequestHandler], busy: int) -> None:
+    @property
+    def open(self) -> bool:
+        return not self._closed
+
+    def offer(self, protocols: Sequence[DrainingRequestHandler]) -> None:
         # the supervisor's helper (it sends a worker's setup the same way); imported here:
         # the HTTP side does not import its callers at import time
         from graceful.supervisor.early_worker import in_batches
 
-        if self.busy is None:
-            self.busy = busy
         if self._closed:
             if protocols:
                 self.failure = self.failure or "the new worker closed the channel"
@@ -93,11 +96,12 @@ class Sender:
         if self._pending and self._timer is None:
             self._timer = self._loop.call_later(HANDOFF_TIMEOUT_S, self._timed_out)
 
-    def report(self) -> None:
-        """Once, at the drain's end: what became of the idle connections."""
+    def report(self, closed: int) -> None:
+        """Once, at the drain's end: what became of the connections; `closed`: those the
+        old worker closed itself (bytes in flight, TLS, websockets, a failed hand-off)."""
         (log.warning if self.failure else log.info)(
-            "restart.connections_kept", handed=self.handed, busy=self.busy or 0,
-            kept=self.kept, **({"reason": self.failure} if self.failure else {}))
+            "restart.connections_kept", handed=self.handed, closed=closed, kept=self.kept,
+            **({"reason": self.failure} if self.failure else {}))
 
     def _readable(self) -> None:
         while True:

@@ -174,7 +174,8 @@ class DrainingRequestHandler(RequestHandler):
     (from which a connection's quiet time is counted)."""
 
     __slots__ = ("_answered_body", "_factories", "_idle_since", "_last_bytes", "_new_request",
-                 "_prepared", "_quiet", "_started", "in_transit", "tracker")
+                 "_prepared", "_quiet", "_started", "hand_after_response", "in_transit",
+                 "parked", "released", "tracker")
 
     def __init__(self, manager: Any, *, tracker: Tracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -191,6 +192,9 @@ class DrainingRequestHandler(RequestHandler):
         # the end of the last bytes received (see handable)
         self._last_bytes = HEADERS_END
         self.in_transit = False  # offered to a new worker at a restart (http/handoff.py)
+        self.hand_after_response = False  # its response kept it alive: it moves after
+        self.parked = False  # answered, reading paused: offered once its response is out
+        self.released = False  # the new worker has it
         self._new_request = manager.request_factory
         self._factories = _factories_of(manager)
         internals.set_request_factory(
@@ -252,6 +256,8 @@ class DrainingRequestHandler(RequestHandler):
         self._answered_body = None if body.is_eof() else body
         if self.tracker.stopping:
             self._prepared = None
+            if self.hand_after_response:
+                self._park()
             self.tracker.finished()
 
     def prepared(self, request: web.BaseRequest) -> None:
@@ -331,20 +337,46 @@ class DrainingRequestHandler(RequestHandler):
         whose last read ended otherwise (a body's last bytes) is not handed: it is closed as
         at any stop."""
         transport = self.transport
-        return (self._quiet and not self.in_transit and self._last_bytes == HEADERS_END
+        return (self._quiet and not self.in_transit and self.nothing_read_ahead
                 and self._answered_body is None and transport is not None
-                and not internals.request_in_progress(self)
-                and not internals.queued_requests(self) and not internals.closing(self)
+                and not internals.request_in_progress(self) and not internals.closing(self)
                 and not _upgrading(self) and not transport.is_closing()
                 and transport.get_write_buffer_size() == 0
                 and transport.get_extra_info("sslcontext") is None)
+
+    @property
+    def movable(self) -> bool:
+        """Not TLS and not a websocket: a new worker could take it over between requests."""
+        transport = self.transport
+        return (transport is not None and not _upgrading(self)
+                and transport.get_extra_info("sslcontext") is None)
+
+    @property
+    def nothing_read_ahead(self) -> bool:
+        """No byte of a next request read yet (see handable)."""
+        return self._last_bytes == HEADERS_END and not internals.queued_requests(self)
+
+    def _park(self) -> None:
+        """Its response (kept alive at a restart) is written: read nothing more, so that it
+        can move once the response has left the send buffer. A request already read behind
+        it (pipelined, or its start) keeps it here: answered, with Connection: close."""
+        self.hand_after_response = False
+        if (self.nothing_read_ahead and self._answered_body is None
+                and self.transport is not None):
+            self.parked = True
+            self.transport.pause_reading()
+
+    def unpark(self) -> None:
+        """The hand-off failed: read again; it is an idle connection of a stop."""
+        self.parked = False
+        self.resume()
 
     def fileno(self) -> int:
         return self.transport.get_extra_info("socket").fileno()  # type: ignore[union-attr]
 
     def hold(self) -> None:
         """Offered to a new worker: read nothing more (what comes stays in the kernel)."""
-        self.in_transit = True
+        self.in_transit, self.parked = True, False
         self.transport.pause_reading()  # type: ignore[union-attr]
 
     def resume(self) -> None:
@@ -358,6 +390,7 @@ class DrainingRequestHandler(RequestHandler):
     def release(self) -> None:
         """The new worker has it: our descriptor closed, nothing sent (a FIN or a shutdown
         would end the client's connection, which the new worker serves)."""
+        self.released = True
         if self.transport is not None:
             self.transport.abort()
 

@@ -88,7 +88,7 @@ class StopPhases:
             code = worst(code, ExitCode.DRAIN_DEADLINE)
         tracker.stop_closing_websockets()
         if tracker.hand_off is not None:
-            tracker.hand_off.report()
+            tracker.hand_off.report(tracker.closed_while_stopping)
         if self.drained:
             log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
         return code
