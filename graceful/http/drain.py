@@ -109,10 +109,9 @@ class ConnectionTracker:
                 protocol.prepared(request)
                 if protocol.has_queued_requests:
                     return  # answered first; the last of them says close
-                if (self._handing_off() and protocol.movable and protocol.nothing_read_ahead
-                        and request.content.is_eof()):
-                    protocol.hand_after_response = True  # kept alive: it moves once answered
-                    return
+                if self.moving(protocol) and protocol.nothing_read_ahead \
+                        and request.content.is_eof():
+                    return  # kept alive: it moves once answered (protocol.py's park)
             # aiohttp has already chosen the Connection header by now (it computes it
             # before this hook), so set it as well as the close itself.
             response.force_close()
@@ -133,7 +132,7 @@ class ConnectionTracker:
         self._offer()
         show_responses(self, True)
         for protocol in self.connections:
-            if not (self._handing_off() and protocol.movable):
+            if not self.moving(protocol):
                 protocol.last_response()
         self._touch()
 
@@ -225,8 +224,9 @@ class ConnectionTracker:
         self.orphans.pop(task, None)
         self._touch()
 
-    def _handing_off(self) -> bool:
-        return self.hand_off is not None and self.hand_off.open
+    def moving(self, protocol: DrainingRequestHandler) -> bool:
+        """At a restart whose hand-off works: `protocol` may go to a new worker once idle."""
+        return self.hand_off is not None and self.hand_off.open and protocol.movable
 
     def _offer(self) -> None:
         """At a restart: the connections that can go to a new worker, offered to it; if

@@ -70,6 +70,7 @@ class Tracker(Protocol):
     def closed(self, protocol: DrainingRequestHandler, leftover: InFlight | None) -> None: ...
     def finished(self) -> None: ...
     def preparing(self, request: web.BaseRequest, response: web.StreamResponse) -> None: ...
+    def moving(self, protocol: DrainingRequestHandler) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -174,8 +175,8 @@ class DrainingRequestHandler(RequestHandler):
     (from which a connection's quiet time is counted)."""
 
     __slots__ = ("_answered_body", "_factories", "_idle_since", "_last_bytes", "_new_request",
-                 "_prepared", "_quiet", "_started", "hand_after_response", "in_transit",
-                 "parked", "released", "tracker")
+                 "_prepared", "_quiet", "_said_close", "_started", "in_transit", "parked",
+                 "released", "tracker")
 
     def __init__(self, manager: Any, *, tracker: Tracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -192,7 +193,7 @@ class DrainingRequestHandler(RequestHandler):
         # the end of the last bytes received (see handable)
         self._last_bytes = HEADERS_END
         self.in_transit = False  # offered to a new worker at a restart (http/handoff.py)
-        self.hand_after_response = False  # its response kept it alive: it moves after
+        self._said_close = False  # the last response said Connection: close
         self.parked = False  # answered, reading paused: offered once its response is out
         self.released = False  # the new worker has it
         self._new_request = manager.request_factory
@@ -254,9 +255,10 @@ class DrainingRequestHandler(RequestHandler):
         self._quiet = True
         body = request.content
         self._answered_body = None if body.is_eof() else body
+        self._said_close = not response.keep_alive
         if self.tracker.stopping:
             self._prepared = None
-            if self.hand_after_response:
+            if self.tracker.moving(self):  # a restart's: it goes to a new worker now
                 self._park()
             self.tracker.finished()
 
@@ -338,7 +340,8 @@ class DrainingRequestHandler(RequestHandler):
         at any stop."""
         transport = self.transport
         return (self._quiet and not self.in_transit and self.nothing_read_ahead
-                and self._answered_body is None and transport is not None
+                and self._answered_body is None and not self._said_close
+                and transport is not None
                 and not internals.request_in_progress(self) and not internals.closing(self)
                 and not _upgrading(self) and not transport.is_closing()
                 and transport.get_write_buffer_size() == 0
@@ -357,12 +360,12 @@ class DrainingRequestHandler(RequestHandler):
         return self._last_bytes == HEADERS_END and not internals.queued_requests(self)
 
     def _park(self) -> None:
-        """Its response (kept alive at a restart) is written: read nothing more, so that it
-        can move once the response has left the send buffer. A request already read behind
+        """Its response is written, at a restart: read nothing more, so that it can move once
+        the response has left the send buffer (a stream's reconnection, a client's next
+        request, wait in the kernel for the new worker). A request already read behind
         it (pipelined, or its start) keeps it here: answered, with Connection: close."""
-        self.hand_after_response = False
         if (self.nothing_read_ahead and self._answered_body is None
-                and self.transport is not None):
+                and not self._said_close and self.transport is not None):
             self.parked = True
             self.transport.pause_reading()
 
