@@ -27,11 +27,11 @@ import dataclasses
 import time
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
 from graceful.http import websockets
-from graceful.http.handoff import HandOff
 from graceful.http.protocol import DrainingRequestHandler, InFlight, show_responses
 from graceful.http.route_deadlines import is_stream
 from graceful.logs import get_logger
@@ -40,6 +40,9 @@ IDLE_QUIET_S = 0.05
 NEW_CONNECTION_GRACE_S = 1.0
 PROGRESS_EVERY_S = 1.0
 PARKED_RECHECK_S = 0.005  # a parked connection's response still in the send buffer
+
+if TYPE_CHECKING:
+    from graceful.http.handoff import HandOff
 
 log = get_logger()
 

@@ -11,7 +11,9 @@
              --restart-timeout. One that fails: all the new ones are ended, the old ones
              serve on, the outcome is "failed" with the reason and the worker's last lines.
     replace  the old workers are told to stop for a restart (SIGHUP to a worker): they skip
-             the pre-stop delay, drain, close websockets with 1012, flush. With a checkpoint
+             the pre-stop delay, drain, close websockets with 1012, flush. On POSIX each is
+             first given a channel to a new worker (handoff.py): its keep-alive connections
+             move there between two requests instead of being closed. With a checkpoint
              the new worker accepts only once the old one has exited (its final flush
              done): it re-reads the file first, so no answered update is lost.
     settle   the new workers must stay up SETTLE_S after the old ones have gone; one that
