@@ -99,9 +99,10 @@ async def _keep_asking(conn: Connection, until: asyncio.Event) -> list[tuple[int
     return answers
 
 
-async def test_clients_asking_through_the_restart_are_never_told_to_reconnect(serve):
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_clients_asking_through_the_restart_are_never_told_to_reconnect(serve, loop):
     """2."""
-    server = serve(APP, "--workers", "1")
+    server = serve(APP, "--workers", "1", "--loop", loop)
     server.wait_for("supervisor.ready")
     conns, old_pids = await _open(server.port, 50)
     stop = asyncio.Event()
