@@ -39,7 +39,7 @@ class Link:
     async def before_accepting(self, checkpointer, state) -> None:
         return None
 
-    def take_connections(self, factory, accepting) -> None:
+    def take_connections(self, factory, accepting, stopping) -> None:
         return None
 
     def hand_off(self) -> handoff.Sender:

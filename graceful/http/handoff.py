@@ -167,8 +167,9 @@ class Receiver:
     """The new worker's end of a channel."""
 
     def __init__(self, channel: socket.socket, factory: Callable[[], asyncio.Protocol],
-                 accepting: asyncio.Event) -> None:
+                 accepting: asyncio.Event, stopping: Callable[[], bool]) -> None:
         self._channel = channel
+        self._stopping = stopping  # this worker stops too: its drain may be over
         channel.setblocking(False)
         self._factory = factory
         self._accepting = accepting
@@ -195,11 +196,15 @@ class Receiver:
                 said, fds, flags = b"", [], 0
             if said == OFFER:
                 socks = [socket.socket(fileno=fd) for fd in fds]
-                self._undecided.append(socks)
-                if flags & socket.MSG_CTRUNC:
-                    # some did not come (out of descriptors): no G, the old worker keeps
-                    # the batch, and our copies go with its C
+                if flags & socket.MSG_CTRUNC or self._stopping():
+                    # some did not come (out of descriptors), or we stop too: no G, the old
+                    # worker keeps the batch (its C comes in 5 s); our copies go now (the
+                    # old worker's keep the connections open)
+                    for sock in socks:
+                        sock.close()
+                    self._undecided.append([])
                     continue
+                self._undecided.append(socks)
                 with contextlib.suppress(OSError):
                     self._channel.send(GOT)
             elif said == RELEASED and self._undecided:

@@ -144,7 +144,7 @@ class Builder:
         accepting = asyncio.Event()
         if self._takeover is not None:  # a worker: with a checkpoint, the last state written
             # a restart's new worker: an old one's idle connections, served once we accept
-            self._takeover.take_connections(factory, accepting)
+            self._takeover.take_connections(factory, accepting, lambda: tracker.stopping)
             await self._takeover.before_accepting(self.checkpointer, self.state)
         sockets, self.sockets = self.sockets, []
         self.listeners += [Listener(sock, factory, ssl=ssl_context, name=name)

@@ -58,8 +58,9 @@ class Takeover(Protocol):
         """Return when the worker may accept, its state the last one written."""
 
     def take_connections(self, factory: Callable[[], asyncio.Protocol],
-                         accepting: asyncio.Event) -> None:
-        """Serve the connections handed over by an old worker, once `accepting` is set."""
+                         accepting: asyncio.Event, stopping: Callable[[], bool]) -> None:
+        """Serve the connections handed over by an old worker, once `accepting` is set;
+        none once `stopping()`."""
 
     def hand_off(self) -> HandOff | None:
         """Where our idle connections go at a restart's stop (None: nowhere)."""
@@ -200,11 +201,12 @@ class WorkerLink(StopObserver):
                  keys=len(final_state), waited_s=round(time.perf_counter() - started, 4))
 
     def take_connections(self, factory: Callable[[], asyncio.Protocol],
-                         accepting: asyncio.Event) -> None:
+                         accepting: asyncio.Event, stopping: Callable[[], bool]) -> None:
         """Serve with `factory` the idle connections an old worker hands us at a restart,
-        once `accepting` is set (they wait in the kernel until then, their bytes too)."""
+        once `accepting` is set (they wait in the kernel until then, their bytes too); none
+        once `stopping()`: the old worker keeps them."""
         if self.handoff is not None:
-            self.handoff.take(factory, accepting)
+            self.handoff.take(factory, accepting, stopping)
 
     def hand_off(self) -> HandOff | None:
         """A stop for a restart begins: where our idle connections go (None: nowhere, they
@@ -247,11 +249,13 @@ class Channels:
         self._sending: socket.socket | None = None
         self._take: Callable[[socket.socket], None] | None = None
 
-    def take(self, factory: Callable[[], asyncio.Protocol], accepting: asyncio.Event) -> None:
+    def take(self, factory: Callable[[], asyncio.Protocol], accepting: asyncio.Event,
+             stopping: Callable[[], bool]) -> None:
         from graceful.http.handoff import Receiver
 
         loop = asyncio.get_running_loop()
-        self._take = lambda channel: Receiver(channel, factory, accepting).start(loop)
+        self._take = lambda channel: Receiver(channel, factory, accepting,
+                                              stopping).start(loop)
         loop.add_reader(self._socket.fileno(), self._read)
 
     def sending(self) -> socket.socket | None:
