@@ -93,7 +93,17 @@ def restart_figures(attempts: list[Attempt], t_signal: float, window_s: float,
         "window_ms": _spread(window),
         "hand_over_ms": None if hand_over_s is None else _spread(started_within(hand_over_s)),
         "pause_ms": None if not window else round(max(window) - nominal_s * 1000, 1),
+        "reconnections": reconnections(attempts, t_signal),
     }
+
+
+def reconnections(attempts: list[Attempt], t_signal: float) -> int:
+    """Connections the clients had to open again after the signal: attempts on a fresh
+    connection by a client that had one before (its first attempt is `i-0`). A client that
+    sends `Connection: close` itself opens one per request: the figure is the keep-alive
+    scenarios'."""
+    return sum(not a.reused and a.start >= t_signal and not a.req_id.endswith("-0")
+               for a in attempts)
 
 
 def _spread(ms: list[float]) -> dict[str, Any]:

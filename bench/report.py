@@ -158,8 +158,9 @@ def restart_table(results: list[dict[str, Any]]) -> str:
     no signal) are rows of their own, "(no restart)" after the server's name."""
     lines = ["| scenario | conns | server | runs | ok | lost / refused / reset / race | 5xx "
              "| p99 before | window p50 | window p99 | window max | pause | hand-over s "
-             "| hand-over p99 | serving after | count exact | pid kept | took-over wait |",
-             "|" + "---|" * 18]
+             "| hand-over p99 | serving after | count exact | pid kept | took-over wait "
+             "| reconnections |",
+             "|" + "---|" * 19]
     labelled = [r | {"server": _restart_label(r)} for r in results]
     for (scenario, conns, _), servers in groups(labelled).items():
         for server, runs in servers.items():
@@ -180,8 +181,16 @@ def restart_table(results: list[dict[str, Any]]) -> str:
                 f"| {sum(bool(r['serving_after']) for r in runs)} of {len(runs)} "
                 f"| {f'{sum(counted)} of {len(counted)}' if counted else 'n/a'} "
                 f"| {_kept(runs)} "
-                f"| {_range([r.get('took_over_waited_ms') for r in runs])} |")
+                f"| {_range([r.get('took_over_waited_ms') for r in runs])} "
+                f"| {_reconnections(runs)} |")
     return "\n".join(lines)
+
+
+def _reconnections(runs: list[dict[str, Any]]) -> str:
+    """Connections the clients opened again after the signal, summed ("-" for results from
+    before it was recorded)."""
+    counted = [r["reconnections"] for r in runs if r.get("reconnections") is not None]
+    return str(sum(counted)) if counted else "-"
 
 
 def _kept(runs: list[dict[str, Any]]) -> str:

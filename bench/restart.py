@@ -138,6 +138,7 @@ def one_line(r: dict[str, Any]) -> str:
     return (f"ok={c['ok']} lost={r['lost']} race={r['race']} refused={c['refused']} "
             f"reset={r['reset']} window p99={w.get('p99')} max={w.get('max')} "
             f"pause={r['pause_ms']}ms hand-over={r['hand_over_s']}s"
+            f" reconnections={r.get('reconnections')}"
             + (f" restart={r['restart'].get('outcome')}" if r.get("restart") else "")
             + ("" if r.get("pid_kept", True) else " EXITED")
             + (f" count_exact={r['count_exact']}" if r["checkpoint"] else "")

@@ -85,7 +85,9 @@ RESTART_ABOUT = (
     "that, per repeat. *count exact* (`--checkpoint`, graceful with one worker: it refuses "
     "more): the counter graceful's app keeps in its checkpoint equals the 200s the clients "
     "got; *took-over wait*: the new worker's wait for the old one's drain and final flush "
-    "before it accepts (`restart.took_over` waited_s). The ratio table: graceful's window "
+    "before it accepts (`restart.took_over` waited_s). *reconnections*: the connections the "
+    "clients had to open again after the signal (keep-alive scenarios; in restart-close "
+    "every request opens one). The ratio table: graceful's window "
     "p99 and max over each peer's in the same repeat (below 1: graceful was faster).")
 RESTART_BASE = "graceful-uvloop-workers2"
 

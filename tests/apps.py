@@ -942,3 +942,14 @@ def logs_what_it_is_sent() -> web.Application:
     app.router.add_get("/item", item)
     app.router.add_get("/wait/{name}", wait)
     return app
+
+
+async def _pid(request: web.Request) -> web.Response:
+    """Which process answered; after `?s=SECONDS` of sleep."""
+    await asyncio.sleep(float(request.query.get("s", "0")))
+    return web.Response(text=f"{os.getpid()}\n")
+
+
+def answers_pid() -> web.Application:
+    """`/pid`: the pid of the worker that answered (a restart's keep-alive tests)."""
+    return _basic_with_route("/pid", _pid)

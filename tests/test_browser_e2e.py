@@ -106,9 +106,9 @@ async def test_a_browser_sees_no_error_and_misses_no_event_through_restarts(serv
     assert (gaps, repeats) == ([], []), f"missed {gaps}, repeated {repeats}"
     assert len(sse["ids"]) >= 5 * (RESTARTS + 1)
     # Each restart ends the stream once; its reconnection may reach an old worker once more
-    # through a keep-alive connection the browser opened to it before the restart (the
-    # fetch loop's), which says goodbye again at once (its own connection closed with it:
-    # test_restart_clients_e2e::test_an_sse_stream_closes_its_connection_at_a_restart).
+    # (a bound measured before the keep-alive connections moved to the new workers at a
+    # restart: test_restart_clients_e2e::
+    # test_an_sse_reconnection_on_the_same_connection_is_served_by_a_new_worker).
     assert RESTARTS <= len(sse["byes"]) <= 2 * RESTARTS, sse["byes"]
     assert set(sse["byes"]) == {"server restarting"}
     assert sse["errors"] == [0] * len(sse["byes"])  # reconnections: CONNECTING, not CLOSED

@@ -27,6 +27,7 @@ import dataclasses
 import time
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
@@ -38,6 +39,10 @@ from graceful.logs import get_logger
 IDLE_QUIET_S = 0.05
 NEW_CONNECTION_GRACE_S = 1.0
 PROGRESS_EVERY_S = 1.0
+PARKED_RECHECK_S = 0.005  # a parked connection's response still in the send buffer
+
+if TYPE_CHECKING:
+    from graceful.http.handoff import HandOff
 
 log = get_logger()
 
@@ -67,6 +72,9 @@ class ConnectionTracker:
         self._closing: set[asyncio.Task[bool]] = set()
         self._changed = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        # a restart's: where idle connections go instead of being closed (http/handoff.py)
+        self.hand_off: HandOff | None = None
+        self.closed_while_stopping = 0  # by us, not handed (the hand-off's report)
 
     # -- called by DrainingRequestHandler ------------------------------------------------
 
@@ -77,6 +85,8 @@ class ConnectionTracker:
 
     def closed(self, protocol: DrainingRequestHandler, leftover: InFlight | None) -> None:
         self.connections.discard(protocol)
+        if self.stopping and not protocol.released:
+            self.closed_while_stopping += 1
         task = leftover.task if leftover is not None else None
         if task is not None and not task.done():
             self.orphans[task] = leftover  # type: ignore[assignment]
@@ -102,6 +112,9 @@ class ConnectionTracker:
                 protocol.prepared(request)
                 if protocol.has_queued_requests:
                     return  # answered first; the last of them says close
+                if self.moving(protocol) and protocol.nothing_read_ahead \
+                        and request.content.is_eof():
+                    return  # kept alive: it moves once answered (protocol.py's park)
             # aiohttp has already chosen the Connection header by now (it computes it
             # before this hook), so set it as well as the close itself.
             response.force_close()
@@ -117,9 +130,13 @@ class ConnectionTracker:
     def begin_stopping(self) -> None:
         """From now on responses say Connection: close and quiet connections are closed."""
         self.stopping = True  # every request is of the tracked class: nothing to switch
+        # at a restart, the idle connections leave first, in this same step: a request
+        # that comes on one from now on is the new worker's, not answered here with close
+        self._offer()
         show_responses(self, True)
         for protocol in self.connections:
-            protocol.last_response()
+            if not self.moving(protocol):
+                protocol.last_response()
         self._touch()
 
     def stop_done(self) -> None:
@@ -210,11 +227,39 @@ class ConnectionTracker:
         self.orphans.pop(task, None)
         self._touch()
 
+    def moving(self, protocol: DrainingRequestHandler) -> bool:
+        """At a restart whose hand-off works: `protocol` may go to a new worker once idle."""
+        return self.hand_off is not None and self.hand_off.open and protocol.movable
+
+    def _offer(self) -> None:
+        """At a restart: the connections that can go to a new worker, offered to it; if
+        the hand-off has failed, the ones waiting for it are read again (see protocol.py's
+        park)."""
+        if self.hand_off is None or not self.stopping:
+            return
+        if not self.hand_off.open:
+            for protocol in self.connections:
+                if protocol.parked:
+                    protocol.unpark()
+            return
+        handable = [protocol for protocol in self.connections if protocol.handable]
+        if handable:
+            self.hand_off.offer(handable)
+
     def _close_quiet_connections(self) -> None:
-        """Close connections quiet long enough; wake up when the next one will be."""
+        """Close connections quiet long enough (at a restart, hand the idle ones to a new
+        worker first: they need no quiet time, their next bytes stay in the kernel); wake up
+        when the next one will be."""
+        self._offer()
         now = time.monotonic()
         next_due: float | None = None
         for protocol in list(self.connections):
+            if protocol.in_transit:
+                continue  # the hand-off's: released, or resumed and closed here later
+            if protocol.parked:  # to be offered once its response is written whole
+                next_due = now + PARKED_RECHECK_S if next_due is None else min(
+                    next_due, now + PARKED_RECHECK_S)
+                continue
             idle = protocol.idle_for(now)
             if idle is None:
                 if not protocol.between_requests:

@@ -55,6 +55,7 @@ from graceful.logs import get_logger
 
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
 _upgrading = internals.upgrading
+HEADERS_END = b"\r\n\r\n"
 # An idle TLS connection is dropped this long after our close_notify (see close_idle).
 TLS_IDLE_CLOSE_WAIT_S = 0.05
 
@@ -69,6 +70,7 @@ class Tracker(Protocol):
     def closed(self, protocol: DrainingRequestHandler, leftover: InFlight | None) -> None: ...
     def finished(self) -> None: ...
     def preparing(self, request: web.BaseRequest, response: web.StreamResponse) -> None: ...
+    def moving(self, protocol: DrainingRequestHandler) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -172,8 +174,9 @@ class DrainingRequestHandler(RequestHandler):
     when each request starts (for the age of a cancelled one) and when its response ends
     (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_answered_body", "_factories", "_idle_since", "_new_request", "_prepared",
-                 "_quiet", "_started", "tracker")
+    __slots__ = ("_answered_body", "_factories", "_idle_since", "_last_bytes", "_new_request",
+                 "_prepared", "_quiet", "_said_close", "_started", "in_transit", "parked",
+                 "released", "tracker")
 
     def __init__(self, manager: Any, *, tracker: Tracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -187,6 +190,12 @@ class DrainingRequestHandler(RequestHandler):
         # the request whose response was last shown to the tracker while stopping: the one
         # in flight once its handler has returned (aiohttp then forgets it)
         self._prepared: web.BaseRequest | None = None
+        # the end of the last bytes received (see handable)
+        self._last_bytes = HEADERS_END
+        self.in_transit = False  # offered to a new worker at a restart (http/handoff.py)
+        self._said_close = False  # the last response said Connection: close
+        self.parked = False  # answered, reading paused: offered once its response is out
+        self.released = False  # the new worker has it
         self._new_request = manager.request_factory
         self._factories = _factories_of(manager)
         internals.set_request_factory(
@@ -204,6 +213,8 @@ class DrainingRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         # (aiohttp calls it with b"" itself, to parse what it buffered while reading was paused)
+        if data:
+            self._last_bytes = data[-4:]
         if self._quiet and data:  # the first byte since the last response
             body = self._answered_body
             if body is None or body.is_eof():  # a request begins
@@ -244,8 +255,11 @@ class DrainingRequestHandler(RequestHandler):
         self._quiet = True
         body = request.content
         self._answered_body = None if body.is_eof() else body
+        self._said_close = not response.keep_alive
         if self.tracker.stopping:
             self._prepared = None
+            if self.tracker.moving(self):  # a restart's: it goes to a new worker now
+                self._park()
             self.tracker.finished()
 
     def prepared(self, request: web.BaseRequest) -> None:
@@ -311,6 +325,77 @@ class DrainingRequestHandler(RequestHandler):
             and internals.waiting_for_request(self)
         )
         return now - self._idle_since if quiet else None
+
+    @property
+    def handable(self) -> bool:
+        """Between requests (waiting for the next, or about to: its last response written
+        whole) with nothing of the client's read and not yet answered: it can move to
+        another process, its next bytes still in the kernel (graceful/http/handoff.py).
+
+        aiohttp's parser keeps the start of a request that came in the same read as the end
+        of the one before (a pipelining client) and shows nothing of it; a read that ended
+        with the blank line ending a request's headers left nothing there (a partial
+        request ending with one would have been parsed: it would be queued). So a connection
+        whose last read ended otherwise (a body's last bytes) is not handed: it is closed as
+        at any stop."""
+        transport = self.transport
+        return (self._quiet and not self.in_transit and self.nothing_read_ahead
+                and self._answered_body is None and not self._said_close
+                and transport is not None
+                and not internals.request_in_progress(self) and not internals.closing(self)
+                and not _upgrading(self) and not transport.is_closing()
+                and transport.get_write_buffer_size() == 0
+                and transport.get_extra_info("sslcontext") is None)
+
+    @property
+    def movable(self) -> bool:
+        """Not TLS and not a websocket: a new worker could take it over between requests."""
+        transport = self.transport
+        return (transport is not None and not _upgrading(self)
+                and transport.get_extra_info("sslcontext") is None)
+
+    @property
+    def nothing_read_ahead(self) -> bool:
+        """No byte of a next request read yet (see handable)."""
+        return self._last_bytes == HEADERS_END and not internals.queued_requests(self)
+
+    def _park(self) -> None:
+        """Its response is written, at a restart: read nothing more, so that it can move once
+        the response has left the send buffer (a stream's reconnection, a client's next
+        request, wait in the kernel for the new worker). A request already read behind
+        it (pipelined, or its start) keeps it here: answered, with Connection: close."""
+        if (self.nothing_read_ahead and self._answered_body is None
+                and not self._said_close and self.transport is not None):
+            self.parked = True
+            self.transport.pause_reading()
+
+    def unpark(self) -> None:
+        """The hand-off failed: read again; it is an idle connection of a stop."""
+        self.parked = False
+        self.resume()
+
+    def fileno(self) -> int:
+        return self.transport.get_extra_info("socket").fileno()  # type: ignore[union-attr]
+
+    def hold(self) -> None:
+        """Offered to a new worker: read nothing more (what comes stays in the kernel)."""
+        self.in_transit, self.parked = True, False
+        self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume(self) -> None:
+        """The hand-off failed: ours again, closed as at any stop."""
+        self.in_transit = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+            self._idle_since = _monotonic()
+            self.tracker.opened(self)  # the drain's again: it looks at it now
+
+    def release(self) -> None:
+        """The new worker has it: our descriptor closed, nothing sent (a FIN or a shutdown
+        would end the client's connection, which the new worker serves)."""
+        self.released = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def last_response(self) -> None:
         """A stop began: the response under way is this connection's last. One already sent

@@ -87,6 +87,8 @@ class StopPhases:
         if cutter is not None and cutter.cut:  # work was cut at a route's deadline: exit 3
             code = worst(code, ExitCode.DRAIN_DEADLINE)
         tracker.stop_closing_websockets()
+        if tracker.hand_off is not None:
+            tracker.hand_off.report(tracker.closed_while_stopping)
         if self.drained:
             log.info("drain.done", took_s=round(time.perf_counter() - started, 4))
         return code

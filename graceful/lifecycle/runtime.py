@@ -74,6 +74,7 @@ class Runtime(RuntimeView):
         # takeover: we are a worker of graceful serve's supervisor (lifecycle/worker_link.py)
         self._builder = Builder(app, self.config, is_ready=self._is_ready,
                                 phase=lambda: str(self.phase), takeover=takeover)
+        self._takeover = takeover
         self._started: Started | None = None  # the record of a start that succeeded
         self._flusher = Flusher(None, None)
         self._escalation = Escalation()
@@ -274,6 +275,9 @@ class Runtime(RuntimeView):
         if first.source == StopSource.RESTART:
             # new workers serve the same sockets already: nothing to deregister from
             config = config.replace(pre_stop_delay=0.0)
+            if self._takeover is not None and self._started is not None:
+                # our idle keep-alive connections go to them rather than closed
+                self._started.tracker.hand_off = self._takeover.hand_off()
         self._budget = StopBudget.starting_at(first.at, config)
         assert self._started is not None
         self._started.tracker.begin_stopping()

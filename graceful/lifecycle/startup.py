@@ -141,7 +141,10 @@ class Builder:
         def factory() -> DrainingRequestHandler:
             return DrainingRequestHandler(server, tracker=tracker, loop=loop, **options)
 
+        accepting = asyncio.Event()
         if self._takeover is not None:  # a worker: with a checkpoint, the last state written
+            # a restart's new worker: an old one's idle connections, served once we accept
+            self._takeover.take_connections(factory, accepting, lambda: tracker.stopping)
             await self._takeover.before_accepting(self.checkpointer, self.state)
         sockets, self.sockets = self.sockets, []
         self.listeners += [Listener(sock, factory, ssl=ssl_context, name=name)
@@ -149,6 +152,7 @@ class Builder:
         self.heap.settle()  # no full collection walks the startup heap under load
         for listener in self.listeners:
             await listener.start(config.backlog)
+        accepting.set()
         return Started(app, self.state, tracker, runner, tuple(self.listeners),
                        self.checkpointer, monitor)
 

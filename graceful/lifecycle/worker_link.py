@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graceful.bridge.stop import StopObserver
@@ -32,6 +33,7 @@ from graceful.supervisor.launch import config_from_json
 from graceful.supervisor.worker_env import (
     CONFIG_FD_ENV,
     GO_FD_ENV,
+    HANDOFF_FD_ENV,
     LOCK_FD_ENV,
     NUMBER_ENV,
     READY_FD_ENV,
@@ -41,6 +43,7 @@ from graceful.supervisor.worker_env import (
 
 if TYPE_CHECKING:
     from graceful.checkpoint import Checkpointer
+    from graceful.http.handoff import HandOff
 
 log = get_logger()
 
@@ -53,6 +56,14 @@ class Takeover(Protocol):
     async def before_accepting(self, checkpointer: Checkpointer | None,
                                state: dict[str, Any]) -> None:
         """Return when the worker may accept, its state the last one written."""
+
+    def take_connections(self, factory: Callable[[], asyncio.Protocol],
+                         accepting: asyncio.Event, stopping: Callable[[], bool]) -> None:
+        """Serve the connections handed over by an old worker, once `accepting` is set;
+        none once `stopping()`."""
+
+    def hand_off(self) -> HandOff | None:
+        """Where our idle connections go at a restart's stop (None: nowhere)."""
 
 
 class WorkerLink(StopObserver):
@@ -71,13 +82,15 @@ class WorkerLink(StopObserver):
         # Windows: the listening sockets its supervisor shared (None: they come as systemd
         # passes them, on POSIX)
         self.sockets: list[tuple[str, socket.socket]] | None = None
+        self.handoff: Channels | None = None  # POSIX: a restart's channels (see Channels)
 
     @classmethod
     def from_environment(cls) -> WorkerLink | None:
         supervisor = os.environ.pop(SUPERVISOR_ENV, "")
         number = os.environ.pop(NUMBER_ENV, "1")
         fds: dict[str, int] = {}
-        for name in (READY_FD_ENV, CONFIG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV, SETUP_FD_ENV):
+        for name in (READY_FD_ENV, CONFIG_FD_ENV, LOCK_FD_ENV, GO_FD_ENV, SETUP_FD_ENV,
+                     HANDOFF_FD_ENV):
             value = os.environ.pop(name, None)
             if value is not None and value.isdigit():
                 if sys.platform == "win32":  # a handle (windows_spawn.py): its descriptor
@@ -98,6 +111,8 @@ class WorkerLink(StopObserver):
         link = cls(int(supervisor), int(number) if number.isdigit() else 1, fds[READY_FD_ENV],
                    fds.get(CONFIG_FD_ENV), fds.get(LOCK_FD_ENV), fds.get(GO_FD_ENV))
         link._setup_fd = fds.get(SETUP_FD_ENV)
+        if (handoff := fds.get(HANDOFF_FD_ENV)) is not None:
+            link.handoff = Channels(handoff)
         return link
 
     @property
@@ -123,6 +138,8 @@ class WorkerLink(StopObserver):
         self._config = Config(**message["config"])
         self.sockets = message["sockets"]
         self.lock_fd = message["lock_fd"]
+        if message["handoff_fd"] is not None:
+            self.handoff = Channels(message["handoff_fd"])
         return message["target"], message["app_dir"]
 
     def config(self) -> Config:
@@ -183,6 +200,24 @@ class WorkerLink(StopObserver):
         log.info("restart.took_over", generation=checkpointer.generation,
                  keys=len(final_state), waited_s=round(time.perf_counter() - started, 4))
 
+    def take_connections(self, factory: Callable[[], asyncio.Protocol],
+                         accepting: asyncio.Event, stopping: Callable[[], bool]) -> None:
+        """Serve with `factory` the idle connections an old worker hands us at a restart,
+        once `accepting` is set (they wait in the kernel until then, their bytes too); none
+        once `stopping()`: the old worker keeps them."""
+        if self.handoff is not None:
+            self.handoff.take(factory, accepting, stopping)
+
+    def hand_off(self) -> HandOff | None:
+        """A stop for a restart begins: where our idle connections go (None: nowhere, they
+        are closed as at any stop)."""
+        if self.handoff is None:
+            return None
+        from graceful.http.handoff import Sender
+
+        channel = self.handoff.sending()
+        return Sender(channel) if channel is not None else None
+
     def ready(self) -> None:
         """We serve (the runtime's READY): tell the supervisor, once. A worker that took
         over the state said "ready" before accepting; it now says "serving"."""
@@ -201,6 +236,57 @@ class WorkerLink(StopObserver):
         if self._ready_fd is not None:
             with contextlib.suppress(OSError):  # the supervisor died: PDEATHSIG stops us
                 os.write(self._ready_fd, message)
+
+
+class Channels:
+    """The socket on which the supervisor gives this worker a restart's channels
+    (graceful/supervisor/handoff.py): "take" (we are a new worker: connections come on it)
+    at any time once we are ready, "send" (we are an old one) just before our stop."""
+
+    def __init__(self, fd: int) -> None:
+        self._socket = socket.socket(fileno=fd)
+        self._socket.setblocking(False)
+        self._sending: socket.socket | None = None
+        self._take: Callable[[socket.socket], None] | None = None
+
+    def take(self, factory: Callable[[], asyncio.Protocol], accepting: asyncio.Event,
+             stopping: Callable[[], bool]) -> None:
+        from graceful.http.handoff import Receiver
+
+        loop = asyncio.get_running_loop()
+        self._take = lambda channel: Receiver(channel, factory, accepting,
+                                              stopping).start(loop)
+        loop.add_reader(self._socket.fileno(), self._read)
+
+    def sending(self) -> socket.socket | None:
+        """The channel of this restart's stop (read now: the stop's signal may come before
+        the loop has seen the message that came just before it)."""
+        self._read()
+        channel, self._sending = self._sending, None
+        return channel
+
+    def _read(self) -> None:
+        while True:
+            try:
+                what, fds, _, _ = socket.recv_fds(self._socket, 16, 1, socket.MSG_CMSG_CLOEXEC)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                what, fds = b"", []
+            if not what:  # the supervisor is gone (PDEATHSIG stops us)
+                with contextlib.suppress(ValueError, RuntimeError):
+                    asyncio.get_running_loop().remove_reader(self._socket.fileno())
+                return
+            for fd in fds:
+                channel = socket.socket(fileno=fd)
+                if what == b"send":
+                    if self._sending is not None:
+                        self._sending.close()
+                    self._sending = channel
+                elif what == b"take" and self._take is not None:
+                    self._take(channel)
+                else:
+                    channel.close()
 
 
 async def _read_to_end(fd: int) -> bytes:

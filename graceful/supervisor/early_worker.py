@@ -24,9 +24,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from graceful.supervisor.spawn import Spawned, spawn
+from graceful.supervisor.spawn import Spawned, handoff_pair, spawn
 from graceful.supervisor.worker_env import (
     READY_FD_ENV,
     SETUP_FD_ENV,
@@ -36,6 +36,12 @@ from graceful.supervisor.worker_env import (
 )
 
 FDS_PER_MESSAGE = 253  # SCM_MAX_FD: the descriptors one message may carry on Linux
+
+
+def in_batches(items: Sequence[object]) -> Iterator[list]:
+    """`items` cut into lists of at most FDS_PER_MESSAGE: one message's descriptors each."""
+    for first in range(0, len(items), FDS_PER_MESSAGE):
+        yield list(items[first:first + FDS_PER_MESSAGE])
 # not worth a spawn: the command ends without serving
 _NOT_SERVING = ("--help", "-h", "--version")
 
@@ -102,19 +108,24 @@ class EarlyWorker:
         message = json.dumps({"target": target, "app_dir": app_dir,
                               "config": json.loads(config_json), "environ": dict(extra_env),
                               "names": [name for name, _ in sockets],
-                              "lock": lock_fd is not None}).encode()
+                              "lock": lock_fd is not None, "handoff": True}).encode()
+        ours, theirs = handoff_pair()
         fds = [sock.fileno() for _, sock in sockets] + ([lock_fd] if lock_fd is not None else [])
+        fds.append(theirs.fileno())
         try:
             # the message, then the descriptors in messages of their own, at most
             # FDS_PER_MESSAGE each (the kernel's limit), each with a space (JSON ignores it)
             self._setup.sendall(message)
-            for first in range(0, len(fds), FDS_PER_MESSAGE):
-                socket.send_fds(self._setup, [b" "], fds[first:first + FDS_PER_MESSAGE])
+            for batch in in_batches(fds):
+                socket.send_fds(self._setup, [b" "], batch)
         except OSError:
+            ours.close()
             self.discard()
             raise
         finally:
+            theirs.close()
             self._setup.close()
+        self.spawned.handoff = ours
         return self.spawned
 
     def discard(self) -> None:
@@ -171,7 +182,8 @@ def receive_setup(fd: int) -> dict | None:
         sock.setblocking(False)
         sockets.append((name, sock))
     message["sockets"] = sockets
-    expected = len(names) + (1 if message["lock"] else 0)
+    handoff = message.get("handoff", False)
+    expected = len(names) + (1 if message["lock"] else 0) + (1 if handoff else 0)
     if len(fds) != expected:  # never silently fewer sockets than were bound
         for extra in fds[len(sockets):]:
             os.close(extra)
@@ -181,6 +193,7 @@ def receive_setup(fd: int) -> dict | None:
 
         raise StartupError(f"the supervisor sent {expected} descriptors, {len(fds)} came")
     message["lock_fd"] = fds[len(names)] if message["lock"] else None
+    message["handoff_fd"] = fds[-1] if handoff else None
     return message
 
 

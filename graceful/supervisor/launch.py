@@ -24,10 +24,11 @@ from graceful.config import Config
 from graceful.supervisor.listening import Listening
 from graceful.supervisor.metrics_folder import ENV as METRICS_FOLDER_ENV
 from graceful.supervisor.metrics_folder import MetricsFolder
-from graceful.supervisor.spawn import Spawned, spawn
+from graceful.supervisor.spawn import Spawned, handoff_pair, spawn
 from graceful.supervisor.worker_env import (
     CONFIG_FD_ENV,
     GO_FD_ENV,
+    HANDOFF_FD_ENV,
     LOCK_FD_ENV,
     READY_FD_ENV,
     entry_point,
@@ -109,7 +110,16 @@ class Launcher:
             passed.append((LOCK_FD_ENV, self.lock_fd))
         if go_fd is not None:
             passed.append((GO_FD_ENV, go_fd))
+        handoff, theirs = handoff_pair()
+        passed.append((HANDOFF_FD_ENV, theirs.fileno()))
         try:
-            return spawn(argv, env, self.folder, self.listening.pairs(), passed, READY_FD_ENV)
+            spawned = spawn(argv, env, self.folder, self.listening.pairs(), passed,
+                            READY_FD_ENV)
+        except BaseException:
+            handoff.close()
+            raise
         finally:
             os.close(config_r)
+            theirs.close()
+        spawned.handoff = handoff
+        return spawned

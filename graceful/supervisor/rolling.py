@@ -11,7 +11,9 @@
              --restart-timeout. One that fails: all the new ones are ended, the old ones
              serve on, the outcome is "failed" with the reason and the worker's last lines.
     replace  the old workers are told to stop for a restart (SIGHUP to a worker): they skip
-             the pre-stop delay, drain, close websockets with 1012, flush. With a checkpoint
+             the pre-stop delay, drain, close websockets with 1012, flush. On POSIX each is
+             first given a channel to a new worker (handoff.py): its keep-alive connections
+             move there between two requests instead of being closed. With a checkpoint
              the new worker accepts only once the old one has exited (its final flush
              done): it re-reads the file first, so no answered update is lost.
     settle   the new workers must stay up SETTLE_S after the old ones have gone; one that
@@ -33,7 +35,7 @@ import click
 from graceful.config import Config
 from graceful.errors import MEANINGS, GracefulError, worst
 from graceful.logs import get_logger
-from graceful.supervisor import orders
+from graceful.supervisor import handoff, orders, platform
 from graceful.supervisor.listening import Change, Listening
 from graceful.supervisor.worker_process import WorkerProcess
 from graceful.supervisor.workers import Workers, describe_exit, exit_code, said
@@ -255,6 +257,8 @@ class Rolling:
             self._workers.retire(worker)
         self._workers.count = count
         self._workers.adopt(new)
+        if not platform.WINDOWS:  # their idle connections go to the new ones
+            handoff.link(old, new)
         for worker in old:
             worker.signal(orders.RESTART)  # a worker stops for a restart on SIGHUP
         if go_w is not None:

@@ -42,6 +42,9 @@ class Spawned:
         self.ready_fd = ready_fd  # it writes "ready" once it serves (or is about to)
         self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
         self.ready_seen = False  # "ready" read already
+        # POSIX: ours of the socket that gives it the channels of a restart's hand-off of
+        # idle connections (graceful/supervisor/handoff.py)
+        self.handoff: socket.socket | None = None
         # its output read (and forwarded) already: the last lines, and an unfinished line's
         # start
         self.tail: list[str] = []
@@ -102,6 +105,14 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], folder: str,
         for fd in (*copies, ready_w, out_w, err_w, null):
             os.close(fd)
     return Spawned(pid, ready_r, out_r, err_r)
+
+
+def handoff_pair() -> tuple[socket.socket, socket.socket]:
+    """The supervisor's end and a worker's of the socket the hand-off's channels go
+    through (graceful/supervisor/handoff.py): messages, each kept whole."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)  # the supervisor's loop never waits on a worker
+    return ours, theirs
 
 
 def _inheritable() -> list[int]:

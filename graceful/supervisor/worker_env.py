@@ -19,6 +19,7 @@ CONFIG_FD_ENV = "GRACEFUL_WORKER_CONFIG_FD"
 LOCK_FD_ENV = "GRACEFUL_WORKER_LOCK_FD"
 GO_FD_ENV = "GRACEFUL_WORKER_GO_FD"
 SETUP_FD_ENV = "GRACEFUL_WORKER_SETUP_FD"
+HANDOFF_FD_ENV = "GRACEFUL_WORKER_HANDOFF_FD"
 NUMBER_ENV = "GRACEFUL_WORKER_NUMBER"
 # set when the supervisor extends systemd's stop timeout for its workers (it has
 # NOTIFY_SOCKET, they do not): a worker's budget check then knows the timeout is no limit

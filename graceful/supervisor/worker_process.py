@@ -52,6 +52,7 @@ class WorkerProcess:
         self.exited: asyncio.Future[int] = loop.create_future()
         self.started_at = loop.time()
         self.stopping = False  # the supervisor asked it to stop: its exit is expected
+        self.handoff = spawned.handoff  # POSIX: where its hand-off channels go (handoff.py)
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         self._partial: dict[int, bytes] = {}
         self._ready: platform.PipeWatch | None = None
@@ -93,6 +94,8 @@ class WorkerProcess:
             if not said.done():
                 said.set_result(False)
         self._close_ready()
+        if self.handoff is not None:
+            self.handoff.close()
         # what it wrote last is in the pipes: read it now, for last_lines()
         for watch in list(self._outputs.values()):
             watch.finish()
