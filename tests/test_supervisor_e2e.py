@@ -463,11 +463,13 @@ async def test_an_fd_given_to_the_supervisor_reaches_a_worker_only_as_a_listener
     port = listener.getsockname()[1]
     inode = os.fstat(listener.fileno()).st_ino
     (tmp_path / "app.py").write_text(FDS_APP)
-    given = listener.fileno()
+    # a number no copy of the worker's own takes by chance (it takes the lowest free ones)
+    given = os.dup2(listener.fileno(), 250)
     proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "app:create_app", "--fd",
                              str(given), "--log-format", "json"], cwd=tmp_path,
                             pass_fds=[given], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    os.close(given)
     listener.close()
     from graceful.testing.process import SubprocessServer
 
