@@ -8,6 +8,13 @@ new worker, which never answers, or dies.
    Connection: close) and closes the idle ones; `restart.connections_kept` is a warning.
 2. The new worker is gone before it said it got them: the old worker reads them again at
    once, with the same outcome.
+3. Two offers, the idle connection at once and the busy one once its response is out; the
+   new worker answers N to the first (not all of it came: it was out of descriptors) and
+   G to the second: the first stays the old worker's (its client is answered, Connection:
+   close), only the second is released. (Before, the old worker took the G as the first
+   batch's and dropped that one: its clients were cut.)
+4. The new worker's side: a batch that comes truncated (MSG_CTRUNC: out of descriptors)
+   is answered N at once, and its descriptors that did come are closed.
 """
 
 from __future__ import annotations
@@ -101,3 +108,79 @@ async def test_a_new_worker_that_never_answers_leaves_the_connections_to_the_old
 async def test_a_new_worker_gone_before_it_answered_leaves_them_to_the_old(monkeypatch):
     """2."""
     await _scenario(monkeypatch, peer_dies=True)
+
+
+async def test_each_offer_has_its_own_answer(monkeypatch):
+    """3."""
+    monkeypatch.setattr(handoff, "HANDOFF_TIMEOUT_S", 30.0)  # an answer, not the timeout
+    link = Link()
+    runtime = graceful.Runtime(answers_pid(), graceful.Config(port=0, drain_timeout=10),
+                               takeover=link)
+    loop = asyncio.get_running_loop()
+    with capture_logs() as logs:
+        async with runtime:
+            idle = await Connection.open(runtime.port)
+            busy = await Connection.open(runtime.port)
+            assert (await idle.request("GET", "/pid")).status == 200
+            busy.send("GET", "/slow?s=0.5")
+            await asyncio.sleep(0.1)  # in its handler
+            runtime.request_stop(StopRequest(StopSource.RESTART, "replaced"))
+            first = await _offered(link.peer)
+            assert len(first) == 1
+            for fd in first:  # not all of it came, say
+                socket.socket(fileno=fd).close()
+            assert (await asyncio.wait_for(busy.read_response(), 10)).status == 200
+            second = await _offered(link.peer)  # the busy one, once its response is out
+            assert len(second) == 1
+            link.peer.send(handoff.NOT_TAKEN)  # the first
+            link.peer.send(handoff.GOT)  # the second
+            assert await loop.sock_recv(link.peer, 16) == handoff.RELEASED
+            idle.send("GET", "/pid")
+            response = await asyncio.wait_for(idle.read_response(), 10)
+            assert response.status == 200 and response.closes  # the old worker's again
+            taken = socket.socket(fileno=second[0])
+            busy.send("GET", "/pid")  # to the 'new worker' (the test), on the same connection
+            taken.setblocking(False)
+            request = await asyncio.wait_for(loop.sock_recv(taken, 4096), 10)
+            assert request.startswith(b"GET /pid ")
+            taken.close()
+            link.peer.close()
+            code = await runtime.wait_stopped()
+    assert code == 0
+    kept = next(e for e in logs if e["event"] == "restart.connections_kept")
+    assert (kept["handed"], kept["kept"], kept["log_level"]) == (1, 1, "warning"), kept
+
+
+async def test_a_truncated_offer_is_answered_not_taken():
+    """4."""
+    import resource
+
+    old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sent = [socket.socket() for _ in range(3)]
+    accepting = asyncio.Event()
+    receiver = handoff.Receiver(new, asyncio.Protocol, accepting, lambda: False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    loop = asyncio.get_running_loop()
+    try:
+        socket.send_fds(old, [handoff.OFFER], [sock.fileno() for sock in sent])
+        # room for one of the three: the kernel truncates the rest (MSG_CTRUNC)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_lowest_free_fd() + 1, hard))
+        receiver.start(loop)
+        old.setblocking(False)
+        said = await asyncio.wait_for(loop.sock_recv(old, 16), 10)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert said == handoff.NOT_TAKEN
+    assert receiver.taken == 0
+    for sock in sent:
+        sock.close()
+    old.close()
+    await asyncio.sleep(0.05)  # the receiver sees the channel's end
+
+
+def _lowest_free_fd() -> int:
+    import os
+
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    return fd

@@ -13,9 +13,16 @@ the old worker reads nothing from a connection once it has offered it:
                                       ◀─    G  (that batch arrived)
       drop its copies (the descriptor
       only: no FIN, no shutdown); R   ─▶    serve them
-  or, no G within HANDOFF_TIMEOUT_S:
+  or                                  ◀─    N  (not all of it came: out of descriptors; or
+                                                it stops too), its copies closed at once
+      read again, close as at any stop,
+      offer nothing more
+  or, no answer within HANDOFF_TIMEOUT_S:
       C (and read again, close as at
       any stop)                       ─▶    close its copies (no FIN: the old one has it)
+
+Every offer gets its own answer, G or N, in the order of the offers: the old worker pairs
+each answer with its oldest batch unanswered.
 
 So a connection is answered by one worker only: the new one serves a batch after R, or
 after the channel's end with no verdict (the old worker is gone, having read nothing of it
@@ -41,7 +48,7 @@ if TYPE_CHECKING:
 log = get_logger()
 
 HANDOFF_TIMEOUT_S = 5.0  # for the new worker's G: a busy loop's answer still comes in time
-OFFER, GOT, RELEASED, CANCELLED = b"F", b"G", b"R", b"C"
+OFFER, GOT, NOT_TAKEN, RELEASED, CANCELLED = b"F", b"G", b"N", b"R", b"C"
 
 
 class HandOff(Protocol):
@@ -64,20 +71,21 @@ class Sender:
         self._pending: collections.deque[list[DrainingRequestHandler]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._refused = False  # an N: nothing more is offered; pending answers still count
         self.handed = 0
         self.kept = 0  # offered, the hand-off failed: closed as at any stop
         self.failure = ""
 
     @property
     def open(self) -> bool:
-        return not self._closed
+        return not self._closed and not self._refused
 
     def offer(self, protocols: Sequence[DrainingRequestHandler]) -> None:
         # the supervisor's helper (it sends a worker's setup the same way); imported here:
         # the HTTP side does not import its callers at import time
         from graceful.supervisor.early_worker import in_batches
 
-        if self._closed:
+        if self._closed or self._refused:
             if protocols:
                 self.failure = self.failure or "the new worker closed the channel"
             return
@@ -114,9 +122,19 @@ class Sender:
             if not said:  # the channel's end: the new worker is gone
                 self._fail("the new worker closed the channel" if self._pending else "")
                 return
-            if said != GOT or not self._pending:
+            if said not in (GOT, NOT_TAKEN) or not self._pending:
                 continue
             batch = self._pending.popleft()
+            if said == NOT_TAKEN:  # ours again: read again, closed as at any stop
+                for protocol in batch:
+                    protocol.resume()
+                self.kept += len(batch)
+                # nothing more offered; the channel stays open for the answers to batches
+                # offered before (closed, the new worker would serve those as its own)
+                self._refused = True
+                self.failure = self.failure or ("the new worker could not take them (out of "
+                                                "descriptors, or stopping)")
+                continue
             for protocol in batch:
                 protocol.release()
             self.handed += len(batch)
@@ -197,12 +215,13 @@ class Receiver:
             if said == OFFER:
                 socks = [socket.socket(fileno=fd) for fd in fds]
                 if flags & socket.MSG_CTRUNC or self._stopping():
-                    # some did not come (out of descriptors), or we stop too: no G, the old
-                    # worker keeps the batch (its C comes in 5 s); our copies go now (the
-                    # old worker's keep the connections open)
+                    # some did not come (out of descriptors), or we stop too: the old worker
+                    # keeps the batch; our copies go now (the old worker's keep the
+                    # connections open)
                     for sock in socks:
                         sock.close()
-                    self._undecided.append([])
+                    with contextlib.suppress(OSError):
+                        self._channel.send(NOT_TAKEN)
                     continue
                 self._undecided.append(socks)
                 with contextlib.suppress(OSError):
