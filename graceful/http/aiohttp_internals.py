@@ -292,6 +292,15 @@ def queued_requests(handler: RequestHandler) -> int:
     return len(handler._messages)
 
 
+def last_parsed(handler: RequestHandler, count: int) -> list[Any]:
+    """The `count` messages data_received has just parsed (queued last; the connection's
+    task takes them only once data_received has returned)."""
+    messages = handler._messages
+    if count > len(messages):  # not what aiohttp does today: nothing to match them with
+        return [None]
+    return [message for message, _payload in list(messages)[len(messages) - count:]]
+
+
 def waiting_for_request(handler: RequestHandler) -> bool:
     return handler._waiter is not None
 

@@ -51,6 +51,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from graceful.http import aiohttp_internals as internals
+from graceful.http.accounting import StreamAccount
 from graceful.logs import get_logger
 
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
@@ -174,9 +175,9 @@ class DrainingRequestHandler(RequestHandler):
     when each request starts (for the age of a cancelled one) and when its response ends
     (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_answered_body", "_factories", "_idle_since", "_last_bytes", "_new_request",
-                 "_prepared", "_quiet", "_said_close", "_started", "in_transit", "parked",
-                 "released", "tracker")
+    __slots__ = ("_account", "_answered_body", "_factories", "_idle_since", "_last_bytes",
+                 "_new_request", "_prepared", "_quiet", "_said_close", "_started", "in_transit",
+                 "parked", "released", "tracker")
 
     def __init__(self, manager: Any, *, tracker: Tracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -190,8 +191,10 @@ class DrainingRequestHandler(RequestHandler):
         # the request whose response was last shown to the tracker while stopping: the one
         # in flight once its handler has returned (aiohttp then forgets it)
         self._prepared: web.BaseRequest | None = None
-        # the end of the last bytes received (see handable)
+        # the end of the last bytes received, and where each request ends (see
+        # nothing_read_ahead)
         self._last_bytes = HEADERS_END
+        self._account = StreamAccount()
         self.in_transit = False  # offered to a new worker at a restart (http/handoff.py)
         self._said_close = False  # the last response said Connection: close
         self.parked = False  # answered, reading paused: offered once its response is out
@@ -226,9 +229,17 @@ class DrainingRequestHandler(RequestHandler):
                 # request it would keep the connection from ever being quiet, and the drain
                 # would wait for it until the deadline.
                 self._idle_since = _monotonic()
+        account = self._account
+        if account.known:
+            account.fed(data)
+            parsed = internals.requests_parsed(self)
         # Through the class (not a copy taken at import): a patch of aiohttp's method, or a
         # class between this one and aiohttp's, is honoured.
         super().data_received(data)
+        if account.known:
+            new = internals.requests_parsed(self) - parsed
+            if new:
+                account.parsed(internals.last_parsed(self, new))
         if self._quiet and self._answered_body is not None and internals.queued_requests(self):
             self._quiet = False  # a request came right behind the end of that body
             self._started = _monotonic()
@@ -356,8 +367,11 @@ class DrainingRequestHandler(RequestHandler):
 
     @property
     def nothing_read_ahead(self) -> bool:
-        """No byte of a next request read yet (see handable)."""
-        return self._last_bytes == HEADERS_END and not internals.queued_requests(self)
+        """No byte of a next request read yet: every byte received is of requests aiohttp
+        has parsed, counted exactly (accounting.py), or else the last read ended with the
+        blank line that ends a request's headers (see handable)."""
+        return ((self._account.at_request_end or self._last_bytes == HEADERS_END)
+                and not internals.queued_requests(self))
 
     def _park(self) -> None:
         """Its response is written, at a restart: read nothing more, so that it can move once
