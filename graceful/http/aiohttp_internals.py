@@ -60,7 +60,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
             "runtime.py builds each connection's handler itself: "
             "DrainingRequestHandler(runner.server, loop=, access_log_class= | access_log=None)"),
     _attr(_HANDLER, "_messages", "requests parsed and queued behind the one in progress "
-          "(pipelining): not idle, and the response must not say Connection: close"),
+          "(pipelining): not idle, and the response must not say Connection: close; those "
+          "data_received just parsed are checked against accounting.py's framing"),
     _attr(_HANDLER, "_waiter", "set exactly while aiohttp waits for the next request: a "
           "connection is quiet (closable by the drain) only then"),
     _attr(_HANDLER, "_request_in_progress", "True from the handler's start until its response "

@@ -344,10 +344,8 @@ class DrainingRequestHandler(RequestHandler):
         another process, its next bytes still in the kernel (graceful/http/handoff.py).
 
         aiohttp's parser keeps the start of a request that came in the same read as the end
-        of the one before (a pipelining client) and shows nothing of it; a read that ended
-        with the blank line ending a request's headers left nothing there (a partial
-        request ending with one would have been parsed: it would be queued). So a connection
-        whose last read ended otherwise (a body's last bytes) is not handed: it is closed as
+        of the one before (a pipelining client) and shows nothing of it: see
+        nothing_read_ahead. A connection that has read ahead is not handed: it is closed as
         at any stop."""
         transport = self.transport
         return (self._quiet and not self.in_transit and self.nothing_read_ahead
@@ -368,8 +366,9 @@ class DrainingRequestHandler(RequestHandler):
     @property
     def nothing_read_ahead(self) -> bool:
         """No byte of a next request read yet: every byte received is of requests aiohttp
-        has parsed, counted exactly (accounting.py), or else the last read ended with the
-        blank line that ends a request's headers (see handable)."""
+        has parsed, counted exactly (accounting.py); or else, for a connection that cannot be
+        accounted, its last read ended with the blank line that ends a request's headers (a
+        partial request ending with one would have been parsed: it would be queued)."""
         return ((self._account.at_request_end or self._last_bytes == HEADERS_END)
                 and not internals.queued_requests(self))
 
