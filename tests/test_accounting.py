@@ -36,12 +36,11 @@ class Stream:
 
     def feed(self, *reads: bytes) -> StreamAccount:
         for data in reads:
-            self.account.fed(data)
             try:
                 messages, _upgraded, _tail = self.parser.feed_data(data)
             except Exception:  # aiohttp answers 400: a message that is not a request
                 messages = [(object(), None)]
-            self.account.parsed(message for message, _payload in messages)
+            self.account.fed(data, [message for message, _payload in messages])
         return self.account
 
 

@@ -296,9 +296,13 @@ def queued_requests(handler: RequestHandler) -> int:
 def last_parsed(handler: RequestHandler, count: int) -> list[Any]:
     """The `count` messages data_received has just parsed (queued last; the connection's
     task takes them only once data_received has returned)."""
+    if not count:
+        return []
     messages = handler._messages
     if count > len(messages):  # not what aiohttp does today: nothing to match them with
         return [None]
+    if count == 1:
+        return [messages[-1][0]]
     return [message for message, _payload in list(messages)[len(messages) - count:]]
 
 

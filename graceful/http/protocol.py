@@ -231,15 +231,13 @@ class DrainingRequestHandler(RequestHandler):
                 self._idle_since = _monotonic()
         account = self._account
         if account.known:
-            account.fed(data)
             parsed = internals.requests_parsed(self)
         # Through the class (not a copy taken at import): a patch of aiohttp's method, or a
         # class between this one and aiohttp's, is honoured.
         super().data_received(data)
         if account.known:
-            new = internals.requests_parsed(self) - parsed
-            if new:
-                account.parsed(internals.last_parsed(self, new))
+            account.fed(data, internals.last_parsed(self, internals.requests_parsed(self)
+                                                    - parsed))
         if self._quiet and self._answered_body is not None and internals.queued_requests(self):
             self._quiet = False  # a request came right behind the end of that body
             self._started = _monotonic()
