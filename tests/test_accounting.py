@@ -49,7 +49,9 @@ def _cuts(data: bytes) -> list[tuple[bytes, ...]]:
 
 
 @pytest.mark.parametrize("reads", [(POST,), (GET + POST,), (b"\r\n" + POST + GET,),
-                                   (POST, b"\r\n"), *_cuts(GET + POST)])
+                                   (POST, b"\r\n"), (GET * 50 + POST * 50,),
+                                   (POST[:10], POST[10:40], POST[40:] + GET),
+                                   *_cuts(GET + POST)])
 def test_at_a_request_end_once_its_body_is_in(reads):
     """1. (CR/LF between requests, which llhttp skips, is nothing: a new worker's parser
     skips it the same, so it can be left behind.)"""

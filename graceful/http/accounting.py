@@ -48,19 +48,26 @@ class StreamAccount:
                 self._body_left -= taken
                 at += taken
                 continue
-            if self._head:
-                head = self._head + data[at:]
+            if self._head:  # a block begun in an earlier read (at is 0: the first step)
+                head = self._head + data
+                end = head.find(HEADERS_END)
+                block = head[:end]
+                at = size - (len(head) - end - len(HEADERS_END))
             else:
-                head = data[at:].lstrip(_LEADING) if at else data.lstrip(_LEADING)
-            end = head.find(HEADERS_END)
-            if end < 0:
-                self._head = head
-                if len(head) > MAX_HEADER_BYTES:
+                while at < size and data[at] in _LEADING:  # what llhttp skips, as it does
+                    at += 1
+                head = data
+                end = data.find(HEADERS_END, at)
+                block = data[at:end]
+                if end >= 0:
+                    at = end + len(HEADERS_END)
+            if end < 0:  # the block goes on in the next read
+                self._head = head if head is not data else data[at:]
+                if len(self._head) > MAX_HEADER_BYTES:
                     self._give_up()
                 break
             self._head = b""
-            at = size - (len(head) - end - len(HEADERS_END))
-            length = _body_length(head[:end], next(messages, None))
+            length = _body_length(block, next(messages, None))
             if length is None:
                 self._give_up()
                 return
