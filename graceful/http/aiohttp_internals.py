@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web, web_app
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
 _HANDLER = "aiohttp.web_protocol.RequestHandler"
@@ -304,6 +305,17 @@ def last_parsed(handler: RequestHandler, count: int) -> list[Any]:
     if count == 1:
         return [messages[-1][0]]
     return [message for message, _payload in list(messages)[len(messages) - count:]]
+
+
+def sole_request_complete(handler: RequestHandler) -> bool:
+    """The one request queued is a request whose body has all arrived (none, or complete):
+    llhttp ended it. (One queued: the parser was not paused for a full queue, which would
+    keep whole requests behind it.)"""
+    messages = handler._messages
+    if len(messages) != 1:
+        return False
+    message, payload = messages[0]
+    return type(message) is RawRequestMessage and payload.is_eof()
 
 
 def waiting_for_request(handler: RequestHandler) -> bool:

@@ -236,8 +236,12 @@ class DrainingRequestHandler(RequestHandler):
         # class between this one and aiohttp's, is honoured.
         super().data_received(data)
         if account.known:
-            account.fed(data, internals.last_parsed(self, internals.requests_parsed(self)
-                                                    - parsed))
+            parsed = internals.requests_parsed(self) - parsed
+            # The usual read (one whole request, its body complete, from where the stream was
+            # at a request's end) leaves it at a request's end: not framed, to cost less.
+            if not (parsed == 1 and self._last_bytes == HEADERS_END and account.at_request_end
+                    and internals.sole_request_complete(self)):
+                account.fed(data, internals.last_parsed(self, parsed))
         if self._quiet and self._answered_body is not None and internals.queued_requests(self):
             self._quiet = False  # a request came right behind the end of that body
             self._started = _monotonic()
