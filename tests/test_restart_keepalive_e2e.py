@@ -241,6 +241,8 @@ async def _posted(conn: Connection, how: str) -> int:
     head = b"POST /pid HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
     if how == "in one send":
         conn.writer.write(head + b"\r\nhello")
+    elif how == "body ending in a blank line":  # read like a header block's end
+        conn.writer.write(head + b"\r\nh\r\n\r\n")
     elif how == "body sent later":
         conn.writer.write(head + b"\r\n")
         await conn.writer.drain()
@@ -255,7 +257,8 @@ async def _posted(conn: Connection, how: str) -> int:
     return int(response.text())
 
 
-@pytest.mark.parametrize("how", ["in one send", "body sent later", "expect 100-continue"])
+@pytest.mark.parametrize("how", ["in one send", "body sent later", "expect 100-continue",
+                                 "body ending in a blank line"])
 async def test_a_connection_whose_last_request_had_a_body_moves(serve, how):
     """7."""
     server = serve(APP, "--workers", "1")
