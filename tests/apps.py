@@ -945,11 +945,16 @@ def logs_what_it_is_sent() -> web.Application:
 
 
 async def _pid(request: web.Request) -> web.Response:
-    """Which process answered; after `?s=SECONDS` of sleep."""
+    """Which process answered; after `?s=SECONDS` of sleep. The body is read whole first,
+    its length answered in X-Body-Length."""
     await asyncio.sleep(float(request.query.get("s", "0")))
-    return web.Response(text=f"{os.getpid()}\n")
+    body = await request.read()
+    return web.Response(text=f"{os.getpid()}\n", headers={"X-Body-Length": str(len(body))})
 
 
 def answers_pid() -> web.Application:
-    """`/pid`: the pid of the worker that answered (a restart's keep-alive tests)."""
-    return _basic_with_route("/pid", _pid)
+    """`/pid` (any method): the pid of the worker that answered (a restart's keep-alive
+    tests)."""
+    app = basic()
+    app.router.add_route("*", "/pid", _pid)
+    return app

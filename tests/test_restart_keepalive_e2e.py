@@ -14,11 +14,22 @@
 5. A TLS listener's connections are not handed: answered by the old worker, then closed.
 6. With `--checkpoint` (the new worker accepts once the old one's final flush is done) the
    idle connections are handed too, and served once the new worker accepts.
+7. A connection whose last request had a body (a JSON POST, a body sent after its headers,
+   an Expect: 100-continue upload) moves like any other: its next request is answered by a
+   new worker on the same connection.
+8. So does http.client's (which never retries): POST, restart, GET on the same connection.
+9. A POST whose body has all arrived, in its handler at the restart, is answered keep-alive
+   by the old worker, then its connection moves.
+10. A pipelining client whose POST body came with the start of its next request (in one
+   send, or the body's end and that start in a later one) is never handed: a connection idle
+   with that start read is closed; one in its handler is answered with Connection: close,
+   and the next request, completed meanwhile, is answered before the close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import signal
 import sys
 import time
@@ -208,5 +219,172 @@ async def test_with_a_checkpoint_the_handed_connections_wait_for_the_new_worker(
     assert not any(response.closes for response in answers)
     for conn in conns:
         conn.close()
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+async def _restarted_then_asked(server, conns: list[Connection], old_pids: set[int]) -> None:
+    """SIGHUP; then each of `conns` (idle) is answered by a new worker on the same
+    connection, and the old worker handed them all."""
+    done = await _restart(server)
+    for conn in conns:
+        response = await conn.request("GET", "/pid")
+        assert response.status == 200 and not response.closes
+        assert int(response.text()) in done["workers"] and int(response.text()) not in old_pids
+    kept = await asyncio.to_thread(_summed, server, "restart.connections_kept", 1,
+                                   ("handed", "closed", "kept"))
+    assert kept == {"handed": len(conns), "closed": 0, "kept": 0}
+
+
+async def _posted(conn: Connection, how: str) -> int:
+    """A POST with a 5-byte body on `conn`, sent `how`; the pid that answered."""
+    head = b"POST /pid HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
+    if how == "in one send":
+        conn.writer.write(head + b"\r\nhello")
+    elif how == "body ending in a blank line":  # read like a header block's end
+        conn.writer.write(head + b"\r\nh\r\n\r\n")
+    elif how == "body sent later":
+        conn.writer.write(head + b"\r\n")
+        await conn.writer.drain()
+        await asyncio.sleep(0.05)
+        conn.writer.write(b"hello")
+    else:  # Expect: 100-continue: the body only once the server asked for it
+        conn.writer.write(head + b"Expect: 100-continue\r\n\r\n")
+        assert (await conn.reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+        conn.writer.write(b"hello")
+    response = await conn.read_response()
+    assert response.status == 200 and response.headers["x-body-length"] == "5"
+    return int(response.text())
+
+
+@pytest.mark.parametrize("how", ["in one send", "body sent later", "expect 100-continue",
+                                 "body ending in a blank line"])
+async def test_a_connection_whose_last_request_had_a_body_moves(serve, how):
+    """7."""
+    server = serve(APP, "--workers", "1")
+    server.wait_for("supervisor.ready")
+    conns = [await Connection.open(server.port) for _ in range(10)]
+    old_pids = {await _posted(conn, how) for conn in conns}
+    await _restarted_then_asked(server, conns, old_pids)
+    for conn in conns:
+        conn.close()
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+def _post_restart_get(server) -> tuple[int, int, str | None]:
+    """http.client: POST, a restart, GET on the same HTTPConnection: the pids that
+    answered and the GET's Connection header."""
+    client = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        client.request("POST", "/pid", body=b'{"a": 1}',
+                       headers={"Content-Type": "application/json"})
+        first = int(client.getresponse().read())
+        server.signal(signal.SIGHUP)
+        server.wait_for("restart.done", 60)
+        client.request("GET", "/pid")  # no retry: a closed connection fails here
+        response = client.getresponse()
+        return first, int(response.read()), response.getheader("Connection")
+    finally:
+        client.close()
+
+
+def test_http_client_posts_then_gets_on_the_same_connection_through_a_restart(serve):
+    """8."""
+    server = serve(APP, "--workers", "1")
+    server.wait_for("supervisor.ready")
+    first, second, connection = _post_restart_get(server)
+    assert second != first and connection != "close"
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+
+
+async def test_a_post_in_its_handler_is_answered_keep_alive_then_moves(serve):
+    """9."""
+    server = serve(APP, "--workers", "1")
+    server.wait_for("supervisor.ready")
+    (busy,), old_pids = await _open(server.port, 1)
+    busy.send("POST", "/pid?s=1.5", b"hello")  # its body all sent; in its handler
+    await asyncio.sleep(0.3)
+    server.signal(signal.SIGHUP)
+    response = await asyncio.wait_for(busy.read_response(), 30)
+    assert int(response.text()) in old_pids and not response.closes
+    assert response.headers["x-body-length"] == "5"
+    await _restarted_then_asked(server, [busy], old_pids)
+    busy.close()
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+POST_THEN_NEXT = (b"POST /pid%s HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello"
+                  b"GET /pid HTTP/1.1\r\nHo")
+NEXT_REST = b"st: test\r\n\r\n"
+
+
+async def _send_split(conn: Connection, data: bytes, split: str) -> None:
+    """`data` in one send, or in two: its end (the body's last bytes and the next request's
+    start) a moment later."""
+    if split == "one send":
+        conn.writer.write(data)
+        return
+    at = data.index(b"llo")
+    conn.writer.write(data[:at])
+    await conn.writer.drain()
+    await asyncio.sleep(0.1)
+    conn.writer.write(data[at:])
+
+
+@pytest.mark.parametrize("split", ["one send", "body end with it"])
+async def test_an_idle_connection_with_a_next_request_begun_after_a_post_is_closed(serve,
+                                                                                   split):
+    """10. Idle: its POST answered, the start of its next request in the old worker."""
+    server = serve(APP, "--workers", "1")
+    server.wait_for("supervisor.ready")
+    (conn,), old_pids = await _open(server.port, 1)
+    await _send_split(conn, POST_THEN_NEXT % b"", split)
+    response = await asyncio.wait_for(conn.read_response(), 30)
+    assert int(response.text()) in old_pids and not response.closes
+    await asyncio.sleep(0.2)  # the POST's response logged: the connection is quiet
+    await _restart(server)
+    kept = await asyncio.to_thread(_summed, server, "restart.connections_kept", 1,
+                                   ("handed", "closed", "kept"))
+    assert kept == {"handed": 0, "closed": 1, "kept": 0}
+    assert await conn.at_eof()  # closed, not handed: a new worker would see "st: test"
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait) == 0
+
+
+@pytest.mark.parametrize("completed", [True, False])
+@pytest.mark.parametrize("split", ["one send", "body end with it"])
+async def test_a_post_in_its_handler_with_the_next_request_behind_it_is_told_to_close(
+        serve, split, completed):
+    """10. In its handler at the restart, the start of the next request read: left
+    incomplete, the POST's response says close. Completed while the handler runs, that
+    request is answered by the old worker too (nothing is read ahead after it: the
+    connection then moves)."""
+    server = serve(APP, "--workers", "1")
+    server.wait_for("supervisor.ready")
+    (conn,), old_pids = await _open(server.port, 1)
+    await _send_split(conn, POST_THEN_NEXT % b"?s=1.5", split)
+    await asyncio.sleep(0.3)
+    server.signal(signal.SIGHUP)
+    if completed:
+        await asyncio.sleep(0.2)  # the handler still sleeps
+        conn.writer.write(NEXT_REST)
+    first = await asyncio.wait_for(conn.read_response(), 30)
+    assert first.headers["x-body-length"] == "5" and int(first.text()) in old_pids
+    if completed:
+        second = await asyncio.wait_for(conn.read_response(), 30)
+        assert int(second.text()) in old_pids and not second.closes
+        done = await asyncio.to_thread(server.wait_for, "restart.done", 60)
+        third = await conn.request("GET", "/pid")
+        assert int(third.text()) in done["workers"] and not third.closes
+        conn.close()
+    else:
+        assert first.closes
+        assert await conn.at_eof()
+    kept = await asyncio.to_thread(_summed, server, "restart.connections_kept", 1,
+                                   ("handed", "closed", "kept"))
+    assert kept["handed"] == int(completed)
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait) == 0

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web, web_app
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
 _HANDLER = "aiohttp.web_protocol.RequestHandler"
@@ -60,7 +61,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
             "runtime.py builds each connection's handler itself: "
             "DrainingRequestHandler(runner.server, loop=, access_log_class= | access_log=None)"),
     _attr(_HANDLER, "_messages", "requests parsed and queued behind the one in progress "
-          "(pipelining): not idle, and the response must not say Connection: close"),
+          "(pipelining): not idle, and the response must not say Connection: close; those "
+          "data_received just parsed are checked against accounting.py's framing"),
     _attr(_HANDLER, "_waiter", "set exactly while aiohttp waits for the next request: a "
           "connection is quiet (closable by the drain) only then"),
     _attr(_HANDLER, "_request_in_progress", "True from the handler's start until its response "
@@ -290,6 +292,30 @@ upgrading: Callable[[RequestHandler], bool] = (_upgraded if UPGRADE_FLAG == "_up
 def queued_requests(handler: RequestHandler) -> int:
     """Pipelined requests already parsed and waiting behind the one in progress."""
     return len(handler._messages)
+
+
+def last_parsed(handler: RequestHandler, count: int) -> list[Any]:
+    """The `count` messages data_received has just parsed (queued last; the connection's
+    task takes them only once data_received has returned)."""
+    if not count:
+        return []
+    messages = handler._messages
+    if count > len(messages):  # not what aiohttp does today: nothing to match them with
+        return [None]
+    if count == 1:
+        return [messages[-1][0]]
+    return [message for message, _payload in list(messages)[len(messages) - count:]]
+
+
+def sole_request_complete(handler: RequestHandler) -> bool:
+    """The one request queued is a request whose body has all arrived (none, or complete):
+    llhttp ended it. (One queued: the parser was not paused for a full queue, which would
+    keep whole requests behind it.)"""
+    messages = handler._messages
+    if len(messages) != 1:
+        return False
+    message, payload = messages[0]
+    return type(message) is RawRequestMessage and payload.is_eof()
 
 
 def waiting_for_request(handler: RequestHandler) -> bool:

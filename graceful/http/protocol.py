@@ -51,6 +51,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from graceful.http import aiohttp_internals as internals
+from graceful.http.accounting import StreamAccount
 from graceful.logs import get_logger
 
 _monotonic = time.monotonic  # log_access's `time` parameter shadows the module
@@ -174,9 +175,9 @@ class DrainingRequestHandler(RequestHandler):
     when each request starts (for the age of a cancelled one) and when its response ends
     (from which a connection's quiet time is counted)."""
 
-    __slots__ = ("_answered_body", "_factories", "_idle_since", "_last_bytes", "_new_request",
-                 "_prepared", "_quiet", "_said_close", "_started", "in_transit", "parked",
-                 "released", "tracker")
+    __slots__ = ("_account", "_answered_body", "_factories", "_idle_since", "_last_bytes",
+                 "_new_request", "_prepared", "_quiet", "_said_close", "_started", "in_transit",
+                 "parked", "released", "tracker")
 
     def __init__(self, manager: Any, *, tracker: Tracker,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -190,8 +191,10 @@ class DrainingRequestHandler(RequestHandler):
         # the request whose response was last shown to the tracker while stopping: the one
         # in flight once its handler has returned (aiohttp then forgets it)
         self._prepared: web.BaseRequest | None = None
-        # the end of the last bytes received (see handable)
+        # the end of the last bytes received, and where each request ends (see
+        # nothing_read_ahead)
         self._last_bytes = HEADERS_END
+        self._account = StreamAccount()
         self.in_transit = False  # offered to a new worker at a restart (http/handoff.py)
         self._said_close = False  # the last response said Connection: close
         self.parked = False  # answered, reading paused: offered once its response is out
@@ -226,9 +229,19 @@ class DrainingRequestHandler(RequestHandler):
                 # request it would keep the connection from ever being quiet, and the drain
                 # would wait for it until the deadline.
                 self._idle_since = _monotonic()
+        account = self._account
+        if account.known:
+            parsed = internals.requests_parsed(self)
         # Through the class (not a copy taken at import): a patch of aiohttp's method, or a
         # class between this one and aiohttp's, is honoured.
         super().data_received(data)
+        if account.known:
+            parsed = internals.requests_parsed(self) - parsed
+            # The usual read (one whole request, its body complete, from where the stream was
+            # at a request's end) leaves it at a request's end: not framed, to cost less.
+            if not (parsed == 1 and self._last_bytes == HEADERS_END and account.at_request_end
+                    and internals.sole_request_complete(self)):
+                account.fed(data, internals.last_parsed(self, parsed))
         if self._quiet and self._answered_body is not None and internals.queued_requests(self):
             self._quiet = False  # a request came right behind the end of that body
             self._started = _monotonic()
@@ -333,10 +346,8 @@ class DrainingRequestHandler(RequestHandler):
         another process, its next bytes still in the kernel (graceful/http/handoff.py).
 
         aiohttp's parser keeps the start of a request that came in the same read as the end
-        of the one before (a pipelining client) and shows nothing of it; a read that ended
-        with the blank line ending a request's headers left nothing there (a partial
-        request ending with one would have been parsed: it would be queued). So a connection
-        whose last read ended otherwise (a body's last bytes) is not handed: it is closed as
+        of the one before (a pipelining client) and shows nothing of it: see
+        nothing_read_ahead. A connection that has read ahead is not handed: it is closed as
         at any stop."""
         transport = self.transport
         return (self._quiet and not self.in_transit and self.nothing_read_ahead
@@ -356,8 +367,12 @@ class DrainingRequestHandler(RequestHandler):
 
     @property
     def nothing_read_ahead(self) -> bool:
-        """No byte of a next request read yet (see handable)."""
-        return self._last_bytes == HEADERS_END and not internals.queued_requests(self)
+        """No byte of a next request read yet: every byte received is of requests aiohttp
+        has parsed, counted exactly (accounting.py); or else, for a connection that cannot be
+        accounted, its last read ended with the blank line that ends a request's headers (a
+        partial request ending with one would have been parsed: it would be queued)."""
+        return ((self._account.at_request_end or self._last_bytes == HEADERS_END)
+                and not internals.queued_requests(self))
 
     def _park(self) -> None:
         """Its response is written, at a restart: read nothing more, so that it can move once
