@@ -97,10 +97,11 @@ async def test_idle_keepalive_connections_are_served_on_by_the_new_workers(serve
     assert await asyncio.to_thread(server.wait) == 0
 
 
-async def _keep_asking(conn: Connection, until: asyncio.Event) -> list[tuple[int, bool]]:
+async def _keep_asking(conn: Connection, until: asyncio.Event,
+                       answers: list[tuple[int, bool]]) -> list[tuple[int, bool]]:
     """Request after request on `conn`, each sent as soon as the one before is answered,
-    until `until` is set or the server closes: (pid, Connection: close) of each."""
-    answers = []
+    until `until` is set or the server closes: (pid, Connection: close) of each, appended
+    to `answers` as they come."""
     while not until.is_set():
         response = await asyncio.wait_for(conn.request("GET", "/pid"), 30)
         assert response.status == 200
@@ -117,10 +118,18 @@ async def test_clients_asking_through_the_restart_are_never_told_to_reconnect(se
     server.wait_for("supervisor.ready")
     conns, old_pids = await _open(server.port, 50)
     stop = asyncio.Event()
-    clients = [asyncio.ensure_future(_keep_asking(conn, stop)) for conn in conns]
+    seen: list[list[tuple[int, bool]]] = [[] for _ in conns]
+    clients = [asyncio.ensure_future(_keep_asking(conn, stop, answers))
+               for conn, answers in zip(conns, seen, strict=True)]
     done = await _restart(server)
     taken = await asyncio.to_thread(_summed, server, "restart.connections_taken", 1,
                                     ("connections", "waiting"))
+    # each client's next answer after its move (a client starved on a loaded machine may
+    # not have asked yet when the new worker logs what it took)
+    deadline = time.monotonic() + 15
+    while (any(not answers or answers[-1][0] not in done["workers"] for answers in seen)
+           and time.monotonic() < deadline and not any(c.done() for c in clients)):
+        await asyncio.sleep(0.02)
     stop.set()
     answers = await asyncio.gather(*clients)  # none cut: every request answered
     assert taken["waiting"] > 0, ("no request was written while its connection moved", taken)
