@@ -184,3 +184,44 @@ def _lowest_free_fd() -> int:
     fd = os.open(os.devnull, os.O_RDONLY)
     os.close(fd)
     return fd
+
+
+async def test_a_request_taken_from_the_queue_and_not_started_is_not_handable():
+    """5. Between aiohttp's connection task taking a pipelined request off its queue and
+    that request's task starting (a loop iteration on Python 3.11, where tasks do not start
+    eagerly), nothing shows the request: the queue is empty and no request is in progress.
+    The connection is not between requests (its task does not wait for one): not handable.
+    (It was: a restart handed it, and the request died with the old worker.)"""
+    from aiohttp import web
+
+    seen: list[bool] = []
+
+    async def first(request: web.Request) -> web.Response:
+        protocol = request.protocol
+        make = protocol._request_factory
+
+        def watching(*args):  # aiohttp calls it between taking a request and starting it
+            seen.append(protocol.handable)
+            return make(*args)
+
+        protocol._request_factory = watching
+        await asyncio.sleep(0.2)
+        return web.Response(text="first")
+
+    async def second(request: web.Request) -> web.Response:
+        return web.Response(text="second")
+
+    app = web.Application()
+    app.router.add_get("/first", first)
+    app.router.add_get("/second", second)
+    runtime = graceful.Runtime(app, graceful.Config(port=0, drain_timeout=5))
+    async with runtime:
+        conn = await Connection.open(runtime.port)
+        conn.writer.write(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n"
+                          b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert (await asyncio.wait_for(conn.read_response(), 10)).text() == "first"
+        assert (await asyncio.wait_for(conn.read_response(), 10)).text() == "second"
+        conn.close()
+        runtime.request_stop(StopRequest(StopSource.API, "done"))
+        assert await runtime.wait_stopped() == 0
+    assert seen == [False]

@@ -354,6 +354,10 @@ class DrainingRequestHandler(RequestHandler):
                 and self._answered_body is None and not self._said_close
                 and transport is not None
                 and not internals.request_in_progress(self) and not internals.closing(self)
+                # its task waits for a request: it has not taken one off the queue that it
+                # has not started yet (on Python 3.11 a loop iteration where nothing else
+                # shows that request)
+                and internals.waiting_for_request(self)
                 and not _upgrading(self) and not transport.is_closing()
                 and transport.get_write_buffer_size() == 0
                 and transport.get_extra_info("sslcontext") is None)
