@@ -65,6 +65,10 @@ class PosixSignals:
         if self._loop is not None:
             for signum in (*STOP_SIGNALS, orders.RESTART, *FORWARDED):
                 self._loop.remove_signal_handler(signum)
+                # not the default action: the stop is over and its exit code decided; a
+                # SIGTERM in the last moments (a failed start exits within a second) would
+                # end the process by the signal instead of with its code
+                signal.signal(signum, signal.SIG_IGN)
 
     def _on_signal(self, signum: int) -> None:
         requests = self._requests
