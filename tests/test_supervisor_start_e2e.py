@@ -14,11 +14,15 @@ real signals and sockets.
 7. Ctrl+C in the first moment of a start with 3 workers: no worker prints a traceback (it
    depends on the moment: the review saw it in 4 of 8 starts).
 8. `graceful restart` during the start waits for it, then restarts.
+9. SIGTERM after SIGTERM while a start that failed by itself exits: exit 2 every time, not
+   the signal's death (the supervisor put the signals back to their default for its last
+   moments: 8 of 8 died of SIGTERM).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -193,6 +197,7 @@ def test_7_ctrl_c_in_the_first_moment_prints_no_worker_traceback(after_s):
 
 SLOW_START_APP = """
 import asyncio
+import contextlib
 
 from aiohttp import web
 
@@ -224,3 +229,20 @@ async def test_8_graceful_restart_during_the_start_waits_for_it(tmp_path):
         assert wait_answers(port)
     finally:
         assert stop(proc) == 0
+
+
+def test_9_signals_while_a_failed_start_exits_do_not_end_it_by_the_signal():
+    codes = []
+    for _ in range(3):
+        proc = serve(BROKEN, "--port", "0", "--workers", "2")
+        try:
+            proc.stderr.readline()  # the worker's error line: the start has failed
+            while proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                time.sleep(0.002)
+        finally:
+            proc.kill()
+            codes.append(proc.wait(60))
+            proc.stderr.close()
+    assert codes == [2, 2, 2]
