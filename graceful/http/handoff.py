@@ -95,9 +95,7 @@ class Sender:
             try:
                 socket.send_fds(self._channel, [OFFER], [p.fileno() for p in batch])
             except OSError as err:  # nothing sent: they are ours still
-                for protocol in batch:
-                    protocol.resume()
-                self.kept += len(batch)
+                self._keep(batch)
                 self._fail(f"cannot send: {err.strerror or err}")
                 return
             self._pending.append(batch)
@@ -126,9 +124,7 @@ class Sender:
                 continue
             batch = self._pending.popleft()
             if said == NOT_TAKEN:  # ours again: read again, closed as at any stop
-                for protocol in batch:
-                    protocol.resume()
-                self.kept += len(batch)
+                self._keep(batch)
                 # nothing more offered; the channel stays open for the answers to batches
                 # offered before (closed, the new worker would serve those as its own)
                 self._refused = True
@@ -164,13 +160,17 @@ class Sender:
         self._pending.extend(cancelled)  # ours again
         self._fail(f"no answer from the new worker within {HANDOFF_TIMEOUT_S:g}s")
 
+    def _keep(self, batch: list[DrainingRequestHandler]) -> None:
+        """Offered and not taken: ours again, read again, closed as at any stop."""
+        for protocol in batch:
+            protocol.resume()
+        self.kept += len(batch)
+
     def _fail(self, reason: str) -> None:
         """What was offered and not taken is ours again; nothing more is offered."""
         self.failure = self.failure or reason
         for batch in self._pending:
-            for protocol in batch:
-                protocol.resume()
-            self.kept += len(batch)
+            self._keep(batch)
         self._pending.clear()
         if not self._closed:
             self._closed = True
